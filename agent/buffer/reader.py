@@ -1,0 +1,195 @@
+"""A sink's view of the buffer: batches of committed records after the sink's cursor.
+
+Each sink owns one ``BufferReader`` and is its only user. The reader keeps its own descriptor
+and offset into the segment it is reading, so consecutive batches cost one sequential read; it
+only ever reads up to the committed size the writer published after fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+
+from agent.buffer import segment
+from agent.buffer.wal import Buffer, SegmentInfo
+from agent.errors import StateError
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Consecutive records ``first_seq..last_seq``; ``prev_h`` is the chain value before them."""
+
+    first_seq: int
+    last_seq: int
+    prev_h: bytes
+    last_h: bytes
+    records: list[bytes]
+    hashes: list[bytes]  # h of each record, so a batch can be split without parsing
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two consecutive halves (for a collector that answered 413)."""
+        k = len(self.records) // 2
+        mid = self.first_seq + k - 1
+        return (
+            Batch(
+                self.first_seq,
+                mid,
+                self.prev_h,
+                self.hashes[k - 1],
+                self.records[:k],
+                self.hashes[:k],
+            ),
+            Batch(
+                mid + 1,
+                self.last_seq,
+                self.hashes[k - 1],
+                self.last_h,
+                self.records[k:],
+                self.hashes[k:],
+            ),
+        )
+
+    @property
+    def size(self) -> int:
+        return sum(len(r) for r in self.records)
+
+
+class BufferReader:
+    def __init__(self, buffer: Buffer, sink: str) -> None:
+        self.buffer = buffer
+        self.sink = sink
+        self.position, self.position_h = buffer.cursors[sink]
+        self._segment: SegmentInfo | None = None
+        self._fd = -1
+        self._offset = 0
+
+    def seek(self, after_seq: int, after_h: bytes) -> None:
+        """Continue after ``after_seq`` (a rewind after a 409, or a skip after an ack)."""
+        self.position, self.position_h = after_seq, after_h
+        self._close()
+
+    async def next_batch(
+        self, max_records: int, max_bytes: int, linger: float, drain: asyncio.Event | None = None
+    ) -> Batch | None:
+        """The next batch; waits for records. None once the buffer is closed and all read.
+
+        With ``linger`` > 0 a small batch waits that long for more records (unless draining),
+        trading a little latency for fewer, larger requests.
+        """
+        changed = self.buffer.changed
+        async with changed:
+            await changed.wait_for(lambda: self._available() > 0 or self.buffer.closed)
+            if self._available() == 0:
+                return None
+            draining = drain is not None and drain.is_set()
+            if linger > 0 and not draining and self._available() < max_records:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        changed.wait_for(
+                            lambda: self._available() >= max_records or self.buffer.closed
+                        ),
+                        linger,
+                    )
+        return await asyncio.to_thread(self._read, max_records, max_bytes)
+
+    def rewind(self, after_seq: int) -> bool:
+        """Blocking: continue after ``after_seq`` (a 409 answer); False if it is not held."""
+        if after_seq == self.buffer.base_seq:
+            self.seek(after_seq, self.buffer.base_h)
+            return True
+        with self.buffer.lock:
+            info = next((s for s in self.buffer.segments if s.last_seq >= after_seq), None)
+            limit = 0 if info is None else info.size
+        if info is None or info.first_seq > after_seq:
+            return False
+        fd = os.open(info.path, os.O_RDONLY)
+        try:
+            for frame in segment.iter_frames(fd, 0, limit):
+                if frame.seq == after_seq:
+                    self.seek(after_seq, frame.h)
+                    return True
+        finally:
+            os.close(fd)
+        return False
+
+    def _available(self) -> int:
+        return self.buffer.last_seq - self.position
+
+    def _read(self, max_records: int, max_bytes: int) -> Batch:
+        records: list[bytes] = []
+        hashes: list[bytes] = []
+        size = 0
+        first, prev = self.position + 1, self.position_h
+        last_h = prev
+        while len(records) < max_records:
+            info, limit = self._locate()
+            if info is None:
+                break
+            advanced = False
+            for frame in segment.iter_frames(self._fd, self._offset, limit):
+                self._offset = frame.end
+                if frame.seq <= self.position:
+                    continue
+                if frame.seq != self.position + 1:
+                    # A hole in seqs (only after recovery lost records): end the batch here so
+                    # every batch stays consecutive; the next batch starts after the hole.
+                    if records:
+                        self._close()  # the next read re-finds its place by seq
+                        return Batch(first, self.position, prev, last_h, records, hashes)
+                    first = frame.seq
+                    prev = self.position_h
+                records.append(frame.record)
+                hashes.append(frame.h)
+                size += len(frame.record)
+                self.position, self.position_h, last_h = frame.seq, frame.h, frame.h
+                advanced = True
+                if len(records) >= max_records or size >= max_bytes:
+                    break
+            if not advanced and not self._next_segment(info):
+                break
+            if size >= max_bytes:
+                break
+        return Batch(first, self.position, prev, last_h, records, hashes)
+
+    def _locate(self) -> tuple[SegmentInfo | None, int]:
+        """The segment holding the first record after ``position`` (opened) and its committed
+        size; None when nothing after ``position`` is committed yet."""
+        with self.buffer.lock:
+            if self.position < self.buffer.base_seq:
+                raise StateError(
+                    f"sink {self.sink}: records after seq {self.position} were deleted"
+                )
+            if self._segment is not None:
+                return self._segment, self._segment.size
+            info = next((s for s in self.buffer.segments if s.last_seq > self.position), None)
+            if info is None:
+                return None, 0
+            self._open(info)
+            return info, info.size
+
+    def _next_segment(self, current: SegmentInfo) -> bool:
+        """Move to the segment after ``current`` if it has been completed; else stay."""
+        with self.buffer.lock:
+            later = [s for s in self.buffer.segments if s.first_seq > current.first_seq]
+        if not later or self._offset < current.size:
+            return False
+        self._close()
+        return True
+
+    def _open(self, info: SegmentInfo) -> None:
+        self._close()
+        self._segment = info
+        self._fd = os.open(info.path, os.O_RDONLY)
+        self._offset = 0
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._segment = None
+        self._offset = 0
+
+    def close(self) -> None:
+        self._close()

@@ -1,0 +1,144 @@
+"""Frames and segment files: the byte-level format of the write-ahead log.
+
+A segment is a file ``<first_seq:020d>.seg`` holding consecutive frames::
+
+    frame  = u32 body_len | u32 crc32(body) | body            (little endian)
+    body   = u64 seq | 32-byte h | u16 cp_len | checkpoint (cp_len bytes, JSON or empty) | record
+
+``record`` is the record's wire form (canonical JSON with ``h`` appended), so a sink ships it
+without re-encoding. ``h`` is repeated in the frame so readers know the chain head without
+parsing JSON. The checkpoint is the source position the record advances (contract 2).
+
+Everything here is synchronous and stateless beyond the file handles passed in; the buffer's
+writer thread and reader threads call it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = struct.Struct("<II")
+BODY_HEAD = struct.Struct("<Q32sH")
+SUFFIX = ".seg"
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a frame claiming more than this is corrupt, not big
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    seq: int
+    h: bytes
+    checkpoint: bytes
+    record: bytes
+    end: int  # file offset just after this frame
+
+
+def encode(seq: int, h: bytes, checkpoint: bytes, record: bytes) -> bytes:
+    body = BODY_HEAD.pack(seq, h, len(checkpoint)) + checkpoint + record
+    return HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{SUFFIX}"
+
+
+def segment_first_seq(path: Path) -> int | None:
+    stem = path.name.removesuffix(SUFFIX)
+    if path.suffix != SUFFIX or len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """Segment files in ``directory`` ordered by first seq; other files are ignored."""
+    found = []
+    for entry in directory.iterdir():
+        first = segment_first_seq(entry)
+        if first is not None:
+            found.append((first, entry))
+    return sorted(found)
+
+
+class CorruptFrameError(Exception):
+    """A complete frame whose checksum or structure is wrong, at ``offset``."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt frame at offset {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+
+
+@dataclass
+class ScanResult:
+    frames: list[Frame]
+    valid_end: int  # offset after the last good frame
+    torn: bool  # bytes after valid_end are an incomplete final frame
+    corrupt: CorruptFrameError | None
+
+
+def parse_frame(data: bytes | memoryview, offset: int) -> Frame | None:
+    """Decode the frame at ``offset``; None if ``data`` ends inside it. Raises CorruptFrameError."""
+    if len(data) - offset < HEADER.size:
+        return None
+    length, crc = HEADER.unpack_from(data, offset)
+    if length < BODY_HEAD.size or length > MAX_FRAME_BYTES:
+        raise CorruptFrameError(offset, f"impossible length {length}")
+    start = offset + HEADER.size
+    end = start + length
+    if end > len(data):
+        return None
+    body = data[start:end]
+    if zlib.crc32(body) != crc:
+        raise CorruptFrameError(offset, "checksum mismatch")
+    seq, h, cp_len = BODY_HEAD.unpack_from(body, 0)
+    cp_end = BODY_HEAD.size + cp_len
+    if cp_end > length:
+        raise CorruptFrameError(offset, "checkpoint overruns frame")
+    return Frame(seq, bytes(h), bytes(body[BODY_HEAD.size : cp_end]), bytes(body[cp_end:]), end)
+
+
+def scan(path: Path) -> ScanResult:
+    """Read every frame of a segment, stopping at the first torn or corrupt one."""
+    data = path.read_bytes()
+    frames: list[Frame] = []
+    offset = 0
+    while offset < len(data):
+        try:
+            frame = parse_frame(data, offset)
+        except CorruptFrameError as exc:
+            # A bad checksum on the very last frame is a torn write (pages of one write landed
+            # partly); anywhere else it is corruption of committed data.
+            length = HEADER.unpack_from(data, offset)[0]
+            if offset + HEADER.size + length >= len(data):
+                return ScanResult(frames, offset, True, None)
+            return ScanResult(frames, offset, False, exc)
+        if frame is None:
+            return ScanResult(frames, offset, True, None)
+        frames.append(frame)
+        offset = frame.end
+    return ScanResult(frames, offset, False, None)
+
+
+def iter_frames(fd: int, offset: int, limit: int, chunk: int = 1 << 20) -> Iterator[Frame]:
+    """Frames of an open segment from ``offset`` up to ``limit`` (the committed end)."""
+    pending = b""
+    base = offset
+    while base + len(pending) < limit:
+        size = min(chunk, limit - base - len(pending))
+        data = os.pread(fd, size, base + len(pending))
+        if not data:
+            return
+        pending += data
+        pos = 0
+        while True:
+            frame = parse_frame(pending, pos)
+            if frame is None:
+                break
+            yield Frame(frame.seq, frame.h, frame.checkpoint, frame.record, base + frame.end)
+            pos = frame.end
+        pending = pending[pos:]
+        base += pos

@@ -1,0 +1,40 @@
+"""The reference collector: receives native-protocol batches, verifies, dedupes and stores them.
+
+Role: the far end of the ``tailseal`` sink (docs/protocol.md). ``server.py`` is the aiohttp
+HTTPS server (``Collector``, ``serve``), ``batch.py`` decodes and verifies one batch without I/O,
+``storage.py`` is the ``StreamStore`` interface and its file backend.
+
+Storage layout (``FileStreamStore``)::
+
+    <storage_dir>/streams/<stream_id>/records.ndjson      record lines exactly as received, one per
+                                                        line, append-only, seq 1..last_seq
+    <storage_dir>/streams/<stream_id>/head.json           {stream, host, last_seq, head, bytes,
+                                                        state, updated}; ``bytes`` is how much of
+                                                        records.ndjson this head covers
+    <storage_dir>/streams/<stream_id>/quarantine-<n>.bin  bytes cut off at offset n on recovery
+
+Stream ids match ``[A-Za-z0-9-]{1,64}``, so a stream directory can never escape ``streams/``.
+
+Durability: an append writes and fsyncs ``records.ndjson``, then replaces ``head.json`` atomically
+(tmp, fsync, rename, fsync dir); the 200 ``{"acked", "head"}`` is sent only after both. A crash
+can therefore leave records past ``head.bytes`` but never a head past its records. On first access
+of a stream, complete lines past ``head.bytes`` that continue the chain are adopted (they were
+fsynced, maybe acked); a torn or unverifiable tail is moved to a quarantine file and truncated.
+
+Dedupe and linking, per stream, in this order: a malformed batch (bad header, bad JSON, seqs
+not consecutive) gets 400. A batch that does not link gets 409 ``{"expected": last_seq + 1}``:
+it starts beyond ``last_seq + 1``, or its chain value at ``last_seq`` (the header's ``prev_h``,
+or the ``h`` of the overlapping record) is not the held head; a new stream must start at seq 1
+from ``genesis(stream)``. A batch in which any record's ``h`` does not verify from ``prev_h``
+gets 400 and nothing of it is stored. Records with seq <= the held ``last_seq`` are dropped; a
+batch that is entirely held gets an idempotent 200 with the current head.
+
+State per stream: ``last_seq``, ``head`` (hex h(last_seq)), ``host`` (from the latest batch
+header), ``state`` (``sealed`` when the last stored record is a ``seal``, else ``live``),
+``updated``.
+
+Ownership: the ``Collector`` (event-loop thread) owns the tokens and one ``asyncio.Lock`` per
+stream that serializes check-then-append for that stream. The ``FileStreamStore`` owns the files
+and a cache of heads, guarded by its own per-stream locks; its file I/O runs in worker threads,
+and an append in progress always completes even if the request that started it is cancelled.
+"""

@@ -1,0 +1,356 @@
+"""The collector's HTTPS server: docs/protocol.md over aiohttp.
+
+``POST /v1/batches`` runs each request through the same gates, cheapest first: bearer token
+(401), media type and encoding (415), body size while reading (413), bounded decompression
+(413), header (400), host authorization (403), record structure (400); then, under the stream's
+lock: linking to the held head (409), chain verification (400), and either an idempotent 200
+for a repeat or a durable append before the 200. ``GET /v1/streams`` lists the streams the
+token may see. Unexpected failures become a JSON 500 and a log line; the server keeps serving.
+Storage errors (disk full, I/O errors) become 503 with ``Retry-After``.
+
+Stopping closes the listener, answers 503 to new requests on open connections, and lets
+requests in flight finish (bodies still arriving included) for up to ``SHUTDOWN_TIMEOUT``.
+
+:class:`Collector` owns the aiohttp runner, the loaded tokens and one ``asyncio.Lock`` per stream
+(all touched only by the event-loop thread); the :class:`StreamStore` owns what is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from agent.collector.batch import (
+    ENCODINGS,
+    Batch,
+    BatchError,
+    decompress,
+    first_new_index,
+    parse_header,
+    parse_records,
+    rejected,
+)
+from agent.collector.storage import FileStreamStore, StreamHead, StreamStore
+from agent.config import CollectorConfig, TlsConfig, TokenConfig
+from agent.errors import ConfigError
+from agent.record import format_ts, genesis
+
+NDJSON = "application/x-ndjson"
+SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish at stop
+RETRY_AFTER = "5"
+
+log = logging.getLogger("tailseal.collector")
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    name: str
+    secret: bytes
+    hosts: tuple[str, ...]
+
+    def allows(self, host_name: str) -> bool:
+        return any(fnmatchcase(host_name, pattern) for pattern in self.hosts)
+
+
+class Collector:
+    """The reference collector; ``start()`` binds and returns the port, ``stop()`` drains."""
+
+    def __init__(self, config: CollectorConfig, store: StreamStore | None = None) -> None:
+        self.config = config
+        self.store: StreamStore = store or FileStreamStore(config.storage_dir)
+        self._tokens: list[_Token] = []
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.in_flight = 0  # requests being handled (a gauge for metrics and tests)
+        self._idle = asyncio.Event()  # set while in_flight == 0
+        self._idle.set()
+        self._stopping = False
+
+    async def start(self) -> int:
+        install_log_handler()
+        config = self.config
+        self._tokens = await asyncio.to_thread(load_tokens, config.tokens)
+        context = await asyncio.to_thread(ssl_context, config.tls) if config.tls else None
+        app = web.Application(middlewares=[self._counted(), _replies])
+        app.router.add_post("/v1/batches", self._post_batch)
+        app.router.add_get("/v1/streams", self._get_streams)
+        # auto_decompress=False: aiohttp would inflate the body without our size bound.
+        runner = web.AppRunner(
+            app, auto_decompress=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        if config.port_file:
+            await asyncio.to_thread(_write_port_file, Path(config.port_file), self.port)
+        fields = {"host": config.host, "port": self.port}
+        log.info("collector listening", extra={"fields": fields})
+        if context is None:
+            log.warning("TLS is not configured: serving plain HTTP", extra={"fields": fields})
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening, let in-flight requests finish (up to a deadline), close the store."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            self._stopping = True
+            # Close the listener first but keep connections open: aiohttp's own shutdown stops
+            # reading them at once, which would cut off a batch whose body is still arriving.
+            for site in list(runner.sites):
+                await site.stop()
+            try:
+                await asyncio.wait_for(self._idle.wait(), SHUTDOWN_TIMEOUT)
+            except TimeoutError:
+                log.warning(
+                    "stopping with requests in flight", extra={"fields": {"count": self.in_flight}}
+                )
+            await runner.cleanup()
+        await self.store.close()
+
+    def _counted(self) -> Middleware:
+        @web.middleware
+        async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if self._stopping:
+                refused = web.json_response(
+                    {"error": "collector is stopping"},
+                    status=503,
+                    headers={"Retry-After": RETRY_AFTER},
+                )
+                refused.force_close()
+                return refused
+            self.in_flight += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self._idle.set()
+
+        return counted
+
+    async def _post_batch(self, request: web.Request) -> web.Response:
+        token = self._authenticate(request)
+        if request.content_type != NDJSON:
+            raise rejected(415, f"Content-Type must be {NDJSON}")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ENCODINGS:
+            raise rejected(415, f"unsupported Content-Encoding {encoding!r}")
+        body = await self._read_body(request)
+        limit = self.config.max_decompressed_bytes
+        if encoding == "identity":
+            data = decompress(body, encoding, limit)
+        else:
+            data = await asyncio.to_thread(decompress, body, encoding, limit)
+        header, offset = parse_header(data)
+        if not token.allows(header.host_name):
+            raise rejected(403, f"token {token.name!r} may not send for host {header.host_name!r}")
+        batch = await asyncio.to_thread(parse_records, header, data, offset)
+        try:
+            acked, head = await self._accept(batch)
+        except OSError as exc:
+            log.exception("storage failed", extra={"fields": {"stream": header.stream}})
+            raise BatchError(
+                503, {"error": "storage unavailable"}, {"Retry-After": RETRY_AFTER}
+            ) from exc
+        return web.json_response({"acked": acked, "head": head})
+
+    async def _accept(self, batch: Batch) -> tuple[int, str]:
+        """Store the records of ``batch`` the collector lacks; returns the held (seq, head)."""
+        header = batch.header
+        stream = header.stream
+        async with self._locks.setdefault(stream, asyncio.Lock()):
+            held = await self.store.head(stream)
+            if held is None:
+                held_seq, held_head = 0, genesis(stream).hex()
+            else:
+                held_seq, held_head = held.last_seq, held.head
+            start = first_new_index(batch, held_seq, held_head)
+            if start == len(batch.lines):
+                return held_seq, held_head  # a repeat: idempotent
+            new = await self.store.append(
+                stream,
+                header.host,
+                batch.lines[start:],
+                last_seq=header.last_seq,
+                head=batch.hashes[-1],
+                state="sealed" if batch.sealed else "live",
+            )
+            return new.last_seq, new.head
+
+    async def _get_streams(self, request: web.Request) -> web.Response:
+        token = self._authenticate(request)
+        heads = await self.store.list_streams()
+        visible = [head for head in heads if token.allows(str(head.host.get("name", "")))]
+        return web.json_response({"streams": [_stream_view(head) for head in visible]})
+
+    def _authenticate(self, request: web.Request) -> _Token:
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        presented = secret.strip().encode()
+        if scheme.lower() != "bearer" or not presented:
+            raise _unauthorized("missing bearer token")
+        found = None
+        for token in self._tokens:  # compare with all of them: timing says nothing
+            if hmac.compare_digest(token.secret, presented):
+                found = token
+        if found is None:
+            raise _unauthorized("unknown token")
+        return found
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = rejected(413, f"body exceeds {limit} bytes")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+            if total > limit:  # a chunked body has no Content-Length to check up front
+                raise too_large
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
+    """Run the collector until ``stop`` is set, then shut down gracefully."""
+    collector = Collector(config)
+    await collector.start()
+    try:
+        await stop.wait()
+    finally:
+        await collector.stop()
+
+
+@web.middleware
+async def _replies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal and failure into the protocol's JSON reply."""
+    try:
+        return await handler(request)
+    except BatchError as exc:
+        return web.json_response(exc.payload, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=allow)
+    except Exception:
+        log.exception("request failed", extra={"fields": {"path": request.path}})
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+def _unauthorized(message: str) -> BatchError:
+    return BatchError(401, {"error": message}, {"WWW-Authenticate": "Bearer"})
+
+
+def _stream_view(head: StreamHead) -> dict[str, Any]:
+    return {
+        "stream": head.stream,
+        "host": head.host,
+        "last_seq": head.last_seq,
+        "head": head.head,
+        "state": head.state,
+        "updated": head.updated,
+    }
+
+
+def load_tokens(configs: Iterable[TokenConfig]) -> list[_Token]:
+    """Resolve literal and file tokens (blocking: file reads)."""
+    tokens = []
+    for i, config in enumerate(configs):
+        secret = config.token
+        if config.token_file:
+            try:
+                secret = Path(config.token_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"tokens[{i}].token_file", f"cannot read: {exc}") from exc
+        if not secret:
+            raise ConfigError(f"tokens[{i}]", "token is empty")
+        tokens.append(_Token(config.name, secret.encode(), tuple(config.hosts)))
+    return tokens
+
+
+def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Server TLS context; with ``client_ca_file`` clients must present a certificate (mTLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls.cert_file", f"cannot load certificate and key: {exc}") from exc
+    if tls.client_ca_file:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("tls.client_ca_file", f"cannot load: {exc}") from exc
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="ascii") as file:
+        file.write(f"{port}\n")
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+
+
+# --- JSON log lines on stderr ---------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, msg, then the record's ``fields`` extra."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": format_ts(datetime.fromtimestamp(record.created, UTC)),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at emit time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            self.handleError(record)
+
+
+def install_log_handler() -> None:
+    """Send the collector's log lines to stderr as JSON (once per process)."""
+    if any(isinstance(handler, _StderrHandler) for handler in log.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

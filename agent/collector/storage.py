@@ -1,0 +1,368 @@
+"""Stream storage behind the collector: the :class:`StreamStore` interface and its file backend.
+
+:class:`FileStreamStore` keeps one directory per stream under ``<storage_dir>/streams/``:
+``records.ndjson`` (the record lines exactly as received, append-only) and ``head.json`` (the
+chain head and how many bytes of ``records.ndjson`` it covers). An append fsyncs the data, then
+replaces ``head.json`` atomically, so after a crash the data file may run past its head but never
+the reverse. Opening a stream repairs that: complete lines that continue the chain are adopted,
+anything else (a torn last line, unverifiable bytes) is moved to a ``quarantine-<offset>.bin``
+file and cut off. Fsynced records are never lost and unverified bytes are never served.
+
+Callers verify records before appending; the store trusts them and only checks that ``last_seq``
+adds up. All file I/O runs in worker threads. The store's own event-loop task state (the head
+cache and one lock per stream) is owned by whichever task calls it; an append, once started,
+finishes even if its caller is cancelled, so the cache always matches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import msgspec
+import orjson
+
+from agent.errors import StateError
+from agent.record import expected_h, genesis, now_rfc3339
+
+StreamState = Literal["live", "sealed"]
+
+STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+RECORDS_FILE = "records.ndjson"
+HEAD_FILE = "head.json"
+FILE_MODE = 0o640
+
+log = logging.getLogger("tailseal.collector")
+
+
+def is_stream_id(value: str) -> bool:
+    """True if ``value`` is a valid stream id (which also makes it a safe directory name)."""
+    return STREAM_ID.fullmatch(value) is not None
+
+
+class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
+    """What the collector holds of one stream; serialized as ``head.json``."""
+
+    stream: str
+    host: dict[str, Any]
+    last_seq: int
+    head: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]  # hex h(last_seq)
+    size: int = msgspec.field(name="bytes")  # length of records.ndjson covered by this head
+    state: StreamState
+    updated: str
+
+
+class StreamStore(Protocol):
+    """Durable, append-only storage of verified streams (files today, a WORM store later)."""
+
+    async def head(self, stream_id: str) -> StreamHead | None:
+        """The stream's head, or None if nothing of it is stored."""
+
+    async def append(
+        self,
+        stream_id: str,
+        host: Mapping[str, Any],
+        lines: Sequence[bytes],
+        *,
+        last_seq: int,
+        head: str,
+        state: StreamState,
+    ) -> StreamHead:
+        """Durably store verified record lines that continue the stream; returns the new head."""
+
+    async def list_streams(self) -> list[StreamHead]:
+        """Heads of every stored stream, ordered by stream id."""
+
+    async def read_records(self, stream_id: str) -> list[bytes]:
+        """Every stored record line of the stream, in seq order, exactly as received."""
+
+    async def close(self) -> None:
+        """Wait for appends in progress."""
+
+
+class FileStreamStore:
+    """:class:`StreamStore` on a local file system (see the module docstring for the layout)."""
+
+    def __init__(self, storage_dir: Path | str) -> None:
+        self._streams_dir = Path(storage_dir) / "streams"
+        self._heads: dict[str, StreamHead] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._appends: set[asyncio.Task[StreamHead]] = set()
+
+    def stream_dir(self, stream_id: str) -> Path:
+        if not is_stream_id(stream_id):
+            raise ValueError(f"invalid stream id {stream_id!r}")
+        return self._streams_dir / stream_id
+
+    async def head(self, stream_id: str) -> StreamHead | None:
+        async with self._lock(stream_id):
+            return await self._load(stream_id)
+
+    async def append(
+        self,
+        stream_id: str,
+        host: Mapping[str, Any],
+        lines: Sequence[bytes],
+        *,
+        last_seq: int,
+        head: str,
+        state: StreamState,
+    ) -> StreamHead:
+        work = self._append(
+            stream_id, dict(host), list(lines), last_seq=last_seq, head=head, state=state
+        )
+        task = asyncio.ensure_future(work)
+        self._appends.add(task)
+        task.add_done_callback(self._forget)
+        # Shielded: a cancelled caller must not leave a write running outside the stream lock.
+        return await asyncio.shield(task)
+
+    async def list_streams(self) -> list[StreamHead]:
+        names = await asyncio.to_thread(_list_dirs, self._streams_dir)
+        heads = []
+        for name in sorted(names):
+            if not is_stream_id(name):
+                continue
+            try:
+                head = await self.head(name)
+            except StateError:
+                # One damaged stream must not hide all the others; appends to it still fail.
+                log.exception("stream unreadable", extra={"fields": {"stream": name}})
+                continue
+            if head is not None:
+                heads.append(head)
+        return heads
+
+    async def read_records(self, stream_id: str) -> list[bytes]:
+        async with self._lock(stream_id):
+            held = await self._load(stream_id)
+            if held is None:
+                return []
+            path = self.stream_dir(stream_id) / RECORDS_FILE
+            return await asyncio.to_thread(_read_lines, path, held.size)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._appends, return_exceptions=True)
+
+    def _lock(self, stream_id: str) -> asyncio.Lock:
+        self.stream_dir(stream_id)  # validates the id
+        return self._locks.setdefault(stream_id, asyncio.Lock())
+
+    def _forget(self, task: asyncio.Task[StreamHead]) -> None:
+        self._appends.discard(task)
+        if not task.cancelled():
+            task.exception()  # the caller may be gone; the failure was logged by the server
+
+    async def _load(self, stream_id: str) -> StreamHead | None:
+        """The cached head, recovering the stream from disk on first access (lock held)."""
+        held = self._heads.get(stream_id)
+        if held is None:
+            held = await asyncio.to_thread(_recover, self.stream_dir(stream_id), stream_id)
+            if held is not None:
+                self._heads[stream_id] = held
+        return held
+
+    async def _append(
+        self,
+        stream_id: str,
+        host: dict[str, Any],
+        lines: list[bytes],
+        *,
+        last_seq: int,
+        head: str,
+        state: StreamState,
+    ) -> StreamHead:
+        async with self._lock(stream_id):
+            held = await self._load(stream_id)
+            held_seq, held_size = (held.last_seq, held.size) if held else (0, 0)
+            if not lines or last_seq != held_seq + len(lines):
+                raise ValueError(
+                    f"{len(lines)} lines after seq {held_seq} do not end at {last_seq}"
+                )
+            data = b"\n".join(lines) + b"\n"
+            new = StreamHead(
+                stream=stream_id,
+                host=host,
+                last_seq=last_seq,
+                head=head,
+                size=held_size + len(data),
+                state=state,
+                updated=now_rfc3339(),
+            )
+            directory = self.stream_dir(stream_id)
+            try:
+                await asyncio.to_thread(_write_append, directory, data, new)
+            except BaseException:
+                # The disk may hold part of the append: recover from it on next access.
+                self._heads.pop(stream_id, None)
+                raise
+            self._heads[stream_id] = new
+            return new
+
+
+# --- blocking file work (worker threads only) -----------------------------------------------------
+
+
+def _list_dirs(directory: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(directory) if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def _read_lines(path: Path, size: int) -> list[bytes]:
+    with path.open("rb") as file:
+        data = file.read(size)
+    return data.split(b"\n")[:-1]
+
+
+def _write_append(directory: Path, data: bytes, new: StreamHead) -> None:
+    _ensure_dir(directory)
+    fd = os.open(directory / RECORDS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _write_head(directory, new)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _ensure_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) durably: each new entry's parent is fsynced."""
+    if directory.is_dir():
+        return
+    _ensure_dir(directory.parent)
+    directory.mkdir(exist_ok=True)
+    _fsync_dir(directory.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_head(directory: Path, head: StreamHead) -> None:
+    """Replace ``head.json`` atomically: tmp file, fsync, rename, fsync the directory."""
+    tmp = directory / (HEAD_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        _write_all(fd, msgspec.json.encode(head) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(directory / HEAD_FILE)
+    _fsync_dir(directory)
+
+
+def _read_head(directory: Path, stream_id: str) -> StreamHead | None:
+    try:
+        raw = (directory / HEAD_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        head = msgspec.json.decode(raw, type=StreamHead)
+    except msgspec.DecodeError as exc:
+        raise StateError(f"{directory / HEAD_FILE}: unreadable head: {exc}") from exc
+    if head.stream != stream_id or head.last_seq < 0 or head.size < 0:
+        raise StateError(f"{directory / HEAD_FILE}: head does not describe stream {stream_id}")
+    return head
+
+
+def _recover(directory: Path, stream_id: str) -> StreamHead | None:
+    """Load a stream's head, adopting verified records written after it (see module doc)."""
+    if not directory.is_dir():
+        return None
+    held = _read_head(directory, stream_id)
+    path = directory / RECORDS_FILE
+    size = path.stat().st_size if path.exists() else 0
+    base_size = held.size if held else 0
+    if size < base_size:
+        raise StateError(f"{path}: {size} bytes, but its head covers {base_size}")
+    if size == base_size:
+        return held
+    last_seq = held.last_seq if held else 0
+    prev = bytes.fromhex(held.head) if held else genesis(stream_id)
+    with path.open("rb") as file:
+        file.seek(base_size)
+        tail = file.read()
+    adopted, used, prev, last = _adopt(tail, last_seq, prev)
+    if used < len(tail):
+        _quarantine(directory, base_size + used, tail[used:])
+    log.warning(
+        "stream recovered past its head",
+        extra={"fields": {"stream": stream_id, "adopted": adopted, "cut": len(tail) - used}},
+    )
+    if not adopted:
+        return held
+    sealed = last is not None and last.get("type") == "seal"
+    new = StreamHead(
+        stream=stream_id,
+        host=held.host if held else {},
+        last_seq=last_seq + adopted,
+        head=prev.hex(),
+        size=base_size + used,
+        state="sealed" if sealed else "live",
+        updated=now_rfc3339(),
+    )
+    _write_head(directory, new)
+    return new
+
+
+def _adopt(
+    tail: bytes, last_seq: int, prev: bytes
+) -> tuple[int, int, bytes, dict[str, Any] | None]:
+    """Walk complete lines of ``tail`` while they continue the chain.
+
+    Returns (records adopted, bytes of ``tail`` they span, the new head digest, the last record).
+    """
+    adopted = used = 0
+    last: dict[str, Any] | None = None
+    while (end := tail.find(b"\n", used)) >= 0:
+        try:
+            record = orjson.loads(tail[used:end])
+        except orjson.JSONDecodeError:
+            break
+        seq = last_seq + adopted + 1
+        if not isinstance(record, dict) or not _is_seq(record.get("seq"), seq):
+            break
+        digest = expected_h(prev, record)
+        if record.get("h") != digest.hex():
+            break
+        adopted, used, prev, last = adopted + 1, end + 1, digest, record
+    return adopted, used, prev, last
+
+
+def _is_seq(value: object, seq: int) -> bool:
+    return type(value) is int and value == seq
+
+
+def _quarantine(directory: Path, offset: int, junk: bytes) -> None:
+    """Keep the bytes being cut off for forensics, then truncate the data file at ``offset``."""
+    target = directory / f"quarantine-{offset}.bin"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        _write_all(fd, junk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(directory)
+    fd = os.open(directory / RECORDS_FILE, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,285 @@
+"""Configuration: TOML (stdlib ``tomllib``) into typed, frozen msgspec structures.
+
+Validated once at load; unknown keys and wrong types are ``ConfigError``s naming the dotted field
+path (``sources.auth.pathz``). String values may use ``${ENV}`` substitution, and
+``TAILSEAL_<PATH>`` environment variables override keys (path segments joined by ``__``, e.g.
+``TAILSEAL_SINKS__CENTRAL__ENDPOINT``) so containers can configure the agent without a file.
+Each component receives only its own section. Nothing here holds mutable state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from agent.errors import ConfigError
+
+MiB = 1024 * 1024
+ENV_PREFIX = "TAILSEAL_"
+_T = TypeVar("_T")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+
+class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
+    paths: list[str]
+    exclude: list[str] = []
+    read_from: Literal["beginning", "end"] = "beginning"
+    max_line_bytes: int = MiB
+    poll_interval: float = 1.0
+    partial_line_timeout: float = 5.0
+    read_chunk_bytes: int = MiB
+
+
+SourceConfig = FileSourceConfig
+
+
+class TailsealSinkConfig(_Section, frozen=True, tag="tailseal", tag_field="type"):
+    endpoint: str
+    token_file: str = ""
+    token: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    max_batch_records: int = 10_000
+    max_batch_bytes: int = 4 * MiB
+    linger: float = 0.05
+    request_timeout: float = 30.0
+    backoff_initial: float = 0.2
+    backoff_max: float = 30.0
+
+
+SinkConfig = TailsealSinkConfig
+
+
+class BufferConfig(_Section, frozen=True):
+    segment_bytes: int = 64 * MiB
+    fsync: Literal["batch", "always"] = "batch"
+    max_commit_records: int = 20_000
+    queue_batches: int = 64
+
+
+class ShutdownConfig(_Section, frozen=True):
+    timeout: float = 25.0
+
+
+class AgentConfig(_Section, frozen=True):
+    state_dir: str = "/var/lib/tailseal"
+    host_name: str = ""
+    buffer: BufferConfig = BufferConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    sources: dict[str, SourceConfig] = {}
+    sinks: dict[str, SinkConfig] = {}
+
+
+class TlsConfig(_Section, frozen=True):
+    cert_file: str
+    key_file: str
+    client_ca_file: str = ""
+
+
+class TokenConfig(_Section, frozen=True):
+    name: str
+    token: str = ""
+    token_file: str = ""
+    hosts: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+
+class CollectorConfig(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8443
+    port_file: str = ""
+    storage_dir: str = "/var/lib/tailseal-collector"
+    tls: TlsConfig | None = None
+    tokens: list[TokenConfig] = []
+    max_body_bytes: int = 16 * MiB
+    max_decompressed_bytes: int = 64 * MiB
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`(?: - at `(?P<at>[^`]+)`)?")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _join(prefix: str, at: str | None) -> str:
+    """Turn msgspec's ``$.a[0].b`` into ``prefix.a[0].b``."""
+    rest = (at or "$")[1:].lstrip(".")
+    if not prefix:
+        return rest
+    if not rest:
+        return prefix
+    return f"{prefix}{rest}" if rest.startswith("[") else f"{prefix}.{rest}"
+
+
+def _convert(value: Any, kind: type[_T], prefix: str) -> _T:
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        unknown = _UNKNOWN.match(text)
+        if unknown:
+            field = _join(prefix, unknown["at"])
+            name = unknown["name"]
+            raise ConfigError(f"{field}.{name}" if field else name, "unknown key") from exc
+        message, _, at = text.partition(" - at `")
+        message = message.replace("`", "")
+        field = _join(prefix, at.rstrip("`") or None)
+        raise ConfigError(field, message[:1].lower() + message[1:]) from exc
+
+
+def _substitute_env(value: Any, path: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name = match[1]
+            if name not in environ:
+                raise ConfigError(path, f"environment variable {name} is not set")
+            return environ[name]
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {
+            k: _substitute_env(v, f"{path}.{k}" if path else k, environ) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Apply ``TAILSEAL_A__B__C=value`` overrides; the value is parsed as TOML if it can be."""
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "TAILSEAL_CONFIG":
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(name, "empty path segment in override variable")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(keys), f"cannot override inside non-table key {key!r}")
+            node = child
+        node[keys[-1]] = value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"config file {path} is not valid UTF-8") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from exc
+
+
+def _prepare(data: dict[str, Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    _apply_overrides(data, env)
+    prepared: dict[str, Any] = _substitute_env(data, "", env)
+    return prepared
+
+
+def parse_agent_config(
+    data: dict[str, Any], environ: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Validate an already-parsed TOML document as the agent configuration."""
+    data = _prepare(data, environ)
+    # Named tables are converted one by one so errors name the entry (msgspec says ``[...]``).
+    sections: dict[str, Any] = {}
+    for family in ("sources", "sinks"):
+        raw = data.pop(family, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(family, "expected a table of named entries")
+        sections[family] = raw
+    config = _convert(data, AgentConfig, "")
+    sources = {
+        name: _convert(_require_type(body, f"sources.{name}"), SourceConfig, f"sources.{name}")
+        for name, body in sections["sources"].items()
+    }
+    sinks = {
+        name: _convert(_require_type(body, f"sinks.{name}"), SinkConfig, f"sinks.{name}")
+        for name, body in sections["sinks"].items()
+    }
+    config = msgspec.structs.replace(config, sources=sources, sinks=sinks)
+    _check_agent(config)
+    return config
+
+
+def _require_type(body: Any, path: str) -> Any:
+    if not isinstance(body, dict):
+        raise ConfigError(path, "expected a table")
+    if "type" not in body:
+        raise ConfigError(f"{path}.type", "missing required key")
+    return body
+
+
+def _check_agent(config: AgentConfig) -> None:
+    if not config.sources:
+        raise ConfigError("sources", "at least one source is required")
+    if not config.sinks:
+        raise ConfigError("sinks", "at least one sink is required")
+    for name in [*config.sources, *config.sinks]:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ConfigError(name, "names may use letters, digits, '_', '.', '-' (max 64)")
+    for name, src in config.sources.items():
+        if not src.paths:
+            raise ConfigError(f"sources.{name}.paths", "at least one path is required")
+        if src.max_line_bytes < 64:
+            raise ConfigError(f"sources.{name}.max_line_bytes", "must be at least 64")
+        _positive(f"sources.{name}.poll_interval", src.poll_interval)
+    for name, sink in config.sinks.items():
+        if not sink.endpoint.startswith(("https://", "http://")):
+            raise ConfigError(f"sinks.{name}.endpoint", "must be an http(s):// URL")
+        if sink.token and sink.token_file:
+            raise ConfigError(f"sinks.{name}.token", "set token or token_file, not both")
+        _positive(f"sinks.{name}.max_batch_records", sink.max_batch_records)
+        _positive(f"sinks.{name}.max_batch_bytes", sink.max_batch_bytes)
+        _positive(f"sinks.{name}.backoff_initial", sink.backoff_initial)
+    if config.buffer.segment_bytes < 4096:
+        raise ConfigError("buffer.segment_bytes", "must be at least 4096")
+    _positive("buffer.max_commit_records", config.buffer.max_commit_records)
+    _positive("shutdown.timeout", config.shutdown.timeout)
+
+
+def _positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(path, f"must be positive, got {value}")
+
+
+def parse_collector_config(
+    data: dict[str, Any], environ: Mapping[str, str] | None = None
+) -> CollectorConfig:
+    config = _convert(_prepare(data, environ), CollectorConfig, "")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError("port", f"must be 0..65535, got {config.port}")
+    for i, token in enumerate(config.tokens):
+        if bool(token.token) == bool(token.token_file):
+            raise ConfigError(f"tokens[{i}]", "set exactly one of token and token_file")
+    _positive("max_body_bytes", config.max_body_bytes)
+    _positive("max_decompressed_bytes", config.max_decompressed_bytes)
+    return config
+
+
+def load_agent_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    return parse_agent_config(_read_toml(path), environ)
+
+
+def load_collector_config(path: Path, environ: Mapping[str, str] | None = None) -> CollectorConfig:
+    return parse_collector_config(_read_toml(path), environ)

@@ -1,0 +1,223 @@
+"""The native sink: ships batches to a tailseal collector over HTTPS (docs/protocol.md).
+
+One batch is in flight at a time, so the cursor advances strictly in order. A batch is acked
+in the buffer only after the collector answered 200 with ``acked >= last_seq`` (it fsynced
+them). Every failure is retried with capped, jittered backoff; nothing is ever dropped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import zstandard
+
+from agent.buffer.reader import Batch, BufferReader
+from agent.buffer.wal import Buffer
+from agent.config import TailsealSinkConfig
+from agent.errors import PermanentError, RetryableError
+from agent.sinks.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
+
+
+class NativeSink:
+    def __init__(
+        self,
+        name: str,
+        config: TailsealSinkConfig,
+        buffer: Buffer,
+        host: dict[str, Any],
+        drain: asyncio.Event,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.buffer = buffer
+        self.host = host
+        self.drain = drain
+        self.url = config.endpoint.rstrip("/") + "/v1/batches"
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.batches_sent = 0
+        self.last_error = ""
+        self._token = self._read_token()
+        self._zstd = zstandard.ZstdCompressor(level=3)
+
+    async def run(self) -> None:
+        """Ship until the buffer is closed and everything in it is acknowledged."""
+        reader = BufferReader(self.buffer, self.name)
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                while True:
+                    batch = await reader.next_batch(
+                        self.config.max_batch_records,
+                        self.config.max_batch_bytes,
+                        self.config.linger,
+                        self.drain,
+                    )
+                    if batch is None:
+                        return
+                    await self._deliver(session, reader, batch)
+        finally:
+            reader.close()
+
+    async def _deliver(
+        self, session: aiohttp.ClientSession, reader: BufferReader, batch: Batch
+    ) -> None:
+        pending = [batch]
+        while pending:
+            current = pending.pop(0)
+            try:
+                await self._post(session, current)
+            except _TooLargeError:
+                if len(current.records) == 1:
+                    seq = current.first_seq
+                    raise PermanentError(
+                        f"sink {self.name}: collector refuses record seq {seq} as too large"
+                    ) from None
+                pending[:0] = current.split()
+                continue
+            except _RelinkError as relink:
+                await self._relink(reader, relink.expected)
+                return
+            self.backoff.reset()
+            await self.buffer.ack(self.name, current.last_seq, current.last_h)
+            self.batches_sent += 1
+
+    async def _relink(self, reader: BufferReader, expected: int) -> None:
+        """The collector holds up to ``expected - 1``: continue from there (resend or skip)."""
+        if not await asyncio.to_thread(reader.rewind, expected - 1):
+            # TODO(issue 5): send a gap record for records this buffer no longer has.
+            self.last_error = f"collector expects seq {expected}, which this buffer no longer holds"
+            log.error("sink %s: %s", self.name, self.last_error)
+            await asyncio.sleep(self.backoff.next())
+            return
+        log.warning("sink %s: collector expects seq %d; continuing from there", self.name, expected)
+        if expected - 1 > self.buffer.cursors[self.name][0]:
+            await self.buffer.ack(self.name, expected - 1, reader.position_h)
+
+    async def _post(self, session: aiohttp.ClientSession, batch: Batch) -> int:
+        """Send ``batch`` until the collector takes it; returns the acked seq."""
+        body, encoding = await asyncio.to_thread(self._encode, batch)
+        while True:
+            try:
+                return await self._attempt(session, batch, body, encoding)
+            except RetryableError as exc:
+                self.last_error = str(exc)
+                delay = self.backoff.next(exc.retry_after)
+                log.warning("sink %s: %s; retrying in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, batch: Batch, body: bytes, encoding: str
+    ) -> int:
+        headers = {
+            "Content-Type": "application/x-ndjson",
+            "Content-Encoding": encoding,
+            "Authorization": f"Bearer {self._token}",
+        }
+        try:
+            async with session.post(self.url, data=body, headers=headers) as resp:
+                payload = await resp.read()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise RetryableError(f"cannot reach collector: {exc!r}") from exc
+        return self._interpret(batch, status, payload, retry_after)
+
+    def _interpret(
+        self, batch: Batch, status: int, payload: bytes, retry_after: float | None
+    ) -> int:
+        reply = _json(payload)
+        if status == 200:
+            acked = reply.get("acked")
+            if isinstance(acked, int) and acked >= batch.last_seq:
+                return acked
+            raise RetryableError(
+                f"collector answered 200 without acking seq {batch.last_seq}: {reply}"
+            )
+        if status == 409 and isinstance(reply.get("expected"), int):
+            raise _RelinkError(reply["expected"])
+        if status == 413:
+            raise _TooLargeError
+        if status in (401, 403):
+            self._token = self._read_token()
+            raise RetryableError(f"collector refused credentials ({status}): {reply.get('error')}")
+        if status in (429, 503):
+            raise RetryableError(f"collector busy ({status})", retry_after)
+        # 400 and anything else: never dropped silently; retried with backoff and reported.
+        raise RetryableError(f"collector answered {status}: {reply.get('error', payload[:200])!r}")
+
+    def _encode(self, batch: Batch) -> tuple[bytes, str]:
+        header = {
+            "v": 1,
+            "stream": self.buffer.stream_id,
+            "host": self.host,
+            "first_seq": batch.first_seq,
+            "last_seq": batch.last_seq,
+            "prev_h": batch.prev_h.hex(),
+        }
+        body = b"\n".join([orjson.dumps(header), *batch.records]) + b"\n"
+        if self.config.compression == "zstd":
+            return self._zstd.compress(body), ENCODINGS["zstd"]
+        if self.config.compression == "gzip":
+            return gzip.compress(body, compresslevel=1), ENCODINGS["gzip"]
+        return body, ENCODINGS["none"]
+
+    def _read_token(self) -> str:
+        if not self.config.token_file:
+            return self.config.token
+        try:
+            return Path(self.config.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problem = exc.strerror
+        log.error(
+            "sink %s: cannot read token file %s: %s", self.name, self.config.token_file, problem
+        )
+        return ""
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.config.endpoint.startswith("https://"):
+            return False
+        ctx = ssl.create_default_context(cafile=self.config.ca_file or None)
+        if not self.config.tls_verify:
+            log.warning("sink %s: TLS verification is disabled", self.name)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class _RelinkError(Exception):
+    def __init__(self, expected: int) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

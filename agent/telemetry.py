@@ -1,0 +1,67 @@
+"""The agent's own logs: JSON lines on stderr, with repeated messages rate-limited.
+
+stderr is what journald and container runtimes capture. The agent never tails its own output:
+it has no file of its own to tail, and the journald source (later) excludes its unit.
+A message repeated within ``interval`` seconds is logged once; the next one to pass carries a
+``suppressed`` count, so an outage of an hour gives a few lines, not a million. The filter's
+state is guarded by the logging module's handler lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+import orjson
+
+from agent.record import now_rfc3339
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": now_rfc3339(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        suppressed = getattr(record, "suppressed", 0)
+        if suppressed:
+            entry["suppressed"] = suppressed
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class RateLimitFilter(logging.Filter):
+    """Let one instance of each (logger, level, template) through per ``interval`` seconds."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        last, suppressed = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, suppressed + 1)
+            return False
+        self._seen[key] = (now, 0)
+        record.suppressed = suppressed
+        return True
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RateLimitFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

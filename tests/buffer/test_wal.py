@@ -1,0 +1,285 @@
+"""The write-ahead log: commit, chain, checkpoints, acks, deletion and every recovery rule."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.buffer import segment
+from agent.buffer.reader import Batch, BufferReader
+from agent.buffer.wal import Buffer
+from agent.config import BufferConfig
+from agent.errors import StateError
+from agent.record import expected_h, genesis
+from agent.sources import Checkpoint, Pending
+
+SINKS = ["a", "b"]
+
+
+def pending(n: int, start: int = 0, source: str = "s") -> list[Pending]:
+    return [
+        Pending(
+            {"msg": f"line {i}", "src": source},
+            Checkpoint(source, "1:2", (i + 1) * 10, "/var/log/x"),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+class Running:
+    """A buffer whose writer task runs on the test's loop."""
+
+    def __init__(self, buffer: Buffer, task: asyncio.Task[None]) -> None:
+        self.buffer = buffer
+        self.task = task
+
+    async def commit(self, items: list[Pending]) -> None:
+        target = self.buffer.last_seq + len(items)
+        await self.buffer.emit(items)
+        async with self.buffer.changed:
+            await self.buffer.changed.wait_for(lambda: self.buffer.last_seq >= target)
+
+    async def close(self, reason: str = "test") -> None:
+        await self.buffer.close(reason)
+        await self.task
+        await asyncio.to_thread(self.buffer.stop)
+
+
+async def start(state: Path, config: BufferConfig | None = None) -> Running:
+    buffer = await asyncio.to_thread(Buffer.open, state, config or BufferConfig(), SINKS)
+    return Running(buffer, asyncio.create_task(buffer.run()))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    run = await start(tmp_path)
+    yield run
+    if not run.task.done():
+        await run.close()
+
+
+def stored(state: Path) -> list[segment.Frame]:
+    frames: list[segment.Frame] = []
+    for _, path in segment.list_segments(state / "buffer"):
+        frames.extend(segment.scan(path).frames)
+    return frames
+
+
+def assert_chain(frames: list[segment.Frame], stream_id: str) -> None:
+    prev = genesis(stream_id)
+    for expected_seq, frame in enumerate(frames, start=1):
+        record = orjson.loads(frame.record)
+        assert record["seq"] == frame.seq == expected_seq
+        assert bytes.fromhex(record["h"]) == frame.h == expected_h(prev, record)
+        prev = frame.h
+
+
+async def test_committed_records_are_chained_and_survive_reopen(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(100))
+    stream = run.buffer.stream_id
+    await run.close()
+    run = await start(tmp_path)
+    assert run.buffer.stream_id == stream
+    await run.commit(pending(5, start=100))
+    await run.close()
+    frames = stored(tmp_path)
+    # 100 records, seal, 5 records, seal: one chain across the restart.
+    assert len(frames) == 107
+    assert_chain(frames, stream)
+    kinds = [orjson.loads(f.record).get("type") for f in frames]
+    assert kinds[100] == "seal"
+    assert kinds[-1] == "seal"
+
+
+async def test_checkpoints_are_recovered_from_frames(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(7))
+    await run.close()
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.checkpoints_for("s") == {"1:2": Checkpoint("s", "1:2", 70, "/var/log/x")}
+        assert buffer.checkpoints_for("other") == {}
+    finally:
+        buffer.stop()
+
+
+async def test_torn_tail_frame_is_truncated_on_open(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(10))
+    await run.close()
+    (_, path), *_ = segment.list_segments(tmp_path / "buffer")
+    size = path.stat().st_size
+    before_seal = segment.scan(path).frames[-2].end
+    os.truncate(path, size - 5)  # cut into the seal frame
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.last_seq == 10
+        assert buffer.recovery.truncated_bytes == size - 5 - before_seal
+        assert path.stat().st_size == before_seal
+        assert not buffer.recovery.quarantined
+    finally:
+        buffer.stop()
+
+
+async def test_flipped_byte_in_committed_frame_is_quarantined_as_gap(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(10))
+    await run.close()
+    (_, path), *_ = segment.list_segments(tmp_path / "buffer")
+    frames = segment.scan(path).frames
+    data = bytearray(path.read_bytes())
+    data[frames[4].end + 20] ^= 0xFF  # inside frame seq 6
+    path.write_bytes(bytes(data))
+    run = await start(tmp_path)
+    assert run.buffer.recovery.quarantined == [path.name + ".bad"]
+    assert (path.parent / (path.name + ".bad")).exists()
+    await run.close()
+    records = [orjson.loads(f.record) for f in stored(tmp_path)]
+    assert [r["seq"] for r in records[:5]] == [1, 2, 3, 4, 5]
+    gap = records[5]
+    assert gap["type"] == "gap"
+    assert gap["reason"] == "buffer_corrupt"
+    assert gap["gap"]["bytes"] > 0
+    assert_chain(stored(tmp_path), run.buffer.stream_id)
+
+
+async def test_segments_are_deleted_only_when_every_sink_acked(tmp_path: Path) -> None:
+    config = BufferConfig(segment_bytes=4096)
+    run = await start(tmp_path, config)
+    for i in range(10):
+        await run.commit(pending(20, start=i * 20))
+    segments = segment.list_segments(tmp_path / "buffer")
+    assert len(segments) > 3
+    buf = run.buffer
+    second_last = buf.segments[-2]
+    await buf.ack("a", buf.last_seq, buf.last_h)
+    assert len(segment.list_segments(tmp_path / "buffer")) == len(segments)
+    await buf.ack("b", second_last.last_seq, second_last.last_h)
+    left = segment.list_segments(tmp_path / "buffer")
+    assert [p for _, p in left] == [buf.segments[-1].path]
+    assert buf.base_seq == second_last.last_seq
+    await run.close()
+    # The checkpoint of deleted frames survives in the summary.
+    reopened = Buffer.open(tmp_path, config, SINKS)
+    try:
+        assert reopened.checkpoints_for("s")["1:2"].offset == 2000
+        assert reopened.cursors["b"][0] == second_last.last_seq
+    finally:
+        reopened.stop()
+
+
+async def test_missing_cursor_file_resends_from_oldest_record_held(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(10))
+    await run.buffer.ack("a", 4, stored(tmp_path)[3].h)
+    await run.close()
+    (tmp_path / "buffer" / "cursors" / "a.json").unlink()
+    (tmp_path / "buffer" / "cursors" / "b.json").write_bytes(b"{not json")
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.cursors["a"] == (0, genesis(buffer.stream_id))
+        assert buffer.cursors["b"] == (0, genesis(buffer.stream_id))
+    finally:
+        buffer.stop()
+
+
+async def test_stale_tmp_state_file_is_ignored(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(3))
+    await run.buffer.ack("a", 2, stored(tmp_path)[1].h)
+    await run.close()
+    cursors = tmp_path / "buffer" / "cursors"
+    (cursors / "a.json.tmp").write_bytes(b'{"acked": 999, "h": "zz"}')
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.cursors["a"][0] == 2
+        assert not (cursors / "a.json.tmp").exists()
+    finally:
+        buffer.stop()
+
+
+async def test_second_agent_on_same_state_dir_is_refused(running: Running, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="in use"):
+        Buffer.open(tmp_path, BufferConfig(), SINKS)
+
+
+async def test_buffer_directory_is_private(running: Running, tmp_path: Path) -> None:
+    assert (tmp_path / "buffer").stat().st_mode & 0o777 == 0o700
+    for _, path in segment.list_segments(tmp_path / "buffer"):
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_reader_batches_are_consecutive_and_linked(running: Running) -> None:
+    buf = running.buffer
+    await running.commit(pending(250))
+    reader = BufferReader(buf, "a")
+    batches: list[Batch] = []
+    while reader.position < buf.last_seq:
+        batch = await reader.next_batch(100, 1 << 20, linger=0)
+        assert batch is not None
+        batches.append(batch)
+    reader.close()
+    assert [(b.first_seq, b.last_seq) for b in batches] == [(1, 100), (101, 200), (201, 250)]
+    prev = genesis(buf.stream_id)
+    for batch in batches:
+        assert batch.prev_h == prev
+        for raw, h in zip(batch.records, batch.hashes, strict=True):
+            assert expected_h(prev, orjson.loads(raw)) == h
+            prev = h
+        assert batch.last_h == prev
+
+
+async def test_reader_crosses_segments_and_split_halves_link(tmp_path: Path) -> None:
+    run = await start(tmp_path, BufferConfig(segment_bytes=4096))
+    await run.commit(pending(300))
+    reader = BufferReader(run.buffer, "a")
+    batch = await reader.next_batch(1000, 1 << 20, linger=0)
+    reader.close()
+    assert batch is not None
+    assert (batch.first_seq, batch.last_seq) == (1, 300)
+    left, right = batch.split()
+    assert (left.first_seq, left.last_seq, right.first_seq, right.last_seq) == (1, 150, 151, 300)
+    assert right.prev_h == left.last_h == batch.hashes[149]
+    assert left.records + right.records == batch.records
+    await run.close()
+
+
+async def test_reader_rewinds_to_an_earlier_seq(running: Running) -> None:
+    await running.commit(pending(20))
+    reader = BufferReader(running.buffer, "a")
+    first = await reader.next_batch(20, 1 << 20, linger=0)
+    assert first is not None
+    assert await asyncio.to_thread(reader.rewind, 9)
+    again = await reader.next_batch(5, 1 << 20, linger=0)
+    reader.close()
+    assert again is not None
+    assert again.first_seq == 10
+    assert again.prev_h == first.hashes[8]
+
+
+async def test_reader_returns_none_once_closed_and_read(tmp_path: Path) -> None:
+    run = await start(tmp_path)
+    await run.commit(pending(3))
+    await run.buffer.close("test")
+    await run.task
+    reader = BufferReader(run.buffer, "a")
+    batch = await reader.next_batch(100, 1 << 20, linger=0)
+    assert batch is not None
+    assert batch.last_seq == 4
+    assert await reader.next_batch(100, 1 << 20, linger=0) is None
+    reader.close()
+    await asyncio.to_thread(run.buffer.stop)
+
+
+async def test_fsync_always_commits_every_record(tmp_path: Path) -> None:
+    run = await start(tmp_path, BufferConfig(fsync="always"))
+    await run.commit(pending(5))
+    await run.close()
+    assert_chain(stored(tmp_path), run.buffer.stream_id)
+    assert len(stored(tmp_path)) == 6

@@ -1,0 +1,256 @@
+"""The native sink against a real collector on loopback with real TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from agent.buffer.wal import Buffer
+from agent.collector.server import Collector
+from agent.config import BufferConfig, CollectorConfig, TailsealSinkConfig, TlsConfig, TokenConfig
+from agent.sinks.native import NativeSink
+from agent.sources import Pending
+from tests.support import TlsFiles, eventually
+
+TOKEN = "sink-test-token"
+
+
+class Rig:
+    """A buffer with its writer running, and a way to run a sink against it."""
+
+    def __init__(self, buffer: Buffer, writer: asyncio.Task[None]) -> None:
+        self.buffer = buffer
+        self.writer = writer
+        self.drain = asyncio.Event()
+
+    async def commit(self, n: int, start: int = 0) -> None:
+        target = self.buffer.last_seq + n
+        await self.buffer.emit(
+            [Pending({"msg": f"line {i}"}, None) for i in range(start, start + n)]
+        )
+        async with self.buffer.changed:
+            await self.buffer.changed.wait_for(lambda: self.buffer.last_seq >= target)
+
+    def sink(self, endpoint: str, tls: TlsFiles, **overrides: object) -> NativeSink:
+        config = TailsealSinkConfig(
+            endpoint=endpoint,
+            ca_file=str(tls.ca_file),
+            token=str(overrides.pop("token", TOKEN)),
+            backoff_initial=0.01,
+            backoff_max=0.05,
+            linger=0,
+            **overrides,  # type: ignore[arg-type]
+        )
+        return NativeSink("central", config, self.buffer, {"name": "sink-host"}, self.drain)
+
+    async def acked(self) -> int:
+        return self.buffer.cursors["central"][0]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", BufferConfig(), ["central"])
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    yield rig
+    if not rig.writer.done():
+        await buffer.close("test")
+        await rig.writer
+    await asyncio.to_thread(buffer.stop)
+
+
+async def start_collector(tmp_path: Path, tls: TlsFiles, **limits: int) -> tuple[Collector, str]:
+    config = CollectorConfig(
+        port=0,
+        storage_dir=str(tmp_path / "collector"),
+        tls=TlsConfig(cert_file=str(tls.cert_file), key_file=str(tls.key_file)),
+        tokens=[TokenConfig(name="t", token=TOKEN)],
+        **limits,  # type: ignore[arg-type]
+    )
+    collector = Collector(config)
+    port = await collector.start()
+    return collector, f"https://127.0.0.1:{port}"
+
+
+async def run_until(sink: NativeSink, condition: object, what: str) -> None:
+    task = asyncio.create_task(sink.run())
+    try:
+        await eventually(condition, timeout=20, what=what)  # type: ignore[arg-type]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_records_are_shipped_and_acked_in_order(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(1200)
+        sink = rig.sink(url, tls_files, max_batch_records=500)
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
+        assert sink.batches_sent == 3
+        lines = await collector.store.read_records(rig.buffer.stream_id)
+        assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(1200)]
+    finally:
+        await collector.stop()
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+async def test_each_compression_is_accepted(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles, compression: str
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(50)
+        sink = rig.sink(url, tls_files, compression=compression)
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 50, "50 acked")
+    finally:
+        await collector.stop()
+
+
+async def test_sink_returns_once_closed_buffer_is_fully_acked(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(10)
+        await rig.buffer.close("test")
+        await rig.writer
+        rig.drain.set()
+        await asyncio.wait_for(rig.sink(url, tls_files).run(), timeout=20)
+        assert rig.buffer.cursors["central"][0] == 11  # ten records and the seal
+        heads = await collector.store.list_streams()
+        assert heads[0].state == "sealed"
+    finally:
+        await collector.stop()
+
+
+async def test_collector_outage_is_retried_until_it_comes_back(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    await collector.stop()  # the port is now closed: connection refused
+    await rig.commit(20)
+    sink = rig.sink(url, tls_files)
+    task = asyncio.create_task(sink.run())
+    try:
+        await eventually(lambda: "cannot reach" in sink.last_error, timeout=20, what="a retry")
+        assert rig.buffer.cursors["central"][0] == 0
+        port = int(url.rsplit(":", 1)[1])
+        config = collector.config
+        revived = Collector(
+            CollectorConfig(
+                host=config.host,
+                port=port,
+                storage_dir=config.storage_dir,
+                tls=config.tls,
+                tokens=config.tokens,
+            )
+        )
+        await revived.start()
+        await eventually(lambda: rig.buffer.cursors["central"][0] == 20, timeout=20, what="ack")
+        await revived.stop()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_token_file_is_reread_after_401(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    token_file = tmp_path / "token"
+    token_file.write_text("stale-token\n")
+    try:
+        await rig.commit(5)
+        sink = rig.sink(url, tls_files, token="", token_file=str(token_file))
+        task = asyncio.create_task(sink.run())
+        await eventually(lambda: "401" in sink.last_error, timeout=20, what="a 401")
+        token_file.write_text(TOKEN + "\n")
+        await eventually(lambda: rig.buffer.cursors["central"][0] == 5, timeout=20, what="ack")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await collector.stop()
+
+
+async def test_batch_over_collector_body_limit_is_split(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files, max_body_bytes=8000)
+    try:
+        await rig.commit(400)
+        sink = rig.sink(url, tls_files, compression="none")
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 400, "400 acked")
+        assert sink.batches_sent > 2
+        lines = await collector.store.read_records(rig.buffer.stream_id)
+        assert len(lines) == 400
+    finally:
+        await collector.stop()
+
+
+async def test_lost_cursor_resends_and_collector_dedupes(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(30)
+        sink = rig.sink(url, tls_files, max_batch_records=7)
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 30, "30 acked")
+        rig.buffer.cursors["central"] = (0, rig.buffer.base_h)  # as if the cursor file was lost
+        again = rig.sink(url, tls_files, max_batch_records=7)
+        await run_until(again, lambda: rig.buffer.cursors["central"][0] == 30, "30 re-acked")
+        lines = await collector.store.read_records(rig.buffer.stream_id)
+        assert len(lines) == 30
+    finally:
+        await collector.stop()
+
+
+async def test_busy_collector_retry_after_is_honoured(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles, unused_tcp_port: int
+) -> None:
+    """A stand-in collector answers 503 + Retry-After twice, then proxies to the real one."""
+    collector, url = await start_collector(tmp_path, tls_files)
+    answers: list[float] = []
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca_file))
+
+    async def busy(request: web.Request) -> web.StreamResponse:
+        answers.append(asyncio.get_running_loop().time())
+        if len(answers) <= 2:
+            return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "0.3"})
+        headers = {k: request.headers[k] for k in ("Authorization", "Content-Type")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                url + "/v1/batches", data=await request.read(), headers=headers, ssl=ctx
+            ) as resp,
+        ):
+            return web.Response(body=await resp.read(), status=resp.status)
+
+    app = web.Application()
+    app.router.add_post("/v1/batches", busy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
+    await site.start()
+    try:
+        await rig.commit(3)
+        sink = rig.sink(f"http://127.0.0.1:{unused_tcp_port}", tls_files, compression="none")
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 3, "3 acked")
+        assert len(answers) == 3
+        assert answers[1] - answers[0] >= 0.3
+        assert answers[2] - answers[1] >= 0.3
+    finally:
+        await runner.cleanup()
+        await collector.stop()

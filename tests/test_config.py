@@ -1,0 +1,161 @@
+"""Configuration: typed loading, errors that name the field, env substitution, overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_agent_config, load_collector_config, parse_agent_config
+from agent.errors import EX_CONFIG, ConfigError
+
+VALID = """
+state_dir = "/var/lib/tailseal"
+
+[sources.auth]
+type = "file"
+paths = ["/var/log/auth.log"]
+
+[sinks.central]
+type = "tailseal"
+endpoint = "https://collector.example:8443"
+token_file = "/etc/tailseal/token"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tailseal.toml"
+    path.write_text(text)
+    return path
+
+
+def check(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "-c", str(path), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
+    config = load_agent_config(write(tmp_path, VALID), environ={})
+    assert config.sources["auth"].paths == ["/var/log/auth.log"]
+    assert config.sources["auth"].read_from == "beginning"
+    assert config.sinks["central"].compression == "zstd"
+    assert config.buffer.fsync == "batch"
+    assert config.shutdown.timeout == 25.0
+
+
+def test_typo_key_is_named_with_its_dotted_path(tmp_path: Path) -> None:
+    text = VALID.replace('paths = ["/var/log/auth.log"]', 'pathz = ["/var/log/auth.log"]')
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(write(tmp_path, text), environ={})
+    assert info.value.field == "sources.auth.pathz"
+    assert "unknown key" in str(info.value)
+
+
+def test_wrong_type_is_named_with_its_dotted_path(tmp_path: Path) -> None:
+    text = VALID + '\n[buffer]\nsegment_bytes = "big"\n'
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(write(tmp_path, text), environ={})
+    assert info.value.field == "buffer.segment_bytes"
+    assert "expected int, got str" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "field"),
+    [
+        (('type = "file"', 'type = "fiel"'), "sources.auth.type"),
+        (
+            ('endpoint = "https://collector.example:8443"', 'endpoint = "ftp://x"'),
+            "sinks.central.endpoint",
+        ),
+        (('state_dir = "/var/lib/tailseal"', "state_dir = 5"), "state_dir"),
+        (("[sinks.central]", '[sinks."bad name/"]'), "bad name/"),
+    ],
+)
+def test_invalid_values_name_their_field(
+    tmp_path: Path, mutation: tuple[str, str], field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(write(tmp_path, VALID.replace(*mutation)), environ={})
+    assert info.value.field == field
+
+
+def test_missing_sources_and_sinks_are_errors() -> None:
+    with pytest.raises(ConfigError, match="sources: at least one source"):
+        parse_agent_config({}, environ={})
+
+
+def test_hostile_toml_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    for text in ["[sources\n", "\x00\x01garbage", "sources = 5", "[sources.a]\ntype = 1"]:
+        with pytest.raises(ConfigError):
+            load_agent_config(write(tmp_path, text), environ={})
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        load_agent_config(path, environ={})
+
+
+def test_env_substitution_and_overrides(tmp_path: Path) -> None:
+    text = VALID.replace("https://collector.example:8443", "https://${COLLECTOR}:8443")
+    config = load_agent_config(
+        write(tmp_path, text),
+        environ={
+            "COLLECTOR": "c.internal",
+            "TAILSEAL_BUFFER__SEGMENT_BYTES": "8192",
+            "TAILSEAL_SINKS__CENTRAL__COMPRESSION": "gzip",
+        },
+    )
+    assert config.sinks["central"].endpoint == "https://c.internal:8443"
+    assert config.buffer.segment_bytes == 8192
+    assert config.sinks["central"].compression == "gzip"
+
+
+def test_unset_env_reference_names_the_field(tmp_path: Path) -> None:
+    text = VALID.replace('"/etc/tailseal/token"', '"${TOKEN_PATH}"')
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(write(tmp_path, text), environ={})
+    assert info.value.field == "sinks.central.token_file"
+
+
+def test_collector_config_requires_exactly_one_token_form(tmp_path: Path) -> None:
+    path = tmp_path / "collector.toml"
+    path.write_text('[[tokens]]\nname = "a"\n')
+    with pytest.raises(ConfigError) as info:
+        load_collector_config(path, environ={})
+    assert info.value.field == "tokens[0]"
+
+
+def test_check_command_exits_78_with_one_line_naming_typo_key(tmp_path: Path) -> None:
+    text = VALID.replace('endpoint = "https', 'endpiont = "https')
+    result = check(write(tmp_path, text))
+    assert result.returncode == EX_CONFIG
+    assert result.stderr.strip().splitlines() == [
+        "tailseal: config error: sinks.central.endpiont: unknown key"
+    ]
+
+
+def test_check_command_exits_78_with_one_line_naming_wrong_type(tmp_path: Path) -> None:
+    text = VALID.replace('paths = ["/var/log/auth.log"]', 'paths = "/var/log/auth.log"')
+    result = check(write(tmp_path, text))
+    assert result.returncode == EX_CONFIG
+    assert result.stderr.strip().splitlines() == [
+        "tailseal: config error: sources.auth.paths: expected array, got str"
+    ]
+
+
+def test_check_command_accepts_a_valid_config(tmp_path: Path) -> None:
+    result = check(write(tmp_path, VALID))
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 sources, 1 sinks)" in result.stdout
+
+
+def test_check_command_reports_a_missing_file(tmp_path: Path) -> None:
+    result = check(tmp_path / "nope.toml")
+    assert result.returncode == EX_CONFIG
+    assert "cannot read config file" in result.stderr
