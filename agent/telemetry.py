@@ -13,20 +13,25 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import orjson
 
-from agent.record import now_rfc3339
+from agent.record import format_ts
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, then the ``fields`` extra if given
+    (``log.info("listening", extra={"fields": {"port": 8443}})``)."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": now_rfc3339(),
+            "ts": format_ts(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update(getattr(record, "fields", {}))
         suppressed = getattr(record, "suppressed", 0)
         if suppressed:
             entry["suppressed"] = suppressed

@@ -26,7 +26,7 @@ from agent.config import BufferConfig
 from agent.errors import StateError
 from agent.record import Record, genesis, link, now_rfc3339
 from agent.sources import Checkpoint, Pending
-from agent.statefile import fsync_dir, make_private_dir, read_json, write_json
+from agent.statefile import fsync_dir, make_private_dir, read_json, write_all, write_json
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +278,7 @@ class Buffer:
     def _flush(
         self, chunk: list[bytes], size: int, last_seq: int, last_h: bytes, cps: list[Checkpoint]
     ) -> None:
-        data = b"".join(chunk)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, b"".join(chunk))
         os.fsync(self._fd)
         with self.lock:
             active = self.segments[-1]

@@ -20,17 +20,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import ssl
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -47,7 +43,8 @@ from agent.collector.batch import (
 from agent.collector.storage import FileStreamStore, StreamHead, StreamStore
 from agent.config import CollectorConfig, TlsConfig, TokenConfig
 from agent.errors import ConfigError
-from agent.record import format_ts, genesis
+from agent.record import genesis
+from agent.statefile import write_atomic
 
 NDJSON = "application/x-ndjson"
 SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish at stop
@@ -82,7 +79,6 @@ class Collector:
         self._stopping = False
 
     async def start(self) -> int:
-        install_log_handler()
         config = self.config
         self._tokens = await asyncio.to_thread(load_tokens, config.tokens)
         context = await asyncio.to_thread(ssl_context, config.tls) if config.tls else None
@@ -308,49 +304,4 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="ascii") as file:
-        file.write(f"{port}\n")
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
-
-
-# --- JSON log lines on stderr ---------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, msg, then the record's ``fields`` extra."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": format_ts(datetime.fromtimestamp(record.created, UTC)),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at emit time (tests swap it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            self.handleError(record)
-
-
-def install_log_handler() -> None:
-    """Send the collector's log lines to stderr as JSON (once per process)."""
-    if any(isinstance(handler, _StderrHandler) for handler in log.handlers):
-        return
-    handler = _StderrHandler()
-    handler.setFormatter(JsonFormatter())
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    write_atomic(path, f"{port}\n".encode(), mode=0o644)

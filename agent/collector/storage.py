@@ -29,6 +29,7 @@ import orjson
 
 from agent.errors import StateError
 from agent.record import expected_h, genesis, now_rfc3339
+from agent.statefile import fsync_dir, write_all, write_atomic
 
 StreamState = Literal["live", "sealed"]
 
@@ -225,17 +226,11 @@ def _write_append(directory: Path, data: bytes, new: StreamHead) -> None:
     _ensure_dir(directory)
     fd = os.open(directory / RECORDS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     _write_head(directory, new)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _ensure_dir(directory: Path) -> None:
@@ -244,28 +239,11 @@ def _ensure_dir(directory: Path) -> None:
         return
     _ensure_dir(directory.parent)
     directory.mkdir(exist_ok=True)
-    _fsync_dir(directory.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory.parent)
 
 
 def _write_head(directory: Path, head: StreamHead) -> None:
-    """Replace ``head.json`` atomically: tmp file, fsync, rename, fsync the directory."""
-    tmp = directory / (HEAD_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        _write_all(fd, msgspec.json.encode(head) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(directory / HEAD_FILE)
-    _fsync_dir(directory)
+    write_atomic(directory / HEAD_FILE, msgspec.json.encode(head) + b"\n", FILE_MODE)
 
 
 def _read_head(directory: Path, stream_id: str) -> StreamHead | None:
@@ -355,11 +333,11 @@ def _quarantine(directory: Path, offset: int, junk: bytes) -> None:
     target = directory / f"quarantine-{offset}.bin"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
-        _write_all(fd, junk)
+        write_all(fd, junk)
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     fd = os.open(directory / RECORDS_FILE, os.O_WRONLY)
     try:
         os.ftruncate(fd, offset)

@@ -87,11 +87,26 @@ class NativeSink:
                 pending[:0] = current.split()
                 continue
             except _RelinkError as relink:
-                await self._relink(reader, relink.expected)
+                if relink.expected == current.first_seq:
+                    await self._forked(reader, current)
+                else:
+                    await self._relink(reader, relink.expected)
                 return
             self.backoff.reset()
             await self.buffer.ack(self.name, current.last_seq, current.last_h)
             self.batches_sent += 1
+
+    async def _forked(self, reader: BufferReader, batch: Batch) -> None:
+        """The collector holds seq ``first_seq - 1`` with another hash: our chain forked from
+        its copy (e.g. a state directory restored from an image). Resending cannot fix that;
+        keep the records, report loudly and retry slowly so an operator can act."""
+        self.last_error = (
+            f"chain fork: collector's record {batch.first_seq - 1} of stream "
+            f"{self.buffer.stream_id} differs from this buffer's"
+        )
+        log.error("sink %s: %s; holding records and retrying", self.name, self.last_error)
+        reader.seek(batch.first_seq - 1, batch.prev_h)
+        await asyncio.sleep(self.backoff.next())
 
     async def _relink(self, reader: BufferReader, expected: int) -> None:
         """The collector holds up to ``expected - 1``: continue from there (resend or skip)."""

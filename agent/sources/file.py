@@ -41,37 +41,29 @@ import asyncio
 import contextlib
 import fnmatch
 import glob
-import itertools
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from watchdog import events
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import Record, now_rfc3339
 from agent.sources import Checkpoint, Checkpoints, Emit, Pending
+from agent.sources.watch import Watcher
 
 _log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_MAGIC = re.compile(r"[*?[]")
 # A round reads at most this many chunks of one file before the other files get their turn; the
 # round then leaves the wake event set, so reading resumes at once.
 _ROUND_CHUNKS = 16
-# Opens and reads (ours included) are not changes: subscribing to them would wake us in a loop.
-_WAKE_EVENTS: list[type[events.FileSystemEvent]] = [
-    *(events.FileCreatedEvent, events.FileDeletedEvent, events.FileModifiedEvent),
-    *(events.FileMovedEvent, events.DirCreatedEvent, events.DirDeletedEvent, events.DirMovedEvent),
-]
 
 
 async def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -213,82 +205,6 @@ class _TailedFile:
         return Pending(record, Checkpoint(self.source, self.key, end, self.path))
 
 
-class _Watcher(events.FileSystemEventHandler):
-    """Turns inotify events into wake-ups of the run task. Without an observer (inotify could
-    not start) the source just polls."""
-
-    def __init__(self, source: str, patterns: list[str], wake: asyncio.Event) -> None:
-        super().__init__()
-        self._source = source
-        self._wake = wake
-        self._loop = asyncio.get_running_loop()
-        self._observer: BaseObserver | None = None
-        self._fire_scheduled = False
-        self.paths: frozenset[str] = frozenset()  # the tailed paths, replaced each round
-        # Watch the deepest directory without glob magic, recursively when the rest of the
-        # directory part has magic: "/var/log/**/*.log" watches /var/log and what is below.
-        roots: dict[str, bool] = {}
-        for pattern in patterns:
-            parts = PurePath(pattern).parent.parts
-            fixed = list(itertools.takewhile(lambda part: not _MAGIC.search(part), parts))
-            root = str(PurePath(*fixed))
-            roots[root] = roots.get(root, False) or len(fixed) < len(parts)
-        self._unwatched = list(roots.items())
-
-    def start(self) -> None:  # worker thread
-        try:
-            self._observer = Observer()
-            self._observer.start()
-        except OSError as exc:
-            self._fall_back(exc)  # stop() also ends a half-started observer
-            return
-        self.watch_new_roots()
-
-    def watch_new_roots(self) -> None:  # worker thread
-        """Watch the roots that exist now; one created later is picked up by a later round."""
-        missing = []
-        for root, recursive in self._unwatched:
-            if self._observer is None:
-                return
-            try:
-                if Path(root).is_dir():
-                    self._observer.schedule(
-                        self, root, recursive=recursive, event_filter=_WAKE_EVENTS
-                    )
-                    continue
-            except (FileNotFoundError, NotADirectoryError):
-                pass  # gone again since is_dir()
-            except OSError as exc:  # typically the inotify watch limit
-                self._fall_back(exc)
-            missing.append((root, recursive))
-        self._unwatched = missing
-
-    def stop(self) -> None:  # worker thread
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.stop()
-            with contextlib.suppress(RuntimeError):  # it never started
-                observer.join()
-
-    def _fall_back(self, exc: OSError) -> None:
-        _log.warning("file source %s: inotify unavailable, polling only: %s", self._source, exc)
-        self.stop()
-
-    def on_any_event(self, event: events.FileSystemEvent) -> None:  # watchdog thread
-        path = os.fsdecode(event.src_path)
-        if isinstance(event, events.FileModifiedEvent) and path not in self.paths:
-            return  # a busy file we do not tail must not keep us awake
-        if self._fire_scheduled:
-            return  # one wake-up per burst: the round it triggers reads everything anyway
-        self._fire_scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop closed while the observer stopped
-            self._loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:  # event loop
-        self._fire_scheduled = False
-        self._wake.set()
-
-
 class FileSource:
     """Tails ``config.paths`` (globs minus ``config.exclude``) until ``stop`` is set."""
 
@@ -299,8 +215,11 @@ class FileSource:
         checkpoints: Checkpoints,
         emit: Emit,
         stop: asyncio.Event,
+        *,
+        observer_factory: Callable[[], BaseObserver] = Observer,
     ) -> None:
         self._name = name
+        self._observer_factory = observer_factory  # a seam for the polling-fallback test
         self._config = config
         self._emit = emit
         self._stop = stop
@@ -314,7 +233,7 @@ class FileSource:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        watcher = _Watcher(self._name, self._patterns, self._wake)
+        watcher = Watcher(self._name, self._patterns, self._wake, self._observer_factory)
         forward_stop = asyncio.create_task(self._forward_stop())
         try:
             await _in_thread(watcher.start)
@@ -350,7 +269,7 @@ class FileSource:
             timeout = min(timeout, max(left, 0.0))
         return timeout
 
-    async def _round(self, watcher: _Watcher, *, first: bool, final: bool) -> None:
+    async def _round(self, watcher: Watcher, *, first: bool, final: bool) -> None:
         """Rescan the globs, read every file (in the final sweep: to its end), retire the files
         that left the glob set, then (except in the final sweep) flush stale partial lines."""
         found = await _in_thread(self._discover, watcher, first)
@@ -364,7 +283,7 @@ class FileSource:
         if not final:
             await self._flush_stale()
 
-    def _discover(self, watcher: _Watcher, first: bool) -> dict[str, str]:  # worker thread
+    def _discover(self, watcher: Watcher, first: bool) -> dict[str, str]:  # worker thread
         """Map identity -> path of every matching regular file, opening (and registering) the
         ones not tailed yet."""
         watcher.watch_new_roots()

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from agent.buffer.reader import BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
 from agent.config import BufferConfig, CollectorConfig, TailsealSinkConfig, TlsConfig, TokenConfig
@@ -254,3 +255,45 @@ async def test_busy_collector_retry_after_is_honoured(
     finally:
         await runner.cleanup()
         await collector.stop()
+
+
+async def test_chain_fork_is_reported_and_records_are_kept(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """A collector holding a different chain for the stream answers 409 at our own first seq."""
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(5)
+        sink = rig.sink(url, tls_files)
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 5, "5 acked")
+        # Restore-from-image in miniature: another buffer dir with the same stream id whose
+        # records differ, so its seq 5 has another hash than the one the collector holds.
+        await rig.buffer.close("test")
+        await rig.writer
+        await asyncio.to_thread(rig.buffer.stop)
+        clone = tmp_path / "clone"
+        (clone / "buffer").mkdir(parents=True)
+        stream = (tmp_path / "state" / "buffer" / "stream.json").read_bytes()
+        (clone / "buffer" / "stream.json").write_bytes(stream)
+        other = await asyncio.to_thread(Buffer.open, clone, BufferConfig(), ["central"])
+        forked = Rig(other, asyncio.create_task(other.run()))
+        await forked.commit(7, start=100)
+        forked.buffer.cursors["central"] = (5, (await _hash_of(forked, 5)))
+        sink = forked.sink(url, tls_files)
+        await run_until(sink, lambda: "chain fork" in sink.last_error, "the fork to be reported")
+        assert forked.buffer.cursors["central"][0] == 5
+        await other.close("test")
+        await forked.writer
+        await asyncio.to_thread(other.stop)
+        assert len(await collector.store.read_records(other.stream_id)) == 5
+    finally:
+        await collector.stop()
+
+
+async def _hash_of(rig: Rig, seq: int) -> bytes:
+    reader = BufferReader(rig.buffer, "central")
+    try:
+        assert await asyncio.to_thread(reader.rewind, seq)
+        return reader.position_h
+    finally:
+        reader.close()

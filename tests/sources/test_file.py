@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import Record
@@ -75,12 +78,18 @@ class Tail:
 
 @contextlib.asynccontextmanager
 async def tailing(
-    config: FileSourceConfig, checkpoints: Checkpoints | None = None, *, gate_open: bool = True
+    config: FileSourceConfig,
+    checkpoints: Checkpoints | None = None,
+    *,
+    gate_open: bool = True,
+    observer_factory: Callable[[], BaseObserver] = Observer,
 ) -> AsyncIterator[Tail]:
     tail = Tail()
     if not gate_open:
         tail.gate.clear()
-    source = FileSource("app", config, checkpoints or {}, tail.emit, tail.stop)
+    source = FileSource(
+        "app", config, checkpoints or {}, tail.emit, tail.stop, observer_factory=observer_factory
+    )
     tail.task = asyncio.create_task(source.run())
     try:
         yield tail
@@ -89,8 +98,8 @@ async def tailing(
 
 
 def make_config(directory: Path, *patterns: str, **overrides: Any) -> FileSourceConfig:
-    settings: dict[str, Any] = {"poll_interval": 0.05, **overrides}
-    return FileSourceConfig(paths=[str(directory / p) for p in patterns or ("*.log",)], **settings)
+    options: dict[str, Any] = {"poll_interval": 0.05, **overrides}
+    return FileSourceConfig(paths=[str(directory / p) for p in patterns or ("*.log",)], **options)
 
 
 def append(path: Path, data: bytes) -> None:
@@ -131,6 +140,9 @@ async def test_appended_lines_arrive_in_order_with_offsets_and_checkpoints(tmp_p
     )
 
 
+# watchdog warns (from its own thread) when a directory tree appears faster than it adds watches;
+# the warning is harmless and the test suite turns warnings into errors.
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 async def test_new_files_matching_a_recursive_glob_are_discovered(tmp_path: Path) -> None:
     (tmp_path / "seed.log").write_bytes(b"seed\n")
     async with tailing(make_config(tmp_path, "**/*.log")) as tail:
@@ -166,12 +178,29 @@ async def test_inotify_wakes_the_source_long_before_the_poll_interval(tmp_path: 
     log = tmp_path / "app.log"
     log.write_bytes(b"")
     async with tailing(make_config(tmp_path, poll_interval=600)) as tail:
-        # The first round may still be scanning; the append below must wake a later one.
+        # The first round may or may not see "one"; "two" can only come from an inotify wake-up.
         append(log, b"one\n")
         await tail.wait_records(1)
         append(log, b"two\n")
         await tail.wait_records(2)
     assert tail.msgs == ["one", "two"]
+
+
+async def test_source_falls_back_to_polling_when_inotify_cannot_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_inotify() -> BaseObserver:
+        raise OSError(24, "inotify instance limit reached")
+
+    log = tmp_path / "app.log"
+    append(log, b"before\n")
+    async with tailing(make_config(tmp_path), observer_factory=no_inotify) as tail:
+        await tail.wait_records(1)
+        append(log, b"after\n")
+        append(tmp_path / "new.log", b"new file\n")
+        await tail.wait_records(3)
+    assert sorted(tail.msgs) == ["after", "before", "new file"]
+    assert "polling only" in caplog.text
 
 
 async def test_partial_line_is_flushed_tagged_after_the_timeout(tmp_path: Path) -> None:
@@ -257,6 +286,17 @@ async def test_deleted_file_is_read_to_its_end_then_closed(tmp_path: Path) -> No
             lambda: not open_fds_to(log), timeout=DEADLINE, what="the deleted file closed"
         )
     assert tail.msgs == ["first", "written before delete"]
+
+
+async def test_unterminated_line_of_a_deleted_file_ships_tagged_partial(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"done\nhalf")
+    async with tailing(make_config(tmp_path, partial_line_timeout=600)) as tail:
+        await tail.wait_records(1)
+        log.unlink()
+        await tail.wait_records(2)
+    assert tail.msgs == ["done", "half"]
+    assert tail.records[1]["tags"] == ["partial"]
 
 
 async def test_truncation_restarts_from_zero_and_tags_the_next_record(tmp_path: Path) -> None:
