@@ -175,6 +175,7 @@ def run_demo(root: Path, lines: int = 0) -> int:
     (root / "collector.port").unlink(missing_ok=True)
     collector = _spawn(["collector", "-c", str(collector_toml)], root / "collector.log")
     agent: subprocess.Popen[bytes] | None = None
+    viewer: Viewer | None = None
     try:
         port = _wait_for_port(root / "collector.port", collector, root / "collector.log")
         _agent_config(agent_toml, root, tls, port, paths)
@@ -183,11 +184,14 @@ def run_demo(root: Path, lines: int = 0) -> int:
         print(f"agent:     tailing {', '.join(paths)}; state in {root / 'agent-state'}")
         print(f"logs:      {root / 'agent.log'}, {root / 'collector.log'}")
         print("writing demo lines to logs/app.log; records as the collector stores them:")
-        _loop(root, Viewer(port, token, tls, root / "collector"), agent, lines)
+        viewer = Viewer(port, token, tls, root / "collector")
+        _loop(root, viewer, agent, lines)
     except KeyboardInterrupt:
         print("\nCtrl-C: stopping the agent (drain + seal), then the collector")
     finally:
         code = _stop(agent, collector)
+    if viewer is not None:
+        viewer.show_new()  # what the drain shipped, the seal last
     return _summary(root, code)
 
 
