@@ -29,6 +29,23 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     """Base of every config section: unknown keys are errors, values are immutable."""
 
 
+class ParserConfig(_Section, frozen=True):
+    """How a source's lines are parsed (agent/transforms); ``none`` ships them as read."""
+
+    format: Literal["none", "syslog", "auth", "access", "json", "auditd", "shell"] = "none"
+    timezone: str = "UTC"  # for times without an offset: UTC, Local, +01:30 or an IANA name
+    timestamp_field: str = "time"  # json: dotted path of the event time ("" = keep read time)
+    message_field: str = "message"  # json: dotted path copied to ``message``
+    audit_timeout: float = 2.0  # auditd: seconds an incomplete multi-record event may wait
+
+
+class RedactConfig(_Section, frozen=True):
+    """Secret redaction before records reach the buffer (on unless explicitly disabled)."""
+
+    enabled: bool = True
+    patterns: list[str] = []  # extra regexes; a (?P<secret>...) group limits the replacement
+
+
 class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     paths: list[str]
     exclude: list[str] = []
@@ -37,6 +54,19 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     poll_interval: float = 1.0
     partial_line_timeout: float = 5.0
     read_chunk_bytes: int = MiB
+    # Skip rotated siblings (*.1, *.gz, *-YYYYMMDD, ...) matched by a pattern with glob magic in
+    # its file name; a rotated file already open is still read to its end.
+    exclude_rotated: bool = True
+    # File identity = device + inode + a hash of the first fingerprint_bytes (inode reuse).
+    fingerprint_bytes: int = 1024
+    # Keep reading a file that left the glob set (rotated, deleted) until it is this idle.
+    rotate_wait: float = 5.0
+    max_open_files: int = 1024
+    close_idle_after: float = 300.0  # seconds without growth before a file's fd is closed
+    multiline_start: str = ""  # regex: a line matching it starts a record; others continue it
+    multiline_timeout: float = 1.0
+    parser: ParserConfig = ParserConfig()
+    redact: RedactConfig = RedactConfig()
 
 
 SourceConfig = FileSourceConfig
@@ -62,9 +92,20 @@ SinkConfig = TailsealSinkConfig
 
 class BufferConfig(_Section, frozen=True):
     segment_bytes: int = 64 * MiB
-    fsync: Literal["batch", "always"] = "batch"
+    # Disk the buffer may use; must hold at least two segments.
+    max_bytes: int = 1024 * MiB
+    when_full: Literal["block", "drop_oldest"] = "block"
+    # batch: one fsync per group commit; always: one per record; interval: commits gather
+    # for up to fsync_interval seconds (fewer fsyncs, more latency).
+    fsync: Literal["batch", "always", "interval"] = "batch"
+    fsync_interval: float = 0.2
     max_commit_records: int = 20_000
     queue_batches: int = 64
+    # Recently committed records kept in memory so sinks rarely read segment files.
+    memory_bytes: int = 16 * MiB
+    # Pause between attempts after a write error (disk full, EIO): capped, jittered backoff.
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
 
 
 class ShutdownConfig(_Section, frozen=True):
@@ -91,6 +132,10 @@ class TokenConfig(_Section, frozen=True):
     token: str = ""
     token_file: str = ""
     hosts: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # Token bucket per token: batches per second (0 = unlimited) and bucket size (0 = one
+    # second's worth, at least 1). Over the limit the collector answers 429 + Retry-After.
+    rate_limit_batches_per_second: float = 0.0
+    burst: int = 0
 
 
 class CollectorConfig(_Section, frozen=True):
@@ -102,6 +147,8 @@ class CollectorConfig(_Section, frozen=True):
     tokens: list[TokenConfig] = []
     max_body_bytes: int = 16 * MiB
     max_decompressed_bytes: int = 64 * MiB
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (slow-loris bound)
+    silent_after: float = 300.0  # seconds without data before an unsealed stream is `silent`
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -244,6 +291,8 @@ def _check_agent(config: AgentConfig) -> None:
         if src.max_line_bytes < 64:
             raise ConfigError(f"sources.{name}.max_line_bytes", "must be at least 64")
         _positive(f"sources.{name}.poll_interval", src.poll_interval)
+        _check_file_source(f"sources.{name}", src)
+        _check_transforms(f"sources.{name}", src.parser, src.redact)
     for name, sink in config.sinks.items():
         if not sink.endpoint.startswith(("https://", "http://")):
             raise ConfigError(f"sinks.{name}.endpoint", "must be an http(s):// URL")
@@ -254,8 +303,42 @@ def _check_agent(config: AgentConfig) -> None:
         _positive(f"sinks.{name}.backoff_initial", sink.backoff_initial)
     if config.buffer.segment_bytes < 4096:
         raise ConfigError("buffer.segment_bytes", "must be at least 4096")
+    if config.buffer.max_bytes < 2 * config.buffer.segment_bytes:
+        raise ConfigError("buffer.max_bytes", "must hold at least two segments (2 x segment_bytes)")
+    _positive("buffer.fsync_interval", config.buffer.fsync_interval)
+    _positive("buffer.retry_initial", config.buffer.retry_initial)
     _positive("buffer.max_commit_records", config.buffer.max_commit_records)
     _positive("shutdown.timeout", config.shutdown.timeout)
+
+
+def _check_file_source(path: str, src: FileSourceConfig) -> None:
+    if src.fingerprint_bytes < 16:
+        raise ConfigError(f"{path}.fingerprint_bytes", "must be at least 16")
+    if src.max_open_files < 1:
+        raise ConfigError(f"{path}.max_open_files", "must be at least 1")
+    _positive(f"{path}.close_idle_after", src.close_idle_after)
+    _positive(f"{path}.multiline_timeout", src.multiline_timeout)
+    if src.rotate_wait < 0:
+        raise ConfigError(f"{path}.rotate_wait", f"must not be negative, got {src.rotate_wait}")
+    try:
+        re.compile(src.multiline_start)
+    except re.error as exc:
+        raise ConfigError(f"{path}.multiline_start", f"not a valid regex: {exc}") from exc
+
+
+def _check_transforms(path: str, parser: ParserConfig, redact: RedactConfig) -> None:
+    from agent.transforms.syslog import parse_timezone
+
+    try:
+        parse_timezone(parser.timezone)
+    except ValueError as exc:
+        raise ConfigError(f"{path}.parser.timezone", str(exc)) from exc
+    _positive(f"{path}.parser.audit_timeout", parser.audit_timeout)
+    for i, pattern in enumerate(redact.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{path}.redact.patterns[{i}]", f"invalid regex: {exc}") from exc
 
 
 def _positive(path: str, value: float) -> None:
@@ -274,6 +357,13 @@ def parse_collector_config(
             raise ConfigError(f"tokens[{i}]", "set exactly one of token and token_file")
     _positive("max_body_bytes", config.max_body_bytes)
     _positive("max_decompressed_bytes", config.max_decompressed_bytes)
+    _positive("body_timeout", config.body_timeout)
+    _positive("silent_after", config.silent_after)
+    for i, token in enumerate(config.tokens):
+        if token.rate_limit_batches_per_second < 0:
+            raise ConfigError(f"tokens[{i}].rate_limit_batches_per_second", "must be >= 0")
+        if token.burst < 0:
+            raise ConfigError(f"tokens[{i}].burst", "must be >= 0")
     return config
 
 

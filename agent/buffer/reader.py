@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from agent.buffer import segment
-from agent.buffer.wal import Buffer, SegmentInfo
+from agent.buffer.segment import SegmentInfo
+from agent.buffer.wal import Buffer
 from agent.errors import StateError
 
 
@@ -27,6 +29,9 @@ class Batch:
     last_h: bytes
     records: list[bytes]
     hashes: list[bytes]  # h of each record, so a batch can be split without parsing
+    # Seqs (first, last) this buffer dropped or lost just before first_seq: the sink declares
+    # them to the collector so it can accept a batch that does not link to what it holds.
+    gap: tuple[int, int] | None = None
 
     def split(self) -> tuple[Batch, Batch]:
         """Two consecutive halves (for a collector that answered 413)."""
@@ -92,7 +97,39 @@ class BufferReader:
                         ),
                         linger,
                     )
-        return await asyncio.to_thread(self._read, max_records, max_bytes)
+        gap = self._skip_dropped()
+        batch = self._from_memory(max_records, max_bytes)
+        if batch is None:
+            batch = await asyncio.to_thread(self._read, max_records, max_bytes)
+        if gap is None:
+            return batch
+        return dataclasses.replace(batch, gap=gap)
+
+    def _skip_dropped(self) -> tuple[int, int] | None:
+        """Jump over records deleted before this sink acked them (``drop_oldest``)."""
+        with self.buffer.lock:
+            base, base_h = self.buffer.base_seq, self.buffer.base_h
+        if self.position >= base:
+            return None
+        skipped = (self.position + 1, base)
+        self.seek(base, base_h)
+        return skipped
+
+    def _from_memory(self, max_records: int, max_bytes: int) -> Batch | None:
+        entries = self.buffer.tail_after(self.position, max_records, max_bytes)
+        if not entries:
+            return None
+        first, prev = self.position + 1, self.position_h
+        self._close()  # the file reader re-finds its place by seq if it is needed again
+        self.position, self.position_h = entries[-1][0], entries[-1][1]
+        return Batch(
+            first,
+            self.position,
+            prev,
+            self.position_h,
+            [e[2] for e in entries],
+            [e[1] for e in entries],
+        )
 
     def rewind(self, after_seq: int) -> bool:
         """Blocking: continue after ``after_seq`` (a 409 answer); False if it is not held."""

@@ -22,6 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
+from agent.sources import Checkpoint
+
 HEADER = struct.Struct("<II")
 BODY_HEAD = struct.Struct("<Q32sH")
 SUFFIX = ".seg"
@@ -35,6 +39,15 @@ class Frame:
     checkpoint: bytes
     record: bytes
     end: int  # file offset just after this frame
+
+
+def encode_checkpoint(cp: Checkpoint) -> bytes:
+    return orjson.dumps({"s": cp.source, "k": cp.key, "o": cp.offset, "p": cp.path})
+
+
+def decode_checkpoint(raw: bytes) -> Checkpoint:
+    cp = orjson.loads(raw)
+    return Checkpoint(cp["s"], cp["k"], cp["o"], cp.get("p", ""))
 
 
 def encode(seq: int, h: bytes, checkpoint: bytes, record: bytes) -> bytes:
@@ -142,3 +155,15 @@ def iter_frames(fd: int, offset: int, limit: int, chunk: int = 1 << 20) -> Itera
             pos = frame.end
         pending = pending[pos:]
         base += pos
+
+
+@dataclass
+class SegmentInfo:
+    """What the buffer knows of one segment file; mutated only under ``Buffer.lock``."""
+
+    first_seq: int
+    path: Path
+    last_seq: int  # first_seq - 1 while empty
+    last_h: bytes
+    size: int  # committed bytes
+    created: float  # wall clock of the first commit (or file mtime after recovery)

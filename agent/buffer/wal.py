@@ -1,10 +1,11 @@
-"""The write-ahead log: recovery on open, the group-commit writer, sink cursors and deletion.
+"""The write-ahead log: the group-commit writer, the hot tail, sink cursors, acks and deletion.
 
 See ``agent/buffer/__init__.py`` for the on-disk layout and the rules. Ownership: the writer
 task (``Buffer.run``) is the only code that appends; it does the blocking part (chain hashing,
 encoding, write, fsync) in a worker thread, one commit at a time. Segment metadata, the chain
-head and the checkpoint map are shared with reader and ack paths under ``self.lock``; they are
-updated only after the fsync that makes them true.
+head, the checkpoint map and the hot tail are shared with reader and ack paths under
+``self.lock``; they are updated only after the fsync that makes them true. Deleting segments
+(acks, ``drop_oldest``) is serialized by ``self._delete_lock``.
 """
 
 from __future__ import annotations
@@ -14,156 +15,119 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from agent.buffer import segment
+from agent.buffer.recovery import SUMMARY, RecoveryReport, recover, truncate
+from agent.buffer.segment import SegmentInfo
 from agent.config import BufferConfig
 from agent.errors import StateError
-from agent.record import Record, genesis, link, now_rfc3339
+from agent.record import Record, link, now_rfc3339
+from agent.retry import Backoff
 from agent.sources import Checkpoint, Pending
 from agent.statefile import fsync_dir, make_private_dir, read_json, write_all, write_json
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "checkpoints.json"
 STREAM = "stream.json"
 LOCK = "lock"
 CURSORS = "cursors"
 
+# A committed record as the hot tail keeps it: (seq, h, wire form).
+Entry = tuple[int, bytes, bytes]
+
+
+class SegmentIO:
+    """The writer's I/O seam: tests inject failures (EIO, ENOSPC) by overriding it."""
+
+    def write(self, fd: int, data: bytes) -> None:
+        write_all(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
 
 @dataclass
-class SegmentInfo:
-    first_seq: int
-    path: Path
-    last_seq: int  # first_seq - 1 while empty
-    last_h: bytes
-    size: int  # committed bytes
+class BufferStats:
+    records: int = 0  # committed by this process
+    bytes: int = 0
+    dropped_records: int = 0  # when_full = "drop_oldest"
+    write_errors: int = 0
+    gaps: int = 0
 
 
-@dataclass
-class Recovery:
-    """What opening the buffer found and repaired, for the gap record and the operator."""
-
-    truncated_bytes: int = 0
-    quarantined: list[str] = field(default_factory=list)
-    lost_from_seq: int = 0
-    lost_bytes: int = 0
+class _WriteFailedError(Exception):
+    def __init__(self, done: int, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.done = done  # items of the commit that are durable despite the failure
+        self.cause = cause
 
 
 class Buffer:
     """The agent's durable buffer. Create with :meth:`open` (blocking: use a thread)."""
 
-    def __init__(self, directory: Path, config: BufferConfig, stream_id: str) -> None:
+    def __init__(
+        self, directory: Path, config: BufferConfig, stream_id: str, io: SegmentIO | None = None
+    ) -> None:
         self.directory = directory
         self.config = config
         self.stream_id = stream_id
+        self.io = io or SegmentIO()
         self.lock = threading.Lock()
-        self.segments: list[SegmentInfo] = []
-        self.last_seq = 0
-        self.last_h = genesis(stream_id)
-        self.base_seq = 0  # every seq <= base_seq has been deleted (acked by all sinks)
-        self.base_h = self.last_h
-        self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
+        self._delete_lock = threading.Lock()
+        state = recover(directory, stream_id)
+        self.segments: list[SegmentInfo] = state.segments
+        self.last_seq, self.last_h = state.last_seq, state.last_h
+        self.base_seq, self.base_h = state.base_seq, state.base_h
+        self.checkpoints: dict[tuple[str, str], Checkpoint] = state.checkpoints
+        self.recovery: RecoveryReport = state.report
         self.cursors: dict[str, tuple[int, bytes]] = {}
-        self.recovery = Recovery()
-        self.records_committed = 0
+        self.stats = BufferStats()
         self.closed = False
+        self.blocked = False  # waiting for acks because the buffer is full
+        self.write_error = ""
+        self._tail: list[Entry] = []
+        self._tail_bytes = 0
         self._fd = -1
         self._lock_fd = -1
+        self._closing = False
+        self._backoff = Backoff(config.retry_initial, config.retry_max)
         # asyncio primitives bind to the running loop on first use, not here (Python >= 3.10).
         self._queue: asyncio.Queue[list[Pending] | None] = asyncio.Queue(config.queue_batches)
         self.changed = asyncio.Condition()
         self._seal_reason = ""
+        self._drop_gaps: list[Record] = []  # drop gap records not yet dropped themselves
 
-    # --- opening and recovery ------------------------------------------------------------------
+    # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, state_dir: Path, config: BufferConfig, sinks: list[str]) -> Buffer:
+    def open(
+        cls, state_dir: Path, config: BufferConfig, sinks: list[str], io: SegmentIO | None = None
+    ) -> Buffer:
         directory = state_dir / "buffer"
         make_private_dir(directory)
         make_private_dir(directory / CURSORS)
         lock_fd = _lock(directory)
-        stream = read_json(directory / STREAM)
-        if stream is None:
-            stream = {"stream_id": str(uuid.uuid4()), "created": now_rfc3339()}
-            write_json(directory / STREAM, stream)
-        if not isinstance(stream, dict) or not isinstance(stream.get("stream_id"), str):
-            raise StateError(f"{directory / STREAM}: no stream_id")
-        buf = cls(directory, config, stream["stream_id"])
-        buf._lock_fd = lock_fd
-        buf._load_summary()
-        buf._recover_segments()
-        for sink in sinks:
-            buf.cursors[sink] = buf._load_cursor(sink)
-        # A cursor beyond the log means records the collector holds were lost here (a corrupt
-        # tail was cut off). Continuing the chain from the cursor keeps seqs unique downstream.
-        ahead = max(buf.cursors.values(), default=(0, b""), key=lambda c: c[0])
-        if ahead[0] > buf.last_seq:
-            buf.recovery.lost_from_seq = buf.last_seq + 1
-            buf.last_seq, buf.last_h = ahead
-        buf._open_active()
-        return buf
-
-    def _load_summary(self) -> None:
-        summary = read_json(self.directory / SUMMARY)
-        if summary is None:
-            return
         try:
-            self.base_seq = int(summary["base_seq"])
-            self.base_h = bytes.fromhex(summary["base_h"])
-            self.last_seq, self.last_h = self.base_seq, self.base_h
-            for cp in summary["checkpoints"]:
-                self._remember(Checkpoint(cp["source"], cp["key"], int(cp["offset"]), cp["path"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"{self.directory / SUMMARY} is malformed: {exc!r}") from exc
-
-    def _recover_segments(self) -> None:
-        found = segment.list_segments(self.directory)
-        for index, (first, path) in enumerate(found):
-            result = segment.scan(path)
-            problem = result.corrupt is not None or (result.torn and index < len(found) - 1)
-            if result.torn and not problem:
-                self.recovery.truncated_bytes += path.stat().st_size - result.valid_end
-                _truncate(path, result.valid_end)
-            info = SegmentInfo(first, path, first - 1, self.last_h, result.valid_end)
-            for frame in result.frames:
-                info.last_seq, info.last_h = frame.seq, frame.h
-                self._remember_frame(frame.checkpoint)
-            if result.frames:
-                self.last_seq, self.last_h = info.last_seq, info.last_h
-            self.segments.append(info)
-            if problem:
-                self._quarantine(path, result.valid_end, [p for _, p in found[index + 1 :]])
-                break
-
-    def _quarantine(self, path: Path, keep: int, later: list[Path]) -> None:
-        """Move the unreadable rest of the log aside as ``.bad`` files; it becomes a gap."""
-        self.recovery.lost_from_seq = self.last_seq + 1
-        bad = path.with_name(path.name + ".bad")
-        data = path.read_bytes()[keep:]
-        bad.write_bytes(data)
-        _truncate(path, keep)
-        self.recovery.quarantined.append(bad.name)
-        self.recovery.lost_bytes += len(data)
-        for other in later:
-            self.recovery.lost_bytes += other.stat().st_size
-            other.rename(other.with_name(other.name + ".bad"))
-            self.recovery.quarantined.append(other.name + ".bad")
-        fsync_dir(self.directory)
-        log.error("buffer corruption: quarantined %s", self.recovery.quarantined)
-
-    def _remember_frame(self, raw: bytes) -> None:
-        if raw:
-            cp = orjson.loads(raw)
-            self._remember(Checkpoint(cp["s"], cp["k"], cp["o"], cp.get("p", "")))
-
-    def _remember(self, cp: Checkpoint) -> None:
-        self.checkpoints[(cp.source, cp.key)] = cp
+            buf = cls(directory, config, _stream_id(directory), io)
+            buf._lock_fd = lock_fd
+            for sink in sinks:
+                buf.cursors[sink] = buf._load_cursor(sink)
+            # A cursor beyond the log means records the collector holds were lost here (a
+            # corrupt tail was cut off). Continuing the chain from it keeps seqs unique.
+            ahead = max(buf.cursors.values(), default=(0, b""), key=lambda c: c[0])
+            if ahead[0] > buf.last_seq:
+                buf.recovery.lost_from_seq = buf.recovery.lost_from_seq or buf.last_seq + 1
+                buf.recovery.lost_to_seq = ahead[0]
+                buf.last_seq, buf.last_h = ahead
+            buf._open_active()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return buf
 
     def _load_cursor(self, sink: str) -> tuple[int, bytes]:
         """A sink's acked position; missing or unusable -> the oldest position still held."""
@@ -171,42 +135,46 @@ class Buffer:
         try:
             raw = read_json(path)
         except StateError:
-            log.warning("cursor %s unreadable; re-sending from the oldest record held", path)
             raw = None
         if isinstance(raw, dict):
             try:
                 seq, h = int(raw["acked"]), bytes.fromhex(raw["h"])
             except (KeyError, TypeError, ValueError):
-                log.warning("cursor %s malformed; re-sending from the oldest record held", path)
+                pass
             else:
                 if seq >= self.base_seq and len(h) == 32:
                     return seq, h
+        if path.exists():
+            log.warning("cursor %s unusable; re-sending from the oldest record held", path)
         return self.base_seq, self.base_h
 
     def _open_active(self) -> None:
         if not self.segments:
             self._new_segment()
             return
-        active = self.segments[-1]
-        self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND)
 
     def _new_segment(self) -> None:
         path = self.directory / segment.segment_name(self.last_seq + 1)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fsync_dir(self.directory)
+        try:
+            fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            path.unlink()
+            raise
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
+        info = SegmentInfo(self.last_seq + 1, path, self.last_seq, self.last_h, 0, time.time())
         with self.lock:
-            self.segments.append(
-                SegmentInfo(self.last_seq + 1, path, self.last_seq, self.last_h, 0)
-            )
+            self.segments.append(info)
 
     def checkpoints_for(self, source: str) -> dict[str, Checkpoint]:
         with self.lock:
             return {key: cp for (src, key), cp in self.checkpoints.items() if src == source}
 
-    # --- the writer ----------------------------------------------------------------------------
+    # --- the writer task ----------------------------------------------------------------------
 
     async def emit(self, batch: list[Pending]) -> None:
         """Hand records to the writer; blocks while the queue is full (backpressure)."""
@@ -216,89 +184,259 @@ class Buffer:
     async def close(self, seal_reason: str) -> None:
         """Ask the writer to commit what is queued, append the seal and stop."""
         self._seal_reason = seal_reason
+        self._closing = True
+        async with self.changed:
+            self.changed.notify_all()  # a writer blocked on a full buffer commits anyway
         await self._queue.put(None)
 
     async def run(self) -> None:
         """The single writer task: group-commits queued batches until closed."""
-        if self.recovery.lost_from_seq or self.recovery.quarantined:
-            await self._commit([Pending(self._gap_record(), None)])
+        if self.recovery.lost_from_seq:
+            await self._commit([Pending(self._recovery_gap(), None)])
         closing = False
         while not closing:
-            items = await self._queue.get()
-            if items is None:
+            first = await self._queue.get()
+            if first is None:
                 break
-            while len(items) < self.config.max_commit_records and not self._queue.empty():
-                more = self._queue.get_nowait()
-                if more is None:
-                    closing = True
-                    break
-                items.extend(more)
-            await self._commit(items)
+            items, closing = await self._collect(first)
+            while items:
+                items = await self._make_room() + items
+                items = await self._commit(items, bounded=True)
         await self._commit([Pending(self._seal_record(), None)])
         async with self.changed:
             self.closed = True
             self.changed.notify_all()
 
-    async def _commit(self, items: list[Pending]) -> None:
-        await asyncio.to_thread(self._write, items)
+    async def _collect(self, items: list[Pending]) -> tuple[list[Pending], bool]:
+        """Gather queued batches into one commit; with fsync = "interval", wait for more."""
+        limit = self.config.max_commit_records
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (
+            self.config.fsync_interval if self.config.fsync == "interval" else 0
+        )
+        while len(items) < limit:
+            if not self._queue.empty():
+                more = self._queue.get_nowait()
+            elif loop.time() < deadline and not self._closing:
+                try:
+                    more = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                except TimeoutError:
+                    break
+            else:
+                break
+            if more is None:
+                return items, True
+            items.extend(more)
+        return items, False
+
+    async def _make_room(self) -> list[Pending]:
+        """Apply ``when_full``: wait for acks ("block") or drop oldest segments with a gap."""
+        if self.total_bytes() < self.config.max_bytes:
+            return []
+        if self.config.when_full == "block":
+            self.blocked = True  # backpressure: the queue fills, sources stop reading
+            log.warning("buffer full (max_bytes %d): waiting for acks", self.config.max_bytes)
+            async with self.changed:
+                await self.changed.wait_for(
+                    lambda: self.total_bytes() < self.config.max_bytes or self._closing
+                )
+            self.blocked = False
+            return []
+        dropped = await asyncio.to_thread(self._drop_oldest)
+        if dropped is None:
+            return []
+        return [Pending(self._drop_gap(*dropped), None)]
+
+    async def _commit(self, items: list[Pending], *, bounded: bool = False) -> list[Pending]:
+        """Make ``items`` durable; on a write error pause (backoff) and retry the rest.
+
+        ``bounded``: stop at ``max_bytes`` and return what is left for after ``_make_room``
+        (special records and everything at shutdown are committed regardless).
+        """
+        rest: list[Pending] = []
+        while items:
+            failed, done = await self._try_write(items, bounded and not self._closing)
+            if failed is None:
+                rest = items[done:]
+                break
+            items = items[failed.done :]
+            self.stats.write_errors += 1
+            self.write_error = f"{failed.cause.strerror or failed.cause}"
+            delay = self._backoff.next()
+            log.error(
+                "buffer write failed (%s); %d records wait; retrying in %.1fs",
+                self.write_error,
+                len(items),
+                delay,
+            )
+            async with self.changed:
+                self.changed.notify_all()
+            await asyncio.sleep(delay)
+            await asyncio.to_thread(self._repair)
+        if self.write_error:
+            log.warning("buffer writes recovered after %s", self.write_error)
+            self.write_error = ""
+            self._backoff.reset()
         async with self.changed:
             self.changed.notify_all()
+        return rest
 
-    def _write(self, items: list[Pending]) -> None:
-        """Blocking: chain, encode, write and fsync ``items``; then publish them."""
+    async def _try_write(
+        self, items: list[Pending], bounded: bool
+    ) -> tuple[_WriteFailedError | None, int]:
+        try:
+            done = await asyncio.to_thread(self._write, items, bounded)
+        except _WriteFailedError as failed:
+            return failed, failed.done
+        return None, done
+
+    # --- blocking write path (writer thread) ---------------------------------------------------
+
+    def _write(self, items: list[Pending], bounded: bool = False) -> int:
+        """Chain, encode, write and fsync ``items`` (``bounded``: until ``max_bytes``).
+
+        Returns how many were committed; raises _WriteFailedError(done, cause) on I/O errors.
+        """
+        done = 0
         seq, prev = self.last_seq, self.last_h
-        last_h = prev
-        chunk: list[bytes] = []
-        size = 0
-        active = self.segments[-1]
+        frames: list[bytes] = []
+        entries: list[Entry] = []
         cps: list[Checkpoint] = []
-        for item in items:
-            seq += 1
-            item.record["seq"] = seq
-            prev, wire = link(prev, item.record)
-            cp = item.checkpoint
-            raw_cp = b"" if cp is None else _encode_cp(cp)
-            frame = segment.encode(seq, prev, raw_cp, wire)
-            if chunk and active.size + size + len(frame) > self.config.segment_bytes:
-                self._flush(chunk, size, seq - 1, last_h, cps)
-                chunk, size, cps = [], 0, []
-                self._new_segment()
-                active = self.segments[-1]
-            chunk.append(frame)
-            size += len(frame)
-            if cp is not None:
-                cps.append(cp)
-            last_h = prev
-            if self.config.fsync == "always":
-                self._flush(chunk, size, seq, last_h, cps)
-                chunk, size, cps = [], 0, []
-        if chunk:
-            self._flush(chunk, size, seq, last_h, cps)
+        size = 0
+        room = self.config.max_bytes - self.total_bytes() if bounded else 1 << 62
+        try:
+            for item in items:
+                if room - size <= 0:
+                    break
+                seq += 1
+                item.record["seq"] = seq
+                prev, wire = link(prev, item.record)
+                cp = item.checkpoint
+                frame = segment.encode(
+                    seq, prev, b"" if cp is None else segment.encode_checkpoint(cp), wire
+                )
+                used = self.segments[-1].size + size
+                if used > 0 and used + len(frame) > self.config.segment_bytes:
+                    if frames:
+                        self._flush(frames, entries, cps)
+                        done += len(frames)
+                        room -= size
+                        frames, entries, cps, size = [], [], [], 0
+                    self._new_segment()
+                frames.append(frame)
+                entries.append((seq, prev, wire))
+                size += len(frame)
+                if cp is not None:
+                    cps.append(cp)
+                if self.config.fsync == "always":
+                    self._flush(frames, entries, cps)
+                    done += 1
+                    room -= size
+                    frames, entries, cps, size = [], [], [], 0
+            if frames:
+                self._flush(frames, entries, cps)
+                done += len(frames)
+        except OSError as exc:
+            raise _WriteFailedError(done, exc) from exc
+        return done
 
-    def _flush(
-        self, chunk: list[bytes], size: int, last_seq: int, last_h: bytes, cps: list[Checkpoint]
-    ) -> None:
-        write_all(self._fd, b"".join(chunk))
-        os.fsync(self._fd)
+    def _flush(self, frames: list[bytes], entries: list[Entry], cps: list[Checkpoint]) -> None:
+        data = b"".join(frames)
+        self.io.write(self._fd, data)
+        self.io.fsync(self._fd)
+        last_seq, last_h, _ = entries[-1]
         with self.lock:
             active = self.segments[-1]
-            active.size += size
+            active.size += len(data)
             active.last_seq, active.last_h = last_seq, last_h
-            self.records_committed += last_seq - self.last_seq
+            self.stats.records += len(entries)
+            self.stats.bytes += len(data)
             self.last_seq, self.last_h = last_seq, last_h
             for cp in cps:
-                self._remember(cp)
+                self.checkpoints[(cp.source, cp.key)] = cp
+            self._remember(entries)
 
-    def _gap_record(self) -> Record:
-        rec = self.recovery
+    def _remember(self, entries: list[Entry]) -> None:
+        """Keep recent records in memory for readers (under ``self.lock``)."""
+        self._tail.extend(entries)
+        self._tail_bytes += sum(len(e[2]) for e in entries)
+        if self._tail_bytes > self.config.memory_bytes:
+            cut = 0
+            while self._tail_bytes > self.config.memory_bytes // 2 and cut < len(self._tail):
+                self._tail_bytes -= len(self._tail[cut][2])
+                cut += 1
+            del self._tail[:cut]
+
+    def tail_after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:
+        """Committed records after ``after_seq`` from memory; None if not all held there."""
+        with self.lock:
+            if not self._tail or not self._tail[0][0] <= after_seq + 1 <= self._tail[-1][0]:
+                return None
+            start = after_seq + 1 - self._tail[0][0]
+            if self._tail[start][0] != after_seq + 1:
+                return None  # a hole in seqs (recovery): let the file reader handle it
+            out: list[Entry] = []
+            size = 0
+            for entry in self._tail[start : start + max_records]:
+                if out and (size >= max_bytes or entry[0] != out[-1][0] + 1):
+                    break
+                out.append(entry)
+                size += len(entry[2])
+            return out
+
+    def _repair(self) -> None:
+        """After a failed write: cut the active segment back to its committed size."""
+        active = self.segments[-1]
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        problem: OSError | None = None
+        try:
+            truncate(active.path, active.size)
+        except OSError as exc:
+            problem = exc  # the next write fails again and retries; nothing is lost
+        if problem is not None:
+            log.error("buffer repair of %s failed: %s", active.path, problem)
+        self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+
+    # --- special records -----------------------------------------------------------------------
+
+    def _recovery_gap(self) -> Record:
+        rep = self.recovery
+        self.stats.gaps += 1
         return {
             "type": "gap",
             "ts": now_rfc3339(),
             "src": "tailseal",
-            "reason": "buffer_corrupt" if rec.quarantined else "buffer_lost",
-            "msg": f"buffer recovery lost {rec.lost_bytes} bytes of records",
-            "gap": {"quarantined": rec.quarantined, "bytes": rec.lost_bytes},
+            "reason": "buffer_corrupt" if rep.quarantined else "buffer_lost",
+            "msg": f"buffer recovery lost records from seq {rep.lost_from_seq} "
+            f"({rep.lost_bytes} bytes quarantined)",
+            "gap": {
+                "from_seq": rep.lost_from_seq,
+                "to_seq": rep.lost_to_seq or None,
+                "quarantined": rep.quarantined,
+                "bytes": rep.lost_bytes,
+            },
         }
+
+    def _drop_gap(self, first: int, last: int, count: int) -> Record:
+        """The gap record for dropped seqs ``first..last``. If the drop swallowed the gap record
+        of an earlier drop, this one extends back over that range so no loss goes unstated."""
+        swallowed = [g for g in self._drop_gaps if g.get("seq", last + 1) <= last]
+        for gap in swallowed:
+            first = min(first, gap["gap"]["from_seq"])
+            self._drop_gaps.remove(gap)
+        self.stats.gaps += 1
+        record: Record = {
+            "type": "gap",
+            "ts": now_rfc3339(),
+            "src": "tailseal",
+            "reason": "buffer_full",
+            "msg": f"buffer full (max_bytes {self.config.max_bytes}): lost seq {first}-{last}",
+            "gap": {"from_seq": first, "to_seq": last, "records": last - first + 1},
+        }
+        self._drop_gaps.append(record)  # its seq is set when it is committed
+        return record
 
     def _seal_record(self) -> Record:
         return {
@@ -307,23 +445,50 @@ class Buffer:
             "src": "tailseal",
             "reason": self._seal_reason,
             "msg": f"stream sealed: agent stopped ({self._seal_reason})",
-            "seal": {"records": self.records_committed, "prev_seq": self.last_seq},
+            "seal": {"records": self.stats.records, "prev_seq": self.last_seq},
         }
 
-    # --- cursors, acks and deletion -------------------------------------------------------------
+    # --- cursors, acks and deletion ------------------------------------------------------------
 
     async def ack(self, sink: str, seq: int, h: bytes) -> None:
         """Record that ``sink``'s collector holds everything up to ``seq``; delete what all hold."""
         await asyncio.to_thread(self._ack, sink, seq, h)
+        async with self.changed:
+            self.changed.notify_all()  # a writer blocked on a full buffer may go on
 
     def _ack(self, sink: str, seq: int, h: bytes) -> None:
         write_json(self.directory / CURSORS / f"{sink}.json", {"acked": seq, "h": h.hex()})
-        with self.lock:
-            self.cursors[sink] = (seq, h)
-            floor = min(s for s, _ in self.cursors.values())
-            done = [s for s in self.segments[:-1] if s.last_seq <= floor]
+        with self._delete_lock:
+            with self.lock:
+                self.cursors[sink] = (seq, h)
+                floor = min(s for s, _ in self.cursors.values())
+                done = [s for s in self.segments[:-1] if s.last_seq <= floor]
+            if done:
+                self._delete(done)
+
+    def _drop_oldest(self) -> tuple[int, int, int] | None:
+        """Delete whole oldest segments, acked or not, until under ``max_bytes``."""
+        with self._delete_lock:
+            with self.lock:
+                total = sum(s.size for s in self.segments)
+                done: list[SegmentInfo] = []
+                for info in self.segments[:-1]:
+                    if total < self.config.max_bytes:
+                        break
+                    done.append(info)
+                    total -= info.size
             if not done:
-                return
+                return None
+            first = max(done[0].first_seq, self.base_seq + 1)
+            self._delete(done)
+        count = done[-1].last_seq - first + 1
+        self.stats.dropped_records += count
+        log.error("buffer full: dropped seq %d-%d (%d records)", first, done[-1].last_seq, count)
+        return first, done[-1].last_seq, count
+
+    def _delete(self, done: list[SegmentInfo]) -> None:
+        """Delete leading segments ``done`` (caller holds ``_delete_lock``)."""
+        with self.lock:
             summary = {
                 "base_seq": done[-1].last_seq,
                 "base_h": done[-1].last_h.hex(),
@@ -335,8 +500,29 @@ class Buffer:
             info.path.unlink()
         fsync_dir(self.directory)
         with self.lock:
-            self.segments = self.segments[len(done) :]
+            del self.segments[: len(done)]
             self.base_seq, self.base_h = done[-1].last_seq, done[-1].last_h
+            while self._tail and self._tail[0][0] <= self.base_seq:
+                self._tail_bytes -= len(self._tail.pop(0)[2])
+
+    # --- observation ---------------------------------------------------------------------------
+
+    def total_bytes(self) -> int:
+        with self.lock:
+            return sum(s.size for s in self.segments)
+
+    def backlog(self, sink: str) -> int:
+        with self.lock:
+            return self.last_seq - self.cursors.get(sink, (self.base_seq, b""))[0]
+
+    def oldest_unacked_age(self) -> float:
+        """Seconds since the segment holding the oldest unacked record was started (approx.)."""
+        with self.lock:
+            floor = min((s for s, _ in self.cursors.values()), default=self.last_seq)
+            if floor >= self.last_seq:
+                return 0.0
+            info = next((s for s in self.segments if s.last_seq > floor), None)
+            return 0.0 if info is None else max(0.0, time.time() - info.created)
 
     def stop(self) -> None:
         """Release file descriptors and the directory lock (blocking)."""
@@ -345,26 +531,20 @@ class Buffer:
                 os.close(fd)
         self._fd = self._lock_fd = -1
 
-    def backlog(self, sink: str) -> int:
-        with self.lock:
-            return self.last_seq - self.cursors.get(sink, (self.base_seq, b""))[0]
+
+def _stream_id(directory: Path) -> str:
+    stream = read_json(directory / STREAM)
+    if stream is None:
+        stream = {"stream_id": str(uuid.uuid4()), "created": now_rfc3339()}
+        write_json(directory / STREAM, stream)
+    if not isinstance(stream, dict) or not isinstance(stream.get("stream_id"), str):
+        raise StateError(f"{directory / STREAM}: no stream_id")
+    stream_id: str = stream["stream_id"]
+    return stream_id
 
 
-def _encode_cp(cp: Checkpoint) -> bytes:
-    return orjson.dumps({"s": cp.source, "k": cp.key, "o": cp.offset, "p": cp.path})
-
-
-def _cp_dict(cp: Checkpoint) -> dict[str, Any]:
+def _cp_dict(cp: Checkpoint) -> dict[str, object]:
     return {"source": cp.source, "key": cp.key, "offset": cp.offset, "path": cp.path}
-
-
-def _truncate(path: Path, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _lock(directory: Path) -> int:

@@ -22,7 +22,7 @@ from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.config import TailsealSinkConfig
 from agent.errors import PermanentError, RetryableError
-from agent.sinks.backoff import Backoff
+from agent.retry import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -16,43 +16,8 @@ from agent.buffer.wal import Buffer
 from agent.config import BufferConfig
 from agent.errors import StateError
 from agent.record import expected_h, genesis
-from agent.sources import Checkpoint, Pending
-
-SINKS = ["a", "b"]
-
-
-def pending(n: int, start: int = 0, source: str = "s") -> list[Pending]:
-    return [
-        Pending(
-            {"msg": f"line {i}", "src": source},
-            Checkpoint(source, "1:2", (i + 1) * 10, "/var/log/x"),
-        )
-        for i in range(start, start + n)
-    ]
-
-
-class Running:
-    """A buffer whose writer task runs on the test's loop."""
-
-    def __init__(self, buffer: Buffer, task: asyncio.Task[None]) -> None:
-        self.buffer = buffer
-        self.task = task
-
-    async def commit(self, items: list[Pending]) -> None:
-        target = self.buffer.last_seq + len(items)
-        await self.buffer.emit(items)
-        async with self.buffer.changed:
-            await self.buffer.changed.wait_for(lambda: self.buffer.last_seq >= target)
-
-    async def close(self, reason: str = "test") -> None:
-        await self.buffer.close(reason)
-        await self.task
-        await asyncio.to_thread(self.buffer.stop)
-
-
-async def start(state: Path, config: BufferConfig | None = None) -> Running:
-    buffer = await asyncio.to_thread(Buffer.open, state, config or BufferConfig(), SINKS)
-    return Running(buffer, asyncio.create_task(buffer.run()))
+from agent.sources import Checkpoint
+from tests.buffer.harness import SINKS, Running, assert_chain, pending, start, stored
 
 
 @pytest.fixture
@@ -61,22 +26,6 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     yield run
     if not run.task.done():
         await run.close()
-
-
-def stored(state: Path) -> list[segment.Frame]:
-    frames: list[segment.Frame] = []
-    for _, path in segment.list_segments(state / "buffer"):
-        frames.extend(segment.scan(path).frames)
-    return frames
-
-
-def assert_chain(frames: list[segment.Frame], stream_id: str) -> None:
-    prev = genesis(stream_id)
-    for expected_seq, frame in enumerate(frames, start=1):
-        record = orjson.loads(frame.record)
-        assert record["seq"] == frame.seq == expected_seq
-        assert bytes.fromhex(record["h"]) == frame.h == expected_h(prev, record)
-        prev = frame.h
 
 
 async def test_committed_records_are_chained_and_survive_reopen(tmp_path: Path) -> None:

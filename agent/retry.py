@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter, shared by every component that retries."""
+"""Capped exponential backoff with jitter, for every component that retries (sinks, buffer)."""
 
 from __future__ import annotations
 

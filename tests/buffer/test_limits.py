@@ -1,0 +1,131 @@
+"""max_bytes with both when_full modes, fsync modes, and the in-memory hot tail."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+
+from agent.buffer import segment
+from agent.buffer.reader import Batch, BufferReader
+from agent.config import BufferConfig
+from agent.record import expected_h, genesis
+from tests.buffer.harness import assert_chain, pending, start, stored
+from tests.support import eventually
+
+SMALL = BufferConfig(segment_bytes=4096, max_bytes=3 * 4096)
+
+
+async def read_all(reader: BufferReader, upto: int) -> list[Batch]:
+    batches: list[Batch] = []
+    while reader.position < upto:
+        batch = await reader.next_batch(100, 1 << 20, linger=0)
+        assert batch is not None
+        batches.append(batch)
+    return batches
+
+
+async def test_block_mode_stops_committing_until_sinks_ack(tmp_path: Path) -> None:
+    run = await start(tmp_path, SMALL)
+    buf = run.buffer
+    for i in range(40):  # ~4.5 KB per 20 records of ~110 bytes: far past 12 KB
+        await buf.emit(pending(20, start=i * 20, size=100))
+    await eventually(lambda: buf.blocked, timeout=10, what="the writer to block")
+    assert buf.last_seq < 800
+    assert buf.total_bytes() >= SMALL.max_bytes
+    # Play the sink: ack what is committed whenever the writer waits, until all is in.
+    rounds = 0
+    while buf.last_seq < 800:
+        await run.ack_all()
+        rounds += 1
+        await eventually(
+            lambda: buf.blocked or buf.last_seq == 800, timeout=10, what="progress after ack"
+        )
+        assert buf.total_bytes() <= SMALL.max_bytes + SMALL.segment_bytes
+    assert rounds > 1
+    assert buf.stats.dropped_records == 0
+    await run.ack_all()
+    await run.close()
+    msgs = [orjson.loads(f.record)["msg"] for f in stored(tmp_path)]
+    assert msgs[-1].startswith("stream sealed")
+    reader_frames = stored(tmp_path)
+    assert_chain(reader_frames, buf.stream_id, first=reader_frames[0].seq)
+
+
+async def test_block_mode_commits_queued_records_and_seal_on_close(tmp_path: Path) -> None:
+    run = await start(tmp_path, SMALL)
+    buf = run.buffer
+    for i in range(20):
+        await buf.emit(pending(20, start=i * 20, size=100))
+    await eventually(lambda: buf.blocked, timeout=10, what="the writer to block")
+    # Shutdown with the collector unreachable: nothing may be left behind in memory.
+    await asyncio.wait_for(run.close(), timeout=10)
+    frames = stored(tmp_path)
+    assert len(frames) == 401
+    assert_chain(frames, buf.stream_id)
+
+
+async def test_drop_oldest_drops_whole_segments_and_writes_a_gap(tmp_path: Path) -> None:
+    config = BufferConfig(segment_bytes=4096, max_bytes=3 * 4096, when_full="drop_oldest")
+    run = await start(tmp_path, config)
+    buf = run.buffer
+    for i in range(40):
+        await run.commit(pending(20, start=i * 20, size=100))
+    assert buf.stats.dropped_records > 0
+    assert buf.total_bytes() < config.max_bytes + config.segment_bytes
+    frames = stored(tmp_path)
+    gaps = [orjson.loads(f.record) for f in frames if b'"type":"gap"' in f.record]
+    assert gaps, "no gap record accounts for the dropped records"
+    assert all(g["reason"] == "buffer_full" for g in gaps)
+    assert all(g["gap"]["records"] == g["gap"]["to_seq"] - g["gap"]["from_seq"] + 1 for g in gaps)
+    # Every record ever committed is either still held or inside a gap's seq range.
+    held = {f.seq for f in frames}
+    ranges = [(g["gap"]["from_seq"], g["gap"]["to_seq"]) for g in gaps]
+    for seq in range(1, buf.last_seq + 1):
+        assert seq in held or any(a <= seq <= b for a, b in ranges), seq
+    # A sink that acked nothing resumes after the dropped range and learns of it.
+    reader = BufferReader(buf, "a")
+    first = await reader.next_batch(10, 1 << 20, linger=0)
+    reader.close()
+    assert first is not None
+    assert first.gap is not None
+    assert first.gap[0] == 1
+    assert first.first_seq == first.gap[1] + 1
+    await run.close()
+
+
+async def test_reader_serves_identical_batches_from_memory_and_from_files(
+    tmp_path: Path,
+) -> None:
+    hot = await start(tmp_path / "hot", BufferConfig(segment_bytes=8192))
+    cold = await start(tmp_path / "cold", BufferConfig(segment_bytes=8192, memory_bytes=1))
+    for run in (hot, cold):
+        await run.commit(pending(500))
+    got = []
+    for run in (hot, cold):
+        reader = BufferReader(run.buffer, "a")
+        batches = await read_all(reader, 500)
+        reader.close()
+        got.append([orjson.loads(r)["msg"] for b in batches for r in b.records])
+        prev = genesis(run.buffer.stream_id)
+        for batch in batches:
+            assert batch.prev_h == prev
+            for raw, h in zip(batch.records, batch.hashes, strict=True):
+                assert expected_h(prev, orjson.loads(raw)) == h
+                prev = h
+    assert got[0] == got[1] == [f"line {i}" for i in range(500)]
+    for run in (hot, cold):
+        await run.close()
+
+
+async def test_fsync_interval_gathers_records_into_few_commits(tmp_path: Path) -> None:
+    run = await start(tmp_path, BufferConfig(fsync="interval", fsync_interval=0.2))
+    for i in range(10):
+        await run.buffer.emit(pending(10, start=i * 10))
+    await eventually(lambda: run.buffer.last_seq == 100, timeout=10, what="100 committed")
+    await run.close()
+    frames = stored(tmp_path)
+    assert len(frames) == 101
+    assert_chain(frames, run.buffer.stream_id)
+    assert len(segment.list_segments(tmp_path / "buffer")) == 1
