@@ -11,33 +11,25 @@ head, the checkpoint map and the hot tail are shared with reader and ack paths u
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.buffer import segment
+from agent.buffer import segment, special
+from agent.buffer.directory import CURSORS, cp_dict, load_cursor, lock, save_cursor, stream_id
+from agent.buffer.memory import Entry, HotTail
 from agent.buffer.recovery import SUMMARY, RecoveryReport, recover, truncate
 from agent.buffer.segment import SegmentInfo
 from agent.config import BufferConfig
-from agent.errors import StateError
-from agent.record import Record, link, now_rfc3339
+from agent.record import Record, link
 from agent.retry import Backoff
 from agent.sources import Checkpoint, Pending
-from agent.statefile import fsync_dir, make_private_dir, read_json, write_all, write_json
+from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
-
-STREAM = "stream.json"
-LOCK = "lock"
-CURSORS = "cursors"
-
-# A committed record as the hot tail keeps it: (seq, h, wire form).
-Entry = tuple[int, bytes, bytes]
 
 
 class SegmentIO:
@@ -89,8 +81,7 @@ class Buffer:
         self.closed = False
         self.blocked = False  # waiting for acks because the buffer is full
         self.write_error = ""
-        self._tail: list[Entry] = []
-        self._tail_bytes = 0
+        self.tail = HotTail(config.memory_bytes)
         self._fd = -1
         self._lock_fd = -1
         self._closing = False
@@ -110,12 +101,12 @@ class Buffer:
         directory = state_dir / "buffer"
         make_private_dir(directory)
         make_private_dir(directory / CURSORS)
-        lock_fd = _lock(directory)
+        lock_fd = lock(directory)
         try:
-            buf = cls(directory, config, _stream_id(directory), io)
+            buf = cls(directory, config, stream_id(directory), io)
             buf._lock_fd = lock_fd
             for sink in sinks:
-                buf.cursors[sink] = buf._load_cursor(sink)
+                buf.cursors[sink] = load_cursor(directory, sink, buf.base_seq, buf.base_h)
             # A cursor beyond the log means records the collector holds were lost here (a
             # corrupt tail was cut off). Continuing the chain from it keeps seqs unique.
             ahead = max(buf.cursors.values(), default=(0, b""), key=lambda c: c[0])
@@ -128,25 +119,6 @@ class Buffer:
             os.close(lock_fd)
             raise
         return buf
-
-    def _load_cursor(self, sink: str) -> tuple[int, bytes]:
-        """A sink's acked position; missing or unusable -> the oldest position still held."""
-        path = self.directory / CURSORS / f"{sink}.json"
-        try:
-            raw = read_json(path)
-        except StateError:
-            raw = None
-        if isinstance(raw, dict):
-            try:
-                seq, h = int(raw["acked"]), bytes.fromhex(raw["h"])
-            except (KeyError, TypeError, ValueError):
-                pass
-            else:
-                if seq >= self.base_seq and len(h) == 32:
-                    return seq, h
-        if path.exists():
-            log.warning("cursor %s unusable; re-sending from the oldest record held", path)
-        return self.base_seq, self.base_h
 
     def _open_active(self) -> None:
         if not self.segments:
@@ -192,7 +164,8 @@ class Buffer:
     async def run(self) -> None:
         """The single writer task: group-commits queued batches until closed."""
         if self.recovery.lost_from_seq:
-            await self._commit([Pending(self._recovery_gap(), None)])
+            self.stats.gaps += 1
+            await self._commit([Pending(special.recovery_gap(self.recovery), None)])
         closing = False
         while not closing:
             first = await self._queue.get()
@@ -202,7 +175,8 @@ class Buffer:
             while items:
                 items = await self._make_room() + items
                 items = await self._commit(items, bounded=True)
-        await self._commit([Pending(self._seal_record(), None)])
+        seal = special.seal(self._seal_reason, self.stats.records, self.last_seq)
+        await self._commit([Pending(seal, None)])
         async with self.changed:
             self.closed = True
             self.changed.notify_all()
@@ -354,35 +328,12 @@ class Buffer:
             self.last_seq, self.last_h = last_seq, last_h
             for cp in cps:
                 self.checkpoints[(cp.source, cp.key)] = cp
-            self._remember(entries)
-
-    def _remember(self, entries: list[Entry]) -> None:
-        """Keep recent records in memory for readers (under ``self.lock``)."""
-        self._tail.extend(entries)
-        self._tail_bytes += sum(len(e[2]) for e in entries)
-        if self._tail_bytes > self.config.memory_bytes:
-            cut = 0
-            while self._tail_bytes > self.config.memory_bytes // 2 and cut < len(self._tail):
-                self._tail_bytes -= len(self._tail[cut][2])
-                cut += 1
-            del self._tail[:cut]
+            self.tail.extend(entries)
 
     def tail_after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:
         """Committed records after ``after_seq`` from memory; None if not all held there."""
         with self.lock:
-            if not self._tail or not self._tail[0][0] <= after_seq + 1 <= self._tail[-1][0]:
-                return None
-            start = after_seq + 1 - self._tail[0][0]
-            if self._tail[start][0] != after_seq + 1:
-                return None  # a hole in seqs (recovery): let the file reader handle it
-            out: list[Entry] = []
-            size = 0
-            for entry in self._tail[start : start + max_records]:
-                if out and (size >= max_bytes or entry[0] != out[-1][0] + 1):
-                    break
-                out.append(entry)
-                size += len(entry[2])
-            return out
+            return self.tail.after(after_seq, max_records, max_bytes)
 
     def _repair(self) -> None:
         """After a failed write: cut the active segment back to its committed size."""
@@ -401,24 +352,6 @@ class Buffer:
 
     # --- special records -----------------------------------------------------------------------
 
-    def _recovery_gap(self) -> Record:
-        rep = self.recovery
-        self.stats.gaps += 1
-        return {
-            "type": "gap",
-            "ts": now_rfc3339(),
-            "src": "tailseal",
-            "reason": "buffer_corrupt" if rep.quarantined else "buffer_lost",
-            "msg": f"buffer recovery lost records from seq {rep.lost_from_seq} "
-            f"({rep.lost_bytes} bytes quarantined)",
-            "gap": {
-                "from_seq": rep.lost_from_seq,
-                "to_seq": rep.lost_to_seq or None,
-                "quarantined": rep.quarantined,
-                "bytes": rep.lost_bytes,
-            },
-        }
-
     def _drop_gap(self, first: int, last: int, count: int) -> Record:
         """The gap record for dropped seqs ``first..last``. If the drop swallowed the gap record
         of an earlier drop, this one extends back over that range so no loss goes unstated."""
@@ -427,26 +360,9 @@ class Buffer:
             first = min(first, gap["gap"]["from_seq"])
             self._drop_gaps.remove(gap)
         self.stats.gaps += 1
-        record: Record = {
-            "type": "gap",
-            "ts": now_rfc3339(),
-            "src": "tailseal",
-            "reason": "buffer_full",
-            "msg": f"buffer full (max_bytes {self.config.max_bytes}): lost seq {first}-{last}",
-            "gap": {"from_seq": first, "to_seq": last, "records": last - first + 1},
-        }
+        record = special.drop_gap(first, last, self.config.max_bytes)
         self._drop_gaps.append(record)  # its seq is set when it is committed
         return record
-
-    def _seal_record(self) -> Record:
-        return {
-            "type": "seal",
-            "ts": now_rfc3339(),
-            "src": "tailseal",
-            "reason": self._seal_reason,
-            "msg": f"stream sealed: agent stopped ({self._seal_reason})",
-            "seal": {"records": self.stats.records, "prev_seq": self.last_seq},
-        }
 
     # --- cursors, acks and deletion ------------------------------------------------------------
 
@@ -457,7 +373,7 @@ class Buffer:
             self.changed.notify_all()  # a writer blocked on a full buffer may go on
 
     def _ack(self, sink: str, seq: int, h: bytes) -> None:
-        write_json(self.directory / CURSORS / f"{sink}.json", {"acked": seq, "h": h.hex()})
+        save_cursor(self.directory, sink, seq, h)
         with self._delete_lock:
             with self.lock:
                 self.cursors[sink] = (seq, h)
@@ -492,7 +408,7 @@ class Buffer:
             summary = {
                 "base_seq": done[-1].last_seq,
                 "base_h": done[-1].last_h.hex(),
-                "checkpoints": [_cp_dict(cp) for cp in self.checkpoints.values()],
+                "checkpoints": [cp_dict(cp) for cp in self.checkpoints.values()],
             }
         # The summary must be durable before the frames that carried its checkpoints vanish.
         write_json(self.directory / SUMMARY, summary)
@@ -502,8 +418,7 @@ class Buffer:
         with self.lock:
             del self.segments[: len(done)]
             self.base_seq, self.base_h = done[-1].last_seq, done[-1].last_h
-            while self._tail and self._tail[0][0] <= self.base_seq:
-                self._tail_bytes -= len(self._tail.pop(0)[2])
+            self.tail.forget_through(self.base_seq)
 
     # --- observation ---------------------------------------------------------------------------
 
@@ -530,28 +445,3 @@ class Buffer:
             if fd >= 0:
                 os.close(fd)
         self._fd = self._lock_fd = -1
-
-
-def _stream_id(directory: Path) -> str:
-    stream = read_json(directory / STREAM)
-    if stream is None:
-        stream = {"stream_id": str(uuid.uuid4()), "created": now_rfc3339()}
-        write_json(directory / STREAM, stream)
-    if not isinstance(stream, dict) or not isinstance(stream.get("stream_id"), str):
-        raise StateError(f"{directory / STREAM}: no stream_id")
-    stream_id: str = stream["stream_id"]
-    return stream_id
-
-
-def _cp_dict(cp: Checkpoint) -> dict[str, object]:
-    return {"source": cp.source, "key": cp.key, "offset": cp.offset, "path": cp.path}
-
-
-def _lock(directory: Path) -> int:
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
-        raise StateError(f"{directory} is in use by another tailseal agent") from exc
-    return fd

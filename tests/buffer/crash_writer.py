@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.buffer.wal import Buffer, SegmentIO
@@ -33,6 +34,10 @@ class PiecewiseIO(SegmentIO):
 
 
 CONFIG = BufferConfig(segment_bytes=64 * 1024, max_commit_records=500)
+
+
+def _reached(buffer: Buffer, writer: asyncio.Task[None], target: int) -> Callable[[], bool]:
+    return lambda: buffer.last_seq >= target or writer.done()
 
 
 async def main(state: Path, seed: int) -> None:
@@ -53,9 +58,7 @@ async def main(state: Path, seed: int) -> None:
         target = buffer.last_seq + size
         await buffer.emit(batch)
         async with buffer.changed:
-            await buffer.changed.wait_for(
-                lambda target=target: buffer.last_seq >= target or writer.done()
-            )
+            await buffer.changed.wait_for(_reached(buffer, writer, target))
         sys.stdout.write(f"{buffer.last_seq} {n}\n")
         sys.stdout.flush()
 
