@@ -367,8 +367,22 @@ class Buffer:
     # --- cursors, acks and deletion ------------------------------------------------------------
 
     async def ack(self, sink: str, seq: int, h: bytes) -> None:
-        """Record that ``sink``'s collector holds everything up to ``seq``; delete what all hold."""
-        await asyncio.to_thread(self._ack, sink, seq, h)
+        """Record that ``sink``'s collector holds everything up to ``seq``; delete what all hold.
+
+        A cursor that cannot be written (disk full, EIO) is retried with backoff: until it is
+        durable the sink waits, and a crash meanwhile only means re-sending, never a skip.
+        """
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        while True:
+            try:
+                await asyncio.to_thread(self._ack, sink, seq, h)
+                break
+            except OSError as exc:
+                problem = exc
+            self.stats.write_errors += 1
+            delay = backoff.next()
+            log.error("cursor of sink %s not saved (%s); retrying in %.1fs", sink, problem, delay)
+            await asyncio.sleep(delay)
         async with self.changed:
             self.changed.notify_all()  # a writer blocked on a full buffer may go on
 

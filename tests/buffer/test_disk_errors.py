@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
@@ -127,3 +128,20 @@ async def test_injected_enospc_mid_write_keeps_acked_records_and_retries(tmp_pat
     frames = stored(tmp_path)
     assert len(frames) == 11
     assert_chain(frames, buf.stream_id)
+
+
+async def test_cursor_write_on_a_full_disk_is_retried_not_fatal(tiny_fs: Path) -> None:
+    run = await start(tiny_fs / "state", FAST_RETRY)
+    buf = run.buffer
+    await run.commit(pending(20))
+    filler = tiny_fs / "filler"
+    with filler.open("wb") as out:  # fill the disk completely
+        stat = os.statvfs(tiny_fs)
+        out.write(b"\0" * (stat.f_bavail * stat.f_frsize))
+    acking = asyncio.create_task(run.ack_all())
+    await eventually(lambda: buf.stats.write_errors >= 2, timeout=10, what="failed cursor writes")
+    assert not acking.done()
+    filler.unlink()
+    await asyncio.wait_for(acking, timeout=10)
+    assert buf.cursors["a"][0] == 20
+    await run.close()
