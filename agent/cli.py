@@ -1,7 +1,8 @@
-"""The ``tailseal`` command line: run, check, collector, demo, version.
+"""The ``tailseal`` command line: run, check, collector, verify, demo, version.
 
 Exit codes: 0 success (``run``: drained and sealed), 78 configuration error (sysexits
 EX_CONFIG), 75 stopped before the buffer drained (records kept on disk), 1 other failures.
+``verify``: 0 every stream verifies, 1 a break was found, 2 PATH is not collector storage.
 Signal handlers only set the shutdown event; the supervisor does the rest.
 """
 
@@ -52,6 +53,24 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="write this many demo lines, then stop (0: run until Ctrl-C)",
     )
+    verify = sub.add_parser(
+        "verify", help="re-verify stored streams offline (exit 0 only when all verify)"
+    )
+    verify.add_argument("path", help="collector storage directory, or one stream directory")
+    verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    verify.add_argument(
+        "--allow-unsealed",
+        action="store_true",
+        help="a stream without a final seal (agent still running) is not a break",
+    )
+    drain = sub.add_parser(
+        "drain", help="ask the running agent to ship everything, seal and exit (preStop hook)"
+    )
+    drain.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
+    drain.add_argument("--socket", default="", help="control socket (default: from the config)")
+    drain.add_argument(
+        "--timeout", type=float, default=0, help="give up after this many seconds (0: never)"
+    )
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -72,20 +91,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "version":
-        print(f"tailseal {__version__}")
-        return 0
-    if args.command == "check":
-        return _check(Path(args.config), collector=args.collector)
-    if args.command == "run":
-        return _run_agent(Path(args.config), args.log_level)
-    if args.command == "collector":
-        return _run_collector(Path(args.config), args.log_level)
-    if args.command == "demo":
-        from agent.demo import run_demo
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "version": _version,
+        "check": lambda a: _check(Path(a.config), collector=a.collector),
+        "run": lambda a: _run_agent(Path(a.config), a.log_level),
+        "collector": lambda a: _run_collector(Path(a.config), a.log_level),
+        "drain": _drain,
+        "demo": _demo,
+        "verify": _verify,
+    }
+    return handlers[args.command](args)
 
-        return run_demo(Path(args.dir), lines=args.lines)
-    raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
+
+def _version(_args: argparse.Namespace) -> int:
+    print(f"tailseal {__version__}")
+    return 0
+
+
+def _drain(args: argparse.Namespace) -> int:
+    from agent.drain import drain_agent
+
+    return drain_agent(args.config, args.socket, args.timeout)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(Path(args.dir), lines=args.lines)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from agent.collector.report import run_verify
+
+    return run_verify(Path(args.path), as_json=args.json, allow_unsealed=args.allow_unsealed)
 
 
 def _check(path: Path, *, collector: bool) -> int:
@@ -102,16 +140,17 @@ def _check(path: Path, *, collector: bool) -> int:
 
 def _run_agent(path: Path, level: str) -> int:
     from agent.config import load_agent_config
-    from agent.pipeline import Agent, Shutdown
+    from agent.pipeline import Lifecycle
+    from agent.service import run_service
     from agent.telemetry import setup_logging
 
     config = load_agent_config(path)
     setup_logging(level)
 
     async def main() -> int:
-        shutdown = Shutdown()
-        _on_signals(shutdown.request)
-        return await Agent(config).run(shutdown)
+        life = Lifecycle()
+        _on_signals(life.signal)
+        return await run_service(config, life)
 
     return _run_loop(main)
 

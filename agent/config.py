@@ -112,11 +112,36 @@ class ShutdownConfig(_Section, frozen=True):
     timeout: float = 25.0
 
 
+class ControlConfig(_Section, frozen=True):
+    """The local control endpoint (``tailseal drain``, ``/status``, probes); never public."""
+
+    socket: str = ""  # unix socket; "" = <state_dir>/control.sock, "off" = none
+    listen: str = ""  # optional loopback TCP "127.0.0.1:7879" for HTTP probes; "" = none
+
+
+Platform = Literal["auto", "on", "off"]
+
+
+class TerminationConfig(_Section, frozen=True):
+    """Cloud termination notice watchers; "auto" enables one when its platform is detected."""
+
+    ec2: Platform = "auto"
+    gcp: Platform = "auto"
+    azure: Platform = "auto"
+    poll_interval: float = 5.0
+    timeout: float = 1.0  # per metadata request: a missing service costs this, once
+    ec2_endpoint: str = "http://169.254.169.254"
+    gcp_endpoint: str = "http://metadata.google.internal"
+    azure_endpoint: str = "http://169.254.169.254"
+
+
 class AgentConfig(_Section, frozen=True):
     state_dir: str = "/var/lib/tailseal"
     host_name: str = ""
     buffer: BufferConfig = BufferConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    control: ControlConfig = ControlConfig()
+    termination: TerminationConfig = TerminationConfig()
     sources: dict[str, SourceConfig] = {}
     sinks: dict[str, SinkConfig] = {}
 
@@ -309,6 +334,7 @@ def _check_agent(config: AgentConfig) -> None:
     _positive("buffer.retry_initial", config.buffer.retry_initial)
     _positive("buffer.max_commit_records", config.buffer.max_commit_records)
     _positive("shutdown.timeout", config.shutdown.timeout)
+    _check_control(config)
 
 
 def _check_file_source(path: str, src: FileSourceConfig) -> None:
@@ -339,6 +365,15 @@ def _check_transforms(path: str, parser: ParserConfig, redact: RedactConfig) -> 
             re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"{path}.redact.patterns[{i}]", f"invalid regex: {exc}") from exc
+
+
+def _check_control(config: AgentConfig) -> None:
+    _positive("termination.poll_interval", config.termination.poll_interval)
+    _positive("termination.timeout", config.termination.timeout)
+    if config.control.listen:
+        host, _, port = config.control.listen.rpartition(":")
+        if host not in ("127.0.0.1", "::1", "[::1]", "localhost") or not port.isdigit():
+            raise ConfigError("control.listen", "must be a loopback host:port, e.g. 127.0.0.1:7879")
 
 
 def _positive(path: str, value: float) -> None:

@@ -8,7 +8,6 @@ only ever reads up to the committed size the writer published after fsync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -88,15 +87,8 @@ class BufferReader:
             await changed.wait_for(lambda: self._available() > 0 or self.buffer.closed)
             if self._available() == 0:
                 return None
-            draining = drain is not None and drain.is_set()
-            if linger > 0 and not draining and self._available() < max_records:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        changed.wait_for(
-                            lambda: self._available() >= max_records or self.buffer.closed
-                        ),
-                        linger,
-                    )
+        if linger > 0 and self._available() < max_records and not self.buffer.closed:
+            await self._linger(max_records, linger, drain)
         gap = self._skip_dropped()
         batch = self._from_memory(max_records, max_bytes)
         if batch is None:
@@ -104,6 +96,28 @@ class BufferReader:
         if gap is None:
             return batch
         return dataclasses.replace(batch, gap=gap)
+
+    async def _linger(self, max_records: int, linger: float, drain: asyncio.Event | None) -> None:
+        """Wait up to ``linger`` for a full batch; drain mode (possibly switched on meanwhile,
+        by a termination notice) ends the wait at once."""
+        if drain is not None and drain.is_set():
+            return
+
+        async def more() -> None:
+            async with self.buffer.changed:
+                await self.buffer.changed.wait_for(
+                    lambda: self._available() >= max_records or self.buffer.closed
+                )
+
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(more())]
+        if drain is not None:
+            waits.append(asyncio.ensure_future(drain.wait()))
+        try:
+            await asyncio.wait(waits, timeout=linger, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     def _skip_dropped(self) -> tuple[int, int] | None:
         """Jump over records deleted before this sink acked them (``drop_oldest``)."""

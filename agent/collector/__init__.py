@@ -2,15 +2,20 @@
 
 Role: the far end of the ``tailseal`` sink (docs/protocol.md). ``server.py`` is the aiohttp
 HTTPS server (``Collector``, ``serve``), ``batch.py`` decodes and verifies one batch without I/O,
-``storage.py`` is the ``StreamStore`` interface and its file backend.
+``storage.py`` is the ``StreamStore`` interface and its file backend, ``index.py`` its seq index,
+``ratelimit.py`` the per-token token buckets. ``verify.py`` (the engine) and ``report.py`` (the
+CLI) are ``tailseal verify``, offline re-verification of stored streams; ``vectors.py`` generates
+the chain test vectors in docs/test-vectors/.
 
 Storage layout (``FileStreamStore``)::
 
     <storage_dir>/streams/<stream_id>/records.ndjson      record lines exactly as received, one per
                                                         line, append-only, seq 1..last_seq
     <storage_dir>/streams/<stream_id>/head.json           {stream, host, last_seq, head, bytes,
-                                                        state, updated}; ``bytes`` is how much of
-                                                        records.ndjson this head covers
+                                                        state, updated, gaps, client}; ``bytes`` is
+                                                        how much of records.ndjson it covers
+    <storage_dir>/streams/<stream_id>/index.bin           (seq, offset) every 1024 records;
+                                                        derived, rebuilt when damaged (index.py)
     <storage_dir>/streams/<stream_id>/quarantine-<n>.bin  bytes cut off at offset n on recovery
 
 Stream ids match ``[A-Za-z0-9-]{1,64}``, so a stream directory can never escape ``streams/``.
@@ -30,11 +35,14 @@ gets 400 and nothing of it is stored. Records with seq <= the held ``last_seq`` 
 batch that is entirely held gets an idempotent 200 with the current head.
 
 State per stream: ``last_seq``, ``head`` (hex h(last_seq)), ``host`` (from the latest batch
-header), ``state`` (``sealed`` when the last stored record is a ``seal``, else ``live``),
-``updated``.
+header), ``gaps`` (gap records held), ``client`` (mTLS certificate CN/SANs of the latest append),
+``state`` (``sealed`` when the last stored record is a ``seal``, else ``gap`` when ``gaps`` > 0,
+else ``live``; ``silent`` replaces ``gap``/``live`` in listings after ``silent_after`` seconds
+without an append), ``updated``.
 
-Ownership: the ``Collector`` (event-loop thread) owns the tokens and one ``asyncio.Lock`` per
-stream that serializes check-then-append for that stream. The ``FileStreamStore`` owns the files
-and a cache of heads, guarded by its own per-stream locks; its file I/O runs in worker threads,
-and an append in progress always completes even if the request that started it is cancelled.
+Ownership: the ``Collector`` (event-loop thread) owns the tokens (with their rate-limit
+buckets) and one ``asyncio.Lock`` per stream that serializes check-then-append for that stream.
+The ``FileStreamStore`` owns the files and a cache of heads and seq indexes, guarded by its own
+per-stream locks; its file I/O runs in worker threads, and an append in progress always
+completes even if the request that started it is cancelled.
 """

@@ -76,6 +76,7 @@ class Batch:
     lines: list[bytes]
     hashes: list[str]  # each record's ``h`` as sent
     sealed: bool  # the last record is a seal
+    gap_seqs: tuple[int, ...]  # seqs of the batch's ``gap`` records (accounted loss)
     fault: str | None  # the first record whose ``h`` does not verify, if any
 
 
@@ -170,14 +171,18 @@ def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
     hashes: list[str] = []
     fault: str | None = None
     record: dict[str, Any] = {}
+    gap_seqs: list[int] = []
     for seq, line in enumerate(lines, start=header.first_seq):
         record = _record(line, seq)
+        if record.get("type") == "gap":
+            gap_seqs.append(seq)
         if fault is None:
             prev = expected_h(prev, record)
             if prev.hex() != record["h"]:
                 fault = f"record {seq}: h does not verify"
         hashes.append(record["h"])
-    return Batch(header, lines, hashes, sealed=record.get("type") == "seal", fault=fault)
+    sealed = record.get("type") == "seal"
+    return Batch(header, lines, hashes, sealed=sealed, gap_seqs=tuple(gap_seqs), fault=fault)
 
 
 def _record(line: bytes, seq: int) -> dict[str, Any]:

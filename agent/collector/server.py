@@ -1,12 +1,14 @@
 """The collector's HTTPS server: docs/protocol.md over aiohttp.
 
 ``POST /v1/batches`` runs each request through the same gates, cheapest first: bearer token
-(401), media type and encoding (415), body size while reading (413), bounded decompression
-(413), header (400), host authorization (403), record structure (400); then, under the stream's
-lock: linking to the held head (409), chain verification (400), and either an idempotent 200
-for a repeat or a durable append before the 200. ``GET /v1/streams`` lists the streams the
-token may see. Unexpected failures become a JSON 500 and a log line; the server keeps serving.
-Storage errors (disk full, I/O errors) become 503 with ``Retry-After``.
+(401), the token's rate limit (429), media type and encoding (415), body size while reading
+(413) within ``body_timeout`` (408), bounded decompression (413), header (400), host
+authorization (403), record structure (400); then, under the stream's lock: the token must also
+be allowed for the host holding the stream (403), linking to the held head (409), chain
+verification (400), and either an idempotent 200 for a repeat or a durable append before the
+200. ``GET /v1/streams`` lists the streams the token may see, deciding ``silent`` at listing
+time. Unexpected failures become a JSON 500 and a log line; the server keeps serving. Storage
+errors (disk full, I/O errors) become 503 with ``Retry-After``.
 
 Stopping closes the listener, answers 503 to new requests on open connections, and lets
 requests in flight finish (bodies still arriving included) for up to ``SHUTDOWN_TIMEOUT``.
@@ -21,7 +23,8 @@ import asyncio
 import hmac
 import logging
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -40,7 +43,14 @@ from agent.collector.batch import (
     parse_records,
     rejected,
 )
-from agent.collector.storage import FileStreamStore, StreamHead, StreamStore
+from agent.collector.ratelimit import TokenBucket
+from agent.collector.storage import (
+    FileStreamStore,
+    StreamHead,
+    StreamStore,
+    parse_ts,
+    stream_state,
+)
 from agent.config import CollectorConfig, TlsConfig, TokenConfig
 from agent.errors import ConfigError
 from agent.record import genesis
@@ -58,6 +68,7 @@ class _Token:
     name: str
     secret: bytes
     hosts: tuple[str, ...]
+    bucket: TokenBucket  # the token's request rate limit (event-loop thread only)
 
     def allows(self, host_name: str) -> bool:
         return any(fnmatchcase(host_name, pattern) for pattern in self.hosts)
@@ -66,8 +77,14 @@ class _Token:
 class Collector:
     """The reference collector; ``start()`` binds and returns the port, ``stop()`` drains."""
 
-    def __init__(self, config: CollectorConfig, store: StreamStore | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        store: StreamStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self._clock = clock  # wall clock: ``silent`` compares it with a head's ``updated``
         self.store: StreamStore = store or FileStreamStore(config.storage_dir)
         self._tokens: list[_Token] = []
         self._locks: dict[str, asyncio.Lock] = {}
@@ -147,6 +164,11 @@ class Collector:
 
     async def _post_batch(self, request: web.Request) -> web.Response:
         token = self._authenticate(request)
+        if not token.bucket.take():
+            retry = str(token.bucket.retry_after())
+            raise BatchError(
+                429, {"error": f"rate limit of token {token.name!r}"}, {"Retry-After": retry}
+            )
         if request.content_type != NDJSON:
             raise rejected(415, f"Content-Type must be {NDJSON}")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -163,7 +185,7 @@ class Collector:
             raise rejected(403, f"token {token.name!r} may not send for host {header.host_name!r}")
         batch = await asyncio.to_thread(parse_records, header, data, offset)
         try:
-            acked, head = await self._accept(batch)
+            acked, head = await self._accept(batch, token, client_identity(request))
         except OSError as exc:
             log.exception("storage failed", extra={"fields": {"stream": header.stream}})
             raise BatchError(
@@ -171,26 +193,37 @@ class Collector:
             ) from exc
         return web.json_response({"acked": acked, "head": head})
 
-    async def _accept(self, batch: Batch) -> tuple[int, str]:
-        """Store the records of ``batch`` the collector lacks; returns the held (seq, head)."""
+    async def _accept(
+        self, batch: Batch, token: _Token, client: dict[str, Any] | None
+    ) -> tuple[int, str]:
+        """Store the records of ``batch`` the collector lacks; returns the held (seq, head).
+
+        The token must also be allowed for the host that holds the stream so far: a token for
+        ``web-*`` cannot extend a ``db-1`` stream by claiming a web host name (403).
+        """
         header = batch.header
         stream = header.stream
         async with self._locks.setdefault(stream, asyncio.Lock()):
             held = await self.store.head(stream)
             if held is None:
-                held_seq, held_head = 0, genesis(stream).hex()
+                held_seq, held_head, held_gaps = 0, genesis(stream).hex(), 0
+            elif not token.allows(owner := str(held.host.get("name", ""))):
+                raise rejected(403, f"token {token.name!r} may not send for host {owner!r}")
             else:
-                held_seq, held_head = held.last_seq, held.head
+                held_seq, held_head, held_gaps = held.last_seq, held.head, held.gaps
             start = first_new_index(batch, held_seq, held_head)
             if start == len(batch.lines):
                 return held_seq, held_head  # a repeat: idempotent
+            gaps = sum(1 for seq in batch.gap_seqs if seq > held_seq)
             new = await self.store.append(
                 stream,
                 header.host,
                 batch.lines[start:],
                 last_seq=header.last_seq,
                 head=batch.hashes[-1],
-                state="sealed" if batch.sealed else "live",
+                state=stream_state(sealed=batch.sealed, gaps=held_gaps + gaps),
+                gaps=gaps,
+                client=client,
             )
             return new.last_seq, new.head
 
@@ -198,7 +231,25 @@ class Collector:
         token = self._authenticate(request)
         heads = await self.store.list_streams()
         visible = [head for head in heads if token.allows(str(head.host.get("name", "")))]
-        return web.json_response({"streams": [_stream_view(head) for head in visible]})
+        now = self._clock()
+        views = [self._stream_view(head, now) for head in visible]
+        return web.json_response({"streams": views})
+
+    def _stream_view(self, head: StreamHead, now: float) -> dict[str, Any]:
+        """A head as ``GET /v1/streams`` shows it; ``silent`` is decided here, at listing time."""
+        state = head.state
+        if state != "sealed" and now - parse_ts(head.updated) > self.config.silent_after:
+            state = "silent"
+        return {
+            "stream": head.stream,
+            "host": head.host,
+            "last_seq": head.last_seq,
+            "head": head.head,
+            "state": state,
+            "gaps": head.gaps,
+            "client": head.client,
+            "updated": head.updated,
+        }
 
     def _authenticate(self, request: web.Request) -> _Token:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
@@ -220,11 +271,18 @@ class Collector:
             raise too_large
         parts: list[bytes] = []
         total = 0
-        async for chunk in request.content.iter_any():
-            total += len(chunk)
-            if total > limit:  # a chunked body has no Content-Length to check up front
-                raise too_large
-            parts.append(chunk)
+        try:
+            # One deadline for the whole body: a client trickling bytes cannot hold a request
+            # (and a graceful stop) open for longer than ``body_timeout``.
+            async with asyncio.timeout(self.config.body_timeout):
+                async for chunk in request.content.iter_any():
+                    total += len(chunk)
+                    if total > limit:  # a chunked body has no Content-Length to check up front
+                        raise too_large
+                    parts.append(chunk)
+        except TimeoutError:
+            message = f"request body not received within {self.config.body_timeout:g} s"
+            raise rejected(408, message) from None
         return b"".join(parts)
 
 
@@ -259,15 +317,15 @@ def _unauthorized(message: str) -> BatchError:
     return BatchError(401, {"error": message}, {"WWW-Authenticate": "Bearer"})
 
 
-def _stream_view(head: StreamHead) -> dict[str, Any]:
-    return {
-        "stream": head.stream,
-        "host": head.host,
-        "last_seq": head.last_seq,
-        "head": head.head,
-        "state": head.state,
-        "updated": head.updated,
-    }
+def client_identity(request: web.Request) -> dict[str, Any] | None:
+    """The verified client certificate's subject CN and SANs (mTLS), or None without one."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    cn = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    san = [f"{kind}:{value}" for kind, value in cert.get("subjectAltName", ())]
+    return {"cn": cn[0] if cn else "", "san": san}
 
 
 def load_tokens(configs: Iterable[TokenConfig]) -> list[_Token]:
@@ -282,7 +340,8 @@ def load_tokens(configs: Iterable[TokenConfig]) -> list[_Token]:
                 raise ConfigError(f"tokens[{i}].token_file", f"cannot read: {exc}") from exc
         if not secret:
             raise ConfigError(f"tokens[{i}]", "token is empty")
-        tokens.append(_Token(config.name, secret.encode(), tuple(config.hosts)))
+        bucket = TokenBucket(config.rate_limit_batches_per_second, config.burst)
+        tokens.append(_Token(config.name, secret.encode(), tuple(config.hosts), bucket))
     return tokens
 
 

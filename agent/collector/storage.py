@@ -6,7 +6,9 @@ chain head and how many bytes of ``records.ndjson`` it covers). An append fsyncs
 replaces ``head.json`` atomically, so after a crash the data file may run past its head but never
 the reverse. Opening a stream repairs that: complete lines that continue the chain are adopted,
 anything else (a torn last line, unverifiable bytes) is moved to a ``quarantine-<offset>.bin``
-file and cut off. Fsynced records are never lost and unverified bytes are never served.
+file and cut off. Fsynced records are never lost and unverified bytes are never served. Each
+append also adds entries to the stream's seq index (``index.py``: derived data, repaired on
+open), which lets :meth:`FileStreamStore.read_records` seek to a seq range.
 
 Callers verify records before appending; the store trusts them and only checks that ``last_seq``
 adds up. All file I/O runs in worker threads. The store's own event-loop task state (the head
@@ -21,17 +23,21 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import orjson
 
+from agent.collector import index
 from agent.errors import StateError
 from agent.record import expected_h, genesis, now_rfc3339
 from agent.statefile import fsync_dir, write_all, write_atomic
 
-StreamState = Literal["live", "sealed"]
+# Stored: ``sealed`` (the last record is a seal), else ``gap`` (the stream holds a gap record),
+# else ``live``. ``silent`` is never stored: the server derives it at listing time.
+StreamState = Literal["live", "sealed", "gap", "silent"]
 
 STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 RECORDS_FILE = "records.ndjson"
@@ -56,6 +62,20 @@ class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
     size: int = msgspec.field(name="bytes")  # length of records.ndjson covered by this head
     state: StreamState
     updated: str
+    gaps: int = 0  # gap records held (accounted loss)
+    client: dict[str, Any] | None = None  # mTLS client certificate {cn, san} of the last append
+
+
+def stream_state(*, sealed: bool, gaps: int) -> StreamState:
+    """The stored state of a stream (see :data:`StreamState`)."""
+    if sealed:
+        return "sealed"
+    return "gap" if gaps else "live"
+
+
+def parse_ts(value: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC timestamp as written by ``now_rfc3339``."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class StreamStore(Protocol):
@@ -73,14 +93,21 @@ class StreamStore(Protocol):
         last_seq: int,
         head: str,
         state: StreamState,
+        gaps: int = 0,
+        client: Mapping[str, Any] | None = None,
     ) -> StreamHead:
-        """Durably store verified record lines that continue the stream; returns the new head."""
+        """Durably store verified record lines that continue the stream; returns the new head.
+
+        ``gaps`` is how many of ``lines`` are gap records; ``client`` the mTLS identity, if any.
+        """
 
     async def list_streams(self) -> list[StreamHead]:
         """Heads of every stored stream, ordered by stream id."""
 
-    async def read_records(self, stream_id: str) -> list[bytes]:
-        """Every stored record line of the stream, in seq order, exactly as received."""
+    async def read_records(
+        self, stream_id: str, first_seq: int = 1, last_seq: int | None = None
+    ) -> list[bytes]:
+        """Stored record lines ``first_seq..last_seq`` (default: all), exactly as received."""
 
     async def close(self) -> None:
         """Wait for appends in progress."""
@@ -89,9 +116,11 @@ class StreamStore(Protocol):
 class FileStreamStore:
     """:class:`StreamStore` on a local file system (see the module docstring for the layout)."""
 
-    def __init__(self, storage_dir: Path | str) -> None:
+    def __init__(self, storage_dir: Path | str, index_every: int = index.EVERY) -> None:
         self._streams_dir = Path(storage_dir) / "streams"
+        self._index_every = index_every
         self._heads: dict[str, StreamHead] = {}
+        self._indexes: dict[str, list[index.Entry]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._appends: set[asyncio.Task[StreamHead]] = set()
 
@@ -113,9 +142,18 @@ class FileStreamStore:
         last_seq: int,
         head: str,
         state: StreamState,
+        gaps: int = 0,
+        client: Mapping[str, Any] | None = None,
     ) -> StreamHead:
         work = self._append(
-            stream_id, dict(host), list(lines), last_seq=last_seq, head=head, state=state
+            stream_id,
+            dict(host),
+            list(lines),
+            last_seq=last_seq,
+            head=head,
+            state=state,
+            gaps=gaps,
+            client=dict(client) if client is not None else None,
         )
         task = asyncio.ensure_future(work)
         self._appends.add(task)
@@ -139,13 +177,24 @@ class FileStreamStore:
                 heads.append(head)
         return heads
 
-    async def read_records(self, stream_id: str) -> list[bytes]:
+    async def read_records(
+        self, stream_id: str, first_seq: int = 1, last_seq: int | None = None
+    ) -> list[bytes]:
         async with self._lock(stream_id):
             held = await self._load(stream_id)
             if held is None:
                 return []
+            last = held.last_seq if last_seq is None else min(last_seq, held.last_seq)
+            if first_seq > last:
+                return []
+            start_seq, offset = index.locate(self._indexes.get(stream_id, []), first_seq)
             path = self.stream_dir(stream_id) / RECORDS_FILE
-            return await asyncio.to_thread(_read_lines, path, held.size)
+            lines = await asyncio.to_thread(_read_lines, path, offset, held.size)
+            if offset and _seq_of(lines[0]) != start_seq:
+                # A plausible but wrong index entry: never serve the wrong records.
+                log.warning("index entry is wrong", extra={"fields": {"stream": stream_id}})
+                start_seq, lines = 1, await asyncio.to_thread(_read_lines, path, 0, held.size)
+            return lines[first_seq - start_seq : last - start_seq + 1]
 
     async def close(self) -> None:
         await asyncio.gather(*self._appends, return_exceptions=True)
@@ -163,8 +212,12 @@ class FileStreamStore:
         """The cached head, recovering the stream from disk on first access (lock held)."""
         held = self._heads.get(stream_id)
         if held is None:
-            held = await asyncio.to_thread(_recover, self.stream_dir(stream_id), stream_id)
+            directory = self.stream_dir(stream_id)
+            held = await asyncio.to_thread(_recover, directory, stream_id)
             if held is not None:
+                self._indexes[stream_id] = await asyncio.to_thread(
+                    index.load, directory, directory / RECORDS_FILE, held.size, self._index_every
+                )
                 self._heads[stream_id] = held
         return held
 
@@ -177,6 +230,8 @@ class FileStreamStore:
         last_seq: int,
         head: str,
         state: StreamState,
+        gaps: int,
+        client: dict[str, Any] | None,
     ) -> StreamHead:
         async with self._lock(stream_id):
             held = await self._load(stream_id)
@@ -194,15 +249,20 @@ class FileStreamStore:
                 size=held_size + len(data),
                 state=state,
                 updated=now_rfc3339(),
+                gaps=(held.gaps if held else 0) + gaps,
+                client=client if client is not None else (held.client if held else None),
             )
             directory = self.stream_dir(stream_id)
+            entries = index.entries_for(held_seq + 1, held_size, lines, self._index_every)
             try:
-                await asyncio.to_thread(_write_append, directory, data, new)
+                await asyncio.to_thread(_write_append, directory, data, entries, new)
             except BaseException:
                 # The disk may hold part of the append: recover from it on next access.
                 self._heads.pop(stream_id, None)
+                self._indexes.pop(stream_id, None)
                 raise
             self._heads[stream_id] = new
+            self._indexes.setdefault(stream_id, []).extend(entries)
             return new
 
 
@@ -216,13 +276,16 @@ def _list_dirs(directory: Path) -> list[str]:
         return []
 
 
-def _read_lines(path: Path, size: int) -> list[bytes]:
+def _read_lines(path: Path, offset: int, size: int) -> list[bytes]:
     with path.open("rb") as file:
-        data = file.read(size)
+        file.seek(offset)
+        data = file.read(size - offset)
     return data.split(b"\n")[:-1]
 
 
-def _write_append(directory: Path, data: bytes, new: StreamHead) -> None:
+def _write_append(
+    directory: Path, data: bytes, entries: Sequence[index.Entry], new: StreamHead
+) -> None:
     _ensure_dir(directory)
     fd = os.open(directory / RECORDS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
@@ -230,6 +293,7 @@ def _write_append(directory: Path, data: bytes, new: StreamHead) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    index.append(directory, entries)  # between data and head: see index.py, crash safety
     _write_head(directory, new)
 
 
@@ -277,7 +341,7 @@ def _recover(directory: Path, stream_id: str) -> StreamHead | None:
     with path.open("rb") as file:
         file.seek(base_size)
         tail = file.read()
-    adopted, used, prev, last = _adopt(tail, last_seq, prev)
+    adopted, used, prev, last, gaps = _adopt(tail, last_seq, prev)
     if used < len(tail):
         _quarantine(directory, base_size + used, tail[used:])
     log.warning(
@@ -293,8 +357,10 @@ def _recover(directory: Path, stream_id: str) -> StreamHead | None:
         last_seq=last_seq + adopted,
         head=prev.hex(),
         size=base_size + used,
-        state="sealed" if sealed else "live",
+        state=stream_state(sealed=sealed, gaps=(held.gaps if held else 0) + gaps),
         updated=now_rfc3339(),
+        gaps=(held.gaps if held else 0) + gaps,
+        client=held.client if held else None,
     )
     _write_head(directory, new)
     return new
@@ -302,12 +368,13 @@ def _recover(directory: Path, stream_id: str) -> StreamHead | None:
 
 def _adopt(
     tail: bytes, last_seq: int, prev: bytes
-) -> tuple[int, int, bytes, dict[str, Any] | None]:
+) -> tuple[int, int, bytes, dict[str, Any] | None, int]:
     """Walk complete lines of ``tail`` while they continue the chain.
 
-    Returns (records adopted, bytes of ``tail`` they span, the new head digest, the last record).
+    Returns (records adopted, bytes of ``tail`` they span, the new head digest, the last record,
+    gap records among them).
     """
-    adopted = used = 0
+    adopted = used = gaps = 0
     last: dict[str, Any] | None = None
     while (end := tail.find(b"\n", used)) >= 0:
         try:
@@ -321,7 +388,16 @@ def _adopt(
         if record.get("h") != digest.hex():
             break
         adopted, used, prev, last = adopted + 1, end + 1, digest, record
-    return adopted, used, prev, last
+        gaps += record.get("type") == "gap"
+    return adopted, used, prev, last, gaps
+
+
+def _seq_of(line: bytes) -> object:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record.get("seq") if isinstance(record, dict) else None
 
 
 def _is_seq(value: object, seq: int) -> bool:

@@ -8,6 +8,7 @@ them). Every failure is retried with capped, jittered backoff; nothing is ever d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import ssl
@@ -26,6 +27,7 @@ from agent.retry import Backoff
 
 log = logging.getLogger(__name__)
 
+DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 
 
@@ -106,7 +108,7 @@ class NativeSink:
         )
         log.error("sink %s: %s; holding records and retrying", self.name, self.last_error)
         reader.seek(batch.first_seq - 1, batch.prev_h)
-        await asyncio.sleep(self.backoff.next())
+        await self._pause(self.backoff.next())
 
     async def _relink(self, reader: BufferReader, expected: int) -> None:
         """The collector holds up to ``expected - 1``: continue from there (resend or skip)."""
@@ -114,7 +116,7 @@ class NativeSink:
             # TODO(issue 5): send a gap record for records this buffer no longer has.
             self.last_error = f"collector expects seq {expected}, which this buffer no longer holds"
             log.error("sink %s: %s", self.name, self.last_error)
-            await asyncio.sleep(self.backoff.next())
+            await self._pause(self.backoff.next())
             return
         log.warning("sink %s: collector expects seq %d; continuing from there", self.name, expected)
         if expected - 1 > self.buffer.cursors[self.name][0]:
@@ -130,7 +132,7 @@ class NativeSink:
                 self.last_error = str(exc)
                 delay = self.backoff.next(exc.retry_after)
                 log.warning("sink %s: %s; retrying in %.1fs", self.name, exc, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
 
     async def _attempt(
         self, session: aiohttp.ClientSession, batch: Batch, body: bytes, encoding: str
@@ -171,6 +173,15 @@ class NativeSink:
             raise RetryableError(f"collector busy ({status})", retry_after)
         # 400 and anything else: never dropped silently; retried with backoff and reported.
         raise RetryableError(f"collector answered {status}: {reply.get('error', payload[:200])!r}")
+
+    async def _pause(self, delay: float) -> None:
+        """Back off before a retry; drain mode (shutdown or termination notice) cuts the wait
+        short, because the host may be gone before a long backoff ends."""
+        if self.drain.is_set():
+            await asyncio.sleep(min(delay, DRAIN_RETRY))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain.wait(), delay)
 
     def _encode(self, batch: Batch) -> tuple[bytes, str]:
         header = {

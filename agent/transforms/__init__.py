@@ -1,0 +1,182 @@
+"""Transforms: parse and redact records between the sources and the buffer.
+
+Role: ``build(source_name, config)`` turns a source's ``parser``/``redact`` config into a
+``TransformChain``, set up once. The chain parses each record with the configured parser
+(``syslog``, ``auth``, ``access``, ``json``, ``auditd``, ``shell``), then redacts ``msg`` and every
+parsed string field. ``chain.apply(batch)`` does this for a batch of ``Pending`` records in place
+and may append records that no line carries by itself (coalesced auditd events, lost auditd
+sequence reports); those have no checkpoint. ``chain.flush()`` releases what a parser holds
+back (auditd events whose time ran out); call it on a timer and at the final sweep.
+
+Invariants (DESIGN.md contract 6): a transform never raises and never drops a record. A line the
+parser cannot read ships unchanged, tagged ``parse_failure`` and counted in ``stats``; an
+exception inside a parser is caught here, the record is restored to what it was and tagged the
+same way. Redaction runs after parsing and even when parsing failed, so nothing leaves the chain
+unredacted. The chain mutates the records it is given (the source built them for it).
+
+State: each chain (its parser caches, the redactor's split-line carry, the auditd reassembler
+and ``stats``) belongs to one source and must be driven by one task or thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.record import Record
+from agent.sources import Pending
+from agent.transforms.access import AccessParser
+from agent.transforms.auditd import AuditParser
+from agent.transforms.auth import parse_auth
+from agent.transforms.fields import tag
+from agent.transforms.jsonl import JsonParser
+from agent.transforms.redact import Redactor
+from agent.transforms.shell import ShellParser
+from agent.transforms.syslog import SyslogParser, parse_timezone
+
+if TYPE_CHECKING:
+    from agent.config import FileSourceConfig
+
+__all__ = ["Parser", "TransformChain", "TransformStats", "build"]
+
+log = logging.getLogger(__name__)
+
+# A parser sets fields on the record it is given; False = "not my format" (tagged, counted).
+Parser = Callable[[Record], bool]
+
+
+@dataclass(slots=True)
+class TransformStats:
+    """Counters for metrics (``tailseal_parse_failures_total`` and friends)."""
+
+    records: int = 0
+    parse_failures: int = 0
+    parser_errors: int = 0  # exceptions caught: a parser bug, never the input's fault
+    redacted: int = 0
+    audit_lost: int = 0
+    by_tag: dict[str, int] = field(default_factory=dict)
+
+
+class _SyslogAuth:
+    """The ``syslog`` and ``auth`` parsers: header, then (for ``auth``) the event by program."""
+
+    def __init__(self, syslog: SyslogParser, *, auth: bool) -> None:
+        self.syslog = syslog
+        self.auth = auth
+
+    def __call__(self, record: Record) -> bool:
+        head = self.syslog.header(record["msg"])
+        if head is None:
+            return False
+        self.syslog.apply(record, head)
+        if self.auth:
+            parse_auth(head.program, head.body.lstrip(" "), record)
+        return True
+
+
+class TransformChain:
+    """Parse then redact; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        source: str,
+        parser: Parser | None,
+        redactor: Redactor | None,
+        audit: AuditParser | None = None,
+    ) -> None:
+        self.source = source
+        self.parser = parser
+        self.redactor = redactor
+        self.audit = audit
+        self.stats = TransformStats()
+        # Parsers that only copy substrings of msg: their fields need no walk when msg is clean.
+        self.fields_from_msg = isinstance(parser, _SyslogAuth | AccessParser)
+
+    def __call__(self, record: Record) -> Record:
+        """Transform one record in place and return it."""
+        self.stats.records += 1
+        if self.parser is not None and isinstance(record.get("msg"), str):
+            self._parse(self.parser, record)
+        if self.redactor is not None:
+            self._redact(self.redactor, record)
+        return record
+
+    def apply(self, batch: list[Pending]) -> list[Pending]:
+        """Transform a batch; returns it with any parser-made records inserted in order."""
+        if self.audit is None:
+            for pending in batch:
+                self(pending.record)
+            return batch
+        out: list[Pending] = []
+        for pending in batch:
+            self(pending.record)
+            out.append(pending)
+            out.extend(self._made(self.audit.take()))
+        return out
+
+    def flush(self, *, final: bool = False) -> list[Pending]:
+        """Records a parser held back and may now release (all of them when ``final``)."""
+        if self.audit is None:
+            return []
+        return self._made(self.audit.expire(final=final))
+
+    def _made(self, records: list[Record]) -> list[Pending]:
+        made = []
+        for record in records:
+            record.setdefault("src", self.source)
+            if self.redactor is not None:
+                self._redact(self.redactor, record)
+            if "audit_lost" in record.get("tags", ()):
+                self.stats.audit_lost += int(record.get("auditd", {}).get("lost", 0))
+            made.append(Pending(record, None))
+        return made
+
+    def _parse(self, parser: Parser, record: Record) -> None:
+        # Parsers only add keys or replace values at the top (and add log.syslog), so a shallow
+        # snapshot is enough to undo a half-applied parse; a deep copy would cost more than most
+        # parses.
+        before = dict(record)
+        try:
+            ok = parser(record)
+        except Exception:  # contract 6: a parser bug must not stop the pipeline
+            record.clear()
+            record.update(before)
+            self.stats.parser_errors += 1
+            log.debug("parser error in source %s", self.source, exc_info=True)
+            ok = False
+        if not ok:
+            self.stats.parse_failures += 1
+            tag(record, "parse_failure")
+
+    def _redact(self, redactor: Redactor, record: Record) -> None:
+        had = "redacted" in record.get("tags", ())
+        redactor.record(record, fields_from_msg=self.fields_from_msg)
+        if not had and "redacted" in record.get("tags", ()):
+            self.stats.redacted += 1
+
+
+def make_parser(config: FileSourceConfig) -> tuple[Parser | None, AuditParser | None]:
+    """The parser for ``config.parser.format`` (and the auditd reassembler, if that)."""
+    cfg = config.parser
+    tz = parse_timezone(cfg.timezone)
+    if cfg.format in ("syslog", "auth"):
+        return _SyslogAuth(SyslogParser(tz), auth=cfg.format == "auth"), None
+    if cfg.format == "access":
+        return AccessParser(), None
+    if cfg.format == "json":
+        return JsonParser(cfg.timestamp_field, cfg.message_field, tz), None
+    if cfg.format == "shell":
+        return ShellParser(), None
+    if cfg.format == "auditd":
+        audit = AuditParser(timeout=cfg.audit_timeout)
+        return audit, audit
+    return None, None
+
+
+def build(source_name: str, config: FileSourceConfig) -> TransformChain:
+    """The transform chain of one source, from its config section."""
+    parser, audit = make_parser(config)
+    redactor = Redactor(config.redact.patterns) if config.redact.enabled else None
+    return TransformChain(source_name, parser, redactor, audit)

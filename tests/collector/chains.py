@@ -53,8 +53,11 @@ class Chain:
         return b"\n".join([orjson.dumps(header), *body]) + b"\n"
 
 
-def make_chain(count: int, *, stream: str | None = None, seal: bool = False) -> Chain:
-    """A chain of ``count`` auth-log records; with ``seal`` the last one is a seal record."""
+def make_chain(
+    count: int, *, stream: str | None = None, seal: bool = False, gap_at: int = 0
+) -> Chain:
+    """A chain of ``count`` auth-log records; with ``seal`` the last one is a seal record, with
+    ``gap_at`` the record at that seq is a gap record."""
     chain = Chain(stream or new_stream_id())
     prev = genesis(chain.stream)
     chain.hashes.append(prev)
@@ -67,6 +70,8 @@ def make_chain(count: int, *, stream: str | None = None, seal: bool = False) -> 
             "log": {"file": {"path": "/var/log/auth.log"}, "offset": seq * 120},
             "tags": [],
         }
+        if seq == gap_at:
+            record = {"seq": seq, "type": "gap", "reason": "buffer_lost", "gap": {"bytes": 99}}
         if seal and seq == count:
             record = {"seq": seq, "type": "seal", "reason": "shutdown", "last_seq": seq - 1}
         prev, wire = link(prev, record)

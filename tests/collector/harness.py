@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -119,3 +121,36 @@ async def assert_still_serving(running: Running) -> None:
 
 async def stored(running: Running, chain: Chain) -> list[bytes]:
     return await running.store.read_records(chain.stream)
+
+
+async def raw_request(
+    running: Running, head: bytes, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a hand-written request (``head`` without its blank line) and ``body``, then wait for
+    the reply: its status, headers (lower-case names) and body. A ``body`` shorter than the
+    declared length leaves the upload stalled. For requests aiohttp would not send."""
+    host, port = running.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(
+        host, int(port), ssl=running.ssl, server_hostname=host if running.ssl else None
+    )
+    try:
+        writer.write(head.rstrip(b"\r\n") + b"\r\n\r\n" + body)
+        await writer.drain()
+        status_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines if line)
+        }
+        length = int(headers.get("content-length", "0"))
+        return int(status_line.split()[1]), headers, await reader.readexactly(length)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def batch_request_head(length: int, *, token: str = OPS_TOKEN, encoding: str = "identity") -> bytes:
+    return (
+        f"POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: {NDJSON}\r\nContent-Encoding: {encoding}\r\nContent-Length: {length}"
+    ).encode()

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import os
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import zstandard
 
+from agent.collector.verify import verify_path
+from agent.config import MiB, TokenConfig
 from tests.collector.chains import Chain, make_chain
 from tests.collector.harness import (
     MAX_BODY,
+    OPS_TOKEN,
     WEB_TOKEN,
     Running,
     assert_still_serving,
+    batch_request_head,
+    client_context,
+    collector_config,
     list_streams,
     post,
+    raw_request,
+    started,
     stored,
 )
+from tests.support import TlsFiles, eventually
 
 
 def _bad_bodies() -> dict[str, bytes]:
@@ -174,4 +187,127 @@ async def test_corrupt_compressed_body_gets_400(collector: Running) -> None:
     status, _ = await post(collector, b"\x28\xb5\x2f\xfd garbage", encoding="zstd")
 
     assert status == 400
+    await assert_still_serving(collector)
+
+
+# --- abuse at the transport level: declared sizes, bombs at scale, slow uploads, floods -----------
+
+
+async def assert_storage_intact(running: Running, chain: Chain) -> None:
+    """``chain`` (stored before the abuse) is still exactly there and verifies offline."""
+    assert await stored(running, chain) == chain.lines
+    (report,) = [r for r in verify_path(storage_of(running)) if r.stream == chain.stream]
+    assert report.ok(allow_unsealed=True), report.findings
+
+
+def storage_of(running: Running) -> Path:
+    assert running.collector is not None
+    return Path(running.collector.config.storage_dir)
+
+
+async def test_declared_one_gigabyte_body_gets_413_before_any_body_is_read(
+    collector: Running,
+) -> None:
+    held = make_chain(3)
+    await post(collector, held.batch(1, 3))
+
+    status, _, reply = await asyncio.wait_for(
+        raw_request(collector, batch_request_head(1024**3), b'{"v":1'), timeout=10
+    )
+
+    assert status == 413
+    assert b"exceeds" in reply
+    await assert_storage_intact(collector, held)
+    await assert_still_serving(collector)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+async def test_ten_megabyte_body_inflating_beyond_the_limit_gets_413(
+    tmp_path: Path, tls_files: TlsFiles, encoding: str
+) -> None:
+    chain, held = make_chain(1), make_chain(3)
+    # 9 MiB that does not compress, then 100 MiB that compresses to almost nothing.
+    body = compress(chain.batch(1, 1) + os.urandom(9 * MiB) + bytes(100 * MiB), encoding)
+    assert 9 * MiB < len(body) < 11 * MiB
+    config = collector_config(
+        tmp_path, tls_files, max_body_bytes=16 * MiB, max_decompressed_bytes=64 * MiB
+    )
+    async with started(config, client_context(tls_files)) as running:
+        await post(running, held.batch(1, 3))
+
+        status, _, reply = await raw_request(
+            running, batch_request_head(len(body), encoding=encoding), body
+        )
+
+        assert status == 413
+        assert b"decompressed body exceeds" in reply
+        assert await stored(running, chain) == []
+        await assert_storage_intact(running, held)
+        await assert_still_serving(running)
+
+
+async def test_slow_loris_upload_gets_408_while_other_clients_are_served(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    chain, held = make_chain(5), make_chain(3)
+    body = chain.batch(1, 5)
+    config = collector_config(tmp_path, tls_files, body_timeout=1.0)
+    async with started(config, client_context(tls_files)) as running:
+        await post(running, held.batch(1, 3))
+        started_at = time.monotonic()
+        slow = asyncio.create_task(
+            raw_request(running, batch_request_head(len(body)), body[: len(body) // 2])
+        )
+        server = running.collector
+        assert server is not None
+        await eventually(lambda: server.in_flight == 1, timeout=10, what="the slow upload")
+
+        await assert_still_serving(running)  # while the slow upload hangs
+
+        status, _, reply = await asyncio.wait_for(slow, timeout=10)
+        assert status == 408
+        assert b"not received within 1 s" in reply
+        assert time.monotonic() - started_at >= 1.0
+        assert await stored(running, chain) == []
+        await assert_storage_intact(running, held)
+        await assert_still_serving(running)
+
+
+async def test_token_over_its_rate_limit_gets_429_and_other_tokens_are_served(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    limited = TokenConfig(
+        name="web", token=WEB_TOKEN, hosts=["web-*"], rate_limit_batches_per_second=0.01, burst=2
+    )
+    config = collector_config(
+        tmp_path, tls_files, tokens=[TokenConfig(name="ops", token=OPS_TOKEN), limited]
+    )
+    chain = make_chain(3)
+    async with started(config, client_context(tls_files)) as running:
+        assert (await post(running, chain.batch(1, 1), token=WEB_TOKEN))[0] == 200
+        assert (await post(running, chain.batch(2, 2), token=WEB_TOKEN))[0] == 200
+
+        status, headers, reply = await raw_request(
+            running, batch_request_head(len(chain.batch(3, 3)), token=WEB_TOKEN), chain.batch(3, 3)
+        )
+
+        assert status == 429
+        assert int(headers["retry-after"]) >= 1
+        assert b"rate limit" in reply
+        assert await stored(running, chain) == chain.lines[:2]
+        await assert_still_serving(running)  # the ops token has no limit
+
+
+async def test_token_cannot_extend_a_stream_held_for_a_host_it_may_not_send_for(
+    collector: Running,
+) -> None:
+    db_stream = make_chain(6)
+    await post(collector, db_stream.batch(1, 3, host="db-1"))  # the ops token may send for db-1
+
+    status, reply = await post(collector, db_stream.batch(4, 6, host="web-1"), token=WEB_TOKEN)
+
+    assert status == 403
+    assert "db-1" in reply["error"]
+    assert await stored(collector, db_stream) == db_stream.lines[:3]
+    assert (await list_streams(collector))["streams"][0]["host"] == {"name": "db-1"}
     await assert_still_serving(collector)

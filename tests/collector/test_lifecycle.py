@@ -107,18 +107,29 @@ class BrokenStore:
         last_seq: int,
         head: str,
         state: StreamState,
+        gaps: int = 0,
+        client: Mapping[str, Any] | None = None,
     ) -> StreamHead:
         if stream_id in self.broken:
             raise self.error
         return await self.inner.append(
-            stream_id, host, lines, last_seq=last_seq, head=head, state=state
+            stream_id,
+            host,
+            lines,
+            last_seq=last_seq,
+            head=head,
+            state=state,
+            gaps=gaps,
+            client=client,
         )
 
     async def list_streams(self) -> list[StreamHead]:
         return await self.inner.list_streams()
 
-    async def read_records(self, stream_id: str) -> list[bytes]:
-        return await self.inner.read_records(stream_id)
+    async def read_records(
+        self, stream_id: str, first_seq: int = 1, last_seq: int | None = None
+    ) -> list[bytes]:
+        return await self.inner.read_records(stream_id, first_seq, last_seq)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.collector.index import ENTRY
 from agent.collector.storage import FileStreamStore, StreamHead
 from agent.errors import StateError
 from tests.collector.chains import Chain, make_chain, tampered
@@ -63,6 +64,8 @@ async def test_append_stores_lines_as_received_and_writes_the_head(tmp_path: Pat
         "bytes": records_file(tmp_path, chain).stat().st_size,
         "state": "live",
         "updated": head.updated,
+        "gaps": 0,
+        "client": None,
     }
     assert await store.read_records(chain.stream) == chain.lines
 
@@ -259,3 +262,105 @@ def test_crash_anywhere_in_an_append_recovers_every_complete_record(cut: int) ->
 
     with tempfile.TemporaryDirectory() as directory:
         asyncio.run(scenario(Path(directory)))
+
+
+# --- stream state and the seq index ---------------------------------------------------------------
+
+
+async def test_gap_record_makes_the_stream_state_gap_until_sealed(tmp_path: Path) -> None:
+    chain = make_chain(6, seal=True, gap_at=2)
+    store = FileStreamStore(tmp_path)
+    await store.append(
+        chain.stream, HOST, chain.lines[:3], last_seq=3, head=chain.head(3), state="gap", gaps=1
+    )
+    head = await store.append(
+        chain.stream, HOST, chain.lines[3:], last_seq=6, head=chain.head(6), state="sealed"
+    )
+
+    assert (head.state, head.gaps) == ("sealed", 1)
+    assert head_file(tmp_path, chain)["gaps"] == 1
+
+
+async def test_adopted_gap_records_are_counted_on_recovery(tmp_path: Path) -> None:
+    chain = make_chain(6, gap_at=5)
+    await store_records(FileStreamStore(tmp_path), chain, 1, 3)
+    append_raw(tmp_path, chain, b"".join(line + b"\n" for line in chain.lines[3:]))
+
+    head = await FileStreamStore(tmp_path).head(chain.stream)
+
+    assert head is not None
+    assert (head.last_seq, head.state, head.gaps) == (6, "gap", 1)
+
+
+def index_file(root: Path, chain: Chain) -> Path:
+    return root / "streams" / chain.stream / "index.bin"
+
+
+async def stored_in_batches(root: Path, chain: Chain, every: int) -> FileStreamStore:
+    store = FileStreamStore(root, index_every=every)
+    for first in range(1, len(chain.lines) + 1, 7):
+        await store_records(store, chain, first, min(first + 6, len(chain.lines)))
+    return store
+
+
+@pytest.mark.parametrize(("first", "last"), [(1, 40), (1, 1), (5, 5), (9, 17), (33, 40), (38, 99)])
+async def test_a_seq_range_is_read_through_the_index(tmp_path: Path, first: int, last: int) -> None:
+    chain = make_chain(40)
+    store = await stored_in_batches(tmp_path, chain, every=4)
+
+    assert await store.read_records(chain.stream, first, last) == chain.lines[first - 1 : last]
+    reopened = FileStreamStore(tmp_path, index_every=4)
+    assert await reopened.read_records(chain.stream, first, last) == chain.lines[first - 1 : last]
+
+
+async def test_index_holds_one_entry_every_n_records_at_line_starts(tmp_path: Path) -> None:
+    chain = make_chain(40)
+    await stored_in_batches(tmp_path, chain, every=8)
+
+    raw = index_file(tmp_path, chain).read_bytes()
+    entries = [ENTRY.unpack_from(raw, i) for i in range(0, len(raw), 16)]
+
+    starts = [0]
+    for line in chain.lines:
+        starts.append(starts[-1] + len(line) + 1)
+    assert entries == [(seq, starts[seq - 1]) for seq in (1, 9, 17, 25, 33)]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["deleted", "torn", "garbage", "zeroed", "past the head"],
+)
+async def test_damaged_index_is_rebuilt_on_open(tmp_path: Path, damage: str) -> None:
+    chain = make_chain(40)
+    await stored_in_batches(tmp_path, chain, every=4)
+    path = index_file(tmp_path, chain)
+    good = path.read_bytes()
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "torn":
+        path.write_bytes(good[:-5])
+    elif damage == "garbage":
+        path.write_bytes(good[:32] + ENTRY.pack(9, 12345) + good[48:])
+    elif damage == "zeroed":
+        path.write_bytes(good[:16] + bytes(len(good) - 16))
+    else:
+        path.write_bytes(good + ENTRY.pack(41, 10**9))
+
+    store = FileStreamStore(tmp_path, index_every=4)
+
+    assert await store.read_records(chain.stream, 21, 30) == chain.lines[20:30]
+    assert path.read_bytes() == good
+
+
+async def test_plausible_but_wrong_index_entry_never_serves_wrong_records(tmp_path: Path) -> None:
+    chain = make_chain(40)
+    store = await stored_in_batches(tmp_path, chain, every=4)
+    path = index_file(tmp_path, chain)
+    good = path.read_bytes()
+    seq_9 = ENTRY.unpack_from(good, 32)[1]
+    path.write_bytes(good[:32] + ENTRY.pack(9, seq_9 + len(chain.lines[8]) + 1) + good[48:])
+
+    reopened = FileStreamStore(tmp_path, index_every=4)
+
+    assert await reopened.read_records(chain.stream, 9, 12) == chain.lines[8:12]
+    assert await store.read_records(chain.stream, 9, 12) == chain.lines[8:12]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,10 @@ TOKEN = "e2e-token-0123456789"
 START_TIMEOUT = 30.0
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _spawn(
+    args: list[str], log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agent.cli", *args], stdout=out, stderr=out, env=env
@@ -38,21 +42,24 @@ class CollectorProcess:
     tls: TlsFiles
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    extra: str = ""  # more top-level collector settings (TOML lines), e.g. "silent_after = 2"
 
     @property
     def storage(self) -> Path:
         return self.root / "storage"
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Start (again); ``port`` > 0 binds that port, e.g. to come back where agents expect."""
         port_file = self.root / "port"
         port_file.unlink(missing_ok=True)
         config = self.root / "collector.toml"
         config.write_text(
             f"""
 host = "127.0.0.1"
-port = 0
+port = {port}
 port_file = "{port_file}"
 storage_dir = "{self.storage}"
+{self.extra}
 [tls]
 cert_file = "{self.tls.cert_file}"
 key_file = "{self.tls.key_file}"
@@ -96,15 +103,24 @@ class AgentProcess:
     root: Path
     collector: CollectorProcess
     sources: dict[str, list[str]]
-    extra: str = ""
+    extra: str = ""  # more [sinks.central] settings (TOML lines)
+    source_options: str = ""  # more settings for every source table, e.g. parser = {...}
+    tables: str = ""  # more tables at the end, e.g. "[shutdown]\ntimeout = 3"
+    endpoint: str = ""  # overrides the collector's URL (e.g. a server that never answers)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)
+    # A unix socket path must stay under 108 bytes; pytest's tmp_path can be longer.
+    control_socket: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp")) / "control.sock"
+    )
 
     def write_config(self) -> Path:
         token_file = self.root / "token"
         token_file.write_text(TOKEN + "\n")
         sources = "".join(
             f'\n[sources.{name}]\ntype = "file"\npaths = {json.dumps(paths)}\npoll_interval = 0.2\n'
+            f"{self.source_options}\n"
             for name, paths in self.sources.items()
         )
         config = self.root / "agent.toml"
@@ -115,17 +131,20 @@ host_name = "e2e-host"
 {sources}
 [sinks.central]
 type = "tailseal"
-endpoint = "https://127.0.0.1:{self.collector.port}"
+endpoint = "{self.endpoint or f"https://127.0.0.1:{self.collector.port}"}"
 ca_file = "{self.collector.tls.ca_file}"
 token_file = "{token_file}"
 {self.extra}
+[control]
+socket = "{self.control_socket}"
+{self.tables}
 """
         )
         return config
 
     def start(self) -> None:
         config = self.write_config()
-        self.proc = _spawn(["run", "-c", str(config)], self.root / "agent.log")
+        self.proc = _spawn(["run", "-c", str(config)], self.root / "agent.log", self.env)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -144,6 +163,24 @@ token_file = "{token_file}"
             self.proc.kill()
             self.proc.wait(timeout=30)
 
+    def status(self) -> dict[str, Any]:
+        """GET /status from the agent's control socket (raises OSError while it is not up)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(str(self.control_socket))
+            conn.sendall(b"GET /status HTTP/1.0\r\nHost: tailseal\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        status: dict[str, Any] = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        return status
+
+    def status_or_none(self) -> dict[str, Any] | None:
+        try:
+            return self.status()
+        except OSError:
+            return None
+
     def log_tail(self) -> str:
         return (self.root / "agent.log").read_text(errors="replace")[-4000:]
 
@@ -151,3 +188,14 @@ token_file = "{token_file}"
 def write_lines(path: Path, lines: list[str]) -> None:
     with path.open("a", encoding="utf-8") as out:
         out.write("".join(line + "\n" for line in lines))
+
+
+def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
+    """``tailseal verify`` as the operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -1,0 +1,324 @@
+"""Redaction: secrets never reach the buffer.
+
+Role: the last transform of every chain (after parsing, so decoded values such as auditd hex
+fields or JSON escapes are redacted too). ``Redactor.record(record)`` rewrites ``msg`` and every
+string field a parser added, replacing each secret by ``[REDACTED]`` (key names and schemes stay,
+so ``password=[REDACTED]`` still says what was there) and tags the record ``redacted``.
+
+Rules: AWS access key ids and secret keys, ``password=``/``"password": ...``/``--password``/
+``mysql -p<pw>``/``sshpass -p``, ``Authorization:`` values, bearer tokens, basic credentials (only
+when the base64 decodes to ``user:pass``), URL credentials, JWTs, private key blocks, well-known
+vendor token shapes, plus configured patterns (a ``(?P<secret>...)`` group limits the
+replacement to that group, otherwise the whole match goes). Each built-in rule has cheap
+lower-case trigger substrings, so a line without any trigger costs one ``lower()`` and a few
+``in`` tests.
+
+Split lines (invariant: redaction is not defeated by the max-line-bytes split): the file source
+splits an over-long line into parts tagged ``split`` with ``log.part``. Neither part alone can
+tell whether a token at the boundary is a secret, so for split parts the redactor masks the
+token touching each boundary, remembers the tail of each part per file path and masks whatever a
+rule matches across the boundary, and carries "inside a private key block" into the next part.
+
+State: ``_carry`` (file path -> tail of the last split part) is owned by the one task or thread
+that runs the source's chain; it holds at most one entry per file being split.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from agent.record import Record
+from agent.transforms.fields import tag
+
+REDACTED = "[REDACTED]"
+_TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
+_KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_SKIP_KEYS = frozenset(("ts", "src", "log", "tags", "seq", "h", "type"))
+
+
+def _basic(m: re.Match[str]) -> bool:
+    """``Basic <b64>`` is a credential only if it decodes to ``user:password``."""
+    token = m["secret"]
+    try:
+        return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    pattern: re.Pattern[str]
+    triggers: tuple[str, ...]  # lower-case substrings one of which every match contains
+    check: Callable[[re.Match[str]], bool] | None = None
+
+
+_AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
+_KV_KEYS = (
+    r"password|passwd|passphrase|pass|secret|secret_?key|api_?key|apikey|access_?token"
+    r"|auth_?token|refresh_?token|client_?secret|private_?key|token"
+)
+BUILTIN_RULES: tuple[Rule, ...] = (
+    Rule(
+        "private_key",
+        re.compile(
+            r"(?P<secret>-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z))",
+            re.S,
+        ),
+        ("private key",),
+    ),
+    Rule(
+        "aws_access_key",
+        re.compile(rf"(?<![A-Za-z0-9])(?P<secret>(?:{_AWS_PREFIX})[A-Z0-9]{{16}})(?![A-Za-z0-9])"),
+        tuple(p.lower() for p in _AWS_PREFIX.split("|")),
+    ),
+    Rule(
+        "aws_secret_key",
+        re.compile(
+            r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})"
+        ),
+        ("secret",),
+    ),
+    Rule(
+        "jwt",
+        re.compile(r"(?P<secret>eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
+        ("eyj",),
+    ),
+    Rule(
+        "authorization",
+        re.compile(
+            r"(?i)(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z-]{1,20}\s+)?"
+            r"(?P<secret>[^\s\"',;]{1,8192})"
+        ),
+        ("authorization",),
+    ),
+    Rule(
+        "bearer",
+        re.compile(r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,8192})"),
+        ("bearer",),
+    ),
+    Rule(
+        "basic",
+        re.compile(r"(?i)\bbasic\s+(?P<secret>[A-Za-z0-9+/]{4,8192}={0,2})"),
+        ("basic",),
+        _basic,
+    ),
+    Rule(
+        "url_credentials",
+        # Starts with a literal so ``re`` can skip ahead with a fast substring search.
+        re.compile(r"://[^\s/:@]{0,256}:(?P<secret>[^\s/]{1,256})@"),
+        ("://",),
+    ),
+    Rule(
+        "password_option",
+        re.compile(r"(?i)(?<![\w-])--?(?:password|passwd|pass)(?:=|\s+)(?P<secret>[^\s;&|]+)"),
+        ("-pass", "--pass"),
+    ),
+    Rule(
+        "password_assignment",
+        re.compile(
+            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[:=]\s*"
+            r"(?P<secret>\"[^\"]{1,8192}\"|'[^']{1,8192}'|[^\s,;&\"'}]{1,8192})"
+        ),
+        ("pass", "secret", "token", "apikey", "api_key", "private"),
+    ),
+    Rule(
+        "mysql_password",
+        re.compile(
+            r"\b(?:mysql\w*|mariadb\w*|mysqldump|mysqladmin)\b[^|;&\n]{0,1024}?\s-p"
+            r"(?P<secret>[^\s|;&]+)"
+        ),
+        ("mysql", "mariadb"),
+    ),
+    Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*(?P<secret>\S+)"), ("sshpass",)),
+    Rule(
+        "vendor_token",
+        re.compile(
+            r"(?<![A-Za-z0-9])(?P<secret>gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_\w{40,255}"
+            r"|xox[abposr]-[A-Za-z0-9-]{10,255}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{16,255}"
+            r"|glpat-[0-9A-Za-z_-]{20})"
+        ),
+        (
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "xox",
+            "aiza",
+            "sk_live_",
+            "glpat-",
+        ),
+    ),
+)
+
+
+def _replace(m: re.Match[str], rule: Rule) -> str:
+    if rule.check is not None and not rule.check(m):
+        return m[0]
+    if "secret" not in m.re.groupindex or m.start("secret") < 0:
+        return REDACTED
+    base = m.start()
+    return m[0][: m.start("secret") - base] + REDACTED + m[0][m.end("secret") - base :]
+
+
+def _mask_lead(text: str) -> str:
+    """Mask the first token (up to ``_TAIL`` characters) of ``text``."""
+    start = len(text) - len(text.lstrip())
+    end = start
+    limit = min(len(text), start + _TAIL)
+    while end < limit and not text[end].isspace():
+        end += 1
+    return text[:start] + REDACTED + text[end:] if end > start else text
+
+
+def _mask_trail(text: str) -> str:
+    """Mask the last token (up to ``_TAIL`` characters) of ``text``."""
+    end = len(text.rstrip())
+    start = end
+    limit = max(0, end - _TAIL)
+    while start > limit and not text[start - 1].isspace():
+        start -= 1
+    return text[:start] + REDACTED + text[end:] if end > start else text
+
+
+# The fast path: lower-case words at least one of which every built-in match contains (AWS key
+# ids are upper case and checked by their own first-character-optimised regex). Python's ``re``
+# is slow at alternations of literals; ``in`` over one ``lower()`` copy is several times faster.
+_FAST_WORDS = (
+    "pass",
+    "secret",
+    "key",
+    "token",
+    "auth",
+    "bearer",
+    "basic",
+    "://",
+    "eyj",
+    "mysql",
+    "mariadb",
+    "xox",
+    "gh",
+    "sk_live_",
+    "glpat-",
+    "aiza",
+)
+_FAST_AWS = re.compile(rf"(?:{_AWS_PREFIX})[A-Z0-9]{{16}}")
+
+
+def _suspect(value: str) -> bool:
+    return any(map(value.lower().__contains__, _FAST_WORDS)) or bool(_FAST_AWS.search(value))
+
+
+class Redactor:
+    """Applies the built-in rules plus ``patterns`` (regular expressions from config)."""
+
+    def __init__(self, patterns: list[str] | tuple[str, ...] = ()) -> None:
+        self.custom = tuple(Rule(f"custom{i}", re.compile(p), ()) for i, p in enumerate(patterns))
+        self.rules = BUILTIN_RULES + self.custom
+        self._carry: dict[str, tuple[int, str, bool]] = {}  # path -> (next part, tail, in key)
+
+    def suspect(self, value: str) -> bool:
+        """Whether ``value`` holds a trigger of any rule (always, with configured patterns)."""
+        return bool(self.custom) or _suspect(value)
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret replaced (the same object when there was none)."""
+        if not self.custom and not _suspect(value):
+            return value  # the common case
+        has = value.lower().__contains__
+        for rule in self.rules:
+            if rule.triggers and not any(map(has, rule.triggers)):
+                continue
+            value = rule.pattern.sub(partial(_replace, rule=rule), value)
+        return value
+
+    def record(self, record: Record, *, fields_from_msg: bool = False) -> Record:
+        """Redact ``msg`` and all parsed string fields in place; tag the record if anything went.
+
+        ``fields_from_msg``: the parser only copied substrings of ``msg`` (nothing decoded), so
+        when ``msg`` holds no trigger word its fields cannot either and are not walked.
+        """
+        changed = False
+        tags = record.get("tags")
+        msg = record.get("msg")
+        walk = not fields_from_msg
+        if isinstance(msg, str):
+            walk = walk or self.suspect(msg)
+            new = self._split_part(record, msg) if tags and "split" in tags else self.text(msg)
+            if new != msg:
+                record["msg"] = new
+                changed = True
+        if walk:
+            for key, value in record.items():
+                if key not in _SKIP_KEYS and key != "msg":
+                    changed = self._walk(record, key, value) or changed
+        if changed:
+            tag(record, "redacted")
+        return record
+
+    def _walk(self, parent: dict[str, Any] | list[Any], key: Any, value: object) -> bool:
+        """Redact every string inside ``parent[key]`` in place; whether anything changed."""
+        if isinstance(value, str):
+            new = self.text(value)
+            if new != value:
+                parent[key] = new
+                return True
+            return False
+        changed = False
+        if isinstance(value, dict):
+            for k, v in value.items():
+                changed = self._walk(value, k, v) or changed
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                changed = self._walk(value, i, v) or changed
+        return changed
+
+    def _split_part(self, record: Record, msg: str) -> str:
+        """Redact one part of a split line, including what straddles its boundaries."""
+        log = record.get("log")
+        path, part = "", 0
+        if isinstance(log, dict):
+            file = log.get("file")
+            path = str(file.get("path", "")) if isinstance(file, dict) else ""
+            part = int(log.get("part", 0) or 0)
+        carried = self._carry.pop(path, None)
+        masked = msg
+        if carried is not None and carried[0] == part:
+            masked = self._continue(masked, carried[1], in_key=carried[2])
+        masked = self.text(masked)
+        if part > 0:  # the token that starts this part may end a secret begun in the last one
+            masked = _mask_lead(masked)
+        in_key = self._opens_key(msg, carried[2] if carried else False)
+        self._carry[path] = (part + 1, msg[-_TAIL:], in_key)
+        return _mask_trail(masked)
+
+    def _continue(self, msg: str, tail: str, *, in_key: bool) -> str:
+        """Mask the start of ``msg`` as far as a rule matches across the boundary from ``tail``."""
+        if in_key:
+            end = _KEY_END.search(msg)
+            return REDACTED + (msg[end.end() :] if end else "")
+        window = tail + msg[:_TAIL]
+        cut = len(tail)
+        reach = 0
+        for rule in self.rules:
+            for m in rule.pattern.finditer(window):
+                if m.start() < cut < m.end():
+                    reach = max(reach, m.end() - cut)
+        return REDACTED + msg[reach:] if reach else msg
+
+    @staticmethod
+    def _opens_key(msg: str, inside: bool) -> bool:
+        """Whether ``msg`` ends inside a private key block."""
+        begin = msg.rfind("PRIVATE KEY")
+        if begin < 0:
+            return inside and _KEY_END.search(msg) is None
+        return msg.rfind("-----BEGIN", 0, begin) > msg.rfind("-----END", 0, begin)

@@ -1,0 +1,55 @@
+"""Auth lines are parsed into ECS fields and secrets redacted before records leave the agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import AgentProcess, CollectorProcess, write_lines
+from tests.support import eventually_sync
+
+LINES = [
+    (
+        "Nov 21 10:00:01 web-1 sshd[2314]: Accepted publickey for alice from 203.0.113.7 port 50122"
+        " ssh2: ED25519 SHA256:Zp3yq0"
+    ),
+    (
+        "Nov 21 10:00:02 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ;"
+        " COMMAND=/usr/bin/mysql -u root --password=hunter2secret"
+    ),
+    (
+        "Nov 21 10:00:03 web-1 sshd[2388]: Failed password for invalid user admin from"
+        " 198.51.100.23 port 41866 ssh2"
+    ),
+]
+
+
+@pytest.mark.slow
+def test_auth_lines_arrive_parsed_and_redacted(tmp_path: Path, collector: CollectorProcess) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "auth.log", LINES)
+    root = tmp_path / "agent"
+    root.mkdir()
+    agent = AgentProcess(
+        root,
+        collector,
+        sources={"auth": [str(logs / "auth.log")]},
+        source_options='parser = { format = "auth" }',
+    )
+    agent.start()
+    try:
+        eventually_sync(lambda: collector.held() >= 3, timeout=30, what="three records")
+        assert agent.terminate() == 0, agent.log_tail()
+    finally:
+        agent.cleanup()
+    accepted, sudo, failed = [r for r in collector.records() if "type" not in r]
+    assert accepted["user"]["name"] == "alice"
+    assert accepted["source"]["ip"] == "203.0.113.7"
+    assert accepted["event"]["outcome"] == "success"
+    assert failed["event"]["outcome"] == "failure"
+    assert failed["source"]["ip"] == "198.51.100.23"
+    assert "hunter2secret" not in str(sudo)
+    assert "redacted" in sudo["tags"]
+    assert sudo["user"]["effective"]["name"] == "root"

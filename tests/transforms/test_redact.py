@@ -1,0 +1,171 @@
+"""Redaction: known secret shapes never survive, also when a line is split at the size limit."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.record import Record
+from agent.transforms.redact import REDACTED, Redactor
+
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+UPPER_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+B64 = ALNUM + "+/"
+WORDS = st.lists(st.sampled_from(["user", "ran", "job", "ok", "at", "host", "GET", "x", "-v"]))
+
+
+def tokens(alphabet: str, low: int, high: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=alphabet, min_size=low, max_size=high)
+
+
+@st.composite
+def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A line with one secret in a known shape; returns the line and the secret's pieces."""
+    shape = draw(st.integers(0, 11))
+    pw = draw(tokens(ALNUM + "!@#%^*()-_+", 12, 32))
+    if shape == 0:
+        key = "AKIA" + draw(tokens(UPPER_DIGITS, 16, 16))
+        text, pieces = f"aws key {key}", [key[4:]]
+    elif shape == 1:
+        secret = draw(tokens(B64, 40, 40))
+        text, pieces = f"aws_secret_access_key = {secret}", [secret]
+    elif shape == 2:
+        text, pieces = (
+            draw(st.sampled_from(["password={}", "PASSWORD: {}", '"password": "{}"'])).format(pw),
+            [pw],
+        )
+    elif shape == 3:
+        text, pieces = (
+            draw(st.sampled_from(["--password {}", "--password={}", "-pass {}"])).format(pw),
+            [pw],
+        )
+    elif shape == 4:
+        text, pieces = f"mysql -u root -h db -p{pw} app", [pw]
+    elif shape == 5:
+        token = draw(tokens(ALNUM + "._~+/-", 12, 64))
+        text, pieces = (
+            draw(st.sampled_from(["Authorization: Bearer {}", "bearer {}"])).format(token),
+            [token],
+        )
+    elif shape == 6:
+        cred = base64.b64encode(f"user:{pw}".encode()).decode()
+        text, pieces = f"Authorization: Basic {cred}", [cred]
+    elif shape == 7:
+        text, pieces = f"fetch https://deploy:{pw}@git.example.com/repo.git", [pw]
+    elif shape == 8:
+        parts = [draw(tokens(ALNUM + "_-", 12, 40)) for _ in range(3)]
+        jwt = f"eyJ{parts[0]}.eyJ{parts[1]}.{parts[2]}"
+        text, pieces = f"token {jwt}", [jwt[3:]]
+    elif shape == 9:
+        body = [draw(tokens(B64, 16, 64)) for _ in range(draw(st.integers(1, 4)))]
+        block = "\\n".join(
+            ["-----BEGIN RSA PRIVATE KEY-----", *body, "-----END RSA PRIVATE KEY-----"]
+        )
+        text, pieces = f"key {block} loaded", body
+    elif shape == 10:
+        text, pieces = f"sshpass -p {pw} ssh host", [pw]
+    else:
+        token = "ghp_" + draw(tokens(ALNUM, 36, 36))
+        text, pieces = f"GH {token}", [token[4:]]
+    before, after = " ".join(draw(WORDS)), " ".join(draw(WORDS))
+    return f"{before} {text} {after}".strip(), pieces
+
+
+def leaks(output: str, pieces: list[str], line: str = "") -> list[str]:
+    """Windows of 8 characters of any secret piece that appear in ``output`` (unless the window
+    also occurs in ``line`` outside the secret, e.g. a secret that contains its key name)."""
+    context = line
+    for piece in pieces:
+        context = context.replace(piece, "\x00")
+    return [
+        p[i : i + 8]
+        for p in pieces
+        for i in range(len(p) - 7)
+        if p[i : i + 8] in output and p[i : i + 8] not in context
+    ]
+
+
+def rec(msg: str, part: int | None = None) -> Record:
+    log: dict[str, object] = {"file": {"path": "/var/log/x"}, "offset": 0}
+    record: Record = {"ts": "t", "src": "s", "msg": msg, "log": log}
+    if part is not None:
+        log["part"] = part
+        record["tags"] = ["split"]
+    return record
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=secret_lines())
+def test_no_known_secret_shape_survives(case: tuple[str, list[str]]) -> None:
+    line, pieces = case
+    out = Redactor().record(rec(line))
+    assert not leaks(out["msg"], pieces, line), out["msg"]
+    assert "redacted" in out["tags"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=secret_lines(), cut=st.floats(0, 1))
+def test_split_at_the_line_limit_does_not_defeat_redaction(
+    case: tuple[str, list[str]], cut: float
+) -> None:
+    line, pieces = case
+    k = int(len(line) * cut)
+    redactor = Redactor()
+    first = redactor.record(rec(line[:k], part=0))
+    second = redactor.record(rec(line[k:], part=1))
+    assert not leaks(first["msg"], pieces, line), first["msg"]
+    assert not leaks(second["msg"], pieces, line), second["msg"]
+
+
+def test_key_names_and_schemes_stay_readable() -> None:
+    redactor = Redactor()
+    assert redactor.text("login password=hunter2 ok") == f"login password={REDACTED} ok"
+    assert redactor.text("Authorization: Bearer abcdefghij") == f"Authorization: Bearer {REDACTED}"
+    assert redactor.text("git https://u:pw@h/x") == f"git https://u:{REDACTED}@h/x"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "sudo: bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/ls",
+        "Basic authentication failed for bob",
+        "ssh -p 2222 host",
+        "commit 9fceb02d0ae598e95dc970b74767f19372d61af8 merged",
+        "Accepted publickey for vagrant from 10.0.2.2 port 63673 ssh2",
+    ],
+)
+def test_ordinary_lines_are_left_alone(line: str) -> None:
+    record = Redactor().record(rec(line))
+    assert record["msg"] == line
+    assert "tags" not in record
+
+
+def test_configured_pattern_with_secret_group() -> None:
+    redactor = Redactor([r"employee_ssn=(?P<secret>\d{3}-\d{2}-\d{4})", r"internal-\w+"])
+    assert redactor.text("employee_ssn=123-45-6789 internal-zeta") == (
+        f"employee_ssn={REDACTED} {REDACTED}"
+    )
+
+
+def test_parsed_fields_are_redacted_too() -> None:
+    record = rec("x")
+    record["process"] = {"command_line": "mysql -psecretpw db", "args": ["mysql", "-psecretpw"]}
+    record["json"] = {"headers": {"authorization": "Bearer abcdefghijkl"}}
+    out = Redactor().record(record)
+    assert out["process"]["command_line"] == f"mysql -p{REDACTED} db"
+    assert out["json"]["headers"]["authorization"] == f"Bearer {REDACTED}"
+    assert out["tags"] == ["redacted"]
+
+
+def test_private_key_split_over_three_parts_is_masked_in_the_middle_part() -> None:
+    redactor = Redactor()
+    redactor.record(rec("x -----BEGIN PRIVATE KEY-----\\nMIIEvAIBADANBgkq", part=0))
+    middle = redactor.record(rec("hkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC7", part=1))
+    last = redactor.record(rec("AAECAwQ=\\n-----END PRIVATE KEY----- done", part=2))
+    assert "hkiG9w0BAQEFAASC" not in middle["msg"]
+    assert "AAECAwQ" not in last["msg"]
+    # Each part's last token is masked too: no part can know whether another one follows.
+    assert last["msg"] == f"{REDACTED} {REDACTED}"
