@@ -68,6 +68,7 @@ class BufferReader:
         self._segment: SegmentInfo | None = None
         self._fd = -1
         self._offset = 0
+        self._declared: tuple[int, int] | None = None  # a gap to declare with the next batch
 
     def seek(self, after_seq: int, after_h: bytes) -> None:
         """Continue after ``after_seq`` (a rewind after a 409, or a skip after an ack)."""
@@ -121,6 +122,9 @@ class BufferReader:
 
     def _skip_dropped(self) -> tuple[int, int] | None:
         """Jump over records deleted before this sink acked them (``drop_oldest``)."""
+        if self._declared is not None:
+            declared, self._declared = self._declared, None
+            return declared
         with self.buffer.lock:
             base, base_h = self.buffer.base_seq, self.buffer.base_h
         if self.position >= base:
@@ -128,6 +132,17 @@ class BufferReader:
         skipped = (self.position + 1, base)
         self.seek(base, base_h)
         return skipped
+
+    def declare_gap_from(self, first: int) -> bool:
+        """The collector lacks seqs from ``first`` on, which this buffer deleted unacknowledged:
+        continue after the deleted range and declare ``first..base`` with the next batch."""
+        with self.buffer.lock:
+            base, base_h = self.buffer.base_seq, self.buffer.base_h
+        if not first <= base:
+            return False
+        self.seek(base, base_h)
+        self._declared = (first, base)
+        return True
 
     def _from_memory(self, max_records: int, max_bytes: int) -> Batch | None:
         entries = self.buffer.tail_after(self.position, max_records, max_bytes)

@@ -47,6 +47,13 @@ def rejected(status: int, message: str) -> BatchError:
     return BatchError(status, {"error": message})
 
 
+class _DeclaredGap(msgspec.Struct, frozen=True):
+    """Seqs the agent no longer has (dropped or lost, accounted by a ``gap`` record)."""
+
+    from_seq: Annotated[int, msgspec.Meta(ge=1)]
+    to_seq: Annotated[int, msgspec.Meta(ge=1)]
+
+
 class _Header(msgspec.Struct, frozen=True):
     """The batch header line as the protocol defines it (extra keys are ignored)."""
 
@@ -56,6 +63,7 @@ class _Header(msgspec.Struct, frozen=True):
     first_seq: Annotated[int, msgspec.Meta(ge=1)]
     last_seq: Annotated[int, msgspec.Meta(ge=1)]
     prev_h: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    gap: _DeclaredGap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,7 @@ class BatchHeader:
     first_seq: int
     last_seq: int
     prev_h: str
+    gap: tuple[int, int] | None = None  # declared: from_seq..to_seq, to_seq == first_seq - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +158,12 @@ def parse_header(data: bytes) -> tuple[BatchHeader, int]:
         raise rejected(400, "bad batch header: host.name must be a non-empty string")
     if raw.last_seq < raw.first_seq:
         raise rejected(400, "bad batch header: last_seq is below first_seq")
-    header = BatchHeader(raw.stream, raw.host, name, raw.first_seq, raw.last_seq, raw.prev_h)
+    gap = None
+    if raw.gap is not None:
+        gap = (raw.gap.from_seq, raw.gap.to_seq)
+        if not raw.gap.from_seq <= raw.gap.to_seq == raw.first_seq - 1:
+            raise rejected(400, "bad batch header: gap must be from_seq..first_seq-1")
+    header = BatchHeader(raw.stream, raw.host, name, raw.first_seq, raw.last_seq, raw.prev_h, gap)
     return header, end + 1
 
 
@@ -204,6 +218,9 @@ def _record(line: bytes, seq: int) -> dict[str, Any]:
 def first_new_index(batch: Batch, held_seq: int, held_head: str) -> int:
     """Index in ``batch.lines`` of the first record the collector does not hold.
 
+    A batch that declares a gap (``header.gap`` reaching back to ``held_seq + 1`` or earlier)
+    may start beyond ``held_seq + 1``: the caller records the skip with the stream.
+
     ``held_head`` is h(held_seq) (the genesis value for a new stream). In order: 409 if the batch
     starts beyond ``held_seq + 1`` or its chain value at ``held_seq`` (``prev_h``, or the ``h`` of
     the overlapping record) is not ``held_head``; 400 if a record's ``h`` does not verify; else
@@ -211,7 +228,13 @@ def first_new_index(batch: Batch, held_seq: int, held_head: str) -> int:
     """
     header = batch.header
     if header.first_seq > held_seq + 1:
-        raise BatchError(409, {"expected": held_seq + 1})
+        if header.gap is None or header.gap[0] > held_seq + 1:
+            raise BatchError(409, {"expected": held_seq + 1})
+        # A declared gap covers every seq after what is held: the chain restarts at the
+        # agent's prev_h (h of the last lost record), which only the records after it prove.
+        if batch.fault is not None:
+            raise rejected(400, batch.fault)
+        return 0
     if header.last_seq > held_seq:
         if header.first_seq == held_seq + 1:
             at_held = header.prev_h

@@ -46,6 +46,7 @@ from agent.collector.batch import (
 from agent.collector.ratelimit import TokenBucket
 from agent.collector.storage import (
     FileStreamStore,
+    Skip,
     StreamHead,
     StreamStore,
     parse_ts,
@@ -215,15 +216,19 @@ class Collector:
             if start == len(batch.lines):
                 return held_seq, held_head  # a repeat: idempotent
             gaps = sum(1 for seq in batch.gap_seqs if seq > held_seq)
+            skip = None
+            if header.first_seq > held_seq + 1:  # a declared gap (first_new_index allowed it)
+                skip = Skip(held_seq + 1, header.first_seq - 1, header.prev_h)
             new = await self.store.append(
                 stream,
                 header.host,
                 batch.lines[start:],
                 last_seq=header.last_seq,
                 head=batch.hashes[-1],
-                state=stream_state(sealed=batch.sealed, gaps=held_gaps + gaps),
+                state=stream_state(sealed=batch.sealed, gaps=held_gaps + gaps + (skip is not None)),
                 gaps=gaps,
                 client=client,
+                skip=skip,
             )
             return new.last_seq, new.head
 

@@ -42,6 +42,7 @@ StreamState = Literal["live", "sealed", "gap", "silent"]
 STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 RECORDS_FILE = "records.ndjson"
 HEAD_FILE = "head.json"
+SKIPS_FILE = "skips.ndjson"  # gaps the agent declared: where the chain restarts, and from what
 FILE_MODE = 0o640
 
 log = logging.getLogger("tailseal.collector")
@@ -64,6 +65,14 @@ class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
     updated: str
     gaps: int = 0  # gap records held (accounted loss)
     client: dict[str, Any] | None = None  # mTLS client certificate {cn, san} of the last append
+
+
+class Skip(msgspec.Struct, frozen=True):
+    """Seqs ``from_seq..to_seq`` the agent declared lost; the chain resumes from ``prev_h``."""
+
+    from_seq: int
+    to_seq: int
+    prev_h: str
 
 
 def stream_state(*, sealed: bool, gaps: int) -> StreamState:
@@ -95,10 +104,12 @@ class StreamStore(Protocol):
         state: StreamState,
         gaps: int = 0,
         client: Mapping[str, Any] | None = None,
+        skip: Skip | None = None,
     ) -> StreamHead:
         """Durably store verified record lines that continue the stream; returns the new head.
 
-        ``gaps`` is how many of ``lines`` are gap records; ``client`` the mTLS identity, if any.
+        ``gaps`` is how many of ``lines`` are gap records; ``client`` the mTLS identity, if any;
+        ``skip`` a gap the agent declared just before ``lines`` (recorded durably first).
         """
 
     async def list_streams(self) -> list[StreamHead]:
@@ -144,6 +155,7 @@ class FileStreamStore:
         state: StreamState,
         gaps: int = 0,
         client: Mapping[str, Any] | None = None,
+        skip: Skip | None = None,
     ) -> StreamHead:
         work = self._append(
             stream_id,
@@ -154,6 +166,7 @@ class FileStreamStore:
             state=state,
             gaps=gaps,
             client=dict(client) if client is not None else None,
+            skip=skip,
         )
         task = asyncio.ensure_future(work)
         self._appends.add(task)
@@ -232,14 +245,19 @@ class FileStreamStore:
         state: StreamState,
         gaps: int,
         client: dict[str, Any] | None,
+        skip: Skip | None,
     ) -> StreamHead:
         async with self._lock(stream_id):
             held = await self._load(stream_id)
             held_seq, held_size = (held.last_seq, held.size) if held else (0, 0)
-            if not lines or last_seq != held_seq + len(lines):
-                raise ValueError(
-                    f"{len(lines)} lines after seq {held_seq} do not end at {last_seq}"
-                )
+            first = held_seq + 1
+            if skip is not None:
+                if skip.from_seq != first or skip.to_seq < skip.from_seq:
+                    raise ValueError(f"skip {skip} does not start after seq {held_seq}")
+                first = skip.to_seq + 1
+                gaps += 1
+            if not lines or last_seq != first - 1 + len(lines):
+                raise ValueError(f"{len(lines)} lines from seq {first} do not end at {last_seq}")
             data = b"\n".join(lines) + b"\n"
             new = StreamHead(
                 stream=stream_id,
@@ -253,9 +271,9 @@ class FileStreamStore:
                 client=client if client is not None else (held.client if held else None),
             )
             directory = self.stream_dir(stream_id)
-            entries = index.entries_for(held_seq + 1, held_size, lines, self._index_every)
+            entries = index.entries_for(first, held_size, lines, self._index_every)
             try:
-                await asyncio.to_thread(_write_append, directory, data, entries, new)
+                await asyncio.to_thread(_write_append, directory, data, entries, new, skip)
             except BaseException:
                 # The disk may hold part of the append: recover from it on next access.
                 self._heads.pop(stream_id, None)
@@ -284,9 +302,17 @@ def _read_lines(path: Path, offset: int, size: int) -> list[bytes]:
 
 
 def _write_append(
-    directory: Path, data: bytes, entries: Sequence[index.Entry], new: StreamHead
+    directory: Path,
+    data: bytes,
+    entries: Sequence[index.Entry],
+    new: StreamHead,
+    skip: Skip | None = None,
 ) -> None:
     _ensure_dir(directory)
+    if skip is not None:
+        # Durable before the records it explains. A crash before the head moves leaves a marker
+        # for records never acknowledged: the agent re-sends the same declared gap.
+        _append_line(directory / SKIPS_FILE, msgspec.json.encode(skip) + b"\n")
     fd = os.open(directory / RECORDS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
         write_all(fd, data)
@@ -295,6 +321,34 @@ def _write_append(
         os.close(fd)
     index.append(directory, entries)  # between data and head: see index.py, crash safety
     _write_head(directory, new)
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    existed = path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        write_all(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if not existed:
+        fsync_dir(path.parent)
+
+
+def read_skips(directory: Path) -> dict[int, Skip]:
+    """Declared gaps of a stream, keyed by the first seq after each (repeats collapse)."""
+    skips: dict[int, Skip] = {}
+    try:
+        raw = (directory / SKIPS_FILE).read_bytes()
+    except FileNotFoundError:
+        return skips
+    for line in raw.splitlines():
+        try:
+            skip = msgspec.json.decode(line, type=Skip)
+        except msgspec.DecodeError:
+            continue  # a torn last line: its records were never acknowledged
+        skips[skip.to_seq + 1] = skip
+    return skips
 
 
 def _ensure_dir(directory: Path) -> None:

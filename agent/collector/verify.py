@@ -21,6 +21,12 @@ break is a :class:`Finding` naming the seq (or seq range) it concerns:
 * ``unsealed``: the last record is not a ``seal``. A stream whose agent is still running (or was
   killed) is legitimately unsealed, so this finding is a break only unless ``allow_unsealed``.
 
+A gap the agent declared (``skips.ndjson``: seqs it no longer had, e.g. dropped by a full
+buffer) restarts the chain at the declared ``prev_h``. It is the note ``skip`` when ``gap``
+records in the stream account for all of its seqs, and a ``missing`` break when they do not (the
+agent ships its gap record after the records it kept, so a stream still being written may show
+this until that record arrives).
+
 Notes that are not breaks: each ``gap`` record (accounted loss, listed with its seq), records
 past ``head.json`` (fsynced by a collector that crashed before updating the head; it adopts them
 on its next start) and ``quarantine-*.bin`` files (bytes the collector cut off on recovery).
@@ -39,11 +45,18 @@ from typing import Any
 import msgspec
 import orjson
 
-from agent.collector.storage import HEAD_FILE, RECORDS_FILE, StreamHead, is_stream_id
+from agent.collector.storage import (
+    HEAD_FILE,
+    RECORDS_FILE,
+    Skip,
+    StreamHead,
+    is_stream_id,
+    read_skips,
+)
 from agent.record import expected_h, genesis
 
 BREAKS = frozenset({"modified", "missing", "reordered", "duplicate", "truncated", "head"})
-NOTES = frozenset({"gap", "beyond_head", "quarantine"})
+NOTES = frozenset({"gap", "skip", "beyond_head", "quarantine"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +108,12 @@ class _Hole:
 class ChainWalk:
     """Feeds record lines in file order; collects findings (see the module docstring)."""
 
-    def __init__(self, stream_id: str, watch_seq: int = 0) -> None:
+    def __init__(
+        self, stream_id: str, watch_seq: int = 0, declared: dict[int, Skip] | None = None
+    ) -> None:
+        self.declared = declared or {}  # first seq after a declared gap -> the gap
+        self.skips: list[Skip] = []  # declared gaps met on the walk
+        self.accounted: list[tuple[int, int]] = []  # seq ranges that gap records account for
         self.expected = 1  # the next seq in order
         self.prev: bytes | None = genesis(stream_id)  # h(expected - 1), None when unknown
         self.findings: list[Finding] = []
@@ -120,11 +138,16 @@ class ChainWalk:
         seq, digest = record["seq"], _digest(record["h"])
         if record.get("type") == "gap":
             self._add("gap", seq, seq, str(record.get("reason", "accounted loss")))
+            self._account(record.get("gap"))
         if seq < self.expected:
             self._misplaced(record, digest)
             return
+        skip = self.declared.get(seq)
         if seq == self.expected:
             self._check(self.prev, record, digest)
+        elif skip is not None and skip.from_seq <= self.expected:
+            self.skips.append(skip)
+            self._check(_digest(skip.prev_h), record, digest)
         else:
             self._holes.append(_Hole(self.expected, seq - 1, self.prev, record))
         self.expected, self.prev, self.last_type = seq + 1, digest, record.get("type")
@@ -136,7 +159,20 @@ class ChainWalk:
         for hole in self._holes:
             self._add("missing", hole.first, hole.last, "no record with these seqs")
         self._holes = []
+        for skip in self.skips:
+            if _covered(skip.from_seq, skip.to_seq, self.accounted):
+                self._add("skip", skip.from_seq, skip.to_seq, "declared gap, accounted")
+            else:
+                detail = "declared by the agent, but no gap record accounts for it"
+                self._add("missing", skip.from_seq, skip.to_seq, detail)
+        self.skips = []
         return self.findings
+
+    def _account(self, gap: Any) -> None:
+        if isinstance(gap, dict):
+            first, last = gap.get("from_seq"), gap.get("to_seq")
+            if isinstance(first, int) and isinstance(last, int) and first <= last:
+                self.accounted.append((first, last))
 
     def _check(self, prev: bytes | None, record: dict[str, Any], digest: bytes | None) -> None:
         if prev is not None and (digest is None or expected_h(prev, record) != digest):
@@ -170,6 +206,16 @@ class ChainWalk:
         self.findings.append(Finding(kind, seq, last_seq, detail))
 
 
+def _covered(first: int, last: int, ranges: list[tuple[int, int]]) -> bool:
+    """Whether the union of ``ranges`` covers every seq in ``first..last``."""
+    need = first
+    for start, end in sorted(ranges):
+        if start > need:
+            break
+        need = max(need, end + 1)
+    return need > last
+
+
 def _parse(line: bytes) -> dict[str, Any] | None:
     """The record on ``line`` if it has the shape every record has (int seq >= 1, str h)."""
     try:
@@ -199,7 +245,9 @@ def verify_stream(directory: Path) -> StreamReport:
         report.findings.append(Finding("head", 0, 0, problem))
     if head is not None:
         report.host = head.host
-    walk = ChainWalk(stream_id, watch_seq=head.last_seq if head else 0)
+    walk = ChainWalk(
+        stream_id, watch_seq=head.last_seq if head else 0, declared=read_skips(directory)
+    )
     torn = _walk_file(directory / RECORDS_FILE, walk)
     report.findings.extend(walk.finish())
     if torn is not None:

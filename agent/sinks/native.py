@@ -113,7 +113,12 @@ class NativeSink:
     async def _relink(self, reader: BufferReader, expected: int) -> None:
         """The collector holds up to ``expected - 1``: continue from there (resend or skip)."""
         if not await asyncio.to_thread(reader.rewind, expected - 1):
-            # TODO(issue 5): send a gap record for records this buffer no longer has.
+            if reader.declare_gap_from(expected):
+                # Deleted here unacknowledged (drop_oldest): the next batch declares the gap.
+                log.warning(
+                    "sink %s: seqs from %d were dropped here; declaring a gap", self.name, expected
+                )
+                return
             self.last_error = f"collector expects seq {expected}, which this buffer no longer holds"
             log.error("sink %s: %s", self.name, self.last_error)
             await self._pause(self.backoff.next())
@@ -192,6 +197,8 @@ class NativeSink:
             "last_seq": batch.last_seq,
             "prev_h": batch.prev_h.hex(),
         }
+        if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
+            header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
         body = b"\n".join([orjson.dumps(header), *batch.records]) + b"\n"
         if self.config.compression == "zstd":
             return self._zstd.compress(body), ENCODINGS["zstd"]

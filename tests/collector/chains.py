@@ -54,10 +54,15 @@ class Chain:
 
 
 def make_chain(
-    count: int, *, stream: str | None = None, seal: bool = False, gap_at: int = 0
+    count: int,
+    *,
+    stream: str | None = None,
+    seal: bool = False,
+    gap_at: int = 0,
+    gap_range: tuple[int, int] | None = None,
 ) -> Chain:
     """A chain of ``count`` auth-log records; with ``seal`` the last one is a seal record, with
-    ``gap_at`` the record at that seq is a gap record."""
+    ``gap_at`` the record at that seq is a gap record (accounting for ``gap_range``, if given)."""
     chain = Chain(stream or new_stream_id())
     prev = genesis(chain.stream)
     chain.hashes.append(prev)
@@ -71,7 +76,10 @@ def make_chain(
             "tags": [],
         }
         if seq == gap_at:
-            record = {"seq": seq, "type": "gap", "reason": "buffer_lost", "gap": {"bytes": 99}}
+            lost: dict[str, int] = {"bytes": 99}
+            if gap_range is not None:
+                lost.update(from_seq=gap_range[0], to_seq=gap_range[1])
+            record = {"seq": seq, "type": "gap", "reason": "buffer_lost", "gap": lost}
         if seal and seq == count:
             record = {"seq": seq, "type": "seal", "reason": "shutdown", "last_seq": seq - 1}
         prev, wire = link(prev, record)

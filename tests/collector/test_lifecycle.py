@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from agent.collector.server import serve
-from agent.collector.storage import FileStreamStore, StreamHead, StreamState
+from agent.collector.storage import FileStreamStore, Skip, StreamHead, StreamState
 from agent.config import TlsConfig
 from tests.collector.chains import NDJSON, make_chain
 from tests.collector.harness import (
@@ -109,6 +109,7 @@ class BrokenStore:
         state: StreamState,
         gaps: int = 0,
         client: Mapping[str, Any] | None = None,
+        skip: Skip | None = None,
     ) -> StreamHead:
         if stream_id in self.broken:
             raise self.error
@@ -121,6 +122,7 @@ class BrokenStore:
             state=state,
             gaps=gaps,
             client=client,
+            skip=skip,
         )
 
     async def list_streams(self) -> list[StreamHead]:

@@ -16,6 +16,7 @@ from aiohttp import web
 from agent.buffer.reader import BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
+from agent.collector.verify import verify_stream
 from agent.config import BufferConfig, CollectorConfig, TailsealSinkConfig, TlsConfig, TokenConfig
 from agent.sinks.native import NativeSink
 from agent.sources import Pending
@@ -297,3 +298,32 @@ async def _hash_of(rig: Rig, seq: int) -> bytes:
         return reader.position_h
     finally:
         reader.close()
+
+
+async def test_records_dropped_by_a_full_buffer_are_declared_and_verify_as_accounted(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    config = BufferConfig(segment_bytes=4096, max_bytes=3 * 4096, when_full="drop_oldest")
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, ["central"])
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(5)
+        sink = rig.sink(url, tls_files)
+        await run_until(sink, lambda: buffer.cursors["central"][0] == 5, "first records acked")
+        for i in range(30):  # the collector is "unreachable": nothing ships, segments drop
+            await rig.commit(20, start=100 + i * 20)
+        assert buffer.stats.dropped_records > 0
+        await buffer.close("test")
+        await rig.writer
+        rig.drain.set()
+        await asyncio.wait_for(rig.sink(url, tls_files).run(), timeout=30)
+        assert buffer.cursors["central"][0] == buffer.last_seq
+        report = verify_stream(tmp_path / "collector" / "streams" / buffer.stream_id)
+    finally:
+        await collector.stop()
+        await asyncio.to_thread(buffer.stop)
+    kinds = {f.kind for f in report.findings}
+    assert "skip" in kinds
+    assert report.ok(allow_unsealed=False), report.findings
+    assert report.sealed
