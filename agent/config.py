@@ -112,6 +112,13 @@ class ShutdownConfig(_Section, frozen=True):
     timeout: float = 25.0
 
 
+class EnrichConfig(_Section, frozen=True):
+    """Host identity sent in batch headers (agent/transforms/enrich.py)."""
+
+    provenance_file: str = "/etc/tailseal/provenance.json"  # written at image bake, optional
+    cloud: bool = True  # ask the detected platform's metadata service for instance identity
+
+
 class ControlConfig(_Section, frozen=True):
     """The local control endpoint (``tailseal drain``, ``/status``, probes); never public."""
 
@@ -141,6 +148,7 @@ class AgentConfig(_Section, frozen=True):
     buffer: BufferConfig = BufferConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     control: ControlConfig = ControlConfig()
+    enrich: EnrichConfig = EnrichConfig()
     termination: TerminationConfig = TerminationConfig()
     sources: dict[str, SourceConfig] = {}
     sinks: dict[str, SinkConfig] = {}

@@ -31,7 +31,7 @@ from agent.record import now_rfc3339
 from agent.sinks.native import NativeSink
 from agent.sources import Emit, Pending
 from agent.sources.file import FileSource
-from agent.transforms import TransformChain
+from agent.transforms import TransformChain, enrich
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Transformed:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.host = {"name": config.host_name or socket.gethostname()}
+        self.host: dict[str, Any] = {"name": config.host_name or socket.gethostname()}
         self.buffer: Buffer | None = None
         self.sinks: list[NativeSink] = []
         self.sources: dict[str, FileSource] = {}
@@ -155,6 +155,7 @@ class Agent:
         await self.buffer.emit([Pending(record, None)])
 
     async def _run(self, buffer: Buffer, life: Lifecycle) -> int:
+        self.host = await enrich.host_info(self.config)
         self.sinks = [
             NativeSink(name, cfg, buffer, self.host, life.drain)
             for name, cfg in self.config.sinks.items()

@@ -23,6 +23,9 @@ from typing import Any
 from tests.support import TlsFiles, eventually_sync
 
 TOKEN = "e2e-token-0123456789"
+# Test traffic stays on loopback: no metadata service is asked unless a test points one at a
+# local fake (whatever the DMI data of the machine running the tests says).
+NO_CLOUD = '[termination]\nec2 = "off"\ngcp = "off"\nazure = "off"\n'
 START_TIMEOUT = 30.0
 
 
@@ -138,6 +141,7 @@ token_file = "{token_file}"
 [control]
 socket = "{self.control_socket}"
 {self.tables}
+{"" if "[termination]" in self.tables else NO_CLOUD}
 """
         )
         return config

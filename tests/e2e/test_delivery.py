@@ -87,7 +87,10 @@ def test_fifty_thousand_lines_arrive_exactly_once_and_sealed(
     assert agent.terminate() == 0, agent.log_tail()
     streams = collector.streams()
     assert streams[0]["state"] == "sealed"
-    assert streams[0]["host"] == {"name": "e2e-host"}
+    host = streams[0]["host"]  # identity travels in batch headers (agent/transforms/enrich.py)
+    assert host["name"] == "e2e-host"
+    assert host["boot"]["id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert host["os"]["family"]
     records = collector.records()
     assert_exactly_once(records, expected)
     assert records[-1]["type"] == "seal"

@@ -23,6 +23,34 @@ class MetadataState:
         self.lifecycle = "InService"
         self.preempted = False
         self.azure_events: list[dict[str, Any]] = []
+        self.ec2_identity = {
+            "instanceId": "i-0abc123",
+            "imageId": "ami-0def456",
+            "instanceType": "m7g.large",
+            "region": "eu-west-1",
+            "availabilityZone": "eu-west-1b",
+            "accountId": "123456789012",
+        }
+        self.gcp_recursive = {
+            "instance": {
+                "id": 4242,
+                "name": "web-1",
+                "zone": "projects/77/zones/europe-west4-a",
+                "machineType": "projects/77/machineTypes/e2-small",
+                "image": "projects/debian-cloud/global/images/debian-12-v1",
+            },
+            "project": {"projectId": "acme-prod"},
+        }
+        self.azure_instance = {
+            "compute": {
+                "vmId": "9f3c",
+                "name": "vm1",
+                "vmSize": "Standard_B2s",
+                "location": "westeurope",
+                "subscriptionId": "sub-1",
+                "storageProfile": {"imageReference": {"sku": "12-gen2"}},
+            }
+        }
         self.changed = threading.Condition()
         self.requests: list[str] = []
 
@@ -67,6 +95,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._ec2(state, url.path)
         elif url.path == "/computeMetadata/v1/instance/preempted":
             self._gcp(state, parse_qs(url.query))
+        elif url.path == "/computeMetadata/v1/":
+            if self.headers.get("Metadata-Flavor") != "Google":
+                self._send(403, "Metadata-Flavor header required")
+                return
+            self._send(200, json.dumps(state.gcp_recursive))
+        elif url.path == "/metadata/instance":
+            if self.headers.get("Metadata") != "true":
+                self._send(400, "Metadata header required")
+                return
+            self._send(200, json.dumps(state.azure_instance))
         elif url.path == "/metadata/scheduledevents":
             if self.headers.get("Metadata") != "true":
                 self._send(400, "Metadata header required")
@@ -81,6 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, "")
         elif path == "/latest/meta-data/spot/instance-action" and state.spot_action:
             self._send(200, json.dumps(state.spot_action))
+        elif path == "/latest/dynamic/instance-identity/document":
+            self._send(200, json.dumps(state.ec2_identity))
         elif path == "/latest/meta-data/autoscaling/target-lifecycle-state":
             self._send(200, state.lifecycle)
         else:
