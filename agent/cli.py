@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     drain.add_argument(
         "--timeout", type=float, default=0, help="give up after this many seconds (0: never)"
     )
+    status = sub.add_parser("status", help="show what a running agent is doing")
+    status.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
+    status.add_argument("--socket", default="", help="control socket (default: from the config)")
+    status.add_argument("--watch", action="store_true", help="refresh every two seconds")
+    status.add_argument("--json", action="store_true", help="the raw status document")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -97,6 +102,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": lambda a: _run_agent(Path(a.config), a.log_level),
         "collector": lambda a: _run_collector(Path(a.config), a.log_level),
         "drain": _drain,
+        "status": _status,
         "demo": _demo,
         "verify": _verify,
     }
@@ -112,6 +118,14 @@ def _drain(args: argparse.Namespace) -> int:
     from agent.drain import drain_agent
 
     return drain_agent(args.config, args.socket, args.timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.drain import control_socket
+    from agent.status import show_status
+
+    socket = control_socket(args.config, args.socket)
+    return show_status(socket, watch=args.watch, as_json=args.json)
 
 
 def _demo(args: argparse.Namespace) -> int:

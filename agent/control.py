@@ -1,4 +1,7 @@
-"""The local control endpoint: ``/healthz``, ``/status`` and ``POST /drain``.
+"""The local control endpoint: `/healthz`, `/readyz`, `/status`, `/metrics`, `POST /drain`.
+
+``/healthz`` is 200 while the event loop answers (never depends on the collector); ``/readyz``
+is 200 once the sources run and the buffer accepts writes; ``/metrics`` is Prometheus text.
 
 Served on a unix socket (default ``<state_dir>/control.sock``, mode 0660) and optionally on a
 loopback TCP port for HTTP probes; never on a public interface. ``POST /drain`` requests the
@@ -18,9 +21,11 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError
+from agent.metrics import registry_for
 from agent.pipeline import Agent, Lifecycle
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ class ControlServer:
         self.agent = agent
         self.life = life
         self.path = socket_path(config)
+        self.registry = registry_for(agent)
         self._runner: web.AppRunner | None = None
         self._drains = 0
         self._idle = asyncio.Event()
@@ -53,7 +59,9 @@ class ControlServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/drain", self._drain)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -80,6 +88,22 @@ class ControlServer:
     async def _healthz(self, _request: web.Request) -> web.Response:
         # Alive means the event loop answers; it never depends on the collector.
         return web.json_response({"status": "ok", "phase": self.life.phase})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Ready: config loaded, sources started, buffer writable (not failing writes)."""
+        buffer = self.agent.buffer
+        problems = []
+        if self.life.phase != "running":
+            problems.append(f"phase is {self.life.phase}")
+        if buffer is not None and buffer.write_error:
+            problems.append(f"buffer writes failing: {buffer.write_error}")
+        if problems:
+            return web.json_response({"ready": False, "problems": problems}, status=503)
+        return web.json_response({"ready": True})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, self.registry)  # psutil reads /proc
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -24,8 +24,13 @@ from agent.errors import ConfigError
 BAR_WIDTH = 30
 
 
+def control_socket(config_path: str, socket: str) -> Path:
+    """The agent's control socket: ``socket`` if given, else from its config file."""
+    return Path(socket) if socket else _socket_from_config(Path(config_path))
+
+
 def drain_agent(config_path: str, socket: str, timeout: float) -> int:
-    path = Path(socket) if socket else _socket_from_config(Path(config_path))
+    path = control_socket(config_path, socket)
     try:
         return asyncio.run(_drain(path, timeout or None))
     except TimeoutError:

@@ -27,11 +27,14 @@ class ConfigError(TailsealError):
 
 
 class RetryableError(TailsealError):
-    """A transient failure: try again after a backoff."""
+    """A transient failure: try again after a backoff. ``reason`` labels the retry metric."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, reason: str = "other"
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class PermanentError(TailsealError):

@@ -88,8 +88,12 @@ class Transformed:
         self.emit_to = emit
         self.flush_every = flush_every
         self.lock = asyncio.Lock()
+        self.records_in = 0  # metrics: what the source read
+        self.bytes_in = 0
 
     async def emit(self, batch: list[Pending]) -> None:
+        self.records_in += len(batch)
+        self.bytes_in += sum(len(p.record.get("msg", "")) for p in batch)
         async with self.lock:
             batch = await asyncio.to_thread(self.chain.apply, batch)
         await self.emit_to(batch)
@@ -219,6 +223,7 @@ class Agent:
                 "backlog": buffer.backlog(s.name) if buffer else 0,
                 "batches_sent": s.batches_sent,
                 "last_error": s.last_error,
+                "endpoint": s.config.endpoint,
             }
             for s in self.sinks
         }
@@ -228,15 +233,29 @@ class Agent:
             "drain": life.drain.is_set(),
             "stream": buffer.stream_id if buffer else "",
             "last_seq": buffer.last_seq if buffer else 0,
+            "head": buffer.last_h.hex() if buffer else "",
             "backlog": max((int(v["backlog"]) for v in sinks.values()), default=0),
             "buffer": {
                 "bytes": buffer.total_bytes() if buffer else 0,
+                "max_bytes": self.config.buffer.max_bytes,
                 "blocked": buffer.blocked if buffer else False,
                 "write_error": buffer.write_error if buffer else "",
                 "oldest_unacked_age": buffer.oldest_unacked_age() if buffer else 0.0,
             },
             "sinks": sinks,
-            "sources": sorted(self.sources),
+            "sources": {name: self._source_status(name) for name in sorted(self.sources)},
             "notices": [n["notice"] for n in self.notices],
             "exit_code": life.exit_code,
         }
+
+    def _source_status(self, name: str) -> dict[str, Any]:
+        transformed = self.transforms.get(name)
+        status: dict[str, Any] = {
+            "records": transformed.records_in if transformed else 0,
+            "bytes": transformed.bytes_in if transformed else 0,
+            "parse_failures": transformed.chain.stats.parse_failures if transformed else 0,
+        }
+        detail = getattr(self.sources[name], "status", None)
+        if callable(detail):  # e.g. the file source: files followed, their lag
+            status.update(detail())
+        return status

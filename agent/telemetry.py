@@ -70,3 +70,33 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+class Histogram:
+    """A fixed-bucket histogram owned by one task (no locks): observed on the hot path as a
+    few comparisons, exported at scrape time. ``counts[i]`` counts values <= ``buckets[i]``
+    (non-cumulative); the last slot is +Inf."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip([*map(str, self.buckets), "+Inf"], self.counts, strict=True):
+            total += count
+            out.append((bound, float(total)))
+        return out

@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from agent.buffer.wal import Buffer
 from agent.config import TailsealSinkConfig
 from agent.errors import PermanentError, RetryableError
 from agent.retry import Backoff
+from agent.telemetry import Histogram
 
 log = logging.getLogger(__name__)
 
+ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 
@@ -48,6 +51,10 @@ class NativeSink:
         self.url = config.endpoint.rstrip("/") + "/v1/batches"
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.batches_sent = 0
+        self.records_acked = 0
+        self.bytes_acked = 0
+        self.retries: dict[str, int] = {}  # by reason: network, busy, auth, rejected, unacked
+        self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.last_error = ""
         self._token = self._read_token()
         self._zstd = zstandard.ZstdCompressor(level=3)
@@ -78,6 +85,7 @@ class NativeSink:
         pending = [batch]
         while pending:
             current = pending.pop(0)
+            started = time.monotonic()
             try:
                 await self._post(session, current)
             except _TooLargeError:
@@ -96,7 +104,10 @@ class NativeSink:
                 return
             self.backoff.reset()
             await self.buffer.ack(self.name, current.last_seq, current.last_h)
+            self.ack_latency.observe(time.monotonic() - started)
             self.batches_sent += 1
+            self.records_acked += len(current.records)
+            self.bytes_acked += current.size
 
     async def _forked(self, reader: BufferReader, batch: Batch) -> None:
         """The collector holds seq ``first_seq - 1`` with another hash: our chain forked from
@@ -135,6 +146,7 @@ class NativeSink:
                 return await self._attempt(session, batch, body, encoding)
             except RetryableError as exc:
                 self.last_error = str(exc)
+                self.retries[exc.reason] = self.retries.get(exc.reason, 0) + 1
                 delay = self.backoff.next(exc.retry_after)
                 log.warning("sink %s: %s; retrying in %.1fs", self.name, exc, delay)
                 await self._pause(delay)
@@ -153,7 +165,7 @@ class NativeSink:
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RetryableError(f"cannot reach collector: {exc!r}") from exc
+            raise RetryableError(f"cannot reach collector: {exc!r}", reason="network") from exc
         return self._interpret(batch, status, payload, retry_after)
 
     def _interpret(
@@ -165,7 +177,8 @@ class NativeSink:
             if isinstance(acked, int) and acked >= batch.last_seq:
                 return acked
             raise RetryableError(
-                f"collector answered 200 without acking seq {batch.last_seq}: {reply}"
+                f"collector answered 200 without acking seq {batch.last_seq}: {reply}",
+                reason="unacked",
             )
         if status == 409 and isinstance(reply.get("expected"), int):
             raise _RelinkError(reply["expected"])
@@ -173,11 +186,15 @@ class NativeSink:
             raise _TooLargeError
         if status in (401, 403):
             self._token = self._read_token()
-            raise RetryableError(f"collector refused credentials ({status}): {reply.get('error')}")
+            raise RetryableError(
+                f"collector refused credentials ({status}): {reply.get('error')}", reason="auth"
+            )
         if status in (429, 503):
-            raise RetryableError(f"collector busy ({status})", retry_after)
+            raise RetryableError(f"collector busy ({status})", retry_after, reason="busy")
         # 400 and anything else: never dropped silently; retried with backoff and reported.
-        raise RetryableError(f"collector answered {status}: {reply.get('error', payload[:200])!r}")
+        raise RetryableError(
+            f"collector answered {status}: {reply.get('error', payload[:200])!r}", reason="rejected"
+        )
 
     async def _pause(self, delay: float) -> None:
         """Back off before a retry; drain mode (shutdown or termination notice) cuts the wait

@@ -111,6 +111,7 @@ class AgentProcess:
     tables: str = ""  # more tables at the end, e.g. "[shutdown]\ntimeout = 3"
     endpoint: str = ""  # overrides the collector's URL (e.g. a server that never answers)
     env: dict[str, str] = field(default_factory=dict)
+    control_listen: str = ""  # e.g. "127.0.0.1:7879" for HTTP probes and scrapes
     proc: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)
     # A unix socket path must stay under 108 bytes; pytest's tmp_path can be longer.
@@ -140,6 +141,7 @@ token_file = "{token_file}"
 {self.extra}
 [control]
 socket = "{self.control_socket}"
+listen = "{self.control_listen}"
 {self.tables}
 {"" if "[termination]" in self.tables else NO_CLOUD}
 """
