@@ -164,7 +164,8 @@ def _run_agent(path: Path, level: str) -> int:
     async def main() -> int:
         life = Lifecycle()
         _on_signals(life.signal)
-        return await run_service(config, life)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, life.reload.set)
+        return await run_service(config, life, path)
 
     return _run_loop(main)
 

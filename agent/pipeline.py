@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent import transforms
+from agent import reload, transforms
 from agent.buffer.wal import Buffer
-from agent.config import AgentConfig
+from agent.config import AgentConfig, SinkConfig, SourceConfig, load_agent_config
+from agent.errors import ConfigError
 from agent.record import now_rfc3339
 from agent.sinks.native import NativeSink
-from agent.sources import Emit, Pending
+from agent.sources import Checkpoints, Emit, Pending
 from agent.sources.file import FileSource
 from agent.transforms import TransformChain, enrich
 
@@ -40,6 +41,24 @@ EX_NOT_DRAINED = 75  # sysexits EX_TEMPFAIL: stopped with records still unshippe
 Phase = Literal["starting", "running", "draining", "drained", "stopped"]
 
 
+def make_source(
+    name: str, config: SourceConfig, checkpoints: Checkpoints, emit: Emit, stop: asyncio.Event
+) -> FileSource:
+    """The source for one ``[sources.NAME]`` table."""
+    return FileSource(name, config, checkpoints, emit, stop)
+
+
+async def first_of(*events: asyncio.Event, within: float | None = None) -> None:
+    """Wait until any of ``events`` is set (or ``within`` seconds pass)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
 @dataclass
 class Lifecycle:
     """Where the agent is in its life, and the events that move it on.
@@ -48,6 +67,7 @@ class Lifecycle:
     lingering (set by a stop, or early by a termination notice). ``force``: a second signal;
     the CLI exits at once, which is state-safe because everything acknowledged is on disk.
     ``started``: sources run (readiness). ``finished``: the run is over, ``exit_code`` is final.
+    ``reload``: re-read the config file (SIGHUP).
     """
 
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,6 +75,7 @@ class Lifecycle:
     drain: asyncio.Event = field(default_factory=asyncio.Event)
     force: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    reload: asyncio.Event = field(default_factory=asyncio.Event)  # SIGHUP
     reason: str = ""
     phase: Phase = "starting"
     stop_requested_at: float = 0.0  # loop.time() of the request: the drain deadline counts from it
@@ -114,15 +135,40 @@ class Transformed:
             await self.flush()
 
 
+@dataclass
+class _SourceRun:
+    config: SourceConfig
+    source: FileSource
+    transformed: Transformed
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    flusher: asyncio.Task[None] | None
+
+
+@dataclass
+class _SinkRun:
+    config: SinkConfig
+    sink: NativeSink
+    task: asyncio.Task[None]
+
+
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read on SIGHUP
         self.host: dict[str, Any] = {"name": config.host_name or socket.gethostname()}
         self.buffer: Buffer | None = None
-        self.sinks: list[NativeSink] = []
         self.sources: dict[str, FileSource] = {}
         self.transforms: dict[str, Transformed] = {}
         self.notices: list[dict[str, Any]] = []
+        self.reloads = {"ok": 0, "rejected": 0}  # config reloads, by outcome
+        self._source_runs: dict[str, _SourceRun] = {}
+        self._sink_runs: dict[str, _SinkRun] = {}
+        self._group: asyncio.TaskGroup | None = None
+
+    @property
+    def sinks(self) -> list[NativeSink]:
+        return [run.sink for run in self._sink_runs.values()]
 
     async def run(self, life: Lifecycle) -> int:
         """Run until a stop is requested and the drain ends; returns the process exit code."""
@@ -160,49 +206,36 @@ class Agent:
 
     async def _run(self, buffer: Buffer, life: Lifecycle) -> int:
         self.host = await enrich.host_info(self.config)
-        self.sinks = [
-            NativeSink(name, cfg, buffer, self.host, life.drain)
-            for name, cfg in self.config.sinks.items()
-        ]
-        self.transforms = {
-            name: Transformed(transforms.build(name, cfg), buffer.emit, cfg.parser.audit_timeout)
-            for name, cfg in self.config.sources.items()
-        }
-        self.sources = {
-            name: FileSource(
-                name, cfg, buffer.checkpoints_for(name), self.transforms[name].emit, life.stop
-            )
-            for name, cfg in self.config.sources.items()
-        }
-        log.info(
-            "agent started: stream %s, last seq %d, %d sources, %d sinks",
-            buffer.stream_id,
-            buffer.last_seq,
-            len(self.sources),
-            len(self.sinks),
-        )
         async with asyncio.TaskGroup() as group:
+            self._group = group
             writer = group.create_task(buffer.run(), name="buffer-writer")
-            sink_tasks = [group.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
-            flushers = [
-                group.create_task(t.flush_periodically(life.stop), name=f"flush:{name}")
-                for name, t in self.transforms.items()
-                if t.chain.audit is not None
-            ]
-            async with asyncio.TaskGroup() as source_group:
-                for name, source in self.sources.items():
-                    source_group.create_task(source.run(), name=f"source:{name}")
-                life.phase = "running"
-                life.started.set()
-            await asyncio.gather(*flushers)
-            for transformed in self.transforms.values():
-                await transformed.flush(final=True)  # held-back auditd events ship too
+            for name, sink_config in self.config.sinks.items():
+                self._start_sink(name, sink_config, life)
+            for name, source_config in self.config.sources.items():
+                self._start_source(name, source_config)
+            log.info(
+                "agent started: stream %s, last seq %d, %d sources, %d sinks",
+                buffer.stream_id,
+                buffer.last_seq,
+                len(self._source_runs),
+                len(self._sink_runs),
+            )
+            life.phase = "running"
+            life.started.set()
+            while not life.stop.is_set():
+                await first_of(life.stop, life.reload)
+                if life.reload.is_set() and not life.stop.is_set():
+                    life.reload.clear()
+                    await self._reload(life)
+            # Final sweep of every source (with held-back auditd events), then seal and drain.
+            await asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
             life.phase = "draining"
             log.info("shutdown (%s): sources swept, draining", life.reason)
             await buffer.close(life.reason or "stopped")
             await writer
             remaining = self.config.shutdown.timeout - (time.monotonic() - life.stop_requested_at)
-            _, pending = await asyncio.wait(sink_tasks, timeout=max(0.0, remaining))
+            tasks = [run.task for run in self._sink_runs.values()]
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining))
             for task in pending:
                 task.cancel(f"shutdown.timeout of {self.config.shutdown.timeout}s passed")
         backlog = {s.name: buffer.backlog(s.name) for s in self.sinks}
@@ -213,6 +246,89 @@ class Agent:
         life.phase = "drained"
         log.info("drained and sealed at seq %d", buffer.last_seq)
         return 0
+
+    # --- starting and stopping components (supervisor task only) ------------------------------
+
+    def _running(self) -> tuple[Buffer, asyncio.TaskGroup]:
+        if self.buffer is None or self._group is None:
+            raise RuntimeError("the pipeline is not running")
+        return self.buffer, self._group
+
+    def _start_source(self, name: str, config: SourceConfig) -> None:
+        buffer, group = self._running()
+        stop = asyncio.Event()
+        chain = transforms.build(name, config)
+        transformed = Transformed(chain, buffer.emit, config.parser.audit_timeout)
+        source = make_source(name, config, buffer.checkpoints_for(name), transformed.emit, stop)
+        task = group.create_task(source.run(), name=f"source:{name}")
+        flusher = None
+        if chain.audit is not None:
+            flusher = group.create_task(transformed.flush_periodically(stop), name=f"flush:{name}")
+        self._source_runs[name] = _SourceRun(config, source, transformed, stop, task, flusher)
+        self.sources[name] = source
+        self.transforms[name] = transformed
+
+    async def _stop_source(self, name: str) -> None:
+        """Stop a source after its final sweep; its records are queued for the buffer."""
+        run = self._source_runs.pop(name)
+        run.stop.set()
+        await run.task
+        if run.flusher is not None:
+            await run.flusher
+        await run.transformed.flush(final=True)  # held-back auditd events ship too
+        self.sources.pop(name, None)
+
+    def _start_sink(self, name: str, config: SinkConfig, life: Lifecycle) -> None:
+        buffer, group = self._running()
+        sink = NativeSink(name, config, buffer, self.host, life.drain)
+        task = group.create_task(sink.run(), name=f"sink:{name}")
+        self._sink_runs[name] = _SinkRun(config, sink, task)
+
+    async def _stop_sink(self, name: str) -> None:
+        """Cancel a sink: a batch in flight is sent again by its successor (deduped by seq)."""
+        run = self._sink_runs.pop(name)
+        run.task.cancel("sink removed or changed by a config reload")
+        with contextlib.suppress(asyncio.CancelledError):
+            await run.task
+
+    async def _reload(self, life: Lifecycle) -> None:
+        """Apply a re-read config file; an invalid one is rejected and the old one runs on."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            new = await asyncio.to_thread(load_agent_config, self.config_path)
+        except ConfigError as exc:
+            self.reloads["rejected"] += 1
+            log.error("config reload rejected (%s); the running config stays in effect", exc)  # noqa: TRY400
+            return
+        plan = reload.plan(self.config, new)
+        for field_name in plan.restart_needed:
+            log.warning("config reload: %s changed; takes effect after a restart", field_name)
+        await self._apply(plan, life)
+        self.config = reload.merged(self.config, new)
+        self.reloads["ok"] += 1
+        log.info("config reloaded: %s", plan.summary())
+
+    async def _apply(self, plan: reload.Plan, life: Lifecycle) -> None:
+        buffer, _ = self._running()
+        for name in plan.sinks_removed:
+            await self._stop_sink(name)
+            await buffer.remove_sink(name)
+        for name, sink_config in plan.sinks_changed.items():
+            await self._stop_sink(name)
+            self._start_sink(name, sink_config, life)
+        for name, sink_config in plan.sinks_added.items():
+            await buffer.add_sink(name)
+            self._start_sink(name, sink_config, life)
+        for name in [*plan.sources_removed, *plan.sources_changed]:
+            await self._stop_source(name)
+        if plan.sources_changed:
+            # The stopped sources' last records (and checkpoints) must be committed before a
+            # successor reads the checkpoints, or it would read those lines again.
+            await buffer.barrier()
+        for name, source_config in {**plan.sources_changed, **plan.sources_added}.items():
+            self._start_source(name, source_config)
 
     def status(self, life: Lifecycle) -> dict[str, Any]:
         """A JSON-able snapshot for ``/status``, ``tailseal drain`` and sd_notify STATUS=."""
@@ -245,6 +361,7 @@ class Agent:
             "sinks": sinks,
             "sources": {name: self._source_status(name) for name in sorted(self.sources)},
             "notices": [n["notice"] for n in self.notices],
+            "reloads": dict(self.reloads),
             "exit_code": life.exit_code,
         }
 

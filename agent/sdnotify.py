@@ -12,15 +12,13 @@ Owned by the supervisor's notifier task (``run``); nothing else sends.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping
 
-from agent.pipeline import Agent, Lifecycle
+from agent.pipeline import Agent, Lifecycle, first_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ class SdNotify:
         if not self.enabled:
             return
         try:
-            await _first(life.started, life.finished)
+            await first_of(life.started, life.finished)
             self.send(READY=1, STATUS=_status_line(agent, life))
             interval = min(STATUS_INTERVAL, self.watchdog / 2 if self.watchdog else STATUS_INTERVAL)
             stopping = False
@@ -81,7 +79,7 @@ class SdNotify:
                 self.send(STATUS=_status_line(agent, life))
                 # Wake at once on the stop request: STOPPING=1 must not wait for a tick.
                 wake = [life.finished] if stopping else [life.finished, life.stop]
-                await _first(*wake, within=interval)
+                await first_of(*wake, within=interval)
         finally:
             self.close()
 
@@ -89,18 +87,6 @@ class SdNotify:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-
-async def _first(*events: asyncio.Event, within: float | None = None) -> None:
-    """Wait until any of ``events`` is set (or ``within`` seconds pass)."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await wait
 
 
 def _status_line(agent: Agent, life: Lifecycle) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
@@ -24,8 +25,8 @@ from agent.termination import watchers
 log = logging.getLogger(__name__)
 
 
-async def run_service(config: AgentConfig, life: Lifecycle) -> int:
-    agent = Agent(config)
+async def run_service(config: AgentConfig, life: Lifecycle, config_path: Path | None = None) -> int:
+    agent = Agent(config, config_path)
     control = ControlServer(config, agent, life)
     notifier = SdNotify()
 

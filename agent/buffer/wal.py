@@ -90,6 +90,7 @@ class Buffer:
         self._queue: asyncio.Queue[list[Pending] | None] = asyncio.Queue(config.queue_batches)
         self.changed = asyncio.Condition()
         self._seal_reason = ""
+        self._emitted = self._taken = self._committed = 0  # batches, for barrier()
         self._drop_gaps: list[Record] = []  # drop gap records not yet dropped themselves
 
     # --- opening -------------------------------------------------------------------------------
@@ -151,7 +152,38 @@ class Buffer:
     async def emit(self, batch: list[Pending]) -> None:
         """Hand records to the writer; blocks while the queue is full (backpressure)."""
         if batch:
+            self._emitted += 1
             await self._queue.put(batch)
+
+    async def barrier(self) -> None:
+        """Return once every batch emitted before this call is committed (or the buffer closed):
+        a stopped source's checkpoints are then in the buffer, ready for its successor."""
+        target = self._emitted
+        async with self.changed:
+            await self.changed.wait_for(lambda: self._committed >= target or self.closed)
+
+    async def add_sink(self, sink: str) -> None:
+        """A sink added by a config reload: it starts at its saved cursor, or the oldest record."""
+        if sink not in self.cursors:
+            self.cursors[sink] = await asyncio.to_thread(
+                load_cursor, self.directory, sink, self.base_seq, self.base_h
+            )
+
+    async def remove_sink(self, sink: str) -> None:
+        """A sink removed by a config reload: its cursor no longer holds segments back."""
+        await asyncio.to_thread(self._remove_sink, sink)
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _remove_sink(self, sink: str) -> None:
+        (self.directory / CURSORS / f"{sink}.json").unlink(missing_ok=True)
+        with self._delete_lock:
+            with self.lock:
+                self.cursors.pop(sink, None)
+                floor = min((s for s, _ in self.cursors.values()), default=self.last_seq)
+                done = [s for s in self.segments[:-1] if s.last_seq <= floor]
+            if done:
+                self._delete(done)
 
     async def close(self, seal_reason: str) -> None:
         """Ask the writer to commit what is queued, append the seal and stop."""
@@ -171,10 +203,14 @@ class Buffer:
             first = await self._queue.get()
             if first is None:
                 break
+            self._taken += 1
             items, closing = await self._collect(first)
             while items:
                 items = await self._make_room() + items
                 items = await self._commit(items, bounded=True)
+            self._committed = self._taken
+            async with self.changed:
+                self.changed.notify_all()
         seal = special.seal(self._seal_reason, self.stats.records, self.last_seq)
         await self._commit([Pending(seal, None)])
         async with self.changed:
@@ -200,6 +236,7 @@ class Buffer:
                 break
             if more is None:
                 return items, True
+            self._taken += 1
             items.extend(more)
         return items, False
 
