@@ -1,0 +1,362 @@
+"""The project's benchmark: the real agent and collector as processes on loopback with TLS.
+
+    python -m bench.run [--scenario raw|auth|shell|api|all] [--lines 500000]
+                        [--rate 10000] [--latency-seconds 10] [--idle-seconds 60] [--json FILE]
+
+Per scenario (input generated here, realistic shapes): end-to-end lines/s from agent start
+until the collector holds every line, agent CPU-seconds per million lines, agent peak RSS,
+collector CPU-seconds, and the same input through a plain read-and-split loop so the figure can
+be compared across machines as a ratio. Once per run: p50/p99 latency from a line written to
+the collector holding it at a fixed rate, idle CPU and RSS after --idle-seconds with no input,
+and the drain rate of a backlog after SIGTERM. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.e2e.harness import AgentProcess, CollectorProcess, write_lines
+from tests.support import make_tls_files
+
+USERS = ["alice", "bob", "deploy", "root", "admin", "ci-runner"]
+IPS = [f"203.0.113.{i}" for i in range(1, 60)] + [f"198.51.100.{i}" for i in range(1, 40)]
+
+
+def auth_line(i: int, rng: random.Random) -> str:
+    user, ip = rng.choice(USERS), rng.choice(IPS)
+    kind = i % 4
+    if kind == 0:
+        return (
+            f"Nov 21 10:{i // 60 % 60:02d}:{i % 60:02d} web-1 sshd[{2000 + i % 5000}]: "
+            f"Accepted publickey for {user} from {ip} port {40000 + i % 20000} ssh2: "
+            f"ED25519 SHA256:Zp3yq0f8vd2lL1k4x"
+        )
+    if kind == 1:
+        return (
+            f"Nov 21 10:{i // 60 % 60:02d}:{i % 60:02d} web-1 sshd[{2000 + i % 5000}]: "
+            f"Failed password for invalid user {user} from {ip} port {40000 + i % 20000} ssh2"
+        )
+    if kind == 2:
+        return (
+            f"Nov 21 10:{i // 60 % 60:02d}:{i % 60:02d} web-1 sudo:    {user} : TTY=pts/0 ; "
+            f"PWD=/home/{user} ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx"
+        )
+    return (
+        f"Nov 21 10:{i // 60 % 60:02d}:{i % 60:02d} web-1 sshd[{2000 + i % 5000}]: "
+        f"pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"
+    )
+
+
+def shell_line(i: int, rng: random.Random) -> str:
+    user = rng.choice(USERS)
+    return json.dumps(
+        {
+            "time": f"2026-11-21T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
+            "user": user,
+            "uid": 1000,
+            "tty": "pts/0",
+            "cwd": f"/home/{user}/src",
+            "command": f"git log --oneline -n {i % 50}",
+            "exit": i % 3,
+            "session": f"s{i % 97}",
+        }
+    )
+
+
+def api_line(i: int, rng: random.Random) -> str:
+    ip, path = rng.choice(IPS), rng.choice(["/api/v1/orders", "/api/v1/users/42", "/healthz"])
+    return (
+        f'{ip} - - [21/Nov/2026:10:{i // 60 % 60:02d}:{i % 60:02d} +0000] "GET {path}?page='
+        f'{i % 9} HTTP/1.1" {rng.choice([200, 200, 200, 304, 404])} {i % 9000} "-" '
+        f'"Mozilla/5.0 (X11; Linux x86_64) curl/8.5.0"'
+    )
+
+
+def raw_line(i: int, rng: random.Random) -> str:
+    return f"{i:09d} " + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789 ", k=220))
+
+
+SCENARIOS: dict[str, tuple[Callable[[int, random.Random], str], str]] = {
+    "raw": (raw_line, 'parser = { format = "none" }'),
+    "auth": (auth_line, 'parser = { format = "auth" }'),
+    "shell": (shell_line, 'parser = { format = "shell" }'),
+    "api": (api_line, 'parser = { format = "access" }'),
+}
+
+
+def generate(path: Path, make: Callable[[int, random.Random], str], count: int) -> int:
+    rng = random.Random(7)
+    size = 0
+    with path.open("w", encoding="utf-8") as out:
+        for start in range(0, count, 10_000):
+            chunk = "".join(make(i, rng) + "\n" for i in range(start, min(count, start + 10_000)))
+            size += len(chunk.encode())
+            out.write(chunk)
+    return size
+
+
+def baseline(path: Path) -> float:
+    """Lines/s of a plain read-and-split loop over the same file (the machine's yardstick)."""
+    started = time.perf_counter()
+    count = 0
+    tail = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            parts = (tail + chunk).split(b"\n")
+            tail = parts.pop()
+            count += len(parts)
+    return count / (time.perf_counter() - started)
+
+
+class Sampler(threading.Thread):
+    """Samples a process's RSS every 100 ms; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.1):
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+
+
+def cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+@contextmanager
+def rig(
+    root: Path, scenario: str, extra_tables: str = ""
+) -> Iterator[tuple[CollectorProcess, AgentProcess, Path]]:
+    (root / "collector").mkdir(parents=True)
+    (root / "agent").mkdir()
+    (root / "logs").mkdir()
+    collector = CollectorProcess(root / "collector", make_tls_files(root / "tls"))
+    collector.start()
+    agent = AgentProcess(
+        root / "agent",
+        collector,
+        sources={scenario: [str(root / "logs" / "*.log")]},
+        source_options=SCENARIOS[scenario][1],
+        tables="[buffer]\nmax_bytes = 8589934592\n" + extra_tables,
+    )
+    try:
+        yield collector, agent, root / "logs" / "input.log"
+    finally:
+        agent.cleanup()
+        collector.stop()
+
+
+def wait_held(collector: CollectorProcess, count: int, limit: float = 900) -> None:
+    deadline = time.monotonic() + limit
+    while collector.held() < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"collector held {collector.held()} of {count} after {limit}s")
+        time.sleep(0.05)
+
+
+def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
+    with rig(root, scenario) as (collector, agent, log):
+        size = generate(log, SCENARIOS[scenario][0], lines)
+        base = baseline(log)
+        started = time.monotonic()
+        agent.start()
+        assert agent.proc is not None
+        assert collector.proc is not None
+        sampler = Sampler(agent.proc.pid)
+        sampler.start()
+        collector_cpu0 = cpu(collector.proc.pid)
+        wait_held(collector, lines)
+        elapsed = time.monotonic() - started
+        agent_cpu = cpu(agent.proc.pid)
+        collector_cpu = cpu(collector.proc.pid) - collector_cpu0
+        sampler.halt.set()
+        assert agent.terminate(timeout=120) == 0
+    rate = lines / elapsed
+    return {
+        "scenario": scenario,
+        "lines": lines,
+        "mb": round(size / 1e6, 1),
+        "seconds": round(elapsed, 2),
+        "lines_per_s": round(rate),
+        "agent_cpu_s_per_million": round(agent_cpu / lines * 1e6, 2),
+        "agent_peak_rss_mb": round(sampler.peak / 2**20, 1),
+        "collector_cpu_s": round(collector_cpu, 2),
+        "baseline_lines_per_s": round(base),
+        "ratio_to_baseline": round(rate / base, 4),
+    }
+
+
+def latency(rate: int, seconds: float, root: Path) -> dict[str, Any]:
+    """Lines written at ``rate``/s carry their index; the collector file is tailed for them."""
+    with rig(root, "raw") as (collector, agent, log):
+        log.touch()
+        agent.start()
+        while agent.status_or_none() is None:
+            time.sleep(0.05)
+        written: dict[int, float] = {}
+        seen: dict[int, float] = {}
+        total = int(rate * seconds)
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(collector, seen, total, stop), daemon=True)
+        watcher.start()
+        tick = 0.01
+        started = time.monotonic()
+        for step in range(int(seconds / tick)):
+            due = started + step * tick
+            time.sleep(max(0.0, due - time.monotonic()))  # the writer's pacing: the workload
+            batch = range(step * int(rate * tick), (step + 1) * int(rate * tick))
+            now = time.monotonic()
+            write_lines(log, [f"lat {i:09d} " + "x" * 200 for i in batch])
+            written.update((i, now) for i in batch)
+        watcher.join(timeout=60)
+        stop.set()
+        assert agent.terminate() == 0
+    delays = sorted(seen[i] - written[i] for i in seen if i in written)
+    return {
+        "rate": rate,
+        "lines": len(delays),
+        "p50_ms": round(1000 * statistics.median(delays), 1),
+        "p99_ms": round(1000 * delays[int(len(delays) * 0.99) - 1], 1),
+        "max_ms": round(1000 * delays[-1], 1),
+    }
+
+
+def _watch(
+    collector: CollectorProcess, seen: dict[int, float], total: int, stop: threading.Event
+) -> None:
+    offset = 0
+    while len(seen) < total and not stop.is_set():
+        for path in collector.storage.glob("streams/*/records.ndjson"):
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            now = time.monotonic()
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.splitlines():
+                at = line.find(b'"msg":"lat ')
+                if at >= 0:
+                    seen[int(line[at + 11 : at + 20])] = now
+        time.sleep(0.005)
+
+
+def idle(seconds: float, root: Path) -> dict[str, Any]:
+    with rig(root, "raw") as (_, agent, log):
+        log.touch()
+        agent.start()
+        assert agent.proc is not None
+        while agent.status_or_none() is None:
+            time.sleep(0.05)
+        time.sleep(5)  # start-up settles before the idle window
+        before = cpu(agent.proc.pid)
+        time.sleep(seconds)
+        used = cpu(agent.proc.pid) - before
+        rss = psutil.Process(agent.proc.pid).memory_info().rss
+        assert agent.terminate() == 0
+    return {
+        "seconds": seconds,
+        "cpu_percent": round(100 * used / seconds, 3),
+        "rss_mb": round(rss / 2**20, 1),
+    }
+
+
+def drain(lines: int, root: Path) -> dict[str, Any]:
+    with rig(root, "raw", "[shutdown]\ntimeout = 600\n") as (collector, agent, log):
+        size = generate(log, raw_line, lines)
+        port = collector.port
+        collector.stop()
+        agent.start()
+        while (agent.status_or_none() or {}).get("last_seq", 0) < lines:
+            time.sleep(0.1)
+        collector.start(port=port)
+        assert agent.proc is not None
+        started = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        code = agent.proc.wait(timeout=900)
+        elapsed = time.monotonic() - started
+        assert code == 0, agent.log_tail()
+    return {
+        "lines": lines,
+        "mb": round(size / 1e6, 1),
+        "seconds": round(elapsed, 2),
+        "mb_per_s": round(size / 1e6 / elapsed, 1),
+        "lines_per_s": round(lines / elapsed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="all", choices=[*SCENARIOS, "all", "none"])
+    parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--drain-lines", type=int, default=300_000)
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    results: dict[str, Any] = {"throughput": []}
+    names = (
+        list(SCENARIOS)
+        if args.scenario == "all"
+        else []
+        if args.scenario == "none"
+        else [args.scenario]
+    )
+    with tempfile.TemporaryDirectory(prefix="tailseal-bench-") as tmp:
+        work = Path(tmp)
+        for name in names:
+            result = throughput(name, args.lines, work / f"t-{name}")
+            results["throughput"].append(result)
+            print(json.dumps(result))
+        if args.latency_seconds > 0:
+            results["latency"] = latency(args.rate, args.latency_seconds, work / "latency")
+            print(json.dumps({"latency": results["latency"]}))
+        if args.idle_seconds > 0:
+            results["idle"] = idle(args.idle_seconds, work / "idle")
+            print(json.dumps({"idle": results["idle"]}))
+        if args.drain_lines > 0:
+            results["drain"] = drain(args.drain_lines, work / "drain")
+            print(json.dumps({"drain": results["drain"]}))
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    columns = ("scenario", "lines/s", "cpu-s/M", "rss MB", "coll cpu", "ratio")
+    print("\n" + " ".join(f"{c:>10}" for c in columns))
+    keys = ("lines_per_s", "agent_cpu_s_per_million", "agent_peak_rss_mb", "collector_cpu_s")
+    for row in results["throughput"]:
+        cells = [row["scenario"], *(row[k] for k in keys), row["ratio_to_baseline"]]
+        print(" ".join(f"{c:>10}" for c in cells))
+    if "latency" in results:
+        lat = results["latency"]
+        print(f"latency at {lat['rate']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+    if "idle" in results:
+        print(f"idle: {results['idle']['cpu_percent']}% CPU, {results['idle']['rss_mb']} MB RSS")
+    if "drain" in results:
+        d = results["drain"]
+        print(f"drain: {d['mb']} MB in {d['seconds']} s = {d['mb_per_s']} MB/s")
+
+
+if __name__ == "__main__":
+    main()
