@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from agent.config import FileSourceConfig, ParserConfig, RedactConfig
 from agent.record import Record
@@ -35,7 +37,8 @@ def auth_lines() -> list[str]:
     return base + extra
 
 
-CASES = {
+Format = Literal["none", "syslog", "auth", "access", "json", "auditd", "shell"]
+CASES: dict[str, tuple[Format, Callable[[], list[str]]]] = {
     "none (redaction only)": ("none", lambda: lines("elastic-examples-apache", "apache_logs")),
     "syslog": ("syslog", auth_lines),
     "auth": ("auth", auth_lines),
@@ -68,7 +71,7 @@ CASES = {
 }
 
 
-def measure(fmt: str, text: list[str], seconds: float, *, redact: bool) -> float:
+def measure(fmt: Format, text: list[str], seconds: float, *, redact: bool) -> float:
     config = FileSourceConfig(
         paths=["/x"], parser=ParserConfig(format=fmt), redact=RedactConfig(enabled=redact)
     )
