@@ -100,7 +100,9 @@ class BufferConfig(_Section, frozen=True):
     fsync: Literal["batch", "always", "interval"] = "batch"
     fsync_interval: float = 0.2
     max_commit_records: int = 20_000
-    queue_batches: int = 64
+    # Batches (one read chunk each) waiting for the writer: bounds the memory records in
+    # flight may take, and is how backpressure reaches the sources.
+    queue_batches: int = 8
     # Recently committed records kept in memory so sinks rarely read segment files.
     memory_bytes: int = 16 * MiB
     # Pause between attempts after a write error (disk full, EIO): capped, jittered backoff.

@@ -473,6 +473,10 @@ class Buffer:
 
     # --- observation ---------------------------------------------------------------------------
 
+    def queued(self) -> int:
+        """Batches waiting for the writer (``queue_batches`` when backpressure holds sources)."""
+        return self._queue.qsize()
+
     def total_bytes(self) -> int:
         with self.lock:
             return sum(s.size for s in self.segments)

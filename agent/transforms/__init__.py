@@ -37,7 +37,7 @@ from agent.transforms.shell import ShellParser
 from agent.transforms.syslog import SyslogParser, parse_timezone
 
 if TYPE_CHECKING:
-    from agent.config import FileSourceConfig
+    from agent.config import SourceConfig
 
 __all__ = ["Parser", "TransformChain", "TransformStats", "build"]
 
@@ -92,7 +92,8 @@ class TransformChain:
         self.audit = audit
         self.stats = TransformStats()
         # Parsers that only copy substrings of msg: their fields need no walk when msg is clean.
-        self.fields_from_msg = isinstance(parser, _SyslogAuth | AccessParser)
+        # Without a parser there are no parsed fields at all: only msg can hold a secret.
+        self.fields_from_msg = parser is None or isinstance(parser, _SyslogAuth | AccessParser)
 
     def __call__(self, record: Record) -> Record:
         """Transform one record in place and return it."""
@@ -157,7 +158,7 @@ class TransformChain:
             self.stats.redacted += 1
 
 
-def make_parser(config: FileSourceConfig) -> tuple[Parser | None, AuditParser | None]:
+def make_parser(config: SourceConfig) -> tuple[Parser | None, AuditParser | None]:
     """The parser for ``config.parser.format`` (and the auditd reassembler, if that)."""
     cfg = config.parser
     tz = parse_timezone(cfg.timezone)
@@ -175,7 +176,7 @@ def make_parser(config: FileSourceConfig) -> tuple[Parser | None, AuditParser | 
     return None, None
 
 
-def build(source_name: str, config: FileSourceConfig) -> TransformChain:
+def build(source_name: str, config: SourceConfig) -> TransformChain:
     """The transform chain of one source, from its config section."""
     parser, audit = make_parser(config)
     redactor = Redactor(config.redact.patterns) if config.redact.enabled else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from agent.buffer import segment
@@ -29,11 +30,19 @@ async def read_all(reader: BufferReader, upto: int) -> list[Batch]:
 async def test_block_mode_stops_committing_until_sinks_ack(tmp_path: Path) -> None:
     run = await start(tmp_path, SMALL)
     buf = run.buffer
-    for i in range(40):  # ~4.5 KB per 20 records of ~110 bytes: far past 12 KB
-        await buf.emit(pending(20, start=i * 20, size=100))
+
+    async def produce() -> None:  # a source: ~4.5 KB per 20 records, far past 12 KB
+        for i in range(40):
+            await buf.emit(pending(20, start=i * 20, size=100))
+
+    producer = asyncio.create_task(produce())
     await eventually(lambda: buf.blocked, timeout=10, what="the writer to block")
     assert buf.last_seq < 800
     assert buf.total_bytes() >= SMALL.max_bytes
+    # Backpressure reaches the producer: once the queue is full, emit waits.
+    full = SMALL.queue_batches
+    await eventually(lambda: buf.queued() == full, timeout=10, what="the queue to fill")
+    assert not producer.done()
     # Play the sink: ack what is committed whenever the writer waits, until all is in.
     rounds = 0
     while buf.last_seq < 800:
@@ -44,6 +53,7 @@ async def test_block_mode_stops_committing_until_sinks_ack(tmp_path: Path) -> No
         )
         assert buf.total_bytes() <= SMALL.max_bytes + SMALL.segment_bytes
     assert rounds > 1
+    await producer
     assert buf.stats.dropped_records == 0
     await run.ack_all()
     await run.close()
@@ -54,7 +64,7 @@ async def test_block_mode_stops_committing_until_sinks_ack(tmp_path: Path) -> No
 
 
 async def test_block_mode_commits_queued_records_and_seal_on_close(tmp_path: Path) -> None:
-    run = await start(tmp_path, SMALL)
+    run = await start(tmp_path, msgspec.structs.replace(SMALL, queue_batches=32))
     buf = run.buffer
     for i in range(20):
         await buf.emit(pending(20, start=i * 20, size=100))
