@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 
@@ -69,7 +69,25 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     redact: RedactConfig = RedactConfig()
 
 
-SourceConfig = FileSourceConfig
+class JournaldSourceConfig(_Section, frozen=True, tag="journald", tag_field="type"):
+    """The systemd journal through ``journalctl --follow --output=json`` (sources/journald.py)."""
+
+    journalctl: str = "journalctl"  # the binary: a name looked up in PATH, or a path
+    matches: list[str] = []  # "FIELD=value" terms and "+" (OR), as journalctl combines them
+    units: list[str] = []  # journalctl --unit=...
+    directory: str = ""  # a journal directory instead of the system journal
+    files: list[str] = []  # journal files (globs allowed) instead of the system journal
+    since_boot: bool = True  # first start only: the current boot's entries, else all there are
+    # Never our own output (feedback loop); filtered here, journalctl has no negative matches.
+    exclude_units: list[str] = msgspec.field(default_factory=lambda: ["tailseal.service"])
+    auth: bool = True  # parse sshd/sudo/su/... entries into auth events by SYSLOG_IDENTIFIER
+    retry_initial: float = 1.0  # backoff before restarting a journalctl that failed
+    retry_max: float = 30.0
+    parser: ParserConfig = ParserConfig()
+    redact: RedactConfig = RedactConfig()
+
+
+SourceConfig = FileSourceConfig | JournaldSourceConfig
 
 
 class TailsealSinkConfig(_Section, frozen=True, tag="tailseal", tag_field="type"):
@@ -291,8 +309,10 @@ def parse_agent_config(
             raise ConfigError(family, "expected a table of named entries")
         sections[family] = raw
     config = _convert(data, AgentConfig, "")
+    # A union is not a ``type`` to mypy; msgspec converts to it all the same (tag ``type``).
+    source_kind = cast("type[SourceConfig]", SourceConfig)
     sources = {
-        name: _convert(_require_type(body, f"sources.{name}"), SourceConfig, f"sources.{name}")
+        name: _convert(_require_type(body, f"sources.{name}"), source_kind, f"sources.{name}")
         for name, body in sections["sources"].items()
     }
     sinks = {
@@ -321,12 +341,10 @@ def _check_agent(config: AgentConfig) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
             raise ConfigError(name, "names may use letters, digits, '_', '.', '-' (max 64)")
     for name, src in config.sources.items():
-        if not src.paths:
-            raise ConfigError(f"sources.{name}.paths", "at least one path is required")
-        if src.max_line_bytes < 64:
-            raise ConfigError(f"sources.{name}.max_line_bytes", "must be at least 64")
-        _positive(f"sources.{name}.poll_interval", src.poll_interval)
-        _check_file_source(f"sources.{name}", src)
+        if isinstance(src, JournaldSourceConfig):
+            _check_journald_source(f"sources.{name}", src)
+        else:
+            _check_file_source(f"sources.{name}", src)
         _check_transforms(f"sources.{name}", src.parser, src.redact)
     for name, sink in config.sinks.items():
         if not sink.endpoint.startswith(("https://", "http://")):
@@ -348,6 +366,11 @@ def _check_agent(config: AgentConfig) -> None:
 
 
 def _check_file_source(path: str, src: FileSourceConfig) -> None:
+    if not src.paths:
+        raise ConfigError(f"{path}.paths", "at least one path is required")
+    if src.max_line_bytes < 64:
+        raise ConfigError(f"{path}.max_line_bytes", "must be at least 64")
+    _positive(f"{path}.poll_interval", src.poll_interval)
     if src.fingerprint_bytes < 16:
         raise ConfigError(f"{path}.fingerprint_bytes", "must be at least 16")
     if src.max_open_files < 1:
@@ -360,6 +383,21 @@ def _check_file_source(path: str, src: FileSourceConfig) -> None:
         re.compile(src.multiline_start)
     except re.error as exc:
         raise ConfigError(f"{path}.multiline_start", f"not a valid regex: {exc}") from exc
+
+
+def _check_journald_source(path: str, src: JournaldSourceConfig) -> None:
+    if src.directory and src.files:
+        raise ConfigError(f"{path}.directory", "set directory or files, not both")
+    for i, term in enumerate(src.matches):
+        if term != "+" and not re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", term, re.S):
+            raise ConfigError(f"{path}.matches[{i}]", 'expected "FIELD=value" or "+"')
+    if src.parser.format in ("syslog", "auth"):
+        raise ConfigError(
+            f"{path}.parser.format",
+            "journal entries carry no syslog header; auth events are parsed with auth = true",
+        )
+    _positive(f"{path}.retry_initial", src.retry_initial)
+    _positive(f"{path}.retry_max", src.retry_max)
 
 
 def _check_transforms(path: str, parser: ParserConfig, redact: RedactConfig) -> None:

@@ -26,12 +26,19 @@ from typing import Any, Literal
 
 from agent import reload, transforms
 from agent.buffer.wal import Buffer
-from agent.config import AgentConfig, SinkConfig, SourceConfig, load_agent_config
+from agent.config import (
+    AgentConfig,
+    JournaldSourceConfig,
+    SinkConfig,
+    SourceConfig,
+    load_agent_config,
+)
 from agent.errors import ConfigError
 from agent.record import now_rfc3339
 from agent.sinks.native import NativeSink
 from agent.sources import Checkpoints, Emit, Pending
 from agent.sources.file import FileSource
+from agent.sources.journald import JournaldSource
 from agent.transforms import TransformChain, enrich
 
 log = logging.getLogger(__name__)
@@ -43,8 +50,10 @@ Phase = Literal["starting", "running", "draining", "drained", "stopped"]
 
 def make_source(
     name: str, config: SourceConfig, checkpoints: Checkpoints, emit: Emit, stop: asyncio.Event
-) -> FileSource:
+) -> FileSource | JournaldSource:
     """The source for one ``[sources.NAME]`` table."""
+    if isinstance(config, JournaldSourceConfig):
+        return JournaldSource(name, config, checkpoints, emit, stop)
     return FileSource(name, config, checkpoints, emit, stop)
 
 
@@ -138,7 +147,7 @@ class Transformed:
 @dataclass
 class _SourceRun:
     config: SourceConfig
-    source: FileSource
+    source: FileSource | JournaldSource
     transformed: Transformed
     stop: asyncio.Event
     task: asyncio.Task[None]
@@ -158,7 +167,7 @@ class Agent:
         self.config_path = config_path  # re-read on SIGHUP
         self.host: dict[str, Any] = {"name": config.host_name or socket.gethostname()}
         self.buffer: Buffer | None = None
-        self.sources: dict[str, FileSource] = {}
+        self.sources: dict[str, FileSource | JournaldSource] = {}
         self.transforms: dict[str, Transformed] = {}
         self.notices: list[dict[str, Any]] = []
         self.reloads = {"ok": 0, "rejected": 0}  # config reloads, by outcome

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_agent_config, load_collector_config, parse_agent_config
+from agent.config import (
+    FileSourceConfig,
+    load_agent_config,
+    load_collector_config,
+    parse_agent_config,
+)
 from agent.errors import EX_CONFIG, ConfigError
 
 VALID = """
@@ -43,8 +48,10 @@ def check(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
     config = load_agent_config(write(tmp_path, VALID), environ={})
-    assert config.sources["auth"].paths == ["/var/log/auth.log"]
-    assert config.sources["auth"].read_from == "beginning"
+    auth = config.sources["auth"]
+    assert isinstance(auth, FileSourceConfig)
+    assert auth.paths == ["/var/log/auth.log"]
+    assert auth.read_from == "beginning"
     assert config.sinks["central"].compression == "zstd"
     assert config.buffer.fsync == "batch"
     assert config.shutdown.timeout == 25.0

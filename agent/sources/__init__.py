@@ -1,6 +1,6 @@
 """Sources: where records come from.
 
-A source turns external input (a tailed file, later the journal) into records plus a
+A source turns external input (a tailed file, the journal) into records plus a
 **checkpoint**: the position the record advances. The checkpoint travels into the buffer in the
 same frame as its record (DESIGN.md contract 2), so a position counts as consumed exactly when its
 record is durable; on start a source is handed the checkpoints the buffer recovered and resumes
@@ -22,7 +22,8 @@ from agent.record import Record
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """A source position: ``key`` identifies the input (e.g. a file identity), ``offset`` is the
-    byte position just after the record it travels with. ``path`` is informational."""
+    byte position just after the record it travels with. ``path`` is informational for files;
+    for the journal it is the cursor, and ``offset`` counts entries (sources/journal.py)."""
 
     source: str
     key: str
