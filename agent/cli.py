@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     drain.add_argument(
         "--timeout", type=float, default=0, help="give up after this many seconds (0: never)"
     )
+    reload_cmd = sub.add_parser("reload", help="make the running agent re-read its config")
+    reload_cmd.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
+    reload_cmd.add_argument("--socket", default="", help="control socket (default: from config)")
     status = sub.add_parser("status", help="show what a running agent is doing")
     status.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
     status.add_argument("--socket", default="", help="control socket (default: from the config)")
@@ -103,6 +106,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "collector": lambda a: _run_collector(Path(a.config), a.log_level),
         "drain": _drain,
         "status": _status,
+        "reload": _reload,
         "demo": _demo,
         "verify": _verify,
     }
@@ -118,6 +122,12 @@ def _drain(args: argparse.Namespace) -> int:
     from agent.drain import drain_agent
 
     return drain_agent(args.config, args.socket, args.timeout)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from agent.drain import reload_agent
+
+    return reload_agent(args.config, args.socket)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -255,12 +255,22 @@ def _substitute_env(value: Any, path: str, environ: Mapping[str, str]) -> Any:
     return value
 
 
-def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """Apply ``TAILSEAL_A__B__C=value`` overrides; the value is parsed as TOML if it can be."""
+def _apply_overrides(
+    data: dict[str, Any], environ: Mapping[str, str], kind: type[msgspec.Struct]
+) -> None:
+    """Apply ``TAILSEAL_A__B__C=value`` overrides; the value is parsed as TOML if it can be.
+
+    Only variables naming a top-level config key are overrides: others with the prefix
+    (``TAILSEAL_CONFIG``, ``TAILSEAL_K8S_NODE_NAME``, a test's settings) are not config."""
+    top = {f.lower() for f in AgentConfig.__struct_fields__} | set(
+        CollectorConfig.__struct_fields__
+    )
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == "TAILSEAL_CONFIG":
+        if not name.startswith(ENV_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        if keys[0] not in top:
+            continue
         if not all(keys):
             raise ConfigError(name, "empty path segment in override variable")
         try:
@@ -289,9 +299,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("", f"{path}: invalid TOML: {exc}") from exc
 
 
-def _prepare(data: dict[str, Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
+def _prepare(
+    data: dict[str, Any], environ: Mapping[str, str] | None, kind: type[msgspec.Struct]
+) -> dict[str, Any]:
     env = os.environ if environ is None else environ
-    _apply_overrides(data, env)
+    _apply_overrides(data, env, kind)
     prepared: dict[str, Any] = _substitute_env(data, "", env)
     return prepared
 
@@ -300,7 +312,7 @@ def parse_agent_config(
     data: dict[str, Any], environ: Mapping[str, str] | None = None
 ) -> AgentConfig:
     """Validate an already-parsed TOML document as the agent configuration."""
-    data = _prepare(data, environ)
+    data = _prepare(data, environ, AgentConfig)
     # Named tables are converted one by one so errors name the entry (msgspec says ``[...]``).
     sections: dict[str, Any] = {}
     for family in ("sources", "sinks"):
@@ -432,7 +444,7 @@ def _positive(path: str, value: float) -> None:
 def parse_collector_config(
     data: dict[str, Any], environ: Mapping[str, str] | None = None
 ) -> CollectorConfig:
-    config = _convert(_prepare(data, environ), CollectorConfig, "")
+    config = _convert(_prepare(data, environ, CollectorConfig), CollectorConfig, "")
     if not 0 <= config.port <= 65535:
         raise ConfigError("port", f"must be 0..65535, got {config.port}")
     for i, token in enumerate(config.tokens):

@@ -30,6 +30,7 @@ from agent.pipeline import Agent, Lifecycle
 
 log = logging.getLogger(__name__)
 
+RELOAD_TIMEOUT = 60.0  # seconds a reload (stopping and restarting components) may take
 PROGRESS_INTERVAL = 0.25  # seconds between drain progress lines
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
 NDJSON = "application/x-ndjson"
@@ -63,6 +64,7 @@ class ControlServer:
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/drain", self._drain)
+        app.router.add_post("/reload", self._reload)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         if self.path is not None:
@@ -109,6 +111,21 @@ class ControlServer:
         return web.Response(
             body=orjson.dumps(self.agent.status(self.life)), content_type="application/json"
         )
+
+    async def _reload(self, _request: web.Request) -> web.Response:
+        """Re-read the config file (as SIGHUP does) and answer with the outcome."""
+        if self.life.phase != "running":
+            return web.json_response(
+                {"ok": False, "error": f"agent is {self.life.phase}"}, status=409
+            )
+        self.agent.reload_done.clear()
+        self.life.reload.set()
+        try:
+            await asyncio.wait_for(self.agent.reload_done.wait(), RELOAD_TIMEOUT)
+        except TimeoutError:
+            return web.json_response({"ok": False, "error": "reload still running"}, status=504)
+        outcome = self.agent.last_reload
+        return web.json_response(outcome, status=200 if outcome.get("ok") else 422)
 
     async def _drain(self, request: web.Request) -> web.StreamResponse:
         self._drains += 1

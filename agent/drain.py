@@ -105,3 +105,30 @@ class Progress:
     def done(self) -> None:
         if self.tty:
             sys.stderr.write("\n")
+
+
+def reload_agent(config_path: str, socket: str) -> int:
+    """``tailseal reload``: the running agent re-reads its config file (for ExecReload=)."""
+    path = control_socket(config_path, socket)
+    try:
+        status, outcome = asyncio.run(_post(path, "/reload"))
+    except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
+        print(f"tailseal reload: no agent answers on {path}: {exc}", file=sys.stderr)
+        return 1
+    if status == 200:
+        print(f"reloaded: {outcome.get('summary')}", file=sys.stderr)
+        for name in outcome.get("restart_needed", []):
+            print(f"  {name} changed: takes effect after a restart", file=sys.stderr)
+        return 0
+    print(f"tailseal reload: {outcome.get('error', status)}", file=sys.stderr)
+    return 1
+
+
+async def _post(path: Path, route: str) -> tuple[int, dict[str, Any]]:
+    connector = aiohttp.UnixConnector(path=str(path))
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.post(f"http://tailseal{route}") as resp,
+    ):
+        return resp.status, orjson.loads(await resp.read())

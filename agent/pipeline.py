@@ -171,6 +171,8 @@ class Agent:
         self.transforms: dict[str, Transformed] = {}
         self.notices: list[dict[str, Any]] = []
         self.reloads = {"ok": 0, "rejected": 0}  # config reloads, by outcome
+        self.last_reload: dict[str, Any] = {}
+        self.reload_done = asyncio.Event()  # set after each reload attempt
         self._source_runs: dict[str, _SourceRun] = {}
         self._sink_runs: dict[str, _SinkRun] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -301,16 +303,23 @@ class Agent:
             await run.task
 
     async def _reload(self, life: Lifecycle) -> None:
-        """Apply a re-read config file; an invalid one is rejected and the old one runs on."""
+        """Apply a re-read config file; an invalid one is rejected and the old one runs on.
+        The outcome is left in ``last_reload`` and announced on ``reload_done``."""
+        try:
+            self.last_reload = await self._reload_once(life)
+        finally:
+            self.reload_done.set()
+
+    async def _reload_once(self, life: Lifecycle) -> dict[str, Any]:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to reload")
-            return
+            return {"ok": False, "error": "the agent was started without a config file"}
         try:
             new = await asyncio.to_thread(load_agent_config, self.config_path)
         except ConfigError as exc:
             self.reloads["rejected"] += 1
             log.error("config reload rejected (%s); the running config stays in effect", exc)  # noqa: TRY400
-            return
+            return {"ok": False, "error": str(exc)}
         plan = reload.plan(self.config, new)
         for field_name in plan.restart_needed:
             log.warning("config reload: %s changed; takes effect after a restart", field_name)
@@ -318,6 +327,7 @@ class Agent:
         self.config = reload.merged(self.config, new)
         self.reloads["ok"] += 1
         log.info("config reloaded: %s", plan.summary())
+        return {"ok": True, "summary": plan.summary(), "restart_needed": plan.restart_needed}
 
     async def _apply(self, plan: reload.Plan, life: Lifecycle) -> None:
         buffer, _ = self._running()

@@ -166,3 +166,14 @@ def test_check_command_reports_a_missing_file(tmp_path: Path) -> None:
     result = check(tmp_path / "nope.toml")
     assert result.returncode == EX_CONFIG
     assert "cannot read config file" in result.stderr
+
+
+def test_prefixed_variables_that_name_no_config_key_are_not_overrides(tmp_path: Path) -> None:
+    environ = {
+        "TAILSEAL_K8S_NODE_NAME": "node-a",
+        "TAILSEAL_CRASH_ITERATIONS": "500",
+        "TAILSEAL_CONFIG": "/etc/tailseal/tailseal.toml",
+        "TAILSEAL_SHUTDOWN__TIMEOUT": "12.5",
+    }
+    config = load_agent_config(write(tmp_path, VALID), environ=environ)
+    assert config.shutdown.timeout == 12.5

@@ -15,8 +15,9 @@
 # trap (bash) or the other hook (zsh), removing the DEBUG trap is noticed by the prompt hook, and
 # the command that removed either was already captured before it ran. Starting a shell without
 # profile/rc files is itself a command of the parent shell, and auditd EXECVE records cover the
-# rest. The spool (default /var/log/tailseal/shell.jsonl) should be root-owned, mode 0622, in a
-# directory users cannot write, ideally `chattr +a`; TAILSEAL_SHELL_SPOOL overrides it (tests).
+# rest. The spool (default /var/log/tailseal/shell.jsonl) is owned by the tailseal user (which
+# reads it), mode 0622 so users can only append, in a root-owned 0711 directory users cannot
+# write (packaging/tmpfiles.d), ideally `chattr +a`; TAILSEAL_SHELL_SPOOL overrides it (tests).
 # shellcheck shell=bash disable=SC2034,SC3043,SC3044
 
 case $- in *i*) ;; *) return 0 ;; esac

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -108,3 +110,48 @@ def test_invalid_config_on_reload_is_rejected_and_the_old_one_keeps_running(
     finally:
         agent.cleanup()
     assert_exactly_once(collector.records(), lines(0, 200))
+
+
+@pytest.mark.slow
+def test_reload_command_reports_the_outcome(tmp_path: Path, collector: CollectorProcess) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "agent").mkdir()
+    agent = AgentProcess(tmp_path / "agent", collector, sources={"a": [str(logs / "a.log")]})
+    agent.start()
+    config = agent.root / "agent.toml"
+
+    def reload_command(*how: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", "reload", *(how or ("-c", str(config)))],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    try:
+        eventually_sync(
+            lambda: (agent.status_or_none() or {}).get("phase") == "running",
+            timeout=30,
+            what="the agent running",
+        )
+        agent.sources["b"] = [str(logs / "b.log")]
+        agent.write_config()
+        done = reload_command()
+        assert done.returncode == 0, done.stderr
+        assert "reloaded: sources added b" in done.stderr
+        config.write_text(config.read_text().replace("poll_interval", "pol_interval"))
+        # The command validates the file first: a broken one never reaches the agent (78) ...
+        refused = reload_command()
+        assert refused.returncode == 78
+        assert "pol_interval: unknown key" in refused.stderr
+        # ... and the agent refuses it too when asked directly, keeping what runs.
+        refused = reload_command("--socket", str(agent.control_socket))
+        assert refused.returncode == 1
+        assert "pol_interval: unknown key" in refused.stderr
+        assert agent.status()["reloads"] == {"ok": 1, "rejected": 1}
+        assert sorted(agent.status()["sources"]) == ["a", "b"]
+        assert agent.terminate() == 0
+    finally:
+        agent.cleanup()

@@ -1,0 +1,1 @@
+"""Packaging: the systemd unit, the .deb/.rpm, the container image, the Kubernetes manifests."""
