@@ -2,60 +2,76 @@
 
 Role in the pipeline: the first stage for auth, shell and API logs. Each complete line becomes one
 record (``msg`` = the line, ``log`` = path and byte offset) handed to ``emit`` with its checkpoint
-``(source, "st_dev:st_ino", offset just after the line)``; one ``emit`` per chunk read.
+``(source, key, offset just after the line)``, where ``key`` is the file's identity: device, inode
+and a fingerprint of its first bytes (``identity.py``). One ``emit`` per chunk read. Which paths
+match is ``globs.py``; cutting bytes into records ``tailed.py``; finding rotated generations
+``rotated.py``; grouping lines into multi-line records ``multiline.py``.
 
 Invariants:
-* Bytes count as consumed only through an emitted record that covers them, so a checkpoint is
-  always the end of a record, in file order. An unterminated last line stays in memory,
-  uncheckpointed, until its newline arrives, the file stops growing for ``partial_line_timeout``
-  (then it ships tagged ``partial``) or the file leaves the glob set. A stop does not ship it:
-  the next start re-reads it from the checkpoint.
-* Nothing is dropped for its content: lines longer than ``max_line_bytes`` ship as ``split``
-  parts, invalid UTF-8 ships replaced and tagged ``invalid_utf8``, NUL bytes ship as they are.
-* A file is known by identity ``st_dev:st_ino``, not by name. A rename within the globs keeps
-  tailing the same descriptor; a file that leaves the glob set (rotated away, deleted while open)
-  is read to its end before its descriptor is closed, and whatever now has its name is a new file
-  read from offset 0. A file that shrinks below our offset was truncated: it restarts at 0 and its
-  next record is tagged ``truncated``.
-* Every filesystem call (glob, stat, open, pread, close) runs in a worker thread; the event loop
-  only awaits those threads, ``emit`` and the wake-up event.
+* Bytes count as consumed only through an emitted record that covers them (see ``tailed.py``).
+  An unterminated last line waits for its newline, ships tagged ``partial`` once the file stopped
+  growing for ``partial_line_timeout`` or when the file is retired; a stop does not ship it (the
+  next start re-reads it from the checkpoint).
+* A file is known by identity, not by name. A rename within the globs keeps tailing the same
+  descriptor. A file that leaves the glob set (rename + create, delete while open, rotated-sibling
+  exclusion) keeps being read until it has been idle for ``rotate_wait``, then is read to its end,
+  its unterminated line shipped, and closed; whatever now has its name is a new file read from 0.
+  Generations rotated away unseen, between two scans or while the agent was down, are found among
+  the rotated siblings and read (``rotated.py``).
+* Copytruncate: a file shorter than our offset, or whose first bytes changed, was truncated in
+  place. Reading restarts at 0 (tagged ``truncated``). The bytes of the old generation we had not
+  read are read from its copy when a sibling is one; otherwise the bytes we provably missed are
+  accounted by a ``gap`` record. *Provably missed* = bytes between our read position and the
+  largest size we saw the old generation have (or the copy's end, whichever is larger): a file
+  size we observed proves those bytes existed. Bytes written after our last look and before the
+  truncation (and not in a copy) cannot be proven and are not claimed.
+* ``read_from`` applies only at the very first start, told by the absence of any checkpoint for
+  this source (so a restart before the first record shipped counts as a first start, and rotated
+  siblings that exist then are history, not read). After that, files without a checkpoint are
+  new since and are read from 0, and known files resume at their checkpoint (a checkpoint whose
+  fingerprint no longer matches is a different file: from 0).
+* At most ``max_open_files`` descriptors: a file idle for ``close_idle_after`` (or the least
+  recently active idle file, when a new one needs the slot) is closed with its offset and
+  identity kept, and reopened when its size or mtime changes. A file deleted while closed this
+  way is simply forgotten: it was read to its end before it was closed.
+* Every filesystem call runs in a worker thread; the event loop only awaits those threads,
+  ``emit`` and the wake-up event.
 
-State ownership: all mutable state (open files, unterminated lines, resume offsets) belongs to the
-``run()`` task. Worker threads touch it only while ``run()`` awaits them, one at a time, and never
-after ``run()`` returned: a cancelled await still waits for its thread. The watchdog thread touches
-only a coalescing flag and wakes ``run()`` through ``loop.call_soon_threadsafe``.
+State ownership: all mutable state (tailed files, resume checkpoints, known content) belongs to
+the ``run()`` task. Worker threads touch it only while ``run()`` awaits them, one at a time, and
+never after ``run()`` returned: a cancelled await still waits for its thread. The watchdog thread
+touches only a coalescing flag and wakes ``run()`` through ``loop.call_soon_threadsafe``.
 
-Not covered yet (later issues): identity is device+inode only, without a fingerprint of the first
-bytes, so a reused inode passes for the old file; copytruncate is a plain truncation, without a gap
-record for lines lost between copy and truncate, and unnoticed when the file regrows past our
-offset before we look; rotated siblings (``*.1``, ``*.gz``, ``*.xz``, ``*.zst``) are not excluded
-automatically, so a glob that matches them tails them like any file; no multiline records, no
-``max_open_files`` bound; what a writer appends to a file after it left the glob set and we read it
-to its end is not read; writes to a file reached through a symlink into an unwatched directory
-(Kubernetes ``/var/log/containers``) are seen by polling only.
+Not covered yet: writes to a file reached through a symlink into an unwatched directory
+(Kubernetes ``/var/log/containers``) are seen by polling only; compressed siblings are never read
+(a generation compressed before it was read is lost unaccounted, as is one deleted before it was
+read); rotated generations are recognized only under the names in ``identity.ROTATED_NAME`` (or,
+for a followed file, any name extending its name); buffer checkpoints of files long gone are
+never pruned (the buffer's checkpoint map grows by one or two keys per file generation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import glob
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
-from agent.record import Record, now_rfc3339
-from agent.sources import Checkpoint, Checkpoints, Emit, Pending
+from agent.record import now_rfc3339
+from agent.sources import Checkpoint, Checkpoints, Emit, Pending, identity, rotated
+from agent.sources.globs import Globs
+from agent.sources.multiline import Grouper
+from agent.sources.tailed import TailedFile, gap_record
 from agent.sources.watch import Watcher
 
 _log = logging.getLogger(__name__)
@@ -77,134 +93,6 @@ async def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) 
         raise
 
 
-def _utf8_cut(data: bytes, limit: int) -> int:
-    """Where to cut ``data`` (longer than ``limit``) so the first part has at most ``limit``
-    bytes: back off up to 3 bytes rather than cut inside a UTF-8 sequence."""
-    for cut in range(limit, max(limit - 4, 0), -1):
-        if data[cut] & 0xC0 != 0x80:  # not a continuation byte: a sequence starts here
-            return cut
-    return limit
-
-
-@dataclass(slots=True)
-class _TailedFile:
-    """One open file: reading it and cutting its bytes into records. ``pending`` holds the bytes
-    read after the last emitted record."""
-
-    source: str
-    max_line: int
-    path: str
-    key: str
-    fd: int
-    read_pos: int
-    grew_at: float  # monotonic time we last read new bytes: the partial-line clock
-    pending: bytes = b""
-    part: int = 0  # "split" parts of the current line already emitted
-    truncated: bool = False  # tag the next record
-
-    @property
-    def consumed(self) -> int:
-        """The offset just after the last emitted record: where a restart resumes."""
-        return self.read_pos - len(self.pending)
-
-    def read(self, chunk: int, end: int | None) -> tuple[list[Pending], int, bool]:
-        """Read one chunk (worker thread), up to ``end``: the size when this drain began, or
-        ``None`` on its first call. Returns the records, ``end`` and whether more is left."""
-        out: list[Pending] = []
-        size = os.fstat(self.fd).st_size
-        # All records of one read share its read time: one clock call per chunk, not per line.
-        ts = now_rfc3339()
-        if size < self.read_pos:  # truncated in place
-            if self.pending:  # already read: ship it rather than drop it
-                out.append(self.flush_partial(ts))
-            self.read_pos, self.truncated, end = 0, True, size
-        end = size if end is None else end
-        want = min(chunk, end - self.read_pos)
-        data = os.pread(self.fd, want, self.read_pos) if want > 0 else b""
-        if data:
-            self.grew_at = time.monotonic()
-            self._cut(data, ts, out)
-        return out, end, bool(data) and self.read_pos < end
-
-    def flush_partial(self, ts: str) -> Pending:
-        """Ship the unterminated line as it is, tagged "partial"."""
-        part = self.part or None
-        record = self._make(self.pending, self.consumed, self.read_pos, ts, part=part, partial=True)
-        self.pending, self.part = b"", 0
-        return record
-
-    def _cut(self, data: bytes, ts: str, out: list[Pending]) -> None:
-        """Append a record per line that ``data`` completes; keep the unterminated rest as
-        ``pending``, minus the parts of it that are already too long."""
-        lines = (self.pending + data).split(b"\n")
-        offset = self.consumed
-        self.read_pos += len(data)
-        rest = lines.pop()
-        source, key, path = self.source, self.key, self.path
-        for raw in lines:
-            end = offset + len(raw) + 1
-            line = raw[:-1] if raw.endswith(b"\r") else raw
-            # The common case is inlined: it runs for every line and sets the source's cost
-            # per line. A line to tag or to split takes the general path.
-            if self.part or self.truncated or len(line) > self.max_line:
-                self._line(line, offset, end, ts, out)
-            else:
-                try:
-                    msg = line.decode()
-                except UnicodeDecodeError:
-                    self._line(line, offset, end, ts, out)
-                else:
-                    log = {"file": {"path": path}, "offset": offset}
-                    record = {"ts": ts, "src": source, "msg": msg, "log": log}
-                    out.append(Pending(record, Checkpoint(source, key, end, path)))
-            offset = end
-        # max_line + 1: an unterminated line of exactly the limit may still end in "\r\n".
-        self.pending, _ = self._split(rest, offset, ts, out, longer_than=self.max_line + 1)
-
-    def _line(self, line: bytes, offset: int, end: int, ts: str, out: list[Pending]) -> None:
-        """The records of one complete line (bytes ``offset`` to ``end``), split if too long."""
-        line, start = self._split(line, offset, ts, out, longer_than=self.max_line)
-        out.append(self._make(line, start, end, ts, part=self.part or None, partial=False))
-        self.part = 0
-
-    def _split(
-        self, data: bytes, offset: int, ts: str, out: list[Pending], *, longer_than: int
-    ) -> tuple[bytes, int]:
-        """Emit "split" parts of at most ``max_line`` bytes off the front of ``data`` while it
-        is ``longer_than`` bytes; return the rest and its offset."""
-        while len(data) > longer_than:
-            cut = _utf8_cut(data, self.max_line)
-            out.append(
-                self._make(data[:cut], offset, offset + cut, ts, part=self.part, partial=False)
-            )
-            self.part += 1
-            data, offset = data[cut:], offset + cut
-        return data, offset
-
-    def _make(
-        self, raw: bytes, offset: int, end: int, ts: str, *, part: int | None, partial: bool
-    ) -> Pending:
-        """One record for ``raw``: bytes ``offset`` to ``end`` of the file (newline included)."""
-        tags = ["truncated"] if self.truncated else []
-        self.truncated = False
-        if part is not None:
-            tags.append("split")
-        if partial:
-            tags.append("partial")
-        try:
-            msg = raw.decode()
-        except UnicodeDecodeError:
-            msg = raw.decode(errors="replace")
-            tags.append("invalid_utf8")
-        log: dict[str, object] = {"file": {"path": self.path}, "offset": offset}
-        if part is not None:
-            log["part"] = part
-        record: Record = {"ts": ts, "src": self.source, "msg": msg, "log": log}
-        if tags:
-            record["tags"] = tags
-        return Pending(record, Checkpoint(self.source, self.key, end, self.path))
-
-
 class FileSource:
     """Tails ``config.paths`` (globs minus ``config.exclude``) until ``stop`` is set."""
 
@@ -223,17 +111,43 @@ class FileSource:
         self._config = config
         self._emit = emit
         self._stop = stop
-        # Absolute, normalized patterns, as watchdog reports paths. Not resolve(): configured
-        # names stay as they are even when they go through symlinks.
-        self._patterns = [os.path.abspath(p) for p in config.paths]  # noqa: PTH100
-        # identity -> offset to start at when that file is first opened (then forgotten).
-        self._resume = {cp.key: cp.offset for cp in checkpoints.values() if cp.source == name}
-        self._files: dict[str, _TailedFile] = {}
+        self._globs = Globs(config)
+        mine = [cp for cp in checkpoints.values() if cp.source == name]
+        self._fresh = not mine  # the first start: read_from applies
+        self._generations = rotated.Generations(name, mine, config.fingerprint_bytes)
+        self._files: dict[str, TailedFile] = {}  # ident -> file
+        self._fds = 0  # descriptors held
+        self._groups: dict[str, Grouper] = {}  # ident -> held multi-line group
+        self._multiline = re.compile(config.multiline_start) if config.multiline_start else None
         self._warned: set[str] = set()  # paths and identities whose error was logged once
         self._wake = asyncio.Event()
+        self._adopted = False  # set by a worker thread that opened a rotated sibling
+
+    def status(self) -> dict[str, Any]:
+        """Files followed and how far behind they are, for ``/status`` (event loop; cheap:
+        one stat per file, on demand). ``lag_seconds``: while a file has unread bytes, how
+        long since we last read from it (a stall shows as a growing figure)."""
+        files = []
+        now = time.monotonic()
+        for tailed in list(self._files.values()):  # a copy: worker threads add and remove
+            try:  # by descriptor: the size of what we read, even after a rename
+                size = os.fstat(tailed.fd).st_size if tailed.fd >= 0 else tailed.seen_size
+            except OSError:
+                size = tailed.seen_size
+            lag = max(0, size - tailed.consumed)
+            files.append(
+                {
+                    "path": tailed.path,
+                    "offset": tailed.consumed,
+                    "size": size,
+                    "lag_bytes": lag,
+                    "lag_seconds": max(0.0, now - tailed.grew_at) if lag else 0.0,
+                }
+            )
+        return {"files": sorted(files, key=lambda f: str(f["path"]))}
 
     async def run(self) -> None:
-        watcher = Watcher(self._name, self._patterns, self._wake, self._observer_factory)
+        watcher = Watcher(self._name, self._globs.patterns, self._wake, self._observer_factory)
         forward_stop = asyncio.create_task(self._forward_stop())
         try:
             await _in_thread(watcher.start)
@@ -250,8 +164,9 @@ class FileSource:
         finally:
             forward_stop.cancel()
             for tailed in self._files.values():
-                with contextlib.suppress(OSError):
-                    os.close(tailed.fd)
+                if tailed.fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(tailed.fd)
             self._files.clear()
             await _in_thread(watcher.stop)
 
@@ -260,86 +175,196 @@ class FileSource:
         self._wake.set()
 
     def _next_wake(self) -> float:
-        """Seconds until the next round: the poll interval, or sooner when a partial line is
-        due to be flushed."""
-        timeout = self._config.poll_interval
-        due = [f.grew_at for f in self._files.values() if f.pending]
-        if due:
-            left = min(due) + self._config.partial_line_timeout - time.monotonic()
-            timeout = min(timeout, max(left, 0.0))
-        return timeout
+        """Seconds until the next round: the poll interval, or sooner when a partial line, a
+        multi-line group or a rotated-away file is due."""
+        config, now = self._config, time.monotonic()
+        due = [f.grew_at + config.partial_line_timeout for f in self._files.values() if f.pending]
+        due += [g.since + config.multiline_timeout for g in self._groups.values() if g.holding]
+        due += [
+            max(f.grew_at, f.left_at) + config.rotate_wait
+            for f in self._files.values()
+            if f.left_at is not None
+        ]
+        return min([config.poll_interval, *(max(d - now, 0.0) for d in due)])
 
     async def _round(self, watcher: Watcher, *, first: bool, final: bool) -> None:
         """Rescan the globs, read every file (in the final sweep: to its end), retire the files
-        that left the glob set, then (except in the final sweep) flush stale partial lines."""
+        that left the glob set and are done, then (except in the final sweep) flush stale
+        partial lines and groups and close idle files."""
         found = await _in_thread(self._discover, watcher, first)
+        now = time.monotonic()
         for tailed in list(self._files.values()):
-            path = found.get(tailed.key)
-            if path is None:
+            path = found.get(tailed.ident)
+            if path is not None:
+                tailed.path, tailed.left_at = path, None
+            elif tailed.left_at is None:
+                tailed.left_at = now
+                if tailed.in_set_mtime:
+                    await _in_thread(self._adopt_missed, tailed)
+            if tailed.fd < 0:
+                if path is None:
+                    self._forget(tailed)  # closed while idle: read to its end already
+                continue
+            if not await self._drain(tailed, to_end=final):
+                continue
+            idle = now - max(tailed.grew_at, tailed.left_at or 0.0)
+            if tailed.left_at is not None and (final or idle >= self._config.rotate_wait):
                 await self._retire(tailed)
-            else:
-                tailed.path = path
-                await self._drain(tailed, to_end=final)
+        if self._adopted:  # siblings opened during this round are read in the next one
+            self._adopted = False
+            self._wake.set()
         if not final:
             await self._flush_stale()
+            await self._close_idle()
 
-    def _discover(self, watcher: Watcher, first: bool) -> dict[str, str]:  # worker thread
+    # --- discovery (worker thread) -------------------------------------------------------------
+
+    def _discover(self, watcher: Watcher, first: bool) -> dict[str, str]:
         """Map identity -> path of every matching regular file, opening (and registering) the
-        ones not tailed yet."""
+        ones not tailed yet and reopening changed ones closed while idle."""
         watcher.watch_new_roots()
         found: dict[str, str] = {}
-        for path in self._match():
+        for path in self._globs.match():
             try:
                 st = Path(path).stat()
             except OSError:
                 continue  # gone between glob and stat: the next round sees what replaced it
-            key = f"{st.st_dev}:{st.st_ino}"
-            if not stat.S_ISREG(st.st_mode) or key in found:
+            ident = f"{st.st_dev}:{st.st_ino}"
+            if not stat.S_ISREG(st.st_mode) or ident in found:
                 continue  # FIFOs and devices would block a read; hard links are one file
-            if key not in self._files:
-                key = self._open(path, first) or key
-            found[key] = path
+            tailed = self._files.get(ident)
+            if tailed is None:
+                ident = self._open(path, first=first) or ident
+            elif tailed.fd < 0 and (st.st_size, st.st_mtime_ns) != (
+                tailed.read_pos,
+                tailed.in_set_mtime,
+            ):
+                self._reopen(tailed, path)
+            if ident in self._files:
+                self._files[ident].in_set_mtime = st.st_mtime_ns
+            found[ident] = path
+        open_idents = set(self._files)
+        if first:
+            plan = self._generations.on_restart(open_idents, self._live_heads)
+        else:
+            # Every file we follow, in the glob set or not: copies of them are not unknown.
+            following = [(f.path, f.key) for f in self._files.values()]
+            directories = {os.path.dirname(p) for p in found.values()} | self._globs.directories  # noqa: PTH120
+            plan = self._generations.sweep(
+                directories, self._globs.rotated_of, following, open_idents, self._live_heads
+            )
+        for sibling, start in plan:
+            self._adopt(sibling, start)
         # Before any read: a write after this point must wake the next round.
         watcher.paths = frozenset(found.values())
         return found
 
-    def _match(self) -> list[str]:
-        paths: dict[str, None] = {}
-        for pattern in self._patterns:
-            # Path.glob takes no absolute patterns; glob.glob does, and "**" with recursive=True.
-            for path in sorted(glob.glob(pattern, recursive=True)):  # noqa: PTH207
-                if not any(fnmatch.fnmatchcase(path, ex) for ex in self._config.exclude):
-                    paths[path] = None
-        return list(paths)
-
-    def _open(self, path: str, first: bool) -> str | None:  # worker thread
+    def _open(self, path: str, *, first: bool, start: int | None = None) -> str | None:
         """Open ``path`` and register it under the identity of what was opened (the name may
-        have been rotated since it was stat'ed); return that identity."""
+        have been rotated since it was stat'ed); return that identity. ``start``: the offset
+        to read from (a rotated sibling); otherwise its checkpoint, or 0, or its end."""
+        if self._fds >= self._config.max_open_files and not self._make_room():
+            self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
+            return None
         try:
             # O_NONBLOCK: should the name turn into a FIFO after the stat, open must not hang.
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             st = os.fstat(fd)
+            head = identity.read_head(fd, st.st_size, self._config.fingerprint_bytes)
         except OSError as exc:
             self._warn_once(path, "cannot open %s: %s", path, exc)
             return None
         self._warned.discard(path)
-        key = f"{st.st_dev}:{st.st_ino}"
-        if key in self._files or not stat.S_ISREG(st.st_mode):
+        ident = f"{st.st_dev}:{st.st_ino}"
+        if ident in self._files or not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            return key
-        now = time.monotonic()
-        tailed = _TailedFile(self._name, self._config.max_line_bytes, path, key, fd, 0, now)
-        resume = self._resume.pop(key, None)
-        if resume is not None and resume <= st.st_size:
-            tailed.read_pos = resume
+            return ident
+        config = self._config
+        tailed = TailedFile(
+            self._name, config.max_line_bytes, config.fingerprint_bytes, path, ident, fd, 0, 0.0
+        )
+        tailed.grew_at, tailed.seen_size = time.monotonic(), st.st_size
+        resume = self._generations.resume(ident, head) if start is None else None
+        if start is not None:
+            tailed.read_pos = start
+        elif resume is not None and resume.offset <= st.st_size:
+            tailed.read_pos = resume.offset
         elif resume is not None:
             tailed.truncated = True  # shorter than what was shipped: truncated meanwhile
-        elif first and self._config.read_from == "end":
+        elif first and self._fresh and config.read_from == "end":
             tailed.read_pos = st.st_size
-        self._files[key] = tailed
-        return key
+        keep = resume is not None and resume.offset <= st.st_size
+        tailed.set_head(head, resume.key if keep and resume is not None else "")
+        self._files[ident] = tailed
+        self._fds += 1
+        return ident
 
-    async def _drain(self, tailed: _TailedFile, *, to_end: bool) -> bool:
+    def _reopen(self, tailed: TailedFile, path: str) -> None:
+        """Reopen a file closed while idle, if ``path`` still is that file."""
+        if self._fds >= self._config.max_open_files and not self._make_room():
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self._warn_once(path, "cannot open %s: %s", path, exc)
+            return
+        st = os.fstat(fd)
+        if f"{st.st_dev}:{st.st_ino}" != tailed.ident:
+            os.close(fd)  # rotated meanwhile: the next scan sees what is there now
+            return
+        tailed.fd = fd
+        self._fds += 1
+
+    def _make_room(self) -> bool:
+        """Close the least recently active idle file to free a descriptor."""
+        idle = [
+            f
+            for f in self._files.values()
+            if f.fd >= 0 and f.left_at is None and not f.pending and f.ident not in self._groups
+        ]
+        if not idle:
+            return False
+        self._close_fd(min(idle, key=lambda f: f.grew_at))
+        return True
+
+    def _close_fd(self, tailed: TailedFile) -> None:
+        with contextlib.suppress(OSError):
+            os.close(tailed.fd)
+        tailed.fd = -1
+        self._fds -= 1
+
+    def _adopt_missed(self, tailed: TailedFile) -> None:  # worker thread
+        """``tailed`` left the glob set: read the generations rotated away since it was last
+        seen there that we never opened."""
+        self._generations.shipped(tailed.key, tailed.consumed, tailed.path)
+        plan = self._generations.on_leave(
+            tailed.path, tailed.in_set_mtime, set(self._files), self._live_heads
+        )
+        for sibling, start in plan:
+            self._adopt(sibling, start)
+
+    def _live_heads(self) -> identity.KnownHeads:  # worker thread
+        """The first bytes the open files hold now (not what we read: they may be truncated)."""
+        heads = identity.KnownHeads()
+        for tailed in self._files.values():
+            if tailed.fd >= 0:
+                with contextlib.suppress(OSError):
+                    head = os.pread(tailed.fd, self._config.fingerprint_bytes, 0)
+                    key = identity.make_key(tailed.ident, head)
+                    heads.add(Checkpoint(self._name, key, 0, tailed.path))
+        return heads
+
+    def _adopt(self, path: str, start: int) -> None:
+        ident = self._open(path, first=False, start=start)
+        adopted = self._files.get(ident or "")
+        if adopted is not None and adopted.in_set_mtime == 0:
+            adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
+            self._adopted = True
+            _log.info("file source %s: reading rotated %s from %d", self._name, path, start)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def _drain(self, tailed: TailedFile, *, to_end: bool) -> bool:
         """Read ``tailed`` up to the size it has now, one ``emit`` per chunk. False when a read
         error made us close it instead."""
         end: int | None = None
@@ -354,35 +379,94 @@ class FileSource:
                 await self._drop(tailed, exc)
                 return False
             chunks += 1
-            if batch:
-                await self._emit(batch)
+            if tailed.truncation is not None:
+                gap = await self._after_truncation(tailed)
+                if gap:
+                    await self._emit(gap)
+            await self._ship(tailed, batch)
         return True
 
-    async def _drop(self, tailed: _TailedFile, exc: OSError) -> None:
+    async def _ship(self, tailed: TailedFile, batch: list[Pending]) -> None:
+        if self._multiline is not None and batch:
+            group = self._groups.get(tailed.ident)
+            if group is None:
+                group = Grouper(self._multiline, self._config.max_line_bytes)
+                self._groups[tailed.ident] = group
+            batch = group.feed(batch, time.monotonic())
+        if batch:
+            await self._emit(batch)
+
+    async def _after_truncation(self, tailed: TailedFile) -> list[Pending]:
+        """Recover the truncated generation's unread bytes from its copy, and account with a
+        ``gap`` record the bytes we saw it hold that neither we nor the copy have."""
+        old, tailed.truncation = tailed.truncation, None
+        if old is None:
+            return []
+        generations = self._generations
+        generations.shipped(old.key, old.read_to, old.path)
+        copy = await _in_thread(generations.copy_of, old.path, old.head, old.read_to)
+        lost_from = old.read_to
+        if copy is not None:
+            await _in_thread(self._adopt, copy.path, old.read_to)
+            lost_from = max(lost_from, copy.size)
+        if old.seen_size <= lost_from:
+            return []
+        span = (lost_from, old.seen_size)
+        gap = gap_record(self._name, "copytruncate", old.path, span, now_rfc3339())
+        return [Pending(gap, None)]
+
+    async def _drop(self, tailed: TailedFile, exc: OSError) -> None:
         """A read failed (EIO, a vanished network share): close the file but remember where it
         stood, so that the next round reopens it there instead of stopping the pipeline."""
-        self._warn_once(tailed.key, "cannot read %s: %s", tailed.path, exc)
-        self._resume[tailed.key] = tailed.consumed
-        del self._files[tailed.key]
-        await _in_thread(os.close, tailed.fd)
+        self._warn_once(tailed.ident, "cannot read %s: %s", tailed.path, exc)
+        group = self._groups.pop(tailed.ident, None)
+        offset = group.offset if group is not None and group.holding else tailed.consumed
+        if tailed.key:
+            cp = Checkpoint(self._name, tailed.key, offset, tailed.path)
+            self._generations.add_resume(cp, tailed.ident)
+        await _in_thread(self._forget, tailed)
 
-    async def _retire(self, tailed: _TailedFile) -> None:
-        """``tailed`` left the glob set (rotated away or deleted): read what it still holds,
-        ship its unterminated line (its newline can no longer reach us), then close it."""
+    async def _retire(self, tailed: TailedFile) -> None:
+        """``tailed`` left the glob set and is done: read what it still holds, ship its
+        unterminated line and group (no newline can reach us anymore), then close it."""
         if not await self._drain(tailed, to_end=True):
             return
         if tailed.pending:
-            await self._emit([tailed.flush_partial(now_rfc3339())])
-        del self._files[tailed.key]
-        await _in_thread(os.close, tailed.fd)
+            await self._ship(tailed, [tailed.flush_partial(now_rfc3339())])
+        group = self._groups.get(tailed.ident)
+        if group is not None and group.holding:
+            await self._emit(group.flush())
+        self._generations.shipped(tailed.key, tailed.consumed, tailed.path)
+        await _in_thread(self._forget, tailed)
+
+    def _forget(self, tailed: TailedFile) -> None:
+        if tailed.fd >= 0:
+            self._close_fd(tailed)
+        self._files.pop(tailed.ident, None)
+        self._groups.pop(tailed.ident, None)
 
     async def _flush_stale(self) -> None:
-        """Ship unterminated lines whose file has not grown for ``partial_line_timeout``."""
-        since = time.monotonic() - self._config.partial_line_timeout
+        """Ship unterminated lines whose file has not grown for ``partial_line_timeout`` and
+        multi-line groups that waited ``multiline_timeout`` for another line."""
+        now = time.monotonic()
+        since = now - self._config.partial_line_timeout
         stale = [f for f in self._files.values() if f.pending and f.grew_at <= since]
-        if stale:
-            ts = now_rfc3339()
-            await self._emit([f.flush_partial(ts) for f in stale])
+        ts = now_rfc3339()
+        for tailed in stale:
+            await self._ship(tailed, [tailed.flush_partial(ts)])
+        since = now - self._config.multiline_timeout
+        for group in self._groups.values():
+            if group.holding and group.since <= since:
+                await self._emit(group.flush())
+
+    async def _close_idle(self) -> None:
+        """Close the descriptors of files idle for ``close_idle_after``; they reopen on change."""
+        since = time.monotonic() - self._config.close_idle_after
+        for tailed in self._files.values():
+            group = self._groups.get(tailed.ident)
+            busy = tailed.pending or (group is not None and group.holding)
+            if tailed.fd >= 0 and tailed.left_at is None and not busy and tailed.grew_at <= since:
+                await _in_thread(self._close_fd, tailed)
 
     def _warn_once(self, subject: str, message: str, *args: object) -> None:
         if subject not in self._warned:

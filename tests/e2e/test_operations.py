@@ -189,6 +189,10 @@ def test_status_command_names_each_source_and_sink_with_a_backlog(
     out = result.stdout
     assert "tailseal: running" in out
     assert re.search(r"^  app: 50 records", out, re.MULTILINE), out
+    log = tmp_path / "logs" / "app.log"
+    assert re.search(
+        rf"^    {re.escape(str(log))}  offset \d+  behind 0 B / 0\.0s", out, re.MULTILINE
+    ), out
     assert re.search(
         r"^  central -> https://127\.0\.0\.1:\d+: acked seq 50, backlog 0 records",
         out,

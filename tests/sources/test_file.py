@@ -1,15 +1,10 @@
-"""The file source against real files under ``tmp_path``.
-
-Each test runs the real ``FileSource`` with an ``emit`` that records batches and can be held shut
-(backpressure) to freeze the source at a known point while the test rotates or deletes files.
-"""
+"""The file source against real files under ``tmp_path``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,108 +12,22 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from agent.config import FileSourceConfig
-from agent.record import Record
-from agent.sources import Checkpoint, Checkpoints, Pending
+from agent.sources import Checkpoint, Pending
 from agent.sources.file import FileSource
+from tests.sources.tailing import (
+    DEADLINE,
+    Tail,
+    append,
+    ident_of,
+    identity,
+    key_of,
+    make_config,
+    open_fds_to,
+    tailing,
+)
 from tests.support import eventually
-
-DEADLINE = 10.0
-
-
-class Tail:
-    """A running source and what it emitted."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Pending]] = []
-        self.gate = asyncio.Event()  # cleared: emit blocks, as when the buffer is full
-        self.gate.set()
-        self.blocked = asyncio.Event()  # set once an emit waits at the closed gate
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def emit(self, batch: list[Pending]) -> None:
-        if not self.gate.is_set():
-            self.blocked.set()
-            await self.gate.wait()
-        self.batches.append(batch)
-
-    @property
-    def pending(self) -> list[Pending]:
-        return [p for batch in self.batches for p in batch]
-
-    @property
-    def records(self) -> list[Record]:
-        return [p.record for p in self.pending]
-
-    @property
-    def msgs(self) -> list[str]:
-        return [r["msg"] for r in self.records]
-
-    def checkpoints(self) -> list[Checkpoint]:
-        found = [p.checkpoint for p in self.pending]
-        assert all(cp is not None for cp in found)
-        return [cp for cp in found if cp is not None]
-
-    async def wait_records(self, count: int) -> None:
-        await eventually(
-            lambda: len(self.records) >= count, timeout=DEADLINE, what=f"{count} records"
-        )
-
-    async def finish(self) -> None:
-        """Stop the source; it must return promptly, after its final sweep."""
-        self.stop.set()
-        self.gate.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, DEADLINE)
-
-
-@contextlib.asynccontextmanager
-async def tailing(
-    config: FileSourceConfig,
-    checkpoints: Checkpoints | None = None,
-    *,
-    gate_open: bool = True,
-    observer_factory: Callable[[], BaseObserver] = Observer,
-) -> AsyncIterator[Tail]:
-    tail = Tail()
-    if not gate_open:
-        tail.gate.clear()
-    source = FileSource(
-        "app", config, checkpoints or {}, tail.emit, tail.stop, observer_factory=observer_factory
-    )
-    tail.task = asyncio.create_task(source.run())
-    try:
-        yield tail
-    finally:
-        await tail.finish()
-
-
-def make_config(directory: Path, *patterns: str, **overrides: Any) -> FileSourceConfig:
-    options: dict[str, Any] = {"poll_interval": 0.05, **overrides}
-    return FileSourceConfig(paths=[str(directory / p) for p in patterns or ("*.log",)], **options)
-
-
-def append(path: Path, data: bytes) -> None:
-    with path.open("ab") as out:
-        out.write(data)
-
-
-def identity(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_dev}:{st.st_ino}"
-
-
-def open_fds_to(path: Path) -> list[str]:
-    fd_dir = Path("/proc/self/fd")
-    targets = []
-    for entry in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            targets.append(str(entry.readlink()))
-    return [t for t in targets if t.startswith(str(path))]
 
 
 async def test_appended_lines_arrive_in_order_with_offsets_and_checkpoints(tmp_path: Path) -> None:
@@ -132,8 +41,9 @@ async def test_appended_lines_arrive_in_order_with_offsets_and_checkpoints(tmp_p
     assert [r["log"] for r in tail.records] == [
         {"file": {"path": str(log)}, "offset": offset} for offset in (0, 2, 5)
     ]
+    # The file had 5 bytes when it was opened: its fingerprint covers those.
     assert tail.checkpoints() == [
-        Checkpoint("app", identity(log), offset, str(log)) for offset in (2, 5, 10)
+        Checkpoint("app", key_of(log, 5), offset, str(log)) for offset in (2, 5, 10)
     ]
     assert all(
         r["src"] == "app" and r["ts"].endswith("Z") and "tags" not in r for r in tail.records
@@ -237,7 +147,8 @@ async def test_file_renamed_within_the_globs_is_followed_without_rereading(
 ) -> None:
     log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
     with log.open("ab", buffering=0) as writer:
-        async with tailing(make_config(tmp_path, "app.log*")) as tail:
+        config = make_config(tmp_path, "app.log*", exclude_rotated=False)
+        async with tailing(config) as tail:
             writer.write(b"before\n")
             await tail.wait_records(1)
             log.rename(rotated)
@@ -245,7 +156,7 @@ async def test_file_renamed_within_the_globs_is_followed_without_rereading(
             await tail.wait_records(2)
     assert tail.msgs == ["before", "after"]
     assert tail.records[1]["log"]["file"]["path"] == str(rotated)
-    assert [cp.key for cp in tail.checkpoints()] == [identity(rotated)] * 2
+    assert [ident_of(cp.key) for cp in tail.checkpoints()] == [identity(rotated)] * 2
 
 
 async def test_rename_and_create_rotation_delivers_every_line_of_both_files(
@@ -266,7 +177,7 @@ async def test_rename_and_create_rotation_delivers_every_line_of_both_files(
             append(log, b"new 2\n")
             await tail.wait_records(4)
     assert tail.msgs == ["old 1", "old 2 after rename", "new 1", "new 2"]
-    keys = [cp.key for cp in tail.checkpoints()]
+    keys = [ident_of(cp.key) for cp in tail.checkpoints()]
     assert keys[:2] == [old_key, old_key]
     assert keys[2:] == [identity(log)] * 2
     assert [r["log"]["offset"] for r in tail.records] == [0, 6, 0, 6]
@@ -343,21 +254,29 @@ async def test_checkpoints_of_other_sources_are_ignored(tmp_path: Path) -> None:
     assert tail.msgs == ["a", "b"]
 
 
-async def test_read_from_end_skips_existing_content_only_for_files_without_checkpoint(
+async def test_read_from_end_at_the_first_start_skips_existing_content(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"history\n")
+    async with tailing(make_config(tmp_path, read_from="end")) as tail:
+        await eventually(lambda: bool(open_fds_to(log)), timeout=DEADLINE, what="app.log open")
+        append(log, b"fresh\n")
+        await tail.wait_records(1)
+        # A file that appears after the first scan is new content: read from its beginning.
+        (tmp_path / "later.log").write_bytes(b"later 1\nlater 2\n")
+        await tail.wait_records(3)
+    assert tail.msgs == ["fresh", "later 1", "later 2"]
+
+
+async def test_after_a_restart_files_without_checkpoint_are_read_from_the_beginning(
     tmp_path: Path,
 ) -> None:
     known, unknown = tmp_path / "known.log", tmp_path / "unknown.log"
     known.write_bytes(b"seen\nunseen\n")
-    unknown.write_bytes(b"history\n")
-    checkpoints = {identity(known): Checkpoint("app", identity(known), 5, str(known))}
+    unknown.write_bytes(b"created while the agent was down\n")
+    checkpoints = {"k": Checkpoint("app", key_of(known), 5, str(known))}
     async with tailing(make_config(tmp_path, read_from="end"), checkpoints) as tail:
-        await tail.wait_records(1)
-        append(unknown, b"fresh\n")
         await tail.wait_records(2)
-        # A file that appears after the first scan is new content: read from its beginning.
-        (tmp_path / "later.log").write_bytes(b"later 1\nlater 2\n")
-        await tail.wait_records(4)
-    assert tail.msgs == ["unseen", "fresh", "later 1", "later 2"]
+    assert sorted(tail.msgs) == ["created while the agent was down", "unseen"]
 
 
 async def test_line_of_three_times_max_line_bytes_ships_as_three_split_parts(

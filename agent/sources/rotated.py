@@ -1,0 +1,175 @@
+"""Rotated siblings: the generations of a tailed file that rotation moved out of the globs.
+
+``Generations`` remembers what the file source has shipped (checkpoints by inode, and by
+fingerprint of the first bytes, which also recognizes a renamed file or a copy of it) and decides
+which rotated siblings (``identity.siblings``: ``app.log.1``, ``app.log-20240101``) still hold
+bytes to read, and from where. A sibling whose head matches nothing shipped is *unknown* content:
+reading it from 0 can never duplicate a line. Four situations:
+
+* **Restart** (``on_restart``): a checkpointed file may have been renamed while the agent was
+  down, and whole generations created and rotated away before it came back. A sibling matching a
+  checkpoint (by inode, else by fingerprint) resumes at it if it holds more. An unknown sibling
+  modified no earlier than the newest matched one was never read: from 0. Older unknown siblings
+  are history from before the first start and are left alone.
+* **A tailed file left the glob set** (``on_leave``, rename + create): unknown siblings modified
+  since the file was last seen in the glob set were created and rotated away between two scans.
+* **A watched directory changed** (``sweep``): unknown files with a rotated name of a tailed
+  name, modified since the previous sweep, are generations rotated away before we ever opened
+  them (a file written and renamed or copytruncated between two scans). Copies of the
+  generation we are reading are not unknown: its head is matched too.
+* **Copytruncate** (``copy_of``): the copy is the newest sibling that starts with the truncated
+  generation's first bytes and holds at least what we read of it.
+
+State ownership: owned by the file source's ``run()`` task; used from its worker threads only
+while ``run()`` awaits them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from agent.sources import Checkpoint
+from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
+
+# File and directory mtimes come from a coarse clock (a few ms behind time.time_ns()).
+_CLOCK_SLACK_NS = 100_000_000
+Plan = list[tuple[str, int]]  # (path, offset to read it from)
+# The current first bytes of the files being followed, read only when needed.
+LiveHeads = Callable[[], KnownHeads]
+
+
+class Generations:
+    def __init__(self, source: str, checkpoints: Iterable[Checkpoint], fp_bytes: int) -> None:
+        self._source = source
+        self._fp_bytes = fp_bytes
+        self.known = KnownHeads()  # content already shipped, by fingerprint
+        self._by_ident: dict[str, list[Checkpoint]] = {}  # checkpoints not resumed yet
+        paths: set[str] = set()
+        for cp in checkpoints:
+            parsed = parse_key(cp.key)
+            if parsed is not None:
+                self._by_ident.setdefault(parsed.ident, []).append(cp)
+                self.known.add(cp)
+                paths.add(cp.path)
+        self._bases = sorted(p for p in paths if p)
+        self._dir_mtimes: dict[str, int] = {}
+        self._swept_ns = time.time_ns()
+        # Unknown siblings whose content a followed file holds too, not yet read from it (a
+        # copy made before its truncation): decided again at every sweep.
+        self._deferred: dict[str, Sibling] = {}
+
+    def resume(self, ident: str, head: bytes) -> Checkpoint | None:
+        """The checkpoint a newly opened file continues (each inode's are consulted once)."""
+        return match(self._by_ident.pop(ident, []), head)
+
+    def add_resume(self, cp: Checkpoint, ident: str) -> None:
+        self._by_ident.setdefault(ident, []).append(cp)
+
+    def shipped(self, key: str, offset: int, path: str) -> None:
+        """Content up to ``offset`` of the file with ``key`` is shipped (retired, truncated)."""
+        if key:
+            self.known.add(Checkpoint(self._source, key, offset, path))
+
+    def on_restart(self, open_idents: set[str], live: LiveHeads) -> Plan:
+        bases, self._bases = self._bases, []
+        plan: Plan = []
+        for base in bases:
+            unknown: list[Sibling] = []
+            newest = -1
+            for sib in self._candidates(base, open_idents):
+                head = self._head(sib)
+                if head is None:
+                    continue
+                cp = match(self._by_ident.get(sib.ident, ()), head) or self.known.find(head)
+                if cp is None:
+                    unknown.append(sib)
+                    continue
+                newest = max(newest, sib.mtime_ns)
+                if cp.offset < sib.size:
+                    plan.append((sib.path, cp.offset))
+            newer = [s for s in unknown if 0 <= newest <= s.mtime_ns]
+            plan += self._unknown(newer, self.known, live)
+        return plan
+
+    def on_leave(self, path: str, since_ns: int, open_idents: set[str], live: LiveHeads) -> Plan:
+        found = [s for s in self._candidates(path, open_idents) if s.mtime_ns >= since_ns]
+        return self._unknown(found, self.known, live)
+
+    def sweep(
+        self,
+        directories: set[str],
+        is_rotated: Callable[[str], bool],
+        tailed: Sequence[tuple[str, str]],
+        open_idents: set[str],
+        live: LiveHeads,
+    ) -> Plan:
+        """Unknown files modified since the last sweep in those ``directories`` whose mtime
+        changed (or may have: the clock is coarse) and that ``is_rotated`` says are rotated
+        generations of tailed names. ``tailed``: (path, key) of the files being read."""
+        now, since = time.time_ns(), self._swept_ns - _CLOCK_SLACK_NS
+        self._swept_ns = now
+        changed: list[str] = []
+        for directory in directories:
+            try:
+                mtime = os.stat(directory).st_mtime_ns  # noqa: PTH116
+            except OSError:
+                continue
+            if mtime != self._dir_mtimes.get(directory) or mtime >= since:
+                changed.append(directory)
+            self._dir_mtimes[directory] = mtime
+        found = [
+            s
+            for directory in changed
+            for s in entries(directory, is_rotated)
+            if s.ident not in open_idents and s.mtime_ns >= since and s.path not in self._deferred
+        ]
+        found += [s for s in self._deferred.values() if s.ident not in open_idents]
+        self._deferred.clear()
+        if not found:
+            return []
+        known = KnownHeads()
+        known.merge(self.known)
+        for path, key in tailed:
+            known.add(Checkpoint(self._source, key, 0, path))
+        return self._unknown(found, known, live)
+
+    def copy_of(self, path: str, head: bytes, read_to: int) -> Sibling | None:
+        """The copy (possibly already being read) of the generation that started with ``head``,
+        if it holds at least ``read_to`` bytes."""
+        for sib in reversed(siblings(path)):  # newest first
+            if sib.size < read_to:
+                continue
+            got = self._head(sib)
+            if got is not None and got.startswith(head):
+                return sib
+        return None
+
+    def _unknown(self, found: Iterable[Sibling], known: KnownHeads, live: LiveHeads) -> Plan:
+        """The siblings holding content nobody shipped and no followed file holds: to read from
+        0. Those a followed file holds too are deferred to the next sweep."""
+        plan: Plan = []
+        live_heads: KnownHeads | None = None
+        for sib in found:
+            head = self._head(sib)
+            if not head or known.find(head) is not None:
+                continue
+            if live_heads is None:
+                live_heads = live()
+            if live_heads.find(head) is not None:
+                self._deferred[sib.path] = sib
+            else:
+                plan.append((sib.path, 0))
+        return plan
+
+    @staticmethod
+    def _candidates(path: str, open_idents: set[str]) -> list[Sibling]:
+        return [s for s in siblings(path) if s.ident not in open_idents]
+
+    def _head(self, sib: Sibling) -> bytes | None:
+        try:
+            with open(sib.path, "rb") as f:
+                return f.read(self._fp_bytes)
+        except OSError:
+            return None

@@ -1,0 +1,289 @@
+"""The file source across rotation, truncation, deletion, inode reuse and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from agent.sources import Checkpoint
+from agent.sources.identity import make_key
+from tests.sources.tailing import (
+    DEADLINE,
+    append,
+    ident_of,
+    identity,
+    key_of,
+    make_config,
+    open_fds_to,
+    tailing,
+)
+from tests.support import eventually
+
+
+def numbered(start: int, count: int, prefix: str = "line") -> bytes:
+    """Lines of exactly 10 bytes: ``line 0003\\n``."""
+    return b"".join(f"{prefix} {i:04d}\n".encode() for i in range(start, start + count))
+
+
+async def test_reused_inode_with_other_first_bytes_is_read_from_zero(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a new file on a reused inode\nsecond\n")
+    # The checkpoint of the inode's previous file: same device and inode, other first bytes.
+    old_key = make_key(identity(log), b"the old file had this first line\n")
+    checkpoints = {"old": Checkpoint("app", old_key, 20, str(log))}
+    async with tailing(make_config(tmp_path), checkpoints) as tail:
+        await tail.wait_records(2)
+    assert tail.msgs == ["a new file on a reused inode", "second"]
+    assert "tags" not in tail.records[0]
+    assert ident_of(tail.checkpoints()[0].key) == identity(log)
+    assert tail.checkpoints()[0].key != old_key
+
+
+async def test_small_file_keeps_its_key_until_it_reaches_the_fingerprint_length(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\n")
+    config = make_config(tmp_path, fingerprint_bytes=16)
+    async with tailing(config) as tail:
+        await tail.wait_records(1)
+        append(log, b"bb\n")
+        await tail.wait_records(2)
+        append(log, b"cccccccccccccccccccc\n")
+        await tail.wait_records(3)
+    keys = [cp.key for cp in tail.checkpoints()]
+    assert keys[0] == keys[1] == make_key(identity(log), b"a\n")
+    assert keys[2] == key_of(log, 16)
+
+
+async def test_short_fingerprint_checkpoint_resumes_a_file_that_grew(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a\n" + b"grown while the agent was down\n")
+    checkpoints = {"k": Checkpoint("app", make_key(identity(log), b"a\n"), 2, str(log))}
+    async with tailing(make_config(tmp_path, fingerprint_bytes=16), checkpoints) as tail:
+        await tail.wait_records(1)
+    assert tail.msgs == ["grown while the agent was down"]
+    assert tail.checkpoints()[0].key == key_of(log, 16)  # upgraded to the full fingerprint
+
+
+async def test_copytruncate_reads_the_unread_rest_from_the_copy(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 10))
+    config = make_config(tmp_path, read_chunk_bytes=20)
+    async with tailing(config, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # read 2 lines, saw 10
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        os.truncate(log, 0)
+        append(log, b"new 1\n")
+        tail.gate.set()
+        await tail.wait_records(11)
+    assert sorted(tail.msgs) == sorted([f"line {i:04d}" for i in range(10)] + ["new 1"])
+    assert not [r for r in tail.records if r.get("type") == "gap"]
+    copied = [r for r in tail.records if r["log"]["file"]["path"] == str(tmp_path / "app.log.1")]
+    assert [r["log"]["offset"] for r in copied] == list(range(20, 100, 10))
+    assert next(r for r in tail.records if r["msg"] == "new 1")["tags"] == ["truncated"]
+
+
+async def test_copytruncate_without_a_copy_accounts_the_bytes_seen_but_unread(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 10))
+    config = make_config(tmp_path, read_chunk_bytes=20)
+    async with tailing(config, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
+        os.truncate(log, 0)
+        append(log, b"new 1\n")
+        tail.gate.set()
+        await tail.wait_records(4)
+    assert [r["msg"] for r in tail.records if "type" not in r] == [
+        "line 0000",
+        "line 0001",
+        "new 1",
+    ]
+    [gap] = [r for r in tail.records if r.get("type") == "gap"]
+    assert gap["reason"] == "copytruncate"
+    assert gap["gap"] == {"path": str(log), "from_offset": 20, "to_offset": 100, "bytes": 80}
+    assert gap["src"] == "app"
+
+
+async def test_truncated_file_that_regrew_past_our_offset_is_read_from_zero(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 2))
+    async with tailing(make_config(tmp_path), gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # read both lines
+        log.write_bytes(numbered(0, 5, prefix="next"))  # shorter, then longer: same inode
+        tail.gate.set()
+        await tail.wait_records(7)
+    assert tail.msgs == ["line 0000", "line 0001"] + [f"next {i:04d}" for i in range(5)]
+    assert tail.records[2]["tags"] == ["truncated"]
+    assert tail.checkpoints()[2].key == key_of(log, 50)
+
+
+async def test_writes_to_a_renamed_file_after_the_new_one_appeared_are_read(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    with log.open("ab", buffering=0) as old_writer:
+        old_writer.write(b"old 1\n")
+        async with tailing(make_config(tmp_path, "*.log*", rotate_wait=1.0)) as tail:
+            await tail.wait_records(1)
+            log.rename(tmp_path / "app.log.1")  # excluded as a rotated name from now on
+            log.write_bytes(b"new 1\n")
+            await tail.wait_records(2)
+            old_writer.write(b"old 2, before the writer reopened\n")  # as daemons do
+            await tail.wait_records(3)
+            await eventually(
+                # Only the writer's own descriptor is left.
+                lambda: len(open_fds_to(tmp_path / "app.log.1")) == 1,
+                timeout=DEADLINE,
+                what="the rotated file closed after rotate_wait",
+            )
+    assert sorted(tail.msgs) == ["new 1", "old 1", "old 2, before the writer reopened"]
+
+
+async def test_a_file_deleted_while_open_is_read_while_its_writer_still_writes(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    with log.open("ab", buffering=0) as writer:
+        writer.write(b"before\n")
+        async with tailing(make_config(tmp_path, rotate_wait=1.0)) as tail:
+            await tail.wait_records(1)
+            log.unlink()
+            writer.write(b"after the unlink\n")
+            await tail.wait_records(2)
+    assert tail.msgs == ["before", "after the unlink"]
+
+
+async def test_rotated_siblings_are_excluded_unless_named_literally(tmp_path: Path) -> None:
+    for name in ("app.log.1", "app.log.2.gz", "app.log-20240101", "app.log.3.zst"):
+        (tmp_path / name).write_bytes(b"rotated " + name.encode() + b"\n")
+        os.utime(tmp_path / name, (1_000_000, 1_000_000))  # rotated long before the start
+    (tmp_path / "app.log").write_bytes(b"live\n")
+    async with tailing(make_config(tmp_path, "app.log*", "app.log.1")) as tail:
+        await tail.wait_records(2)
+    assert sorted(tail.msgs) == ["live", "rotated app.log.1"]
+
+
+async def test_rotated_siblings_are_tailed_when_exclude_rotated_is_off(tmp_path: Path) -> None:
+    (tmp_path / "app.log.1").write_bytes(b"old\n")
+    (tmp_path / "app.log").write_bytes(b"live\n")
+    async with tailing(make_config(tmp_path, "app.log*", exclude_rotated=False)) as tail:
+        await tail.wait_records(2)
+    assert sorted(tail.msgs) == ["live", "old"]
+
+
+async def test_symlinked_log_path_is_tailed_and_followed_when_repointed(tmp_path: Path) -> None:
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    data.mkdir()
+    logs.mkdir()
+    first, second = data / "app-1.log", data / "app-2.log"
+    first.write_bytes(b"one\n")
+    link = logs / "app.log"
+    link.symlink_to(first)
+    async with tailing(make_config(logs, "*.log")) as tail:
+        await tail.wait_records(1)
+        append(first, b"two\n")
+        await tail.wait_records(2)
+        second.write_bytes(b"three\n")
+        tmp_link = logs / "tmp.lnk"
+        tmp_link.symlink_to(second)
+        tmp_link.rename(link)  # atomic repoint, as deploy tools do
+        await tail.wait_records(3)
+    assert tail.msgs == ["one", "two", "three"]
+    assert {r["log"]["file"]["path"] for r in tail.records} == {str(link)}
+    assert ident_of(tail.checkpoints()[2].key) == identity(second)
+
+
+async def test_restart_reads_generations_rotated_away_while_the_agent_was_down(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    history = tmp_path / "app.log-00000000"
+    history.write_bytes(b"history from before the first start\n")
+    os.utime(history, (1_000_000, 1_000_000))
+    log.write_bytes(numbered(0, 3))
+    checkpoint = Checkpoint("app", key_of(log), 10, str(log))  # shipped 1 line of 3
+    log.rename(tmp_path / "app.log-00000001")
+    log.write_bytes(numbered(3, 2))
+    log.rename(tmp_path / "app.log-00000002")
+    log.write_bytes(numbered(5, 2))
+    async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+        await tail.wait_records(6)
+    assert sorted(tail.msgs) == [f"line {i:04d}" for i in range(1, 7)]
+
+
+async def test_generation_created_and_rotated_between_two_scans_is_read(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 1))
+    async with tailing(make_config(tmp_path), gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
+        log.rename(tmp_path / "app.log-1")
+        log.write_bytes(numbered(1, 2))
+        log.rename(tmp_path / "app.log-2")  # never seen under a name in the glob set
+        log.write_bytes(numbered(3, 1))
+        tail.gate.set()
+        await tail.wait_records(4)
+    assert sorted(tail.msgs) == [f"line {i:04d}" for i in range(4)]
+
+
+async def test_open_files_stay_within_max_open_files(tmp_path: Path) -> None:
+    logs = [tmp_path / f"app{i}.log" for i in range(4)]
+    for i, log in enumerate(logs):
+        log.write_bytes(f"first {i}\n".encode())
+    config = make_config(tmp_path, max_open_files=2)
+    async with tailing(config) as tail:
+        await tail.wait_records(4)
+        assert len(open_fds_to(tmp_path)) <= 2
+        for i, log in enumerate(logs):
+            append(log, f"second {i}\n".encode())
+        await tail.wait_records(8)
+        assert len(open_fds_to(tmp_path)) <= 2
+    assert sorted(tail.msgs) == sorted(
+        [f"first {i}" for i in range(4)] + [f"second {i}" for i in range(4)]
+    )
+
+
+async def test_idle_file_is_closed_and_reopened_when_it_grows(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"one\n")
+    async with tailing(make_config(tmp_path, close_idle_after=0.2)) as tail:
+        await tail.wait_records(1)
+        await eventually(lambda: not open_fds_to(log), timeout=DEADLINE, what="idle close")
+        append(log, b"two\n")
+        await tail.wait_records(2)
+    assert tail.msgs == ["one", "two"]
+    assert [r["log"]["offset"] for r in tail.records] == [0, 4]
+
+
+async def test_multiline_groups_lines_by_start_pattern_and_flushes_on_timeout(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(
+        b"2024 first\n  at a()\n  at b()\n2024 second\nTraceback:\n  at c()\n2024 third\n"
+    )
+    config = make_config(tmp_path, multiline_start=r"\d{4} ", multiline_timeout=0.2)
+    async with tailing(config) as tail:
+        await tail.wait_records(3)
+    assert tail.msgs == [
+        "2024 first\n  at a()\n  at b()",
+        "2024 second\nTraceback:\n  at c()",
+        "2024 third",
+    ]
+    assert [r["log"].get("lines") for r in tail.records] == [3, 3, None]
+    assert [cp.offset for cp in tail.checkpoints()] == [29, 61, 72]
+
+
+async def test_multiline_group_is_cut_before_it_passes_max_line_bytes(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"S" + b"x" * 40 + b"\n" + b"y" * 40 + b"\n" + b"z" * 10 + b"\nS end\n")
+    config = make_config(tmp_path, multiline_start="S", max_line_bytes=64)
+    async with tailing(config) as tail:
+        await tail.wait_records(3)
+    assert [len(m) for m in tail.msgs] == [41, 51, 5]
