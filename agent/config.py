@@ -463,7 +463,22 @@ def parse_collector_config(
 
 
 def load_agent_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
-    return parse_agent_config(_read_toml(path), environ)
+    """``path`` with the drop-ins of ``conf.d/`` beside it merged over it in name order."""
+    data = _read_toml(path)
+    drop_ins = path.parent / "conf.d"
+    if drop_ins.is_dir():
+        for drop_in in sorted(drop_ins.glob("*.toml")):
+            _merge(data, _read_toml(drop_in))
+    return parse_agent_config(data, environ)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
+    """Tables merge key by key; any other value (arrays included) replaces the one before."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def load_collector_config(path: Path, environ: Mapping[str, str] | None = None) -> CollectorConfig:

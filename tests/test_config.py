@@ -177,3 +177,29 @@ def test_prefixed_variables_that_name_no_config_key_are_not_overrides(tmp_path: 
     }
     config = load_agent_config(write(tmp_path, VALID), environ=environ)
     assert config.shutdown.timeout == 12.5
+
+
+def test_conf_d_drop_ins_merge_over_the_main_file_in_name_order(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "20-site.toml").write_text(
+        '[sinks.central]\nendpoint = "https://collector.site:8443"\n[buffer]\nfsync = "always"\n'
+    )
+    (tmp_path / "conf.d" / "10-backup.toml").write_text(
+        '[sinks.backup]\ntype = "tailseal"\nendpoint = "https://backup:8443"\n'
+        '[buffer]\nfsync = "interval"\n'
+    )
+    (tmp_path / "conf.d" / "README").write_text("not toml, not read")
+    config = load_agent_config(path, environ={})
+    assert config.sinks["central"].endpoint == "https://collector.site:8443"
+    assert config.sinks["central"].token_file == "/etc/tailseal/token"  # merged, not replaced
+    assert config.sinks["backup"].endpoint == "https://backup:8443"
+    assert config.buffer.fsync == "always"  # 20-site comes after 10-backup
+
+
+def test_a_broken_drop_in_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-bad.toml").write_text("[sinks.central\n")
+    with pytest.raises(ConfigError, match=r"50-bad\.toml"):
+        load_agent_config(path, environ={})
