@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from agent.record import Record
 
 
@@ -43,3 +45,12 @@ def tag(record: Record, name: str) -> None:
         record["tags"] = [name]
     elif name not in tags:
         tags.append(name)
+
+
+def json_object(text: Any) -> dict[str, Any] | None:
+    """``text`` decoded as a JSON object; None when it is not one (the parser's "not mine")."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

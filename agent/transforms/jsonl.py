@@ -15,10 +15,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, tzinfo
 
-import orjson
-
 from agent.record import Record
-from agent.transforms.fields import get
+from agent.transforms.fields import get, json_object
 from agent.transforms.syslog import format_utc, iso_to_utc
 
 _EPOCH_MS = 10_000_000_000  # numbers above this are milliseconds (year 2286 in seconds)
@@ -33,11 +31,8 @@ class JsonParser:
         self.tz = tz
 
     def __call__(self, record: Record) -> bool:
-        try:
-            data = orjson.loads(record["msg"])
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(data, dict):
+        data = json_object(record["msg"])
+        if data is None:
             return False
         record["json"] = data
         if self.message_field:

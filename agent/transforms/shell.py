@@ -18,9 +18,8 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-import orjson
-
 from agent.record import Record
+from agent.transforms.fields import json_object
 from agent.transforms.syslog import iso_to_utc
 
 _ACTIONS = {"command": "shell_command", "tamper": "shell_hook_tampered", "start": "shell_start"}
@@ -30,11 +29,8 @@ class ShellParser:
     """Maps hook lines to ECS process/user fields."""
 
     def __call__(self, record: Record) -> bool:
-        try:
-            data = orjson.loads(record["msg"])
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(data, dict):
+        data = json_object(record["msg"])
+        if data is None:
             return False
         proc: dict[str, Any] = {}
         _copy(data, "cmd", proc, "command_line", str)
