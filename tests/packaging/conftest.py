@@ -18,7 +18,6 @@ import pytest
 
 from tests.e2e.harness import CollectorProcess
 from tests.packaging.tools import REPO, VENV_BIN, ensure_commands, ensure_debian_packages, run
-from tests.support import TlsFiles
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -79,17 +78,6 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
     (deb,) = out.glob("tailseal_*.deb")
     (rpm,) = out.glob("tailseal-*.rpm")
     return Packages(deb=deb, rpm=rpm)
-
-
-@pytest.fixture
-def collector(tmp_path: Path, tls_files: TlsFiles) -> Iterator[CollectorProcess]:
-    """The reference collector on 127.0.0.1 (reachable from host-network containers)."""
-    root = tmp_path / "collector"
-    root.mkdir()
-    process = CollectorProcess(root, tls_files)
-    process.start()
-    yield process
-    process.stop()
 
 
 def sealed_messages(collector: CollectorProcess) -> tuple[str, list[str]]:

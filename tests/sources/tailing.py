@@ -23,8 +23,9 @@ from tests.support import eventually
 DEADLINE = 10.0
 
 
-class Tail:
-    """A running source and what it emitted."""
+class GatedEmit:
+    """An ``emit`` for any source: records its batches, and can be held shut (``gate`` cleared)
+    as a full buffer would, to freeze the source at a known point."""
 
     def __init__(self) -> None:
         self.batches: list[list[Pending]] = []
@@ -39,6 +40,10 @@ class Tail:
             self.blocked.set()
             await self.gate.wait()
         self.batches.append(batch)
+
+
+class Tail(GatedEmit):
+    """A running file source and what it emitted."""
 
     @property
     def pending(self) -> list[Pending]:

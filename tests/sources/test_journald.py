@@ -16,11 +16,12 @@ import pytest
 from agent.config import FileSourceConfig, JournaldSourceConfig, ParserConfig, parse_agent_config
 from agent.errors import ConfigError
 from agent.record import Record
-from agent.sources import Checkpoint, Checkpoints, Pending
+from agent.sources import Checkpoint, Checkpoints
 from agent.sources.journal import CURSOR_LOST, journal_key
 from agent.sources.journald import JournaldSource
 from agent.transforms import build
 from tests.sources.journal_files import BOOT_ID, Journal, journal_remote
+from tests.sources.tailing import GatedEmit
 from tests.support import eventually
 
 DEADLINE = 15.0
@@ -36,23 +37,12 @@ def journal(tmp_path: Path) -> Journal:
     return Journal(tmp_path / "journal")
 
 
-class Follow:
-    """A running source, what it emitted, and a gate to hold ``emit`` shut (backpressure)."""
+class Follow(GatedEmit):
+    """A running journald source, what it emitted, and a gate to hold ``emit`` shut."""
 
     def __init__(self) -> None:
-        self.batches: list[list[Pending]] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.blocked = asyncio.Event()
-        self.stop = asyncio.Event()
+        super().__init__()
         self.source: JournaldSource | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def emit(self, batch: list[Pending]) -> None:
-        if not self.gate.is_set():
-            self.blocked.set()
-            await self.gate.wait()
-        self.batches.append(batch)
 
     @property
     def records(self) -> list[Record]:
