@@ -107,8 +107,7 @@ class TransformChain:
     def apply(self, batch: list[Pending]) -> list[Pending]:
         """Transform a batch; returns it with any parser-made records inserted in order."""
         if self.audit is None:
-            for pending in batch:
-                self(pending.record)
+            self._apply(batch)
             return batch
         out: list[Pending] = []
         for pending in batch:
@@ -116,6 +115,29 @@ class TransformChain:
             out.append(pending)
             out.extend(self._made(self.audit.take()))
         return out
+
+    def _apply(self, batch: list[Pending]) -> None:
+        """Parse each record, then redact the batch: which messages hold a trigger word is
+        found in one scan over all of them; only those (and split parts, whose boundaries need
+        the redactor's carry) take the per-record path."""
+        self.stats.records += len(batch)
+        parser, redactor = self.parser, self.redactor
+        if parser is not None:
+            for pending in batch:
+                if isinstance(pending.record.get("msg"), str):
+                    self._parse(parser, pending.record)
+        if redactor is None:
+            return
+        msgs = [pending.record.get("msg") for pending in batch]
+        texts = [m if isinstance(m, str) else "" for m in msgs]
+        flags = redactor.suspects(texts)
+        fields_from_msg = self.fields_from_msg
+        for pending, msg, flag in zip(batch, msgs, flags, strict=True):
+            record = pending.record
+            if not isinstance(msg, str):
+                self._redact(redactor, record)
+            elif flag or not fields_from_msg or "split" in record.get("tags", ()):
+                self._redact(redactor, record, suspect=bool(flag))
 
     def flush(self, *, final: bool = False) -> list[Pending]:
         """Records a parser held back and may now release (all of them when ``final``)."""
@@ -151,9 +173,9 @@ class TransformChain:
             self.stats.parse_failures += 1
             tag(record, "parse_failure")
 
-    def _redact(self, redactor: Redactor, record: Record) -> None:
+    def _redact(self, redactor: Redactor, record: Record, suspect: bool | None = None) -> None:
         had = "redacted" in record.get("tags", ())
-        redactor.record(record, fields_from_msg=self.fields_from_msg)
+        redactor.record(record, fields_from_msg=self.fields_from_msg, suspect=suspect)
         if not had and "redacted" in record.get("tags", ()):
             self.stats.redacted += 1
 

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.record import Record
+from agent.sources import Pending
+from agent.transforms import TransformChain, redact
 from agent.transforms.redact import REDACTED, Redactor
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -78,8 +80,10 @@ def leaks(output: str, pieces: list[str], line: str = "") -> list[str]:
     """Windows of 8 characters of any secret piece that appear in ``output`` (unless the window
     also occurs in ``line`` outside the secret, e.g. a secret that contains its key name)."""
     context = line
-    for piece in pieces:
-        context = context.replace(piece, "\x00")
+    for piece in pieces:  # the secret is its last occurrence: "Authorization: Bearer Authoriz"
+        at = context.rfind(piece)
+        if at >= 0:
+            context = context[:at] + "\x00" + context[at + len(piece) :]
     return [
         p[i : i + 8]
         for p in pieces
@@ -169,3 +173,65 @@ def test_private_key_split_over_three_parts_is_masked_in_the_middle_part() -> No
     assert "AAECAwQ" not in last["msg"]
     # Each part's last token is masked too: no part can know whether another one follows.
     assert last["msg"] == f"{REDACTED} {REDACTED}"
+
+
+# --- the batch path: which lines of a batch are suspect, found in one scan ------------------------
+
+TRIGGERISH = st.sampled_from(
+    ["pass", "PASS", "tOkEn", "secret", "xox", "eyJ", "://", "ghp_", "AKIA", "AKIA" + "Z" * 16]
+)
+ODD = st.sampled_from(["\n", "\u212a", "İ", "é", "\ufffd", "日本", "\x00", "ǅ", "ﬀ"])
+VALUES = st.lists(
+    st.lists(st.one_of(st.text(max_size=12), TRIGGERISH, ODD), max_size=6).map("".join),
+    max_size=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=VALUES)
+def test_batch_scan_agrees_with_the_per_line_check(values: list[str]) -> None:
+    """Hyperscan over the joined batch flags exactly the lines the per-line check flags: also
+    with non-ASCII text whose lowering changes lengths or makes ASCII ("\u212a" -> "k")."""
+    assert Redactor().suspects(values) == bytearray(map(redact._suspect, values))
+
+
+def test_the_trigger_cover_holds_a_word_of_every_rule() -> None:
+    """Dropping a trigger that holds a shorter one loses no line: every rule's triggers each
+    contain some word of the cover."""
+    for rule in redact.BUILTIN_RULES:
+        if rule.name == "aws_access_key":
+            continue  # found by its own case-sensitive regex
+        for trigger in rule.triggers:
+            assert any(word in trigger for word in redact._FAST_WORDS), (rule.name, trigger)
+
+
+def test_kelvin_sign_token_is_still_redacted() -> None:
+    line = "to\u212aen=hunter2hunter2"
+    assert "hunter2" not in Redactor().text(line)
+    chain = TransformChain("s", None, Redactor())
+    [out] = chain.apply([Pending(rec(line), None)])
+    assert "hunter2" not in out.record["msg"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cases=st.lists(secret_lines(), min_size=1, max_size=5),
+    clean=st.lists(st.text(alphabet="abcdefghij klm0123456789", max_size=60), max_size=30),
+    data=st.data(),
+)
+def test_a_secret_anywhere_in_a_batch_is_redacted(
+    cases: list[tuple[str, list[str]]], clean: list[str], data: st.DataObject
+) -> None:
+    lines = list(clean)
+    for line, _ in cases:
+        lines.insert(data.draw(st.integers(0, len(lines))), line)
+    chain = TransformChain("s", None, Redactor())
+    out = chain.apply([Pending(rec(line), None) for line in lines])
+    by_line = dict(cases)
+    for line, pending in zip(lines, out, strict=True):
+        if line in by_line:
+            assert not leaks(pending.record["msg"], by_line[line], line), pending.record["msg"]
+            assert "redacted" in pending.record["tags"]
+        else:
+            assert pending.record["msg"] == line
+    assert chain.stats.records == len(lines)
