@@ -7,8 +7,13 @@ ships anything a crash could take back. Owned by the ``Buffer``; every method ru
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
+from operator import itemgetter
+
 # A committed record as the hot tail keeps it: (seq, h, wire form).
 Entry = tuple[int, bytes, bytes]
+_WIRE = itemgetter(2)
 
 
 class HotTail:
@@ -19,7 +24,7 @@ class HotTail:
 
     def extend(self, entries: list[Entry]) -> None:
         self._entries.extend(entries)
-        self._bytes += sum(len(e[2]) for e in entries)
+        self._bytes += sum(map(len, map(_WIRE, entries)))
         if self._bytes > self.max_bytes:
             # Trim to half at once: trimming costs a list shift, so do it rarely.
             cut = 0
@@ -34,16 +39,17 @@ class HotTail:
         if not entries or not entries[0][0] <= after_seq + 1 <= entries[-1][0]:
             return None
         start = after_seq + 1 - entries[0][0]
-        if entries[start][0] != after_seq + 1:
+        if start >= len(entries) or entries[start][0] != after_seq + 1:
             return None  # a hole in seqs (after recovery): the file reader handles it
-        out: list[Entry] = []
-        size = 0
-        for entry in entries[start : start + max_records]:
-            if out and (size >= max_bytes or entry[0] != out[-1][0] + 1):
-                break
-            out.append(entry)
-            size += len(entry[2])
-        return out
+        out = entries[start : start + max_records]
+        if out[-1][0] - out[0][0] != len(out) - 1:
+            # Seqs only grow, so a run is consecutive exactly when its ends are len - 1 apart;
+            # this one holds a hole (after recovery): end before it.
+            hole = next(i for i in range(1, len(out)) if out[i][0] != out[i - 1][0] + 1)
+            out = out[:hole]
+        # Whole records up to the first that reaches max_bytes (at least one).
+        sizes = list(accumulate(map(len, map(_WIRE, out))))
+        return out[: bisect_left(sizes, max_bytes) + 1]
 
     def forget_through(self, seq: int) -> None:
         """Drop entries up to ``seq`` (their segments were deleted)."""

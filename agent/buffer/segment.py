@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -33,8 +34,7 @@ SUFFIX = ".seg"
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a frame claiming more than this is corrupt, not big
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):  # one per record read: a named tuple is the cheapest to make
     seq: int
     h: bytes
     checkpoint: bytes
@@ -100,8 +100,9 @@ class ScanResult:
     corrupt: CorruptFrameError | None
 
 
-def parse_frame(data: bytes | memoryview, offset: int) -> Frame | None:
-    """Decode the frame at ``offset``; None if ``data`` ends inside it. Raises CorruptFrameError."""
+def parse_frame(data: bytes | memoryview, offset: int, base: int = 0) -> Frame | None:
+    """Decode the frame at ``offset``; None if ``data`` ends inside it. Raises CorruptFrameError.
+    ``base``: the file offset of ``data[0]``, added to the frame's ``end``."""
     if len(data) - offset < HEADER.size:
         return None
     length, crc = HEADER.unpack_from(data, offset)
@@ -118,7 +119,7 @@ def parse_frame(data: bytes | memoryview, offset: int) -> Frame | None:
     cp_end = BODY_HEAD.size + cp_len
     if cp_end > length:
         raise CorruptFrameError(offset, "checkpoint overruns frame")
-    return Frame(seq, bytes(h), bytes(body[BODY_HEAD.size : cp_end]), bytes(body[cp_end:]), end)
+    return Frame(seq, h, bytes(body[BODY_HEAD.size : cp_end]), bytes(body[cp_end:]), base + end)
 
 
 def scan(path: Path) -> ScanResult:
@@ -155,11 +156,11 @@ def iter_frames(fd: int, offset: int, limit: int, chunk: int = 1 << 20) -> Itera
         pending += data
         pos = 0
         while True:
-            frame = parse_frame(pending, pos)
+            frame = parse_frame(pending, pos, base)
             if frame is None:
                 break
-            yield Frame(frame.seq, frame.h, frame.checkpoint, frame.record, base + frame.end)
-            pos = frame.end
+            yield frame
+            pos = frame.end - base
         pending = pending[pos:]
         base += pos
 

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     """A source position: ``key`` identifies the input (e.g. a file identity), ``offset`` is the
     byte position just after the record it travels with. ``path`` is informational for files;
-    for the journal it is the cursor, and ``offset`` counts entries (sources/journal.py)."""
+    for the journal it is the cursor, and ``offset`` counts entries (sources/journal.py).
+
+    A named tuple, not a frozen dataclass: one is made per line, and a frozen dataclass costs
+    twice as much to construct (bench/stages.py)."""
 
     source: str
     key: str

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from itertools import accumulate
 
 from agent.record import Record, now_rfc3339
 from agent.sources import Checkpoint, Pending
@@ -155,11 +156,36 @@ class TailedFile:
     def _cut(self, data: bytes, ts: str, out: list[Pending]) -> None:
         """Append a record per line that ``data`` completes; keep the unterminated rest as
         ``pending``, minus the parts of it that are already too long."""
-        lines = (self.pending + data).split(b"\n")
+        joined = self.pending + data
+        lines = joined.split(b"\n")
         offset = self.consumed
         self.read_pos += len(data)
         rest = lines.pop()
         source, key, path = self.source, self.key, self.path
+        if (
+            lines
+            and not (self.part or self.truncated)
+            and joined.isascii()
+            and b"\r" not in joined
+            and max(map(len, lines)) <= self.max_line
+        ):
+            # The common chunk: plain lines of ASCII. One decode for the chunk, offsets by
+            # running sums, the same "file" object for all its records (nothing mutates it).
+            msgs = joined[: len(joined) - len(rest)].decode("ascii").split("\n")
+            msgs.pop()  # the empty string after the last newline
+            starts = list(accumulate([len(m) + 1 for m in msgs], initial=offset))
+            file = {"path": path}
+            out.extend(
+                [
+                    Pending(
+                        {"ts": ts, "src": source, "msg": msg, "log": {"file": file, "offset": at}},
+                        Checkpoint(source, key, end, path),
+                    )
+                    for msg, at, end in zip(msgs, starts[:-1], starts[1:], strict=True)
+                ]
+            )
+            self.pending, _ = self._split(rest, starts[-1], ts, out, longer_than=self.max_line + 1)
+            return
         for raw in lines:
             end = offset + len(raw) + 1
             line = raw[:-1] if raw.endswith(b"\r") else raw
