@@ -20,7 +20,7 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import EX_CONFIG, ConfigError, TailsealError
-from agent.runtime import tune_gc
+from agent.runtime import tune
 
 DEFAULT_CONFIG = "/etc/tailseal/tailseal.toml"
 DEFAULT_COLLECTOR_CONFIG = "/etc/tailseal/collector.toml"
@@ -205,7 +205,7 @@ def _on_signals(handler: Callable[[str], None]) -> None:
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    tune_gc()
+    tune()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform

@@ -53,7 +53,7 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     max_line_bytes: int = MiB
     poll_interval: float = 1.0
     partial_line_timeout: float = 5.0
-    read_chunk_bytes: int = MiB
+    read_chunk_bytes: int = 256 * 1024
     # Skip rotated siblings (*.1, *.gz, *-YYYYMMDD, ...) matched by a pattern with glob magic in
     # its file name; a rotated file already open is still read to its end.
     exclude_rotated: bool = True
@@ -98,7 +98,7 @@ class TailsealSinkConfig(_Section, frozen=True, tag="tailseal", tag_field="type"
     tls_verify: bool = True
     compression: Literal["zstd", "gzip", "none"] = "zstd"
     max_batch_records: int = 10_000
-    max_batch_bytes: int = 4 * MiB
+    max_batch_bytes: int = 2 * MiB
     linger: float = 0.05
     request_timeout: float = 30.0
     backoff_initial: float = 0.2
@@ -117,12 +117,12 @@ class BufferConfig(_Section, frozen=True):
     # for up to fsync_interval seconds (fewer fsyncs, more latency).
     fsync: Literal["batch", "always", "interval"] = "batch"
     fsync_interval: float = 0.2
-    max_commit_records: int = 20_000
+    max_commit_records: int = 5_000
     # Batches (one read chunk each) waiting for the writer: bounds the memory records in
     # flight may take, and is how backpressure reaches the sources.
-    queue_batches: int = 8
+    queue_batches: int = 4
     # Recently committed records kept in memory so sinks rarely read segment files.
-    memory_bytes: int = 16 * MiB
+    memory_bytes: int = 4 * MiB
     # Pause between attempts after a write error (disk full, EIO): capped, jittered backoff.
     retry_initial: float = 0.5
     retry_max: float = 30.0

@@ -41,6 +41,9 @@ from agent.transforms.fields import tag
 
 # Without a hyperscan wheel for the platform, the pure-Python scan gives the same answers.
 _HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
+# Smaller batches (a trickle of lines) are checked line by line: the scanner pays off on big
+# ones, and loading its library costs ~6 MB of RSS that an idle agent need not carry.
+_SCAN_MIN = 64
 
 REDACTED = "[REDACTED]"
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
@@ -268,7 +271,7 @@ class Redactor:
         self.custom = tuple(Rule(f"custom{i}", re.compile(p), ()) for i, p in enumerate(patterns))
         self.rules = BUILTIN_RULES + self.custom
         self._carry: dict[str, tuple[int, str, bool]] = {}  # path -> (next part, tail, in key)
-        self._scan = _BatchScanner() if _HYPERSCAN else _suspects
+        self._scanner: _BatchScanner | None = None  # made for the first big batch
 
     def suspect(self, value: str) -> bool:
         """Whether ``value`` holds a trigger of any rule (always, with configured patterns)."""
@@ -278,7 +281,11 @@ class Redactor:
         """:meth:`suspect` of each of ``values`` (1 or 0), in one pass over all of them."""
         if self.custom:
             return bytearray(b"\x01" * len(values))
-        return self._scan(values)
+        if len(values) < _SCAN_MIN or not _HYPERSCAN:
+            return _suspects(values)
+        if self._scanner is None:
+            self._scanner = _BatchScanner()
+        return self._scanner(values)
 
     def text(self, value: str, *, suspect: bool | None = None) -> str:
         """``value`` with every secret replaced (the same object when there was none).

@@ -18,8 +18,10 @@ from agent.config import BufferConfig
 from tests.buffer.harness import assert_chain, pending, start, stored
 from tests.support import eventually
 
+# queue_batches: room for every batch a test emits while the writer is paused by the error,
+# so the test's own emits never wait on the pause they are about to observe.
 FAST_RETRY = BufferConfig(
-    segment_bytes=16384, max_bytes=1 << 20, retry_initial=0.01, retry_max=0.05
+    segment_bytes=16384, max_bytes=1 << 20, retry_initial=0.01, retry_max=0.05, queue_batches=16
 )
 
 

@@ -187,12 +187,25 @@ VALUES = st.lists(
 )
 
 
+SCANNER = redact._BatchScanner()
+
+
 @settings(max_examples=400, deadline=None)
 @given(values=VALUES)
 def test_batch_scan_agrees_with_the_per_line_check(values: list[str]) -> None:
     """Hyperscan over the joined batch flags exactly the lines the per-line check flags: also
     with non-ASCII text whose lowering changes lengths or makes ASCII ("\u212a" -> "k")."""
-    assert Redactor().suspects(values) == bytearray(map(redact._suspect, values))
+    assert SCANNER(values) == bytearray(map(redact._suspect, values))
+
+
+def test_big_batches_use_the_scanner_and_agree() -> None:
+    lines = [f"line {i} ok" for i in range(300)]
+    lines[7] = "x password=hunter2"
+    lines[250] = "key AKIA" + "Q" * 16
+    redactor = Redactor()
+    flags = redactor.suspects(lines)
+    assert redactor._scanner is not None
+    assert [i for i, flag in enumerate(flags) if flag] == [7, 250]
 
 
 def test_the_trigger_cover_holds_a_word_of_every_rule() -> None:
