@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from agent.buffer import segment
 from agent.buffer.segment import SegmentInfo
 from agent.buffer.wal import Buffer
 from agent.errors import StateError
+
+_WINDOW = 1 << 20  # bytes of segment read and decoded at a time
+_SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,40 +189,61 @@ class BufferReader:
         return self.buffer.last_seq - self.position
 
     def _read(self, max_records: int, max_bytes: int) -> Batch:
+        """The next batch from segment files: a window of frames decoded at a time."""
         records: list[bytes] = []
         hashes: list[bytes] = []
         size = 0
         first, prev = self.position + 1, self.position_h
         last_h = prev
-        while len(records) < max_records:
+        while len(records) < max_records and size < max_bytes:
             info, limit = self._locate()
             if info is None:
                 break
-            advanced = False
-            for frame in segment.iter_frames(self._fd, self._offset, limit):
-                self._offset = frame.end
-                if frame.seq <= self.position:
-                    continue
-                if frame.seq != self.position + 1:
-                    # A hole in seqs (only after recovery lost records): end the batch here so
-                    # every batch stays consecutive; the next batch starts after the hole.
-                    if records:
-                        self._close()  # the next read re-finds its place by seq
-                        return Batch(first, self.position, prev, last_h, records, hashes)
-                    first = frame.seq
-                    prev = self.position_h
-                records.append(frame.record)
-                hashes.append(frame.h)
-                size += len(frame.record)
-                self.position, self.position_h, last_h = frame.seq, frame.h, frame.h
-                advanced = True
-                if len(records) >= max_records or size >= max_bytes:
+            run = self._window(limit, max_records - len(records))
+            if not run.seqs:
+                if not self._next_segment(info):
                     break
-            if not advanced and not self._next_segment(info):
-                break
-            if size >= max_bytes:
-                break
+                continue
+            skip = bisect_right(run.seqs, self.position)  # what this sink already has
+            if skip == len(run.seqs):
+                self._offset += run.ends[-1]
+                continue
+            seqs = run.seqs[skip:]
+            if seqs[0] != self.position + 1:
+                # A hole in seqs (only after recovery lost records): end the batch here so
+                # every batch stays consecutive; the next batch starts after the hole.
+                if records:
+                    self._close()  # the next read re-finds its place by seq
+                    break
+                first, prev = seqs[0], self.position_h
+            take = len(seqs)
+            if seqs[-1] - seqs[0] != take - 1:  # seqs only grow: a hole lies inside
+                take = next(i for i in range(1, take) if seqs[i] != seqs[i - 1] + 1)
+            take = min(take, max_records - len(records))
+            sizes = list(accumulate(map(len, run.records[skip : skip + take])))
+            take = min(take, bisect_left(sizes, max_bytes - size) + 1)
+            records += run.records[skip : skip + take]
+            hashes += run.hashes[skip : skip + take]
+            size += sizes[take - 1]
+            self.position = seqs[take - 1]
+            self.position_h = last_h = run.hashes[skip + take - 1]
+            self._offset += run.ends[skip + take - 1]
         return Batch(first, self.position, prev, last_h, records, hashes)
+
+    def _window(self, limit: int, want: int) -> segment.Run:
+        """Decode frames from ``_offset`` (up to ``limit``, the committed end): a window of
+        ``_WINDOW`` bytes, or more when one frame is bigger than that."""
+        window = _WINDOW
+        while True:
+            length = min(limit - self._offset, window)
+            data = os.pread(self._fd, length, self._offset) if length > 0 else b""
+            # Skipped frames (at or before the position) count against want too: a few
+            # windows more at most, and only after a seek.
+            run = segment.parse_run(data, max(want, 1) + _SKIP_SLACK)
+            if run.seqs or length < window:
+                return run
+            frame = segment.HEADER.unpack_from(data)[0] + segment.HEADER.size
+            window = max(window * 2, frame)
 
     def _locate(self) -> tuple[SegmentInfo | None, int]:
         """The segment holding the first record after ``position`` (opened) and its committed

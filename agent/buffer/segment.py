@@ -122,6 +122,48 @@ def parse_frame(data: bytes | memoryview, offset: int, base: int = 0) -> Frame |
     return Frame(seq, h, bytes(body[BODY_HEAD.size : cp_end]), bytes(body[cp_end:]), base + end)
 
 
+class Run(NamedTuple):
+    """Consecutive complete frames decoded at once (``parse_run``), as parallel lists."""
+
+    seqs: list[int]
+    hashes: list[bytes]
+    records: list[bytes]
+    ends: list[int]  # offset just after each frame, relative to the data parsed
+
+
+def parse_run(data: bytes, limit_records: int) -> Run:
+    """Decode up to ``limit_records`` complete frames from the start of ``data`` (an incomplete
+    last frame is left for the next read). The sinks' file reader: ``parse_frame`` without a
+    function call and an object per frame. Raises CorruptFrameError like it."""
+    seqs: list[int] = []
+    hashes: list[bytes] = []
+    records: list[bytes] = []
+    ends: list[int] = []
+    view = memoryview(data)
+    unpack_head, unpack_body = HEADER.unpack_from, BODY_HEAD.unpack_from
+    head, body_head, crc32 = HEADER.size, BODY_HEAD.size, zlib.crc32
+    size, pos = len(data), 0
+    while pos + head <= size and len(seqs) < limit_records:
+        length, crc = unpack_head(data, pos)
+        if length < body_head or length > MAX_FRAME_BYTES:
+            raise CorruptFrameError(pos, f"impossible length {length}")
+        start = pos + head
+        end = start + length
+        if end > size:
+            break
+        if crc32(view[start:end]) != crc:
+            raise CorruptFrameError(pos, "checksum mismatch")
+        seq, h, cp_len = unpack_body(data, start)
+        if body_head + cp_len > length:
+            raise CorruptFrameError(pos, "checkpoint overruns frame")
+        seqs.append(seq)
+        hashes.append(h)
+        records.append(data[start + body_head + cp_len : end])
+        ends.append(end)
+        pos = end
+    return Run(seqs, hashes, records, ends)
+
+
 def scan(path: Path) -> ScanResult:
     """Read every frame of a segment, stopping at the first torn or corrupt one."""
     data = path.read_bytes()

@@ -99,3 +99,44 @@ def test_frames_read_back_in_any_chunking(
         10 * i for i in range(1, len(records) + 1)
     ]
     assert zlib.crc32(data) == zlib.crc32(path.read_bytes())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(st.binary(min_size=2, max_size=200), min_size=1, max_size=30),
+    cut=st.floats(0, 1),
+    limit=st.integers(1, 40),
+    flip=st.one_of(st.none(), st.integers(0, 10_000)),
+)
+def test_parse_run_decodes_what_parse_frame_decodes(
+    records: list[bytes], cut: float, limit: int, flip: int | None
+) -> None:
+    """The sinks' window decoder agrees with the one-frame decoder: same frames, an incomplete
+    last frame left alone, the record limit honoured, a flipped byte reported as corruption."""
+    data = b"".join(
+        segment.encode(seq, hashlib.sha256(r).digest(), b'{"o":1}', r)
+        for seq, r in enumerate(records, 1)
+    )
+    data = data[: int(len(data) * cut)] if cut < 1 else data
+    if flip is not None and data:
+        at = flip % len(data)
+        data = data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :]
+    want: list[segment.Frame] = []
+    problem: segment.CorruptFrameError | None = None
+    pos = 0
+    try:
+        while len(want) < limit and (frame := segment.parse_frame(data, pos)) is not None:
+            want.append(frame)
+            pos = frame.end
+    except segment.CorruptFrameError as exc:
+        problem = exc
+    if problem is not None:
+        with pytest.raises(segment.CorruptFrameError) as raised:
+            segment.parse_run(data, limit)
+        assert raised.value.offset == problem.offset
+        return
+    run = segment.parse_run(data, limit)
+    assert run.seqs == [f.seq for f in want]
+    assert run.hashes == [f.h for f in want]
+    assert run.records == [f.record for f in want]
+    assert run.ends == [f.end for f in want]
