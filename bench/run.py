@@ -188,6 +188,7 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         wait_held(collector, lines)
         elapsed = time.monotonic() - started
         agent_cpu = cpu(agent.proc.pid)
+        agent_sys = float(psutil.Process(agent.proc.pid).cpu_times().system)
         collector_cpu = cpu(collector.proc.pid) - collector_cpu0
         sampler.halt.set()
         assert agent.terminate(timeout=120) == 0
@@ -199,6 +200,7 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "lines_per_s": round(rate),
         "agent_cpu_s_per_million": round(agent_cpu / lines * 1e6, 2),
+        "agent_kernel_share": round(agent_sys / agent_cpu, 2),  # syscalls: I/O, fsync, futex
         "agent_peak_rss_mb": round(sampler.peak / 2**20, 1),
         "collector_cpu_s": round(collector_cpu, 2),
         "baseline_lines_per_s": round(base),
