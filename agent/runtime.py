@@ -56,9 +56,3 @@ def tune_malloc() -> bool:
     if not done:
         log.debug("mallopt refused the allocator settings")
     return done
-
-
-def tune() -> None:
-    """Both: what ``run`` and ``collector`` call before their event loop starts."""
-    tune_malloc()
-    tune_gc()

@@ -19,7 +19,7 @@ def test_malloc_settings_are_accepted_by_glibc() -> None:
 def test_gc_thresholds_and_freeze_in_a_fresh_process() -> None:
     """In a child, so this test run's own collector is left as it is."""
     code = (
-        "import gc; from agent import runtime; runtime.tune();"
+        "import gc; from agent import runtime; runtime.tune_gc();"
         "print(gc.get_threshold(), gc.get_freeze_count() > 0)"
     )
     out = subprocess.run(

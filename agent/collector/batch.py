@@ -12,12 +12,18 @@ Invariants:
   (:func:`parse_records` checks, :func:`first_new_index` enforces, after the 409 checks).
 * A truncated compressed body cannot slip through: it loses records or tears the last one, which
   fails the record count or the chain (python-zstandard does not report a truncated frame).
+* The fast paths (one-shot zstd for a single frame that declares its size, and
+  :func:`_verify_wire` for records in exactly the agent's wire form) only ever accept what the
+  general path accepts, with the same result; anything else is left to the general path, so
+  every refusal and its message is the general path's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -29,6 +35,11 @@ from agent.record import expected_h
 ENCODINGS = frozenset({"zstd", "gzip", "identity"})
 CHUNK_BYTES = 256 * 1024
 STREAM_ID_PATTERN = "^[A-Za-z0-9-]{1,64}$"
+
+# The wire form of a record is its canonical JSON with ``,"h":"<64 hex>"}`` in place of the
+# closing brace: ``_WIRE_TAIL`` bytes, starting with ``_H_MEMBER``.
+_H_MEMBER = b',"h":"'
+_WIRE_TAIL = len(_H_MEMBER) + 64 + len(b'"}')
 
 
 class BatchError(Exception):
@@ -87,12 +98,24 @@ class Batch:
     sealed: bool  # the last record is a seal
     gap_seqs: tuple[int, ...]  # seqs of the batch's ``gap`` records (accounted loss)
     fault: str | None  # the first record whose ``h`` does not verify, if any
+    data: bytes = b""  # the decompressed body the lines were split from
+    records_at: int = 0  # where ``lines[0]`` starts in ``data``
+
+    def stored_form(self, start: int) -> memoryview | None:
+        """``lines[start:]`` as stored (each line and a newline) without copying them: a view
+        into ``data``, or None if ``data`` does not end that way (no final newline)."""
+        if not self.data.endswith(b"\n") or not 0 <= start < len(self.lines):
+            return None
+        begin = self.records_at + sum(map(len, islice(self.lines, start))) + start
+        return memoryview(self.data)[begin:]
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """Decode ``body`` per its Content-Encoding, refusing (413) to produce more than ``limit``."""
     if encoding == "zstd":
-        data = _unzstd(body, limit)
+        data = _unzstd_frame(body, limit)
+        if data is None:
+            data = _unzstd(body, limit)
     elif encoding == "gzip":
         data = _gunzip(body, limit)
     elif encoding == "identity":
@@ -102,6 +125,21 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(data) > limit:
         raise rejected(413, f"decompressed body exceeds {limit} bytes")
     return data
+
+
+def _unzstd_frame(body: bytes, limit: int) -> bytes | None:
+    """The common case in one step: a single frame that declares its (non-zero) size, at most
+    ``limit``. Decoded straight into one buffer of that size, which zstd fills exactly or fails.
+    None for anything else (several frames, no declared size, trailing bytes, corrupt data):
+    :func:`_unzstd` then decides, with its own bound and its own error messages."""
+    try:
+        size = zstandard.frame_content_size(body)
+        if not 0 < size <= limit:
+            return None
+        data = zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False)
+    except zstandard.ZstdError:
+        return None
+    return data if len(data) == size else None
 
 
 def _unzstd(body: bytes, limit: int) -> bytes:
@@ -175,12 +213,81 @@ def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
     ``Batch.fault``, so that :func:`first_new_index` answers 409 to a batch that does not link
     before judging its content.
     """
-    lines = data[offset:].split(b"\n")
+    lines = _split_lines(data, offset)
     if lines and not lines[-1]:
         lines.pop()  # the body's final newline
     count = header.last_seq - header.first_seq + 1
     if len(lines) != count:
         raise rejected(400, f"header announces {count} records, body holds {len(lines)}")
+    verified = _verify_wire(header, lines)
+    if verified is not None:
+        hashes, gap_seqs, sealed = verified
+        return Batch(header, lines, hashes, sealed, tuple(gap_seqs), None, data, offset)
+    return _parse_each(header, lines, data, offset)
+
+
+def _split_lines(data: bytes, offset: int) -> list[bytes]:
+    """``data[offset:].split(b"\\n")``, without copying ``data[offset:]`` first when ``offset``
+    starts a line (it follows the header line)."""
+    if offset == 0:
+        return data.split(b"\n")
+    if offset <= len(data) and data[offset - 1] == ord("\n"):
+        lines = data.split(b"\n")
+        del lines[: data.count(b"\n", 0, offset)]
+        return lines
+    return data[offset:].split(b"\n")
+
+
+def _verify_wire(
+    header: BatchHeader, lines: list[bytes]
+) -> tuple[list[str], list[int], bool] | None:
+    """Verify records that are exactly in the agent's wire form, cheaply: (hashes, gap seqs,
+    sealed), or None as soon as one record is not (malformed, not canonical, wrong seq, wrong h).
+
+    Each line is parsed once, as :func:`_record` parses it, and accepted only if, without ``h``,
+    the record is an object with the next ``seq`` whose canonical encoding is the line's own
+    bytes up to the wire tail (``line[:-_WIRE_TAIL] + b"}"``), the tail starts with
+    ``,"h":"``, and ``h`` is ``sha256(prev || those bytes)`` in lowercase hex. Since ``h``'s
+    64 characters need all 64 remaining bytes of the tail, such a line is exactly the wire form
+    :func:`agent.record.link` writes, and :func:`_parse_each` would accept it with the same
+    ``h``. The received bytes are hashed directly: no copy of the record without ``h``.
+    """
+    prev = bytes.fromhex(header.prev_h)
+    hashes: list[str] = []
+    gap_seqs: list[int] = []
+    loads, dumps, sort_keys = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
+    sha256 = hashlib.sha256
+    seq = header.first_seq
+    record: Any = None
+    for line in lines:
+        try:
+            record = loads(line)
+            if type(record) is not dict:
+                return None
+            h = record.pop("h", None)
+            got = record.get("seq")
+            body = line[:-_WIRE_TAIL] + b"}"
+            if (
+                type(h) is not str
+                or type(got) is not int
+                or got != seq
+                or dumps(record, option=sort_keys) != body  # canonical, and the line is in it
+            ):
+                return None
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            return None  # not JSON, or deeper than orjson encodes: left to the general path
+        prev = sha256(prev + body).digest()
+        if h != prev.hex() or line[-_WIRE_TAIL : len(_H_MEMBER) - _WIRE_TAIL] != _H_MEMBER:
+            return None  # h does not verify, or is not where the wire form has it
+        if record.get("type") == "gap":
+            gap_seqs.append(seq)
+        hashes.append(h)
+        seq += 1
+    return hashes, gap_seqs, record is not None and record.get("type") == "seal"
+
+
+def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes, offset: int) -> Batch:
+    """The general path: every record parsed and checked on its own, structure first."""
     prev = bytes.fromhex(header.prev_h)
     hashes: list[str] = []
     fault: str | None = None
@@ -196,7 +303,7 @@ def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
                 fault = f"record {seq}: h does not verify"
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
-    return Batch(header, lines, hashes, sealed=sealed, gap_seqs=tuple(gap_seqs), fault=fault)
+    return Batch(header, lines, hashes, sealed, tuple(gap_seqs), fault, data, offset)
 
 
 def _record(line: bytes, seq: int) -> dict[str, Any]:

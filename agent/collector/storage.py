@@ -11,9 +11,11 @@ append also adds entries to the stream's seq index (``index.py``: derived data, 
 open), which lets :meth:`FileStreamStore.read_records` seek to a seq range.
 
 Callers verify records before appending; the store trusts them and only checks that ``last_seq``
-adds up. All file I/O runs in worker threads. The store's own event-loop task state (the head
-cache and one lock per stream) is owned by whichever task calls it; an append, once started,
-finishes even if its caller is cancelled, so the cache always matches the disk.
+adds up. A caller that already holds the lines contiguously, as stored, passes them as
+:class:`JoinedLines` and the store writes that buffer instead of joining a copy. All file I/O
+runs in worker threads. The store's own event-loop task state (the head cache and one lock per
+stream) is owned by whichever task calls it; an append, once started, finishes even if its
+caller is cancelled, so the cache always matches the disk.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -85,6 +87,24 @@ def stream_state(*, sealed: bool, gaps: int) -> StreamState:
 def parse_ts(value: str) -> float:
     """Seconds since the epoch of an RFC 3339 UTC timestamp as written by ``now_rfc3339``."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class JoinedLines(tuple[bytes, ...]):
+    """Record lines together with their stored form, ``b"".join(line + b"\\n" for line in
+    lines)``, which the caller already holds as one buffer (the collector: a view into the
+    request body the lines were split from). The store writes ``stored`` as it is instead of
+    joining a copy of the lines. Its length and final newline are checked here; that its bytes
+    are those lines is the caller's promise.
+    """
+
+    stored: bytes | memoryview
+
+    def __new__(cls, lines: Iterable[bytes], stored: bytes | memoryview) -> JoinedLines:
+        self = super().__new__(cls, lines)
+        if len(stored) != sum(map(len, self)) + len(self) or stored[-1:] != b"\n":
+            raise ValueError("stored form does not match the lines")
+        self.stored = stored
+        return self
 
 
 class StreamStore(Protocol):
@@ -160,7 +180,7 @@ class FileStreamStore:
         work = self._append(
             stream_id,
             dict(host),
-            list(lines),
+            lines if isinstance(lines, JoinedLines) else list(lines),
             last_seq=last_seq,
             head=head,
             state=state,
@@ -238,7 +258,7 @@ class FileStreamStore:
         self,
         stream_id: str,
         host: dict[str, Any],
-        lines: list[bytes],
+        lines: Sequence[bytes],
         *,
         last_seq: int,
         head: str,
@@ -258,7 +278,7 @@ class FileStreamStore:
                 gaps += 1
             if not lines or last_seq != first - 1 + len(lines):
                 raise ValueError(f"{len(lines)} lines from seq {first} do not end at {last_seq}")
-            data = b"\n".join(lines) + b"\n"
+            data = lines.stored if isinstance(lines, JoinedLines) else b"\n".join([*lines, b""])
             new = StreamHead(
                 stream=stream_id,
                 host=host,
@@ -303,7 +323,7 @@ def _read_lines(path: Path, offset: int, size: int) -> list[bytes]:
 
 def _write_append(
     directory: Path,
-    data: bytes,
+    data: bytes | memoryview,
     entries: Sequence[index.Entry],
     new: StreamHead,
     skip: Skip | None = None,
@@ -315,7 +335,9 @@ def _write_append(
         _append_line(directory / SKIPS_FILE, msgspec.json.encode(skip) + b"\n")
     fd = os.open(directory / RECORDS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
-        write_all(fd, data)
+        view = memoryview(data)
+        while view:  # a regular file may take a short write
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

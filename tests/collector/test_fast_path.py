@@ -1,0 +1,557 @@
+"""The collector's fast paths agree with the general ones on every input.
+
+``parse_records`` hashes lines that are exactly in the agent's wire form as received, and hands
+anything else to the record-by-record path; ``decompress`` decodes a single zstd frame that
+declares its size in one step, and anything else in the streaming loop; the store writes lines
+it is given already joined as they are. Each is checked against a plain reference: the
+collector's checks as they were written before the fast paths (``reference_parse``), the
+streaming decoder alone, and a plain join and line walk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.collector import batch as batch_module
+from agent.collector.batch import (
+    Batch,
+    BatchError,
+    BatchHeader,
+    decompress,
+    first_new_index,
+    parse_header,
+    parse_records,
+    rejected,
+)
+from agent.collector.index import entries_for
+from agent.collector.storage import FileStreamStore, JoinedLines
+from agent.record import Record, expected_h, genesis, link
+from tests.collector.chains import Chain, make_chain, new_stream_id, tampered
+from tests.collector.harness import Running, list_streams, post, stored
+
+LIMIT = 1024 * 1024
+
+
+def reference_parse(header: BatchHeader, data: bytes, offset: int) -> Batch:
+    """``parse_records`` as it was before its fast path (with ``_record`` inlined): every line
+    parsed, checked and re-encoded on its own. The behaviour the fast path must keep."""
+    lines = data[offset:].split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    count = header.last_seq - header.first_seq + 1
+    if len(lines) != count:
+        raise rejected(400, f"header announces {count} records, body holds {len(lines)}")
+    prev = bytes.fromhex(header.prev_h)
+    hashes: list[str] = []
+    fault: str | None = None
+    record: dict[str, Any] = {}
+    gap_seqs: list[int] = []
+    for seq, line in enumerate(lines, start=header.first_seq):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise rejected(400, f"record {seq}: invalid JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise rejected(400, f"record {seq}: not a JSON object")
+        got = record.get("seq")
+        if type(got) is not int or got != seq:
+            raise rejected(400, f"record {seq}: seq {got!r} is not consecutive")
+        if not isinstance(record.get("h"), str):
+            raise rejected(400, f"record {seq}: h is missing")
+        if record.get("type") == "gap":
+            gap_seqs.append(seq)
+        if fault is None:
+            prev = expected_h(prev, record)
+            if prev.hex() != record["h"]:
+                fault = f"record {seq}: h does not verify"
+        hashes.append(record["h"])
+    sealed = record.get("type") == "seal"
+    return Batch(header, lines, hashes, sealed=sealed, gap_seqs=tuple(gap_seqs), fault=fault)
+
+
+def outcome(parse: Any, data: bytes) -> tuple[Any, ...]:
+    """What a parser makes of ``data``: its refusal, its exception type, or the batch."""
+    header, offset = parse_header(data)
+    try:
+        batch = parse(header, data, offset)
+    except BatchError as exc:
+        return ("refused", exc.status, exc.payload)
+    except Exception as exc:  # noqa: BLE001 - whatever the reference raises, so must we
+        return ("raised", type(exc))
+    return ("batch", batch.lines, batch.hashes, batch.sealed, batch.gap_seqs, batch.fault)
+
+
+def assert_same_as_reference(data: bytes) -> None:
+    assert outcome(parse_records, data) == outcome(reference_parse, data)
+
+
+def chain_of(records: list[Record], stream: str | None = None) -> Chain:
+    """The records (``seq`` assigned here, 1..n) chained and in wire form."""
+    chain = Chain(stream or new_stream_id())
+    prev = genesis(chain.stream)
+    chain.hashes.append(prev)
+    for seq, record in enumerate(records, start=1):
+        prev, wire = link(prev, {**record, "seq": seq})
+        chain.lines.append(wire)
+        chain.hashes.append(prev)
+    return chain
+
+
+def rechained(chain: Chain, seq: int, line: bytes) -> bytes:
+    """``line`` with ``h`` set to what it must be at ``seq`` (over the canonical form), written
+    with its keys in reverse order and with spaces: valid JSON, not the canonical form."""
+    record = orjson.loads(line)
+    record["h"] = expected_h(chain.hashes[seq - 1], record).hex()
+    return json.dumps(dict(reversed(record.items()))).encode()
+
+
+def hashed_as_sent(chain: Chain, seq: int, text: bytes) -> bytes:
+    """``text`` (a record without h) with an h over exactly these bytes, not the canonical."""
+    digest = hashlib.sha256(chain.hashes[seq - 1] + text).hexdigest()
+    return text[:-1] + b', "h": "' + digest.encode() + b'"}'
+
+
+# --- the record path ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [make_chain(1), make_chain(40), make_chain(9, seal=True), make_chain(7, gap_at=3)],
+    ids=["one", "forty", "sealed", "gap"],
+)
+def test_wire_form_batches_parse_as_before(chain: Chain) -> None:
+    count = len(chain.lines)
+    for first, last in [(1, count), (count, count), (max(1, count - 2), count)]:
+        assert_same_as_reference(chain.batch(first, last))
+
+
+def test_fast_path_result_for_an_honest_batch() -> None:
+    chain = make_chain(12, gap_at=4, seal=True)
+    data = chain.batch(1, 12)
+
+    header, offset = parse_header(data)
+    batch = parse_records(header, data, offset)
+
+    assert batch.fault is None
+    assert batch.lines == chain.lines
+    assert batch.hashes == [chain.head(seq) for seq in range(1, 13)]
+    assert (batch.sealed, batch.gap_seqs) == (True, (4,))
+
+
+def test_non_canonical_line_is_verified_over_its_canonical_form() -> None:
+    # Valid JSON, keys out of order and spaced, h right for the canonical form: accepted as
+    # before (the chain is over canonical(record)), and stored exactly as received.
+    chain = make_chain(6)
+    odd = rechained(chain, 4, chain.line(4))
+    assert odd != chain.line(4)
+    assert b": " in odd
+    lines = [*chain.lines[:3], odd, *chain.lines[4:6]]
+    data = chain.batch(1, 6, lines=lines)
+
+    assert_same_as_reference(data)
+    header, offset = parse_header(data)
+    batch = parse_records(header, data, offset)
+    assert batch.fault is None
+    assert batch.lines[3] == odd
+    assert first_new_index(batch, 0, chain.head(0)) == 0
+
+
+def test_non_canonical_line_hashed_as_sent_does_not_verify() -> None:
+    # The h matches the bytes on the wire, but those are not the canonical form: refused as
+    # before, although hashing the received bytes alone would have accepted it.
+    chain = make_chain(6)
+    record = orjson.loads(chain.line(4))
+    del record["h"]
+    text = json.dumps(record, sort_keys=True).encode()  # sorted, but with spaces
+    lines = [*chain.lines[:3], hashed_as_sent(chain, 4, text), *chain.lines[4:6]]
+    data = chain.batch(1, 6, lines=lines)
+
+    assert_same_as_reference(data)
+    header, offset = parse_header(data)
+    batch = parse_records(header, data, offset)
+    with pytest.raises(BatchError) as refused:
+        first_new_index(batch, 0, chain.head(0))
+    assert (refused.value.status, refused.value.payload) == (
+        400,
+        {"error": "record 4: h does not verify"},
+    )
+
+
+def test_tampered_middle_record_is_the_fault() -> None:
+    chain = make_chain(9)
+    lines = list(chain.lines)
+    lines[4] = tampered(lines[4], msg="sshd[1005]: Accepted publickey for mallory")
+    data = chain.batch(1, 9, lines=lines)
+
+    assert_same_as_reference(data)
+    header, offset = parse_header(data)
+    batch = parse_records(header, data, offset)
+    assert batch.fault == "record 5: h does not verify"
+    assert batch.hashes[5:] == [chain.head(seq) for seq in range(6, 10)]
+
+
+def test_structure_after_a_tampered_record_is_still_checked_first() -> None:
+    chain = make_chain(9)
+    lines = list(chain.lines)
+    lines[2] = tampered(lines[2], msg="changed")
+    lines[6] = lines[6][:40]
+
+    data = chain.batch(1, 9, lines=lines)
+    header, offset = parse_header(data)
+    with pytest.raises(BatchError) as refused:
+        parse_records(header, data, offset)
+
+    assert refused.value.status == 400
+    assert refused.value.payload["error"].startswith("record 7: invalid JSON")
+    assert_same_as_reference(data)
+
+
+def _variants(chain: Chain, seq: int) -> dict[str, bytes]:
+    """Ways to write record ``seq`` other than the agent's wire form."""
+    line = chain.line(seq)
+    record = orjson.loads(line)
+    h = record["h"]
+    without = {k: v for k, v in record.items() if k != "h"}
+    canonical = orjson.dumps(without, option=orjson.OPT_SORT_KEYS)
+    return {
+        "h among the sorted keys": orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+        "keys reversed": orjson.dumps(dict(reversed(list(record.items())))),
+        "spaces": json.dumps(record).encode(),
+        "trailing space": line + b" ",
+        "trailing CR": line + b"\r",
+        "escaped slash": line.replace(b"/", b"\\/", 1),
+        "escaped letter": line.replace(b"a", b"\\u0061", 1),
+        "uppercase h": line.replace(h.encode(), h.upper().encode()),
+        "h twice, the first wrong": b'{"h":"' + b"0" * 64 + b'",' + line[1:],
+        "h twice, the last wrong": line[:-1] + b',"h":"' + b"0" * 64 + b'"}',
+        "h short": line.replace(h.encode(), h[:-1].encode()),
+        "h not a string": line.replace(b'"' + h.encode() + b'"', b"7"),
+        "h missing": canonical,
+        "seq a float": line.replace(f'"seq":{seq}'.encode(), f'"seq":{seq}.0'.encode()),
+        "seq true": line.replace(f'"seq":{seq}'.encode(), b'"seq":true'),
+        "seq a string": line.replace(f'"seq":{seq}'.encode(), f'"seq":"{seq}"'.encode()),
+        "seq wrong": line.replace(f'"seq":{seq}'.encode(), f'"seq":{seq + 1}'.encode()),
+        "seq negative zero": line.replace(f'"seq":{seq}'.encode(), b'"seq":-0'),
+        "not JSON": line[:-3],
+        "not an object": b"[" + line + b"]",
+        "empty": b"",
+        "big integer": line[:-1] + b',"zz":123456789012345678901234567890}',
+        "lone surrogate": line.replace(b"alice", b"\\ud800lice", 1),
+        "invalid UTF-8": line.replace(b"alice", b"\xffalice", 1),
+        "nested deeper than orjson encodes": (
+            canonical[:-1] + b',"zz":' + b"[" * 300 + b"]" * 300 + b',"h":"' + h.encode() + b'"}'
+        ),
+        "seq at its wire position, h first": b'{"h":"' + h.encode() + b'",' + canonical[1:],
+    }
+
+
+VARIANT_NAMES = sorted(_variants(make_chain(3), 2))
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("position", [1, 2, 3], ids=["first", "middle", "last"])
+def test_other_encodings_of_a_record_are_judged_as_before(name: str, position: int) -> None:
+    chain = make_chain(3)
+    lines = list(chain.lines)
+    lines[position - 1] = _variants(chain, position)[name]
+
+    assert_same_as_reference(chain.batch(1, 3, lines=lines))
+
+
+def test_other_encodings_with_a_rechained_h_are_judged_as_before() -> None:
+    # The same variants, but with h made right for whatever the line parses to.
+    chain = make_chain(3)
+    for name, line in _variants(chain, 2).items():
+        try:
+            record = orjson.loads(line)
+            good = isinstance(record, dict) and isinstance(record.get("h"), str)
+        except orjson.JSONDecodeError:
+            good = False
+        if not good:
+            continue
+        try:
+            fixed = rechained(chain, 2, line)
+        except (TypeError, ValueError):
+            continue  # json.dumps cannot write it back: nothing new to try
+        data = chain.batch(1, 3, lines=[chain.line(1), fixed, chain.line(3)])
+        assert outcome(parse_records, data) == outcome(reference_parse, data), name
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+RECORDS = st.dictionaries(
+    st.text(max_size=6).filter(lambda k: k not in ("h", "seq")), JSON_VALUES, max_size=4
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(RECORDS, min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_any_batch_is_judged_as_before(records: list[Record], data: st.DataObject) -> None:
+    chain = chain_of(records)
+    lines = list(chain.lines)
+    for _ in range(data.draw(st.integers(min_value=0, max_value=2), label="edits")):
+        at = data.draw(st.integers(min_value=0, max_value=len(lines) - 1), label="at")
+        line = lines[at]
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "rechain"]), label="kind")
+        if kind == "rechain":
+            with contextlib.suppress(TypeError, ValueError):  # not JSON, or not an object
+                lines[at] = rechained(chain, at + 1, line)
+            continue
+        pos = data.draw(st.integers(min_value=0, max_value=len(line)), label="pos")
+        if kind == "flip" and pos < len(line):
+            byte = data.draw(st.integers(min_value=0x20, max_value=0x7E), label="byte")
+            lines[at] = line[:pos] + bytes([byte]) + line[pos + 1 :]
+        elif kind == "cut":
+            lines[at] = line[:pos] + line[pos + 1 :]
+        else:
+            text = data.draw(st.sampled_from([b" ", b",", b"}", b'"', b"\\", b"0"]), label="ins")
+            lines[at] = line[:pos] + text + line[pos:]
+
+    assert_same_as_reference(chain.batch(1, len(lines), lines=lines))
+    assert_fast_only_for_wire_form(chain, lines)
+
+
+def assert_fast_only_for_wire_form(chain: Chain, lines: list[bytes]) -> None:
+    """The fast path takes a batch only if every line is what the agent would have written."""
+    header, _ = parse_header(chain.batch(1, len(lines), lines=lines))
+    if batch_module._verify_wire(header, lines) is None:
+        assert any(line != chain.line(seq) for seq, line in enumerate(lines, start=1))
+        return
+    prev = genesis(chain.stream)
+    for line in lines:
+        record = orjson.loads(line)
+        del record["h"]
+        prev, wire = link(prev, record)
+        assert line == wire
+
+
+def test_fast_path_takes_wire_form_and_nothing_else() -> None:
+    chain = make_chain(3)
+    header, _ = parse_header(chain.batch(1, 3))
+    assert batch_module._verify_wire(header, chain.lines) is not None
+    for name, line in _variants(chain, 2).items():
+        lines = [chain.line(1), line, chain.line(3)]
+        assert batch_module._verify_wire(header, lines) is None, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\n")), st.integers(0, 45))
+def test_lines_split_as_before(data: bytes, offset: int) -> None:
+    assert batch_module._split_lines(data, offset) == data[offset:].split(b"\n")
+
+
+def test_stored_form_is_the_lines_as_stored() -> None:
+    chain = make_chain(5)
+    data = chain.batch(1, 5)
+    header, offset = parse_header(data)
+    batch = parse_records(header, data, offset)
+
+    for start in range(5):
+        view = batch.stored_form(start)
+        assert view is not None
+        assert bytes(view) == b"".join(line + b"\n" for line in chain.lines[start:])
+
+
+def test_stored_form_needs_the_final_newline() -> None:
+    chain = make_chain(3)
+    data = chain.batch(1, 3)[:-1]
+    header, offset = parse_header(data)
+
+    assert parse_records(header, data, offset).stored_form(0) is None
+
+
+# --- zstd -------------------------------------------------------------------------------------
+
+
+def reference_decompress(body: bytes, limit: int) -> bytes:
+    """``decompress(body, "zstd", limit)`` before the one-step path: the streaming loop only."""
+    data = batch_module._unzstd(body, limit)
+    if len(data) > limit:
+        raise rejected(413, f"decompressed body exceeds {limit} bytes")
+    return data
+
+
+def zstd_outcome(decode: Any, body: bytes, limit: int) -> tuple[Any, ...]:
+    try:
+        return ("data", decode(body, limit))
+    except BatchError as exc:
+        return ("refused", exc.status, exc.payload)
+
+
+def assert_zstd_as_before(body: bytes, limit: int = LIMIT) -> None:
+    ours = zstd_outcome(lambda b, n: decompress(b, "zstd", n), body, limit)
+    assert ours == zstd_outcome(reference_decompress, body, limit)
+
+
+FRAME = zstandard.ZstdCompressor(level=1).compress(make_chain(50).batch(1, 50))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        FRAME,
+        FRAME + FRAME,
+        FRAME + b"junk",
+        FRAME[:-5],
+        FRAME[:20],
+        FRAME[:4],
+        b"",
+        zstandard.ZstdCompressor(write_content_size=False).compress(b"records\n" * 100),
+        zstandard.ZstdCompressor().compress(b""),
+        zstandard.ZstdCompressor().compress(b"") + FRAME,
+    ],
+    ids=[
+        "one frame",
+        "two frames",
+        "trailing junk",
+        "truncated",
+        "header and a little",
+        "magic only",
+        "empty",
+        "no declared size",
+        "empty frame",
+        "empty frame first",
+    ],
+)
+def test_zstd_bodies_decode_as_before(body: bytes) -> None:
+    assert_zstd_as_before(body)
+
+
+def test_zstd_frame_declaring_more_than_the_limit_is_refused_as_before() -> None:
+    body = zstandard.ZstdCompressor().compress(b"\0" * (LIMIT + 1))
+
+    assert_zstd_as_before(body)
+    with pytest.raises(BatchError) as refused:
+        decompress(body, "zstd", LIMIT)
+    assert refused.value.status == 413
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(FRAME) - 1), st.integers(0, 255), st.integers(1, len(FRAME)))
+def test_damaged_zstd_frames_decode_as_before(at: int, byte: int, limit: int) -> None:
+    # Any byte of the frame (its declared size included) changed, under any limit.
+    assert_zstd_as_before(FRAME[:at] + bytes([byte]) + FRAME[at + 1 :], limit)
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=6).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    st.integers(1, 40),
+    st.integers(0, 500),
+    st.integers(1, 7),
+)
+def test_index_entries_as_a_line_walk_finds_them(
+    lines: list[bytes], first_seq: int, start: int, every: int
+) -> None:
+    walked = []
+    offset = start
+    for seq, line in enumerate(lines, start=first_seq):
+        if (seq - 1) % every == 0:
+            walked.append((seq, offset))
+        offset += len(line) + 1
+
+    assert entries_for(first_seq, start, lines, every) == walked
+
+
+def test_joined_lines_must_match_their_stored_form() -> None:
+    lines = [b"a", b"bc"]
+
+    assert list(JoinedLines(lines, b"a\nbc\n")) == lines
+    for wrong in (b"a\nbc", b"a\nbcd\n", b"a\nb\n", b""):
+        with pytest.raises(ValueError, match="stored form"):
+            JoinedLines(lines, wrong)
+
+
+async def test_joined_lines_are_stored_like_lines(tmp_path: Path) -> None:
+    chain = make_chain(2100)
+    plain, joined = FileStreamStore(tmp_path / "plain", 1000), FileStreamStore(tmp_path / "j", 1000)
+    for first, last in [(1, 1), (2, 1500), (1501, 2100)]:
+        lines = chain.lines[first - 1 : last]
+        body = b"".join(line + b"\n" for line in lines)
+        for store, given_lines in [(plain, lines), (joined, JoinedLines(lines, memoryview(body)))]:
+            await store.append(
+                chain.stream,
+                {"name": "web-1"},
+                given_lines,
+                last_seq=last,
+                head=chain.head(last),
+                state="live",
+            )
+
+    for name in ("records.ndjson", "index.bin"):
+        assert (tmp_path / "j" / "streams" / chain.stream / name).read_bytes() == (
+            tmp_path / "plain" / "streams" / chain.stream / name
+        ).read_bytes()
+    assert await joined.read_records(chain.stream, 1000, 1030) == chain.lines[999:1030]
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+async def test_batch_without_final_newline_is_stored_as_lines(collector: Running) -> None:
+    chain = make_chain(4)
+
+    reply = await post(collector, chain.batch(1, 4)[:-1])
+
+    assert reply == (200, {"acked": 4, "head": chain.head(4)})
+    assert await stored(collector, chain) == chain.lines
+
+
+async def test_rechained_non_canonical_record_is_stored_as_received(collector: Running) -> None:
+    chain = make_chain(5)
+    odd = rechained(chain, 3, chain.line(3))
+    lines = [*chain.lines[:2], odd, *chain.lines[3:]]
+
+    reply = await post(collector, chain.batch(1, 5, lines=lines))
+
+    assert reply == (200, {"acked": 5, "head": chain.head(5)})
+    assert await stored(collector, chain) == lines
+
+
+async def test_tampered_middle_record_stores_nothing(collector: Running) -> None:
+    chain = make_chain(9)
+    lines = list(chain.lines)
+    lines[4] = tampered(lines[4], msg="changed")
+
+    reply = await post(collector, chain.batch(1, 9, lines=lines))
+
+    assert reply == (400, {"error": "record 5: h does not verify"})
+    assert (await list_streams(collector))["streams"] == []
+
+
+async def test_zstd_batch_in_one_frame_is_stored(collector: Running) -> None:
+    chain = make_chain(30)
+    body = zstandard.ZstdCompressor(level=1).compress(chain.batch(1, 30))
+
+    reply = await post(collector, body, encoding="zstd")
+
+    assert reply == (200, {"acked": 30, "head": chain.head(30)})
+    assert await stored(collector, chain) == chain.lines
