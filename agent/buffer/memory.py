@@ -8,12 +8,27 @@ ships anything a crash could take back. Owned by the ``Buffer``; every method ru
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import accumulate
+from collections.abc import Iterable
+from itertools import accumulate, islice
 from operator import itemgetter
 
 # A committed record as the hot tail keeps it: (seq, h, wire form).
 Entry = tuple[int, bytes, bytes]
-_WIRE = itemgetter(2)
+_SEQ, _WIRE = itemgetter(0), itemgetter(2)
+
+
+def take_run(
+    seqs: list[int], sizes: Iterable[int], max_records: int, max_bytes: int
+) -> tuple[int, int]:
+    """How many records of a batch to take from the start of ``seqs`` (and their bytes): up to
+    the first hole in seqs (after recovery), ``max_records``, and the first record whose running
+    size reaches ``max_bytes`` — at least one. Shared by the hot tail and the file reader."""
+    take = min(len(seqs), max_records)
+    if seqs[take - 1] - seqs[0] != take - 1:  # seqs only grow: ends len - 1 apart = no hole
+        take = next(i for i in range(1, take) if seqs[i] != seqs[i - 1] + 1)
+    running = list(accumulate(islice(sizes, take)))
+    take = min(take, bisect_left(running, max_bytes) + 1)
+    return take, running[take - 1]
 
 
 class HotTail:
@@ -42,14 +57,8 @@ class HotTail:
         if start >= len(entries) or entries[start][0] != after_seq + 1:
             return None  # a hole in seqs (after recovery): the file reader handles it
         out = entries[start : start + max_records]
-        if out[-1][0] - out[0][0] != len(out) - 1:
-            # Seqs only grow, so a run is consecutive exactly when its ends are len - 1 apart;
-            # this one holds a hole (after recovery): end before it.
-            hole = next(i for i in range(1, len(out)) if out[i][0] != out[i - 1][0] + 1)
-            out = out[:hole]
-        # Whole records up to the first that reaches max_bytes (at least one).
-        sizes = list(accumulate(map(len, map(_WIRE, out))))
-        return out[: bisect_left(sizes, max_bytes) + 1]
+        take, _ = take_run(list(map(_SEQ, out)), map(len, map(_WIRE, out)), max_records, max_bytes)
+        return out[:take]
 
     def forget_through(self, seq: int) -> None:
         """Drop entries up to ``seq`` (their segments were deleted)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import islice
 
 from agent.buffer import segment
+from agent.buffer.memory import take_run
 from agent.buffer.segment import SegmentInfo
 from agent.buffer.wal import Buffer
 from agent.errors import StateError
@@ -216,15 +217,15 @@ class BufferReader:
                     self._close()  # the next read re-finds its place by seq
                     break
                 first, prev = seqs[0], self.position_h
-            take = len(seqs)
-            if seqs[-1] - seqs[0] != take - 1:  # seqs only grow: a hole lies inside
-                take = next(i for i in range(1, take) if seqs[i] != seqs[i - 1] + 1)
-            take = min(take, max_records - len(records))
-            sizes = list(accumulate(map(len, run.records[skip : skip + take])))
-            take = min(take, bisect_left(sizes, max_bytes - size) + 1)
+            take, taken_bytes = take_run(
+                seqs,
+                map(len, islice(run.records, skip, None)),
+                max_records - len(records),
+                max_bytes - size,
+            )
             records += run.records[skip : skip + take]
             hashes += run.hashes[skip : skip + take]
-            size += sizes[take - 1]
+            size += taken_bytes
             self.position = seqs[take - 1]
             self.position_h = last_h = run.hashes[skip + take - 1]
             self._offset += run.ends[skip + take - 1]
