@@ -158,6 +158,7 @@ def rig(
         sources={scenario: [str(root / "logs" / "*.log")]},
         source_options=SCENARIOS[scenario][1],
         tables="[buffer]\nmax_bytes = 8589934592\n" + extra_tables,
+        poll_interval=None,  # measured as deployed: the agent's default
     )
     try:
         yield collector, agent, root / "logs" / "input.log"

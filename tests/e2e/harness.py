@@ -112,6 +112,8 @@ class AgentProcess:
     endpoint: str = ""  # overrides the collector's URL (e.g. a server that never answers)
     env: dict[str, str] = field(default_factory=dict)
     control_listen: str = ""  # e.g. "127.0.0.1:7879" for HTTP probes and scrapes
+    # Tests poll fast so a missed inotify event costs little time; None: the agent's default.
+    poll_interval: float | None = 0.2
     proc: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)
     # A unix socket path must stay under 108 bytes; pytest's tmp_path can be longer.
@@ -122,8 +124,9 @@ class AgentProcess:
     def write_config(self) -> Path:
         token_file = self.root / "token"
         token_file.write_text(TOKEN + "\n")
+        poll = "" if self.poll_interval is None else f"poll_interval = {self.poll_interval}\n"
         sources = "".join(
-            f'\n[sources.{name}]\ntype = "file"\npaths = {json.dumps(paths)}\npoll_interval = 0.2\n'
+            f'\n[sources.{name}]\ntype = "file"\npaths = {json.dumps(paths)}\n{poll}'
             f"{self.source_options}\n"
             for name, paths in self.sources.items()
         )
