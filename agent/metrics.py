@@ -70,6 +70,11 @@ class AgentMetrics(Collector):
         retries = CounterMetricFamily(
             PREFIX + "sink_retries", "Attempts retried, by reason", labels=["sink", "reason"]
         )
+        relinks = CounterMetricFamily(
+            PREFIX + "sink_relinks",
+            "409 answers: the collector held another chain position (resent, fork or gap)",
+            labels=["sink"],
+        )
         backlog = GaugeMetricFamily(
             PREFIX + "sink_backlog_records",
             "Committed records not yet acknowledged",
@@ -86,9 +91,10 @@ class AgentMetrics(Collector):
             size.add_metric([sink.name], sink.bytes_acked)
             for reason, count in sink.retries.items():
                 retries.add_metric([sink.name, reason], count)
+            relinks.add_metric([sink.name], sink.relinks)
             backlog.add_metric([sink.name], buffer.backlog(sink.name) if buffer else 0)
             latency.add_metric([sink.name], sink.ack_latency.cumulative(), sink.ack_latency.sum)
-        yield from (records, size, retries, backlog, latency)
+        yield from (records, size, retries, relinks, backlog, latency)
 
     def _buffer(self) -> Iterator[Metric]:
         buffer = self.agent.buffer

@@ -1,8 +1,10 @@
 """A sink's view of the buffer: batches of committed records after the sink's cursor.
 
-Each sink owns one ``BufferReader`` and is its only user. The reader keeps its own descriptor
-and offset into the segment it is reading, so consecutive batches cost one sequential read; it
-only ever reads up to the committed size the writer published after fsync.
+Each sink owns one ``BufferReader`` and is its only user, one call at a time (a cancelled
+``next_batch`` returns only once its file read ended, so a reposition cannot race it). The
+reader keeps its own descriptor and offset into the segment it is reading, so consecutive
+batches cost one sequential read; it only ever reads up to the committed size the writer
+published after fsync.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agent.buffer.memory import take_run
 from agent.buffer.segment import SegmentInfo
 from agent.buffer.wal import Buffer
 from agent.errors import StateError
+from agent.threads import in_thread
 
 _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
 _SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
@@ -99,7 +102,7 @@ class BufferReader:
         gap = self._skip_dropped()
         batch = self._from_memory(max_records, max_bytes)
         if batch is None:
-            batch = await asyncio.to_thread(self._read, max_records, max_bytes)
+            batch = await in_thread(self._read, max_records, max_bytes)
         if gap is None:
             return batch
         return dataclasses.replace(batch, gap=gap)

@@ -1,6 +1,7 @@
 """The native sink: ships batches to a tailseal collector over HTTPS (docs/protocol.md).
 
-One batch is in flight at a time, so the cursor advances strictly in order. A batch is acked
+One batch is in flight at a time, so the cursor advances strictly in order; the next one is
+read and encoded meanwhile. A batch is acked
 in the buffer only after the collector answered 200 with ``acked >= last_seq`` (it fsynced
 them). Every failure is retried with capped, jittered backoff; nothing is ever dropped here.
 """
@@ -14,7 +15,7 @@ import logging
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -26,6 +27,7 @@ from agent.config import TailsealSinkConfig
 from agent.errors import PermanentError, RetryableError
 from agent.retry import Backoff
 from agent.telemetry import Histogram
+from agent.threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class NativeSink:
         self.records_acked = 0
         self.bytes_acked = 0
         self.retries: dict[str, int] = {}  # by reason: network, busy, auth, rejected, unacked
+        self.relinks = 0  # 409s: the collector held another position in the chain
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.last_error = ""
         self._token = self._read_token()
@@ -61,54 +64,79 @@ class NativeSink:
         self._zstd = zstandard.ZstdCompressor(level=1)
 
     async def run(self) -> None:
-        """Ship until the buffer is closed and everything in it is acknowledged."""
+        """Ship until the buffer is closed and everything in it is acknowledged.
+
+        The next batch is read and encoded while the current one is in flight (the collector
+        verifies and fsyncs it meanwhile): batches still ship one at a time and in order.
+        """
         reader = BufferReader(self.buffer, self.name)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
         connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
+        ahead: asyncio.Task[_Encoded | None] | None = None
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                while True:
-                    batch = await reader.next_batch(
-                        self.config.max_batch_records,
-                        self.config.max_batch_bytes,
-                        self.config.linger,
-                        self.drain,
-                    )
-                    if batch is None:
-                        return
-                    await self._deliver(session, reader, batch)
+                ahead = asyncio.create_task(self._next(reader))
+                while (current := await ahead) is not None:
+                    ahead = asyncio.create_task(self._next(reader))
+                    relink = await self._deliver(session, current)
+                    if relink is None:
+                        continue
+                    # The reader is repositioned: what was read ahead is not what comes next.
+                    self.relinks += 1
+                    await _settle(ahead)
+                    if relink.expected == relink.batch.first_seq:
+                        await self._forked(reader, relink.batch)
+                    else:
+                        await self._relink(reader, relink.expected)
+                    ahead = asyncio.create_task(self._next(reader))
         finally:
+            if ahead is not None:
+                await _settle(ahead)
             reader.close()
 
-    async def _deliver(
-        self, session: aiohttp.ClientSession, reader: BufferReader, batch: Batch
-    ) -> None:
-        pending = [batch]
+    async def _next(self, reader: BufferReader) -> _Encoded | None:
+        """The next batch, encoded; None once the buffer is closed and everything was read."""
+        batch = await reader.next_batch(
+            self.config.max_batch_records,
+            self.config.max_batch_bytes,
+            self.config.linger,
+            self.drain,
+        )
+        if batch is None:
+            return None
+        body, encoding = await in_thread(self._encode, batch)
+        return _Encoded(batch, body, encoding)
+
+    async def _deliver(self, session: aiohttp.ClientSession, first: _Encoded) -> _Relink | None:
+        """Ship ``first`` (split in halves while the collector finds it too large) and ack it;
+        a 409 ends the delivery with what the collector expects instead."""
+        pending = [first]
         while pending:
             current = pending.pop(0)
+            batch = current.batch
             started = time.monotonic()
             try:
                 await self._post(session, current)
             except _TooLargeError:
-                if len(current.records) == 1:
-                    seq = current.first_seq
+                if len(batch.records) == 1:
                     raise PermanentError(
-                        f"sink {self.name}: collector refuses record seq {seq} as too large"
+                        f"sink {self.name}: collector refuses record seq {batch.first_seq} as "
+                        "too large"
                     ) from None
-                pending[:0] = current.split()
+                halves = batch.split()
+                pending[:0] = [
+                    _Encoded(half, *await in_thread(self._encode, half)) for half in halves
+                ]
                 continue
             except _RelinkError as relink:
-                if relink.expected == current.first_seq:
-                    await self._forked(reader, current)
-                else:
-                    await self._relink(reader, relink.expected)
-                return
+                return _Relink(relink.expected, batch)
             self.backoff.reset()
-            await self.buffer.ack(self.name, current.last_seq, current.last_h)
+            await self.buffer.ack(self.name, batch.last_seq, batch.last_h)
             self.ack_latency.observe(time.monotonic() - started)
             self.batches_sent += 1
-            self.records_acked += len(current.records)
-            self.bytes_acked += current.size
+            self.records_acked += len(batch.records)
+            self.bytes_acked += batch.size
+        return None
 
     async def _forked(self, reader: BufferReader, batch: Batch) -> None:
         """The collector holds seq ``first_seq - 1`` with another hash: our chain forked from
@@ -124,7 +152,7 @@ class NativeSink:
 
     async def _relink(self, reader: BufferReader, expected: int) -> None:
         """The collector holds up to ``expected - 1``: continue from there (resend or skip)."""
-        if not await asyncio.to_thread(reader.rewind, expected - 1):
+        if not await in_thread(reader.rewind, expected - 1):
             if reader.declare_gap_from(expected):
                 # Deleted here unacknowledged (drop_oldest): the next batch declares the gap.
                 log.warning(
@@ -139,12 +167,11 @@ class NativeSink:
         if expected - 1 > self.buffer.cursors[self.name][0]:
             await self.buffer.ack(self.name, expected - 1, reader.position_h)
 
-    async def _post(self, session: aiohttp.ClientSession, batch: Batch) -> int:
-        """Send ``batch`` until the collector takes it; returns the acked seq."""
-        body, encoding = await asyncio.to_thread(self._encode, batch)
+    async def _post(self, session: aiohttp.ClientSession, encoded: _Encoded) -> int:
+        """Send a batch until the collector takes it; returns the acked seq."""
         while True:
             try:
-                return await self._attempt(session, batch, body, encoding)
+                return await self._attempt(session, *encoded)
             except RetryableError as exc:
                 self.last_error = str(exc)
                 self.retries[exc.reason] = self.retries.get(exc.reason, 0) + 1
@@ -245,6 +272,30 @@ class NativeSink:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+class _Encoded(NamedTuple):
+    batch: Batch
+    body: bytes
+    encoding: str  # the Content-Encoding of body
+
+
+class _Relink(NamedTuple):
+    expected: int  # the seq the collector asked for (409)
+    batch: Batch  # the batch it refused
+
+
+async def _settle(task: asyncio.Task[_Encoded | None]) -> None:
+    """Cancel a read-ahead and wait until it has ended (its file read and encoding run in
+    threads that a cancellation waits for): the reader is then free to be repositioned."""
+    task.cancel()
+    try:
+        await asyncio.wait([task])
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+    if not task.cancelled():
+        task.exception()  # seen: a read that failed is done again from the new position
 
 
 class _TooLargeError(Exception):

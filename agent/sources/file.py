@@ -61,7 +61,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
@@ -73,24 +73,12 @@ from agent.sources.globs import Globs
 from agent.sources.multiline import Grouper
 from agent.sources.tailed import TailedFile, gap_record
 from agent.sources.watch import Watcher
+from agent.threads import in_thread
 
 _log = logging.getLogger(__name__)
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 # A round reads at most this many chunks of one file before the other files get their turn; the
 # round then leaves the wake event set, so reading resumes at once.
 _ROUND_CHUNKS = 16
-
-
-async def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``asyncio.to_thread`` whose cancellation waits for the thread, so that no worker mutates
-    the source's state (or opens a descriptor nobody closes) after ``run()`` has returned."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
 
 
 class FileSource:
@@ -150,7 +138,7 @@ class FileSource:
         watcher = Watcher(self._name, self._globs.patterns, self._wake, self._observer_factory)
         forward_stop = asyncio.create_task(self._forward_stop())
         try:
-            await _in_thread(watcher.start)
+            await in_thread(watcher.start)
             first = True
             while not self._stop.is_set():
                 self._wake.clear()
@@ -168,7 +156,7 @@ class FileSource:
                     with contextlib.suppress(OSError):
                         os.close(tailed.fd)
             self._files.clear()
-            await _in_thread(watcher.stop)
+            await in_thread(watcher.stop)
 
     async def _forward_stop(self) -> None:
         await self._stop.wait()
@@ -191,7 +179,7 @@ class FileSource:
         """Rescan the globs, read every file (in the final sweep: to its end), retire the files
         that left the glob set and are done, then (except in the final sweep) flush stale
         partial lines and groups and close idle files."""
-        found = await _in_thread(self._discover, watcher, first)
+        found = await in_thread(self._discover, watcher, first)
         now = time.monotonic()
         for tailed in list(self._files.values()):
             path = found.get(tailed.ident)
@@ -200,7 +188,7 @@ class FileSource:
             elif tailed.left_at is None:
                 tailed.left_at = now
                 if tailed.in_set_mtime:
-                    await _in_thread(self._adopt_missed, tailed)
+                    await in_thread(self._adopt_missed, tailed)
             if tailed.fd < 0:
                 if path is None:
                     self._forget(tailed)  # closed while idle: read to its end already
@@ -374,7 +362,7 @@ class FileSource:
                 self._wake.set()  # the rest is read next round, after the other files
                 return True
             try:
-                batch, end, more = await _in_thread(tailed.read, self._config.read_chunk_bytes, end)
+                batch, end, more = await in_thread(tailed.read, self._config.read_chunk_bytes, end)
             except OSError as exc:
                 await self._drop(tailed, exc)
                 return False
@@ -404,10 +392,10 @@ class FileSource:
             return []
         generations = self._generations
         generations.shipped(old.key, old.read_to, old.path)
-        copy = await _in_thread(generations.copy_of, old.path, old.head, old.read_to)
+        copy = await in_thread(generations.copy_of, old.path, old.head, old.read_to)
         lost_from = old.read_to
         if copy is not None:
-            await _in_thread(self._adopt, copy.path, old.read_to)
+            await in_thread(self._adopt, copy.path, old.read_to)
             lost_from = max(lost_from, copy.size)
         if old.seen_size <= lost_from:
             return []
@@ -424,7 +412,7 @@ class FileSource:
         if tailed.key:
             cp = Checkpoint(self._name, tailed.key, offset, tailed.path)
             self._generations.add_resume(cp, tailed.ident)
-        await _in_thread(self._forget, tailed)
+        await in_thread(self._forget, tailed)
 
     async def _retire(self, tailed: TailedFile) -> None:
         """``tailed`` left the glob set and is done: read what it still holds, ship its
@@ -437,7 +425,7 @@ class FileSource:
         if group is not None and group.holding:
             await self._emit(group.flush())
         self._generations.shipped(tailed.key, tailed.consumed, tailed.path)
-        await _in_thread(self._forget, tailed)
+        await in_thread(self._forget, tailed)
 
     def _forget(self, tailed: TailedFile) -> None:
         if tailed.fd >= 0:
@@ -466,7 +454,7 @@ class FileSource:
             group = self._groups.get(tailed.ident)
             busy = tailed.pending or (group is not None and group.holding)
             if tailed.fd >= 0 and tailed.left_at is None and not busy and tailed.grew_at <= since:
-                await _in_thread(self._close_fd, tailed)
+                await in_thread(self._close_fd, tailed)
 
     def _warn_once(self, subject: str, message: str, *args: object) -> None:
         if subject not in self._warned:

@@ -43,29 +43,16 @@ import collections
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from agent.config import JournaldSourceConfig
 from agent.sources import Checkpoints, Emit, Pending
 from agent.sources.journal import Decoder, cursor_lost_gap, journal_key
+from agent.threads import in_thread
 
 _log = logging.getLogger(__name__)
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 _CHUNK = 1 << 20  # bytes per read burst (and the pipe reader's buffer limit)
 _SEEK_FAILED = "Failed to seek to cursor"
-
-
-async def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``asyncio.to_thread`` whose cancellation waits for the thread (no state mutation after
-    ``run()`` returned)."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
 
 
 class JournalctlMissingError(Exception):
@@ -208,7 +195,7 @@ class JournaldSource:
                     return shipped
                 lines = (carry + data).split(b"\n")
                 carry = lines.pop()
-                batch = await _in_thread(self._decoder.decode, lines)
+                batch = await in_thread(self._decoder.decode, lines)
                 if batch:
                     shipped += len(batch)
                     await self._emit(batch)

@@ -327,3 +327,45 @@ async def test_records_dropped_by_a_full_buffer_are_declared_and_verify_as_accou
     assert "skip" in kinds
     assert report.ok(allow_unsealed=False), report.findings
     assert report.sealed
+
+
+async def test_collector_that_lost_records_gets_them_again_despite_read_ahead(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """A second collector (its storage empty, as after a restore) answers 409 "expected 1" to a
+    sink that already holds the next batch read ahead from segment files: the read-ahead is
+    dropped, the sink rewinds, and every record arrives once, in order, sealed."""
+    config = BufferConfig(memory_bytes=1, segment_bytes=4096)  # reads come from segment files
+    # A second sink that never acks keeps every segment, so all of them can be sent again.
+    sinks = ["central", "idle"]
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, sinks)
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    first, url = await start_collector(tmp_path / "first", tls_files)
+    try:
+        await rig.commit(40)
+        sink = rig.sink(url, tls_files, max_batch_records=7)
+        await run_until(sink, lambda: buffer.cursors["central"][0] == 40, "40 acked")
+    finally:
+        await first.stop()
+    second, url = await start_collector(tmp_path / "second", tls_files)
+    try:
+        await rig.commit(60, start=40)
+        await buffer.close("test")
+        await rig.writer
+        rig.drain.set()
+        again = rig.sink(url, tls_files, max_batch_records=7)
+        await asyncio.wait_for(again.run(), timeout=30)
+        assert again.retries == {}  # a 409 is a relink, not a retry
+        assert again.relinks == 1  # a stale read-ahead would be refused too
+        assert buffer.cursors["central"][0] == buffer.last_seq == 101  # 100 records + the seal
+        lines = await second.store.read_records(buffer.stream_id)
+        report = verify_stream(tmp_path / "second" / "collector" / "streams" / buffer.stream_id)
+    finally:
+        await second.stop()
+        await asyncio.to_thread(buffer.stop)
+    records = [orjson.loads(line) for line in lines]
+    assert [r["msg"] for r in records[:100]] == [f"line {i}" for i in range(100)]
+    assert [r["seq"] for r in records] == list(range(1, 102))
+    assert records[-1]["type"] == "seal"
+    assert report.ok(allow_unsealed=False), report.findings
+    assert report.sealed
