@@ -169,7 +169,7 @@ def rig(
 
 def wait_held(collector: CollectorProcess, count: int, limit: float = 900) -> None:
     deadline = time.monotonic() + limit
-    while collector.held() < count:
+    while collector.held_on_disk() < count:
         if time.monotonic() > deadline:
             raise SystemExit(f"collector held {collector.held()} of {count} after {limit}s")
         time.sleep(0.05)

@@ -1,0 +1,48 @@
+"""The benchmark harness runs end to end on a small input and reports every figure.
+
+Figures are not asserted (performance is reported by ``python -m bench.run``, never by timed
+tests); this holds the harness itself working: real agent and collector processes, every line
+acknowledged, and the JSON and table it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    args = ["--scenario", "auth", "--lines", "3000", "--latency-seconds", "1"]
+    args += ["--idle-seconds", "1", "--drain-lines", "3000", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    (row,) = results["throughput"]
+    assert row["scenario"] == "auth"
+    assert row["lines"] == 3000
+    assert row["lines_per_s"] > 0
+    assert row["agent_cpu_s_per_million"] > 0
+    assert row["agent_peak_rss_mb"] > 10
+    assert row["baseline_lines_per_s"] > row["lines_per_s"]
+    assert results["latency"]["p99_ms"] >= results["latency"]["p50_ms"] > 0
+    assert results["idle"]["rss_mb"] > 10
+    assert results["drain"]["lines"] == 3000
+    assert results["drain"]["mb_per_s"] > 0
+    assert "auth" in proc.stdout
+    assert "latency at" in proc.stdout
