@@ -53,7 +53,9 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     max_line_bytes: int = MiB
     poll_interval: float = 1.0
     partial_line_timeout: float = 5.0
-    read_chunk_bytes: int = 256 * 1024
+    # Bytes read per step, and so the lines of one batch: parsed records take ~20x their line
+    # in memory (an access line of 250 bytes is ~5 KB of dicts), and a few batches are in flight.
+    read_chunk_bytes: int = 64 * 1024
     # Skip rotated siblings (*.1, *.gz, *-YYYYMMDD, ...) matched by a pattern with glob magic in
     # its file name; a rotated file already open is still read to its end.
     exclude_rotated: bool = True
@@ -119,8 +121,10 @@ class BufferConfig(_Section, frozen=True):
     fsync_interval: float = 0.2
     max_commit_records: int = 5_000
     # Batches (one read chunk each) waiting for the writer: bounds the memory records in
-    # flight may take, and is how backpressure reaches the sources.
-    queue_batches: int = 4
+    # flight may take, and is how backpressure reaches the sources. Two keep the writer busy
+    # while the next batch is parsed; a longer queue only holds more records (the files the
+    # sources read are the real backlog).
+    queue_batches: int = 2
     # Recently committed records kept in memory so sinks rarely read segment files.
     memory_bytes: int = 4 * MiB
     # Pause between attempts after a write error (disk full, EIO): capped, jittered backoff.
