@@ -11,7 +11,8 @@ Invariants: returns ``False`` (the chain tags ``parse_failure``) for a line that
 log line; a malformed request line (``"-"``, binary probes) still parses, with only
 ``url.original`` set. Never raises. ``msg`` is untouched.
 
-State: a one-entry timestamp cache owned by the task running the chain.
+State: a one-minute timestamp cache (the last minute and zone text -> its UTC text up to the
+minute; a line of another second only appends its seconds) owned by the task running the chain.
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from agent.record import Record
-from agent.transforms.syslog import format_utc
+from agent.transforms.syslog import format_utc, seconds_text
 
-_Q = r'"(?P<{}>(?:[^"\\]|\\.)*)"'
+# Quoted text unrolled (``[^"\\]*(?:\\.[^"\\]*)*``): the language of ``(?:[^"\\]|\\.)*``
+# without one regex branch per character. Possessive (``*+``, ``++``) wherever the next character
+# cannot be part of the run anyway (a quote, a space, ``]``): the same matches, no backtracking.
+_TEXT = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
 _LINE = re.compile(
-    r"(?P<client>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]{1,64})\] "
-    + _Q.format("request")
-    + r" (?P<status>\d{3}|-) (?P<bytes>\d+|-)"
-    + r"(?: "
-    + _Q.format("referrer")
-    + r' "(?P<agent>(?:[^"\\]|\\.)*)"?)?'
+    r"(?P<client>\S++) (?P<ident>\S++) (?P<user>\S++) \[(?P<time>[^\]]{1,64}+)\] "
+    rf'"(?P<request>{_TEXT})"'
+    r" (?P<status>\d{3}|-) (?P<bytes>\d+|-)"
+    rf'(?: "(?P<referrer>{_TEXT})" "(?P<agent>{_TEXT})"?)?'
 )
 _REQUEST = re.compile(r"(?P<method>[A-Za-z]{1,32}) (?P<target>\S+)(?: HTTP/(?P<version>[\d.]+))?$")
 _TIME = re.compile(r"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
@@ -46,45 +48,39 @@ class AccessParser:
     """Parses combined/common access log lines into ECS HTTP fields."""
 
     def __init__(self) -> None:
-        self._cache_key = ""
-        self._cache_ts = ""
+        self._minute = self._zone = self._minute_ts = ""
 
     def __call__(self, record: Record) -> bool:
         m = _LINE.match(record["msg"])
         if m is None:
             return False
-        ts = self._ts(m["time"])
+        client, _, user, stamp, request_line, status, size, referrer, agent = m.groups()
+        ts = self._ts(stamp)
         if ts is not None:
             event: dict[str, object] = {"created": record.get("ts")}
             record["ts"] = ts
         else:
             event = {}
-        status = m["status"]
-        client = m["client"]
         record["client"] = {"ip": client} if _IP_CHARS.issuperset(client) else {"address": client}
-        user = m["user"]
         if user != "-":
             record["user"] = {"name": user}
         http: dict[str, object] = {}
-        record["url"] = self._request(m["request"], http)
+        record["url"] = self._request(request_line, http)
         if status != "-":
             code = int(status)
             response: dict[str, object] = {"status_code": code}
             event["outcome"] = "failure" if code >= 400 else "success"
         else:
             response = {}
-        size = m["bytes"]
         if size != "-":
             response["body"] = {"bytes": int(size)}
         http["response"] = response
-        referrer = m["referrer"]
         if referrer is not None and referrer != "-":
             request = http.get("request")
             if not isinstance(request, dict):
                 request = http["request"] = {}
             request["referrer"] = referrer
         record["http"] = http
-        agent = m["agent"]
         if agent is not None and agent != "-":
             record["user_agent"] = {"original": agent}
         event["category"] = ["web"]
@@ -110,17 +106,23 @@ class AccessParser:
         return url
 
     def _ts(self, stamp: str) -> str | None:
-        if stamp == self._cache_key:
-            return self._cache_ts
+        # "17/May/2015:10:05:03 +0200": the zone is a whole number of minutes, so every second of
+        # a minute shares the UTC text up to the minute; the seconds must still be two digits.
+        if stamp[:18] == self._minute and stamp[20:] == self._zone:
+            sec = stamp[18:20]
+            tail = seconds_text(sec, None) if sec.isdecimal() else None  # isdecimal is regex \d
+            return None if tail is None else self._minute_ts + tail
         t = _TIME.fullmatch(stamp)
         month = _MONTHS.get(t[2]) if t else None
         if t is None or month is None:
             return None
         sign = -1 if t[7] == "-" else 1
-        zone = timezone(sign * timedelta(hours=int(t[8]), minutes=int(t[9])))
-        try:
+        try:  # Feb 30, an offset of a day or more, a moment outside years 1-9999 in UTC
+            zone = timezone(sign * timedelta(hours=int(t[8]), minutes=int(t[9])))
             moment = datetime(int(t[3]), month, int(t[1]), int(t[4]), int(t[5]), int(t[6]), 0, zone)
-        except ValueError:
+            ts = format_utc(moment)
+        except (ValueError, OverflowError):
             return None
-        self._cache_key, self._cache_ts = stamp, format_utc(moment)
-        return self._cache_ts
+        if ts == f"{ts[:17]}{seconds_text(t[6], None)}":
+            self._minute, self._zone, self._minute_ts = stamp[:18], stamp[20:], ts[:17]
+        return ts

@@ -2,7 +2,8 @@
 
 Role: the second stage of the ``auth`` parser, after the syslog header. ``parse_auth(program,
 body, record)`` dispatches on the program name (one dict lookup, so lines of other programs cost
-nothing more) and sets ECS fields: ``event.category/type/action/outcome``, ``user.name``,
+nothing more), sshd bodies on their first letter (only patterns whose first word starts with it
+are tried), and sets ECS fields: ``event.category/type/action/outcome``, ``user.name``,
 ``user.effective.name``, ``user.target.*``, ``group.*``, ``source.ip/port``,
 ``process.command_line``, ``process.working_directory``; the sudo tty goes to ``process.tty.name``
 (ECS has no tty name field).
@@ -62,6 +63,25 @@ _SSHD = [
         "connect",
     ),
 ]
+# The letter each pattern's first word starts with: a body is tried only against the patterns
+# of its own first letter, in the order of _SSHD.
+_SSHD_FIRST = {
+    "login": "AF",
+    "invalid": "I",
+    "dropped": "D",
+    "disconnect": "RD",
+    "closed": "C",
+    "connect": "C",
+}
+_NO_USER = frozenset(("dropped", "connect"))
+_SSHD_EVENTS = {  # kind -> event.category, event.type, event.action, event.outcome
+    "invalid": ("authentication", "info", "invalid_user", "failure"),
+    "dropped": ("network", "connection", "ssh_dropped_connection", "failure"),
+    "connect": ("network", "connection", "ssh_connection", "success"),
+    "disconnect": ("session", "end", "ssh_disconnect", "unknown"),
+    "closed": ("session", "end", "ssh_closed", "unknown"),
+}
+_SSHD_BY_FIRST = {c: [(p, k) for p, k in _SSHD if c in _SSHD_FIRST[k]] for c in "AFIDRC"}
 _PAM = re.compile(r"pam_(?P<mod>\w+)\((?P<svc>[^:()]+):(?P<kind>\w+)\): (?P<rest>.*)", re.S)
 _PAM_SESSION = re.compile(
     r"session (?P<state>opened|closed) for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?"
@@ -88,6 +108,23 @@ _SU = re.compile(
 )
 
 
+def _node(parent: dict[str, object], key: str) -> dict[str, object]:
+    """``parent[key]``, a dict, created (or replacing a non-dict) the way ``put`` does."""
+    child = parent.get(key)
+    if not isinstance(child, dict):
+        child = parent[key] = {}
+    return child
+
+
+def _system_auth(record: Record, name: str) -> dict[str, object]:
+    """``record["system"]["auth"][name]``, created on the way like ``put``."""
+    if "system" not in record:  # the usual case: the whole path at once
+        node: dict[str, object] = {}
+        record["system"] = {"auth": {name: node}}
+        return node
+    return _node(_node(_node(record, "system"), "auth"), name)
+
+
 def _event(record: Record, category: str, etype: str, action: str, outcome: str) -> None:
     event = record.get("event")
     if not isinstance(event, dict):
@@ -100,50 +137,48 @@ def _event(record: Record, category: str, etype: str, action: str, outcome: str)
 
 def _source(record: Record, ip: str | None, port: str | None) -> None:
     if ip:
-        src: dict[str, object] = {"ip": ip}
-        if port:
-            src["port"] = int(port)
-        record["source"] = src
+        record["source"] = {"ip": ip, "port": int(port)} if port else {"ip": ip}
 
 
 def _sshd(body: str, record: Record) -> bool:
     if body.startswith("pam_"):
         return _pam(body, record)
-    for pattern, kind in _SSHD:
+    for pattern, kind in _SSHD_BY_FIRST.get(body[:1], ()):
         m = pattern.match(body)
         if m is None:
             continue
-        groups = m.groupdict()
-        _source(record, groups.get("ip"), groups.get("port"))
-        user = groups.get("user")
-        if user:
-            put(record, "user.name", user)
+        ip, port = m.group("ip", "port")  # every pattern has both (groupdict costs more)
+        _source(record, ip, port)
+        if kind not in _NO_USER:
+            user = m["user"]
+            if user:
+                _node(record, "user")["name"] = user
         if kind == "login":
-            ok = m["event"] == "Accepted"
-            _event(
-                record,
-                "authentication",
-                "start" if ok else "info",
-                "ssh_login",
-                "success" if ok else "failure",
-            )
-            put(record, "system.auth.ssh.method", m["method"])
-            if m["sig"]:
-                put(record, "system.auth.ssh.signature", m["sig"])
-            if m["invalid"]:
-                put(record, "system.auth.ssh.invalid_user", True)
-        elif kind == "invalid":
-            _event(record, "authentication", "info", "invalid_user", "failure")
-        elif kind == "dropped":
-            _event(record, "network", "connection", "ssh_dropped_connection", "failure")
-        elif kind == "connect":
-            _event(record, "network", "connection", "ssh_connection", "success")
+            _login(m, record)
         else:
-            _event(record, "session", "end", f"ssh_{kind}", "unknown")
+            _event(record, *_SSHD_EVENTS[kind])
         if body.endswith("[preauth]"):
-            put(record, "system.auth.ssh.preauth", True)
+            _system_auth(record, "ssh")["preauth"] = True
         return True
     return False
+
+
+def _login(m: re.Match[str], record: Record) -> None:
+    ok = m["event"] == "Accepted"
+    _event(
+        record,
+        "authentication",
+        "start" if ok else "info",
+        "ssh_login",
+        "success" if ok else "failure",
+    )
+    method, invalid, sig = m.group("method", "invalid", "sig")
+    ssh = _system_auth(record, "ssh")
+    ssh["method"] = method
+    if sig:
+        ssh["signature"] = sig
+    if invalid:
+        ssh["invalid_user"] = True
 
 
 def _sudo(body: str, record: Record) -> bool:
@@ -152,8 +187,8 @@ def _sudo(body: str, record: Record) -> bool:
     m = _SUDO.match(body)
     if m is None:
         return False
-    put(record, "user.name", m["user"])
-    rest = m["rest"]
+    user, rest = m.groups()
+    _node(record, "user")["name"] = user
     command = None
     at = rest.find("COMMAND=")
     if at >= 0:
@@ -161,11 +196,12 @@ def _sudo(body: str, record: Record) -> bool:
     fields: dict[str, str] = {}
     errors: list[str] = []
     for part in rest.split(" ; "):
-        key, eq, value = part.strip().partition("=")
+        text = part.strip()
+        key, eq, value = text.partition("=")
         if eq and key in _SUDO_KEYS:
             fields[key] = value
-        elif part.strip():
-            errors.append(part.strip())
+        elif text:
+            errors.append(text)
     error = " ; ".join(errors)
     if command is not None:
         fields["COMMAND"] = command
@@ -173,34 +209,39 @@ def _sudo(body: str, record: Record) -> bool:
         return False
     _sudo_fields(record, fields)
     if error:
-        put(record, "error.message", error)
+        _node(record, "error")["message"] = error
     _event(record, "process", "start", "sudo_command", "failure" if error else "success")
     return True
 
 
 def _sudo_fields(record: Record, fields: dict[str, str]) -> None:
-    if "TTY" in fields:
-        put(record, "process.tty.name", fields["TTY"])
-    if "PWD" in fields:
-        put(record, "process.working_directory", fields["PWD"])
+    tty, pwd, command = fields.get("TTY"), fields.get("PWD"), fields.get("COMMAND")
+    if tty is not None or pwd is not None or command is not None:
+        process = _node(record, "process")
+        if tty is not None:
+            _node(process, "tty")["name"] = tty
+        if pwd is not None:
+            process["working_directory"] = pwd
+        if command is not None:
+            process["command_line"] = command
     if "USER" in fields:
-        put(record, "user.effective.name", fields["USER"])
+        _node(_node(record, "user"), "effective")["name"] = fields["USER"]
     if "GROUP" in fields:
-        put(record, "group.effective.name", fields["GROUP"])
-    if "COMMAND" in fields:
-        put(record, "process.command_line", fields["COMMAND"])
+        _node(_node(record, "group"), "effective")["name"] = fields["GROUP"]
 
 
 def _pam(body: str, record: Record) -> bool:
     m = _PAM.match(body)
     if m is None:
         return False
-    service, rest = m["svc"], m["rest"]
-    put(record, "system.auth.pam.module", f"pam_{m['mod']}")
-    put(record, "system.auth.pam.service", service)
+    module, service, _, rest = m.groups()
+    pam = _system_auth(record, "pam")
+    pam["module"] = f"pam_{module}"
+    pam["service"] = service
     s = _PAM_SESSION.match(rest)
     if s is not None:
-        opened = s["state"] == "opened"
+        state, name, by, uid = s.groups()
+        opened = state == "opened"
         _event(
             record,
             "session",
@@ -208,19 +249,20 @@ def _pam(body: str, record: Record) -> bool:
             "session_opened" if opened else "session_closed",
             "success",
         )
-        if s["by"]:
-            put(record, "user.name", s["by"])
-            put(record, "user.effective.name", s["user"])
-            if s["uid"]:
-                put(record, "user.id", s["uid"])
+        user = _node(record, "user")
+        if by:
+            user["name"] = by
+            _node(user, "effective")["name"] = name
+            if uid:
+                user["id"] = uid
         else:
-            put(record, "user.name", s["user"])
+            user["name"] = name
         return True
     if rest.startswith("authentication failure"):
         kv = dict(_PAM_KV.findall(rest))
         name = kv.get("user") or kv.get("ruser") or kv.get("logname")
         if name:
-            put(record, "user.name", name)
+            _node(record, "user")["name"] = name
         _source(record, kv.get("rhost"), None)
         _event(record, "authentication", "info", "authentication_failure", "failure")
         return True

@@ -7,7 +7,9 @@ seconds/milliseconds) becomes ``ts`` (the read time moves to ``event.created``),
 configured message field is copied to ``message``.
 
 Invariants: a line that is not a JSON object returns ``False`` (the chain tags
-``parse_failure``); a missing or unreadable timestamp keeps the read time. Never raises. No state.
+``parse_failure``); a missing or unreadable timestamp keeps the read time. Never raises.
+
+State: a one-minute timestamp cache (``IsoTimes``) per parser, owned by the task running the chain.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, tzinfo
 
 from agent.record import Record
 from agent.transforms.fields import get, json_object
-from agent.transforms.syslog import format_utc, iso_to_utc
+from agent.transforms.syslog import IsoTimes, format_utc
 
 _EPOCH_MS = 10_000_000_000  # numbers above this are milliseconds (year 2286 in seconds)
 
@@ -29,6 +31,7 @@ class JsonParser:
         self.timestamp_field = timestamp_field
         self.message_field = message_field
         self.tz = tz
+        self._times = IsoTimes()
 
     def __call__(self, record: Record) -> bool:
         data = json_object(record["msg"])
@@ -48,7 +51,7 @@ class JsonParser:
 
     def _ts(self, value: object) -> str | None:
         if isinstance(value, str):
-            return iso_to_utc(value, self.tz)
+            return self._times.to_utc(value, self.tz)
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
             if not math.isfinite(seconds) or seconds < 0:

@@ -10,7 +10,9 @@ shell), ``process.tty.name``, ``user.name``/``user.id``, ``event.action`` (``she
 
 Invariants: the spool file is written by the users themselves, so every field is untrusted text:
 nothing is evaluated, wrong types are skipped, and a non-JSON line is a ``parse_failure``. Never
-raises. No state.
+raises.
+
+State: a one-minute timestamp cache (``IsoTimes``) per parser, owned by the task running the chain.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from agent.record import Record
 from agent.transforms.fields import json_object
-from agent.transforms.syslog import iso_to_utc
+from agent.transforms.syslog import IsoTimes
 
 _ACTIONS = {"command": "shell_command", "tamper": "shell_hook_tampered", "start": "shell_start"}
 
@@ -28,31 +30,40 @@ _ACTIONS = {"command": "shell_command", "tamper": "shell_hook_tampered", "start"
 class ShellParser:
     """Maps hook lines to ECS process/user fields."""
 
+    def __init__(self) -> None:
+        self._times = IsoTimes()
+
     def __call__(self, record: Record) -> bool:
         data = json_object(record["msg"])
         if data is None:
             return False
+        get = data.get
         proc: dict[str, Any] = {}
-        _copy(data, "cmd", proc, "command_line", str)
-        _copy(data, "cwd", proc, "working_directory", str)
-        _copy(data, "exit", proc, "exit_code", int)
-        _copy(data, "pid", proc, "pid", int)
-        _copy(data, "shell", proc, "name", str)
-        tty = data.get("tty")
+        cmd, cwd, shell, tty = get("cmd"), get("cwd"), get("shell"), get("tty")
+        if isinstance(cmd, str):
+            proc["command_line"] = cmd
+        if isinstance(cwd, str):
+            proc["working_directory"] = cwd
+        _integer(get("exit"), proc, "exit_code")
+        _integer(get("pid"), proc, "pid")
+        if isinstance(shell, str):
+            proc["name"] = shell
         if isinstance(tty, str):
             proc["tty"] = {"name": tty}
         user: dict[str, Any] = {}
-        _copy(data, "user", user, "name", str)
-        uid = data.get("uid")
-        if isinstance(uid, int | str) and not isinstance(uid, bool):
+        name, uid = get("user"), get("uid")
+        if isinstance(name, str):
+            user["name"] = name
+        if isinstance(uid, (int, str)) and not isinstance(uid, bool):
             user["id"] = str(uid)
-        kind = data.get("event", "command")
+        kind = get("event", "command")
         action = _ACTIONS.get(kind, "shell_other") if isinstance(kind, str) else "shell_other"
         event: dict[str, Any] = {"category": ["process"], "type": ["start"], "action": action}
-        if isinstance(proc.get("exit_code"), int):
-            event["outcome"] = "success" if proc["exit_code"] == 0 else "failure"
-        ts = data.get("ts")
-        stamp = iso_to_utc(ts, UTC) if isinstance(ts, str) else None
+        code = proc.get("exit_code")
+        if code is not None:
+            event["outcome"] = "success" if code == 0 else "failure"
+        ts = get("ts")
+        stamp = self._times.to_utc(ts, UTC) if isinstance(ts, str) else None
         if stamp is not None:
             event["created"] = record.get("ts")
             record["ts"] = stamp
@@ -61,15 +72,15 @@ class ShellParser:
             record["process"] = proc
         if user:
             record["user"] = user
-        session = data.get("session")
-        if isinstance(session, str | int) and not isinstance(session, bool):
+        session = get("session")
+        if isinstance(session, (str, int)) and not isinstance(session, bool):
             record["shell"] = {"session": str(session)}
         return True
 
 
-def _copy(src: dict[str, Any], key: str, dst: dict[str, Any], name: str, kind: type) -> None:
-    value = src.get(key)
-    if isinstance(value, kind) and not isinstance(value, bool):
+def _integer(value: object, dst: dict[str, Any], name: str) -> None:
+    """``dst[name]``: an integer, or the text of one (the hook writes what the shell gave it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         dst[name] = value
-    elif kind is int and isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 20:
+    elif isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 20:
         dst[name] = int(value)

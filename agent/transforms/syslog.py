@@ -10,8 +10,14 @@ recognisable header returns ``None``; the caller tags it, nothing raises. RFC 31
 and no zone: the zone is configured (``UTC``, ``Local``, ``+01:30`` or an IANA name) and the year
 is inferred from the clock so that a December line read in January lands in the old year.
 
-State: each parser owns a one-entry cache (last timestamp text -> ``ts``) because consecutive lines
-mostly share their second; it belongs to the task that runs the transform chain.
+State: each parser owns one-entry caches because consecutive lines mostly share their minute:
+the last timestamp text -> ``ts``; the last local minute -> its UTC text up to the minute (a line
+of another second of that minute only appends its seconds); and the month its clock last read
+(year inference). They belong to the task that runs the transform chain. A minute is cached only
+when its first and last microsecond map onto one UTC minute second for second (not a minute with
+a zone transition inside or an offset with seconds, like LMT): every other minute takes the exact
+path, so the caches never change a result. ``IsoTimes`` is the same minute cache for RFC 3339
+text; the ``json`` and ``shell`` parsers own one each.
 """
 
 from __future__ import annotations
@@ -33,24 +39,28 @@ _MONTHS = {
     )
 }
 _PRI = r"(?:<(?P<pri>\d{1,3})>)?"
-_PROG = r"(?P<prog>[^\s:\[\]]{1,64})(?:\[(?P<pid>\d{1,10})\])?: ?"
+# Possessive runs (``{1,64}+``): a shorter host or program would leave one of its own characters
+# where a space, ``[`` or ``:`` must follow, so giving characters back never finds a match.
+_PROG = r"(?P<prog>[^\s:\[\]]{1,64}+)(?:\[(?P<pid>\d{1,10})\])?: ?"
 _RFC3164 = re.compile(
-    _PRI
-    + r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]?\d) (?P<time>\d\d:\d\d:\d\d)(?:\.(?P<frac>\d{1,9}))?"
-    r" (?:(?P<host>\S{1,255}) )??" + _PROG + r"(?P<body>.*)",
+    _PRI + r"(?P<stamp>(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]?\d) (?P<time>\d\d:\d\d:\d\d)"
+    r"(?:\.(?P<frac>\d{1,9}))?) (?:(?P<host>\S{1,255}+) )??" + _PROG + r"(?P<body>.*)",
     re.S,
 )
 _RFC3339 = re.compile(
     _PRI + r"(?P<stamp>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
-    r" (?:(?P<host>\S{1,255}) )??" + _PROG + r"(?P<body>.*)",
+    r" (?:(?P<host>\S{1,255}+) )??" + _PROG + r"(?P<body>.*)",
     re.S,
 )
-_SD = r'(?P<sd>-|(?:\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\])+)'
+# Quoted strings unrolled (``[^"\\]*(?:\\.[^"\\]*)*``): the same language as a per-character
+# alternation, without one regex branch per character.
+_SD = r'(?P<sd>-|(?:\[[^\]"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^\]"]*)*\])+)'
 _RFC5424 = re.compile(
     r"<(?P<pri>\d{1,3})>(?P<ver>\d{1,2}) (?P<stamp>\S+) (?P<host>\S+) (?P<app>\S+)"
     r" (?P<procid>\S+) (?P<msgid>\S+) " + _SD + r"(?: (?P<body>.*))?",
     re.S,
 )
+_DAY = timedelta(days=1)
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
 
 
@@ -83,48 +93,112 @@ def parse_timezone(name: str) -> tzinfo | None:
 
 def format_utc(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds; naive ``moment`` is taken as host local time."""
-    u = moment.astimezone(UTC)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
-        f".{u.microsecond:06d}Z"
-    )
+    # isoformat pads the year to four digits like the rest; "+00:00" becomes "Z".
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _micros(frac: str | None) -> int:
     return int((frac or "0")[:6].ljust(6, "0"))
 
 
+def minute_prefix(first: str | None, last: str | None) -> str | None:
+    """The UTC text up to the minute (``YYYY-MM-DDTHH:MM:``) that every second of a local minute
+    shares, from the exact ``ts`` of the minute's first and last microsecond; ``None`` when the
+    minute does not map onto one UTC minute second for second (an offset with seconds, like
+    LMT, or a zone transition inside the minute): such minutes are never cached."""
+    if first is None or last is None or first[:17] != last[:17]:
+        return None
+    if first[17:] != "00.000000Z" or last[17:] != "59.999999Z":
+        return None
+    return first[:17]
+
+
 def iso_to_utc(stamp: str, tz: tzinfo | None) -> str | None:
     """An RFC 3339 / ISO 8601 time (``T`` or space, any fraction, ``Z``/offset/none) as a record
-    ``ts``; ``tz`` applies when it has no offset. ``None`` when it is not such a time."""
+    ``ts``; ``tz`` applies when it has no offset. ``None`` when it is not such a time, or one
+    a record cannot hold (an offset of a day or more, a moment outside years 1-9999 in UTC)."""
     if len(stamp) < 19 or not stamp[:4].isdigit():
         return None
     body, frac, zone = stamp[:19], "", ""
     rest = stamp[19:]
     if rest.startswith("."):
         end = 1
-        while end < len(rest) and rest[end].isdigit():
+        while end < len(rest) and rest[end].isdecimal():  # what int() reads ("²" is a digit)
             end += 1
         frac, zone = rest[1:end], rest[end:]
     else:
         zone = rest
     try:
         moment = datetime.fromisoformat(body.replace(" ", "T"))
-    except ValueError:
+        moment = moment.replace(microsecond=_micros(frac))
+        if zone in ("Z", "z"):
+            moment = moment.replace(tzinfo=UTC)
+        elif zone:
+            off = _OFFSET.fullmatch(zone)
+            if off is None:
+                return None
+            sign = -1 if off[1] == "-" else 1
+            delta = timedelta(hours=int(off[2]), minutes=int(off[3]))
+            moment = moment.replace(tzinfo=timezone(sign * delta))
+        else:
+            moment = moment.replace(tzinfo=tz)
+        return format_utc(moment)
+    except (ValueError, OverflowError, OSError):  # OSError: host local time out of range
         return None
-    moment = moment.replace(microsecond=_micros(frac))
-    if zone in ("Z", "z"):
-        moment = moment.replace(tzinfo=UTC)
-    elif zone:
-        off = _OFFSET.fullmatch(zone)
-        if off is None:
+
+
+_ISO_PARTS = re.compile(
+    r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:)(\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:?\d\d|)", re.A
+)
+_BOUNDS = (ValueError, OverflowError, OSError)  # what the exact path may raise at the extremes
+
+
+def seconds_text(sec: str, frac: str | None) -> str | None:
+    """``SS.ffffffZ`` as ``format_utc`` writes a time with these second and fraction digits;
+    ``None`` for a second that datetime rejects (60, 61 and up)."""
+    if not sec.isascii():  # other Unicode decimal digits, which int() reads
+        sec = f"{int(sec):02d}"
+    if sec > "59":
+        return None
+    if frac is None:
+        return sec + ".000000Z"
+    if frac.isascii():
+        return f"{sec}.{frac[:6].ljust(6, '0')}Z"
+    return f"{sec}.{_micros(frac):06d}Z"
+
+
+class IsoTimes:
+    """``iso_to_utc`` with a one-minute cache: a time in the last minute seen (same text up to
+    the minute, same zone text, same ``tz``) costs a few string operations. Text the cache does
+    not cover (other shapes, non-ASCII digits) takes ``iso_to_utc`` as it is."""
+
+    __slots__ = ("_head", "_prefix", "_tz", "_zone")
+
+    def __init__(self) -> None:
+        self._head = self._zone = self._prefix = ""
+        self._tz: tzinfo | None = None
+
+    def to_utc(self, stamp: str, tz: tzinfo | None) -> str | None:
+        """The same result as ``iso_to_utc(stamp, tz)``."""
+        m = _ISO_PARTS.fullmatch(stamp)
+        if m is None:
+            return iso_to_utc(stamp, tz)
+        head, sec, frac, zone = m.groups()
+        if head == self._head and zone == self._zone and tz is self._tz:
+            tail = seconds_text(sec, frac)
+            return None if tail is None else self._prefix + tail
+        ts = iso_to_utc(stamp, tz)
+        if ts is None:
             return None
-        sign = -1 if off[1] == "-" else 1
-        delta = timedelta(hours=int(off[2]), minutes=int(off[3]))
-        moment = moment.replace(tzinfo=timezone(sign * delta))
-    else:
-        moment = moment.replace(tzinfo=tz)
-    return format_utc(moment)
+        try:
+            first = iso_to_utc(f"{head}00{zone}", tz)
+            last = iso_to_utc(f"{head}59.999999{zone}", tz)
+        except _BOUNDS:
+            return ts
+        prefix = minute_prefix(first, last)
+        if prefix is not None and ts == f"{prefix}{seconds_text(sec, frac)}":
+            self._head, self._zone, self._tz, self._prefix = head, zone, tz, prefix
+        return ts
 
 
 class SyslogParser:
@@ -135,6 +209,12 @@ class SyslogParser:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._cache_key = ""
         self._cache_ts = ""
+        self._minute: tuple[object, ...] = ()  # (year, month, day, "HH:MM", tz)
+        self._minute_ts = ""
+        # The clock's (year, month) is the same in every zone while it reads within these bounds.
+        self._month = (0, 0)
+        self._month_from = self._month_until = datetime.min.replace(tzinfo=UTC)
+        self._iso = IsoTimes()
 
     def header(self, line: str) -> Header | None:
         """The header of ``line``, or ``None`` when it has none we know."""
@@ -155,19 +235,17 @@ class SyslogParser:
 
     def apply(self, record: Record, head: Header) -> None:
         """Move ``head`` into ECS fields of ``record`` (``msg`` stays the whole line)."""
+        ts, host, program, pid, _, pri, rfc5424 = head
         event = record.get("event")
         if not isinstance(event, dict):
             event = record["event"] = {}
         event["created"] = record.get("ts")
-        record["ts"] = head.ts
-        if head.host is not None:
-            record["host"] = {"hostname": head.host}
-        if head.program is not None:
-            proc: dict[str, object] = {"name": head.program}
-            if head.pid is not None:
-                proc["pid"] = head.pid
-            record["process"] = proc
-        if head.pri is not None or head.rfc5424 is not None:
+        record["ts"] = ts
+        if host is not None:
+            record["host"] = {"hostname": host}
+        if program is not None:
+            record["process"] = {"name": program} if pid is None else {"name": program, "pid": pid}
+        if pri is not None or rfc5424 is not None:
             self._apply_syslog(record, head)
 
     @staticmethod
@@ -190,71 +268,117 @@ class SyslogParser:
         log["syslog"] = syslog
 
     def _rfc3164(self, m: re.Match[str]) -> Header | None:
-        stamp = m.group("mon", "day", "time", "frac")
-        key = "|".join(s or "" for s in stamp)
-        if key != self._cache_key:
-            month = _MONTHS.get(stamp[0])
+        pri, stamp, mon, day, hms, frac, host, prog, pid, body = m.groups()
+        if stamp != self._cache_key:
+            month = _MONTHS.get(mon)
             if month is None:
                 return None
-            ts = self._naive_to_ts(month, int(stamp[1]), stamp[2], stamp[3])
-            if ts is None:
-                return None
-            self._cache_key, self._cache_ts = key, ts
-        return self._header(m, self._cache_ts)
-
-    def _naive_to_ts(self, month: int, day: int, hms: str, frac: str | None) -> str | None:
-        now = self.clock().astimezone(self.tz)
-        year = now.year
-        if month > now.month + 1:  # e.g. a December line read in January
-            year -= 1
-        elif month == 1 and now.month == 12 and day == 1:  # our clock runs slightly behind
-            year += 1
-        hour, minute, second = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
-        try:
-            moment = datetime(year, month, day, hour, minute, second, _micros(frac), self.tz)
-        except ValueError:  # Feb 30, hour 25, Feb 29 in the wrong year
-            return None
-        return format_utc(moment)
-
-    def _rfc3339(self, m: re.Match[str]) -> Header | None:
-        stamp = m["stamp"]
-        if stamp != self._cache_key:
-            ts = self._iso_to_ts(stamp)
+            ts = self._naive_to_ts(month, int(day), hms, frac)
             if ts is None:
                 return None
             self._cache_key, self._cache_ts = stamp, ts
-        return self._header(m, self._cache_ts)
+        return _header(self._cache_ts, (host, prog, pid, body, pri))
 
-    def _iso_to_ts(self, stamp: str) -> str | None:
-        return iso_to_utc(stamp, self.tz)
+    def _naive_to_ts(self, month: int, day: int, hms: str, frac: str | None) -> str | None:
+        now = self.clock()  # read once per new timestamp text, for the year
+        if now.tzinfo is UTC and self._month_from <= now < self._month_until:
+            year, current = self._month
+        else:
+            year, current = self._read_month(now)
+        if month > current + 1:  # e.g. a December line read in January
+            year -= 1
+        elif month == 1 and current == 12 and day == 1:  # our clock runs slightly behind
+            year += 1
+        minute = (year, month, day, hms[:5], self.tz)
+        if minute != self._minute:
+            return self._new_minute(minute, hms, frac)
+        sec = hms[6:8]
+        if frac is None and sec.isascii() and sec < "60":  # the usual BSD line
+            return self._minute_ts + sec + ".000000Z"
+        tail = seconds_text(sec, frac)
+        return None if tail is None else self._minute_ts + tail
+
+    def _read_month(self, now: datetime) -> tuple[int, int]:
+        """The clock's year and month in ``tz``; remembers for how long they hold."""
+        local = now.astimezone(self.tz)
+        year, month = local.year, local.month
+        if now.tzinfo is UTC and 1 < year < 9999:
+            # A zone's offset is under a day: a day inside the month is that month anywhere.
+            start = datetime(year, month, 1, tzinfo=UTC)
+            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+            self._month_from, self._month_until = start + _DAY, end - _DAY
+            self._month = (year, month)
+        return year, month
+
+    def _new_minute(
+        self, minute: tuple[int, int, int, str, object], hms: str, frac: str | None
+    ) -> str | None:
+        """The exact ``ts`` of a line in another minute; caches the minute when that is safe."""
+        year, month, day, _, _ = minute
+        hour, mins, second = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        ts = self._exact(year, month, day, hour, mins, second, _micros(frac))
+        if ts is None:
+            return None
+        try:
+            first = self._exact(year, month, day, hour, mins, 0, 0)
+            last = self._exact(year, month, day, hour, mins, 59, 999_999)
+        except _BOUNDS:
+            return ts
+        prefix = minute_prefix(first, last)
+        if prefix is not None and ts == f"{prefix}{seconds_text(hms[6:8], frac)}":
+            self._minute, self._minute_ts = minute, prefix
+        return ts
+
+    def _exact(self, *fields: int) -> str | None:
+        year, month, day, hour, minute, second, micro = fields
+        try:
+            moment = datetime(year, month, day, hour, minute, second, micro, self.tz)
+            return format_utc(moment)
+        except ValueError:  # Feb 30, hour 25, Feb 29 in the wrong year
+            return None
+        except (OverflowError, OSError):  # Jan 1 of year 1 east of UTC (OSError: local time)
+            return None
+
+    def _rfc3339(self, m: re.Match[str]) -> Header | None:
+        pri, stamp, host, prog, pid, body = m.groups()
+        if stamp != self._cache_key:
+            ts = self._iso.to_utc(stamp, self.tz)
+            if ts is None:
+                return None
+            self._cache_key, self._cache_ts = stamp, ts
+        return _header(self._cache_ts, (host, prog, pid, body, pri))
 
     def _rfc5424(self, m: re.Match[str]) -> Header | None:
-        stamp = m["stamp"]
+        pri, ver, stamp, host, app, procid, msgid, sd, body = m.groups()
         ts = self.clock().astimezone(UTC) if stamp == "-" else None
-        text = format_utc(ts) if ts is not None else self._iso_to_ts(stamp)
+        text = format_utc(ts) if ts is not None else self._iso.to_utc(stamp, self.tz)
         if text is None:
             return None
-        host, app, procid = (None if v == "-" else v for v in m.group("host", "app", "procid"))
-        pid = int(procid) if procid is not None and procid.isdigit() else None
+        pid = int(procid) if procid != "-" and procid.isdigit() else None
         return Header(
             text,
-            host,
-            app,
+            None if host == "-" else host,
+            None if app == "-" else app,
             pid,
-            m["body"] or "",
-            int(m["pri"]),
-            (m["msgid"], m["sd"], m["ver"]),
+            body or "",
+            int(pri),
+            (msgid, sd, ver),
         )
 
-    @staticmethod
-    def _header(m: re.Match[str], ts: str) -> Header:
-        pid = m["pid"]
-        pri = m["pri"]
-        return Header(
+
+def _header(ts: str, text: tuple[str | None, str, str | None, str, str | None]) -> Header:
+    """A ``Header`` from a BSD / RFC 3339 match's host, program, pid, body and priority text."""
+    host, prog, pid, body, pri = text
+    # tuple.__new__ skips NamedTuple's generated __new__ (its argument handling costs more).
+    return tuple.__new__(
+        Header,
+        (
             ts,
-            m["host"],
-            m["prog"],
-            int(pid) if pid is not None else None,
-            m["body"],
-            int(pri) if pri is not None else None,
-        )
+            host,
+            prog,
+            None if pid is None else int(pid),
+            body,
+            None if pri is None else int(pri),
+            None,
+        ),
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from agent.record import Record
 from agent.transforms import build
+from agent.transforms.auth import parse_auth
 from agent.transforms.fields import get
 from tests.transforms.corpus import corpus, line_record, records
 from tests.transforms.test_chain import source_config
@@ -180,6 +181,22 @@ AUTH_LINES: list[tuple[str, dict[str, Any]]] = [
         {"event.action": "logind_session_new", "user.name": "bob", "system.auth.session.id": "12"},
     ),
     (
+        H + "sshd[1]: Connection reset by 5.6.7.8 port 4 [preauth]",
+        {"event.action": "ssh_closed", "source.port": 4, "system.auth.ssh.preauth": True},
+    ),
+    (
+        H + "sshd[1]: Connection from 1.2.3.4 port 5 on 10.0.0.2 port 22 rdomain",
+        {"event.action": "ssh_connection", "source.ip": "1.2.3.4", "user": None},
+    ),
+    (
+        H + "sshd[1]: Did not receive identification string from 1.2.3.4 port 9",
+        {"event.action": "ssh_dropped_connection", "source.port": 9, "user": None},
+    ),
+    (
+        H + "sshd[1]: Invalid user  from 1.2.3.4 port 9",
+        {"event.action": "invalid_user", "user": None},
+    ),
+    (
         H + "systemd-logind[5]: Removed session 12.",
         {"event.action": "logind_session_removed", "system.auth.session.id": "12"},
     ),
@@ -192,3 +209,46 @@ def test_auth_event_lines_map_to_ecs_fields(line: str, want: dict[str, Any]) -> 
     assert "parse_failure" not in record.get("tags", ())
     for key, value in want.items():
         assert get(record, key) == value, key
+
+
+def test_sshd_body_of_no_known_pattern_keeps_only_header_fields() -> None:
+    record = build("auth", source_config(format="auth"))(
+        line_record(H + "sshd[1]: Accepted-ish nothing we know")
+    )
+    assert "parse_failure" not in record.get("tags", ())
+    assert record["process"] == {"name": "sshd", "pid": 1}
+    assert "action" not in record["event"]
+    assert "source" not in record
+    assert "system" not in record
+
+
+def test_sudo_fields_join_the_header_process_and_user_fields() -> None:
+    line = (
+        H
+        + "sudo[9]:   bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; GROUP=ops ; COMMAND=/bin/id -u"
+    )
+    record = build("auth", source_config(format="auth"))(line_record(line))
+    assert record["process"] == {
+        "name": "sudo",
+        "pid": 9,
+        "tty": {"name": "pts/0"},
+        "working_directory": "/home/bob",
+        "command_line": "/bin/id -u",
+    }
+    assert record["user"] == {"name": "bob", "effective": {"name": "root"}}
+    assert record["group"] == {"effective": {"name": "ops"}}
+
+
+def test_fields_replace_non_object_values_on_their_path() -> None:
+    # journald records reach parse_auth with fields of their own; a non-object on the way to a
+    # nested field is replaced, never indexed into.
+    record: Record = {"msg": "", "user": "x", "system": ["y"], "event": None}
+    assert parse_auth("sshd", "Failed password for bob from 1.2.3.4 port 22 ssh2", record)
+    assert record["user"] == {"name": "bob"}
+    assert record["system"] == {"auth": {"ssh": {"method": "password"}}}
+    assert record["event"]["outcome"] == "failure"
+    pam: Record = {"user": 1, "system": {"auth": "z"}}
+    line = "pam_unix(sudo:session): session opened for user root(uid=0) by bob(uid=1000)"
+    assert parse_auth("sudo", line, pam)
+    assert pam["user"] == {"name": "bob", "effective": {"name": "root"}, "id": "1000"}
+    assert pam["system"] == {"auth": {"pam": {"module": "pam_unix", "service": "sudo"}}}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from agent.config import parse_agent_config
 from agent.errors import ConfigError
 from agent.transforms import build
-from tests.transforms.corpus import line_record
+from tests.transforms.corpus import READ_TS, line_record
 from tests.transforms.test_chain import source_config
 
 
@@ -75,3 +77,19 @@ def test_bad_transform_config_names_the_field(source: dict[str, Any], field: str
     with pytest.raises(ConfigError) as info:
         parse_agent_config(agent_config(source), environ={})
     assert field in str(info.value)
+
+
+def test_zoneless_times_in_one_minute_across_a_dst_fold_match_the_exact_conversion() -> None:
+    chain = build(
+        "api", source_config(format="json", timestamp_field="t", timezone="Europe/London")
+    )
+    zone = ZoneInfo("Europe/London")
+    for second in [7, *range(62)]:
+        stamp = f"2026-10-25T01:59:{second:02d}.5"
+        record = chain(line_record(f'{{"t": "{stamp}"}}'))
+        if second > 59:
+            assert record["ts"] == READ_TS  # not a time: the read time stays
+            continue
+        moment = datetime(2026, 10, 25, 1, 59, second, 500_000, tzinfo=zone)  # fold 0: BST
+        assert record["ts"] == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert record["ts"].startswith("2026-10-25T00:59:")
