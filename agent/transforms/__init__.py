@@ -33,6 +33,7 @@ from agent.transforms.auth import parse_auth
 from agent.transforms.fields import tag
 from agent.transforms.jsonl import JsonParser
 from agent.transforms.redact import Redactor
+from agent.transforms.redact_batch import redact_records
 from agent.transforms.shell import ShellParser
 from agent.transforms.syslog import SyslogParser, parse_timezone
 
@@ -117,27 +118,19 @@ class TransformChain:
         return out
 
     def _apply(self, batch: list[Pending]) -> None:
-        """Parse each record, then redact the batch: which messages hold a trigger word is
-        found in one scan over all of them; only those (and split parts, whose boundaries need
-        the redactor's carry) take the per-record path."""
+        """Parse each record, then redact the batch: every string that may need it is found in
+        one scan over them all (``redact_records``)."""
         self.stats.records += len(batch)
         parser, redactor = self.parser, self.redactor
         if parser is not None:
             for pending in batch:
                 if isinstance(pending.record.get("msg"), str):
                     self._parse(parser, pending.record)
-        if redactor is None:
-            return
-        msgs = [pending.record.get("msg") for pending in batch]
-        texts = [m if isinstance(m, str) else "" for m in msgs]
-        flags = redactor.suspects(texts)
-        fields_from_msg = self.fields_from_msg
-        for pending, msg, flag in zip(batch, msgs, flags, strict=True):
-            record = pending.record
-            if not isinstance(msg, str):
-                self._redact(redactor, record)
-            elif flag or not fields_from_msg or "split" in record.get("tags", ()):
-                self._redact(redactor, record, suspect=bool(flag))
+        if redactor is not None:
+            records = [pending.record for pending in batch]
+            self.stats.redacted += redact_records(
+                redactor, records, fields_from_msg=self.fields_from_msg
+            )
 
     def flush(self, *, final: bool = False) -> list[Pending]:
         """Records a parser held back and may now release (all of them when ``final``)."""

@@ -11,7 +11,12 @@ when the base64 decodes to ``user:pass``), URL credentials, JWTs, private key bl
 vendor token shapes, plus configured patterns (a ``(?P<secret>...)`` group limits the
 replacement to that group, otherwise the whole match goes). Each built-in rule has cheap
 lower-case trigger substrings, so a line without any trigger costs one ``lower()`` and a few
-``in`` tests.
+``in`` tests; a rule whose pattern is slow may add a prefilter (a cheaper necessary condition).
+
+Batches: ``Redactor.suspects`` answers "holds a trigger?" for many strings in one pass (Hyperscan
+for big batches, ``str.find`` over the joined strings for small ones), and ``redact_batch`` uses
+it to redact a whole batch, or one record's fields, with one pass over all their strings;
+the rules then run only on the strings it flags.
 
 Split lines (invariant: redaction is not defeated by the max-line-bytes split): the file source
 splits an over-long line into parts tagged ``split`` with ``log.part``. Neither part alone can
@@ -30,25 +35,26 @@ import binascii
 import importlib.util
 import re
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from functools import partial
-from itertools import accumulate
-from typing import Any
+from itertools import accumulate, repeat
+from operator import add
 
 from agent.record import Record
 from agent.transforms.fields import tag
+from agent.transforms.redact_batch import fields_may_hold, redact_fields
 
 # Without a hyperscan wheel for the platform, the pure-Python scan gives the same answers.
 _HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
-# Smaller batches (a trickle of lines) are checked line by line: the scanner pays off on big
-# ones, and loading its library costs ~6 MB of RSS that an idle agent need not carry.
+# Smaller batches (a trickle of lines) are scanned with ``str.find``: the scanner pays off on
+# big ones, and loading its library costs ~6 MB of RSS that an idle agent need not carry.
 _SCAN_MIN = 64
+_FIND_MIN = 4  # below this, one ``_suspect`` per value beats joining them for ``_find_suspects``
 
 REDACTED = "[REDACTED]"
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
 _KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_SKIP_KEYS = frozenset(("ts", "src", "log", "tags", "seq", "h", "type"))
 
 
 def _basic(m: re.Match[str]) -> bool:
@@ -66,6 +72,9 @@ class Rule:
     pattern: re.Pattern[str]
     triggers: tuple[str, ...]  # lower-case substrings one of which every match contains
     check: Callable[[re.Match[str]], bool] | None = None
+    # Searched in the lower-cased text of an ASCII value: no hit means ``pattern`` cannot match
+    # (a cheap necessary condition where ``pattern`` is slow, as case-insensitive ones are).
+    prefilter: re.Pattern[str] | None = None
 
 
 _AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
@@ -137,6 +146,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"(?P<secret>\"[^\"]{1,8192}\"|'[^']{1,8192}'|[^\s,;&\"'}]{1,8192})"
         ),
         ("pass", "secret", "token", "apikey", "api_key", "private"),
+        # Every key ends in one of these words and is followed by the separator.
+        prefilter=re.compile(r"(?:pass(?:word|wd|phrase)?|secret|key|token)[\"']?\s*[:=]"),
     ),
     Rule(
         "mysql_password",
@@ -211,7 +222,6 @@ def _cover(rules: tuple[Rule, ...]) -> tuple[str, ...]:
 # ``lower()`` copy is several times faster, and one Hyperscan pass over a whole batch faster still.
 _FAST_WORDS = _cover(BUILTIN_RULES)
 _FAST_AWS = re.compile(rf"(?:{_AWS_PREFIX})[A-Z0-9]{{16}}")
-_FAST_AWS_BYTES = re.compile(_FAST_AWS.pattern.encode())
 
 
 def _suspect(value: str) -> bool:
@@ -219,18 +229,59 @@ def _suspect(value: str) -> bool:
 
 
 def _suspects(values: list[str]) -> bytearray:
-    """``_suspect`` of each value (1 or 0): the reference the batch scanner must agree with."""
+    """``_suspect`` of each value (1 or 0): the reference the batch scanners must agree with."""
     return bytearray(map(_suspect, values))
 
 
-class _BatchScanner:
-    """``_suspects`` in one Hyperscan pass over a batch's values joined.
+def _ends(values: Sequence[Sized]) -> list[int]:
+    """Where each of ``values`` ends once they are joined by one separator (one past it)."""
+    return list(accumulate(map(add, map(len, values), repeat(1))))
 
-    Values are lowered by Python (``str.lower`` is what the rules' triggers assume, e.g. the
-    Kelvin sign lowers to "k") and scanned as UTF-8; a hit's end offset says which value holds
-    it, since no trigger word holds the "\\n" that joins them. AWS key ids are case-sensitive and
-    found by their regex over the original bytes. One scanner (and its scratch space) per
-    ``Redactor``, which one thread drives at a time.
+
+def _mark(offsets: list[int], ends: list[int], flags: bytearray) -> None:
+    for at in offsets:  # value i ends at ends[i]
+        flags[bisect_right(ends, at)] = 1
+
+
+def _find_aws(text: str, values: list[str], flags: bytearray) -> None:
+    """Flag the values holding an AWS key id, ``text`` being them joined by "\\n"."""
+    if starts := [m.start() for m in _FAST_AWS.finditer(text)]:
+        _mark(starts, _ends(values), flags)
+
+
+def _find_suspects(values: list[str]) -> bytearray:
+    """``_suspects`` by ``str.find`` over the values joined: a pass per word over the batch, not
+    one per value. No word holds the "\\n" that joins them, so a hit lies inside one value.
+    Non-ASCII values are lowered one by one, as ``_suspect`` does (lowering can change lengths
+    and context: "\\u0130" lowers to two characters)."""
+    flags = bytearray(len(values))
+    text = "\n".join(values)
+    if text.isascii():
+        low, ends = text.lower(), _ends(values)
+    else:
+        lowered = [v.lower() for v in values]
+        low, ends = "\n".join(lowered), _ends(lowered)
+    for word in _FAST_WORDS:
+        at = low.find(word)
+        while at >= 0:  # after a hit, on from the next value: one hit per word and value
+            i = bisect_right(ends, at)
+            flags[i] = 1
+            at = low.find(word, ends[i])
+    _find_aws(text, values, flags)
+    return flags
+
+
+class _BatchScanner:
+    """``_suspects`` in one Hyperscan pass over a batch's values joined by "\\n" (which no
+    trigger word holds, so a hit's offset says which value holds it).
+
+    An ASCII batch (the common case) is scanned as it is, the words matching ASCII-caselessly
+    (on ASCII text, what ``str.lower`` gives); AWS key id prefixes, case-sensitive, are in the
+    database too, and a value with one is checked with the regex. Otherwise values are lowered
+    by Python (``str.lower`` is what the triggers assume, e.g. the Kelvin sign lowers to "k"),
+    scanned as UTF-8, and the AWS regex runs over the original text. (The whole AWS regex in the
+    database would take ~50 ms to compile, literals ~1 ms.) One scanner (and its scratch
+    space) per ``Redactor``, which one thread drives at a time.
     """
 
     def __init__(self) -> None:
@@ -238,29 +289,37 @@ class _BatchScanner:
 
         self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         words = [re.escape(word).encode() for word in _FAST_WORDS]
-        self.db.compile(expressions=words, ids=list(range(len(words))), flags=0)
+        self.aws_id = len(words)  # ids from here on are AWS key id prefixes
+        prefixes = [prefix.encode() for prefix in _AWS_PREFIX.split("|")]
+        self.db.compile(
+            expressions=words + prefixes,
+            ids=list(range(len(words) + len(prefixes))),
+            flags=[hyperscan.HS_FLAG_CASELESS] * len(words) + [0] * len(prefixes),
+        )
 
     def __call__(self, values: list[str]) -> bytearray:
         flags = bytearray(len(values))
-        if not values:
-            return flags
         text = "\n".join(values)
-        if text.isascii():  # the common case: characters are bytes, lowering keeps offsets
-            low, raw = text.lower().encode("ascii"), text.encode("ascii")
-            low_ends = raw_ends = list(accumulate(len(v) + 1 for v in values))
-        else:
-            lowered = [v.lower().encode("utf-8", "surrogatepass") for v in values]
-            encoded = [v.encode("utf-8", "surrogatepass") for v in values]
-            low, raw = b"\n".join(lowered), b"\n".join(encoded)
-            low_ends = list(accumulate(len(v) + 1 for v in lowered))
-            raw_ends = list(accumulate(len(v) + 1 for v in encoded))
+        hits: list[int] = []  # offsets of the last byte of each trigger word found
+        prefixes: list[int] = []  # and of each AWS key id prefix
+        aws_id = self.aws_id
 
-        def hit(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
-            flags[bisect_right(low_ends, end - 1)] = 1
+        def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            (prefixes if id_ >= aws_id else hits).append(end - 1)
 
-        self.db.scan(low, match_event_handler=hit)
-        for m in _FAST_AWS_BYTES.finditer(raw):  # cannot match "\n" either
-            flags[bisect_right(raw_ends, m.start())] = 1
+        if text.isascii():
+            self.db.scan(text.encode("ascii"), match_event_handler=hit)
+            if hits or prefixes:  # where values end matters only then: most batches are clean
+                ends = _ends(values)
+                _mark(hits, ends, flags)
+                for at in prefixes:
+                    i = bisect_right(ends, at)
+                    flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
+            return flags
+        lowered = [v.lower().encode("utf-8", "surrogatepass") for v in values]
+        self.db.scan(b"\n".join(lowered), match_event_handler=hit)
+        _mark(hits, _ends(lowered) if hits else [], flags)
+        _find_aws(text, values, flags)
         return flags
 
 
@@ -272,6 +331,11 @@ class Redactor:
         self.rules = BUILTIN_RULES + self.custom
         self._carry: dict[str, tuple[int, str, bool]] = {}  # path -> (next part, tail, in key)
         self._scanner: _BatchScanner | None = None  # made for the first big batch
+        # Per rule, in order: what ``text`` needs, bound once instead of per call.
+        self._plan = tuple(
+            (rule.triggers, rule.prefilter, rule.pattern.sub, partial(_replace, rule=rule))
+            for rule in self.rules
+        )
 
     def suspect(self, value: str) -> bool:
         """Whether ``value`` holds a trigger of any rule (always, with configured patterns)."""
@@ -281,8 +345,10 @@ class Redactor:
         """:meth:`suspect` of each of ``values`` (1 or 0), in one pass over all of them."""
         if self.custom:
             return bytearray(b"\x01" * len(values))
-        if len(values) < _SCAN_MIN or not _HYPERSCAN:
+        if len(values) < _FIND_MIN:
             return _suspects(values)
+        if len(values) < _SCAN_MIN or not _HYPERSCAN:
+            return _find_suspects(values)
         if self._scanner is None:
             self._scanner = _BatchScanner()
         return self._scanner(values)
@@ -294,11 +360,20 @@ class Redactor:
         copy and a scan per call, the largest part of redaction on clean lines)."""
         if not (self.suspect(value) if suspect is None else suspect):
             return value  # the common case
-        has = value.lower().__contains__
-        for rule in self.rules:
-            if rule.triggers and not any(map(has, rule.triggers)):
-                continue
-            value = rule.pattern.sub(partial(_replace, rule=rule), value)
+        low = now = value.lower()  # rules are chosen by ``low``; ``now`` follows the rewrites
+        ascii_text = value.isascii()
+        for triggers, prefilter, sub, replace in self._plan:
+            if triggers:
+                for word in triggers:
+                    if word in low:
+                        break
+                else:
+                    continue
+                if prefilter is not None and ascii_text and prefilter.search(now) is None:
+                    continue
+            new = sub(replace, value)
+            if new is not value:
+                value, now = new, new.lower()
         return value
 
     def record(
@@ -308,6 +383,7 @@ class Redactor:
 
         ``fields_from_msg``: the parser only copied substrings of ``msg`` (nothing decoded), so
         when ``msg`` holds no trigger word its fields cannot either and are not walked.
+        Otherwise they are walked unless their JSON holds no trigger either (``may_hold``).
         ``suspect``: :meth:`suspect` of ``msg``, when the caller already knows it.
         """
         changed = False
@@ -325,30 +401,11 @@ class Redactor:
             if new != msg:
                 record["msg"] = new
                 changed = True
-        if walk:
-            for key, value in record.items():
-                if key not in _SKIP_KEYS and key != "msg":
-                    changed = self._walk(record, key, value) or changed
+        if walk and (fields_from_msg or fields_may_hold(self, [record])[0]):
+            changed = redact_fields(self, record) or changed
         if changed:
             tag(record, "redacted")
         return record
-
-    def _walk(self, parent: dict[str, Any] | list[Any], key: Any, value: object) -> bool:
-        """Redact every string inside ``parent[key]`` in place; whether anything changed."""
-        if isinstance(value, str):
-            new = self.text(value)
-            if new != value:
-                parent[key] = new
-                return True
-            return False
-        changed = False
-        if isinstance(value, dict):
-            for k, v in value.items():
-                changed = self._walk(value, k, v) or changed
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                changed = self._walk(value, i, v) or changed
-        return changed
 
     def _split_part(self, record: Record, msg: str) -> str:
         """Redact one part of a split line, including what straddles its boundaries."""

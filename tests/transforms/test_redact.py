@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import string
 
 import pytest
 from hypothesis import given, settings
@@ -187,15 +188,49 @@ VALUES = st.lists(
 )
 
 
+# ASCII batches take the scanner's caseless path, where AWS key ids are found by prefix first.
+AWSISH = st.sampled_from(["AKIA" + "Q" * 16, "ASIAZZZZ", "akia" + "Z" * 16, "xAKIA" + "7" * 17])
+ASCII_VALUES = st.lists(
+    st.lists(
+        st.one_of(st.text(alphabet=string.printable, max_size=12), TRIGGERISH, AWSISH), max_size=6
+    ).map("".join),
+    max_size=20,
+)
+
 SCANNER = redact._BatchScanner()
 
 
 @settings(max_examples=400, deadline=None)
-@given(values=VALUES)
-def test_batch_scan_agrees_with_the_per_line_check(values: list[str]) -> None:
-    """Hyperscan over the joined batch flags exactly the lines the per-line check flags: also
-    with non-ASCII text whose lowering changes lengths or makes ASCII ("\u212a" -> "k")."""
-    assert SCANNER(values) == bytearray(map(redact._suspect, values))
+@given(values=st.one_of(VALUES, ASCII_VALUES))
+def test_batch_scans_agree_with_the_per_line_check(values: list[str]) -> None:
+    """Hyperscan and ``str.find`` over the joined batch flag exactly the lines the per-line
+    check flags: also with non-ASCII text whose lowering changes lengths or makes ASCII
+    ("\u212a" -> "k")."""
+    expected = bytearray(map(redact._suspect, values))
+    assert SCANNER(values) == expected
+    assert redact._find_suspects(values) == expected
+
+
+KEY_SOUP = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["password", "PassWD", "Secret_KEY", "api_key", "Token", "client_secret", "pass"]
+        ),
+        st.sampled_from(["refresh_token", "PRIVATEKEY", "_", "'", '"', " ", "\t", ":", "=", "}"]),
+        st.text(alphabet=string.printable, max_size=5),
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=KEY_SOUP)
+def test_a_rule_prefilter_never_skips_a_match(text: str) -> None:
+    """A prefilter is a necessary condition: on ASCII text, wherever the rule's pattern
+    matches, the prefilter finds something in the lowered text."""
+    for rule in redact.BUILTIN_RULES:
+        if rule.prefilter is not None and rule.pattern.search(text):
+            assert rule.prefilter.search(text.lower()), (rule.name, text)
 
 
 def test_big_batches_use_the_scanner_and_agree() -> None:
