@@ -21,6 +21,8 @@ import msgspec
 from agent.errors import ConfigError
 
 MiB = 1024 * 1024
+RAW_CHUNK_BYTES = 256 * 1024  # read_chunk_bytes unset, no parser
+PARSED_CHUNK_BYTES = 64 * 1024  # read_chunk_bytes unset, with a parser
 ENV_PREFIX = "TAILSEAL_"
 _T = TypeVar("_T")
 
@@ -53,9 +55,10 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     max_line_bytes: int = MiB
     poll_interval: float = 1.0
     partial_line_timeout: float = 5.0
-    # Bytes read per step, and so the lines of one batch: parsed records take ~20x their line
-    # in memory (an access line of 250 bytes is ~5 KB of dicts), and a few batches are in flight.
-    read_chunk_bytes: int = 64 * 1024
+    # Bytes read per step, and so the lines of one batch (a few batches are in flight). Unset:
+    # 256 KiB of raw lines, 64 KiB with a parser, whose records take ~20x their line in memory
+    # (an access line of 250 bytes is ~5 KB of dicts); ``chunk_bytes`` is what applies.
+    read_chunk_bytes: int | None = None
     # Skip rotated siblings (*.1, *.gz, *-YYYYMMDD, ...) matched by a pattern with glob magic in
     # its file name; a rotated file already open is still read to its end.
     exclude_rotated: bool = True
@@ -69,6 +72,13 @@ class FileSourceConfig(_Section, frozen=True, tag="file", tag_field="type"):
     multiline_timeout: float = 1.0
     parser: ParserConfig = ParserConfig()
     redact: RedactConfig = RedactConfig()
+
+    @property
+    def chunk_bytes(self) -> int:
+        """``read_chunk_bytes``, or its default for this source's parser."""
+        if self.read_chunk_bytes is not None:
+            return self.read_chunk_bytes
+        return RAW_CHUNK_BYTES if self.parser.format == "none" else PARSED_CHUNK_BYTES
 
 
 class JournaldSourceConfig(_Section, frozen=True, tag="journald", tag_field="type"):
@@ -387,6 +397,8 @@ def _check_file_source(path: str, src: FileSourceConfig) -> None:
     if src.max_line_bytes < 64:
         raise ConfigError(f"{path}.max_line_bytes", "must be at least 64")
     _positive(f"{path}.poll_interval", src.poll_interval)
+    if src.read_chunk_bytes is not None and src.read_chunk_bytes < 1:
+        raise ConfigError(f"{path}.read_chunk_bytes", "must be at least 1")
     if src.fingerprint_bytes < 16:
         raise ConfigError(f"{path}.fingerprint_bytes", "must be at least 16")
     if src.max_open_files < 1:

@@ -78,7 +78,7 @@ def run_stages(scenario: str, lines: int, work: Path) -> dict[str, Any]:
     more = True
     while more:
         with stage("source"):
-            batch, end, more = tailed.read(config.read_chunk_bytes, end)
+            batch, end, more = tailed.read(config.chunk_bytes, end)
         batches.append(batch)
     os.close(fd)
     chain = build(scenario, config)

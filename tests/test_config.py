@@ -57,6 +57,24 @@ def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
     assert config.shutdown.timeout == 25.0
 
 
+@pytest.mark.parametrize(
+    ("table", "chunk"),
+    [
+        ("", 256 * 1024),  # raw lines: a record is a few times its line in memory
+        ('parser = { format = "access" }', 64 * 1024),  # parsed: ~20 times
+        ('parser = { format = "access" }\nread_chunk_bytes = 1000', 1000),
+        ("read_chunk_bytes = 4096", 4096),
+    ],
+)
+def test_read_chunk_defaults_by_parser_and_a_set_value_wins(
+    tmp_path: Path, table: str, chunk: int
+) -> None:
+    text = VALID.replace('paths = ["/var/log/auth.log"]', f'paths = ["/x"]\n{table}')
+    auth = load_agent_config(write(tmp_path, text), environ={}).sources["auth"]
+    assert isinstance(auth, FileSourceConfig)
+    assert auth.chunk_bytes == chunk
+
+
 def test_typo_key_is_named_with_its_dotted_path(tmp_path: Path) -> None:
     text = VALID.replace('paths = ["/var/log/auth.log"]', 'pathz = ["/var/log/auth.log"]')
     with pytest.raises(ConfigError) as info:
@@ -83,6 +101,10 @@ def test_wrong_type_is_named_with_its_dotted_path(tmp_path: Path) -> None:
         ),
         (('state_dir = "/var/lib/tailseal"', "state_dir = 5"), "state_dir"),
         (("[sinks.central]", '[sinks."bad name/"]'), "bad name/"),
+        (
+            ('paths = ["/var/log/auth.log"]', 'paths = ["/x"]\nread_chunk_bytes = 0'),
+            "sources.auth.read_chunk_bytes",
+        ),
     ],
 )
 def test_invalid_values_name_their_field(

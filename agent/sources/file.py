@@ -362,7 +362,7 @@ class FileSource:
                 self._wake.set()  # the rest is read next round, after the other files
                 return True
             try:
-                batch, end, more = await in_thread(tailed.read, self._config.read_chunk_bytes, end)
+                batch, end, more = await in_thread(tailed.read, self._config.chunk_bytes, end)
             except OSError as exc:
                 await self._drop(tailed, exc)
                 return False
