@@ -117,6 +117,11 @@ class AgentMetrics(Collector):
         )
         yield _counter("buffer_write_errors", "Failed buffer writes (retried)", stats.write_errors)
         yield _counter("gaps", "Gap records written (accounted loss)", stats.gaps)
+        yield _counter(
+            "buffer_unencodable_records",
+            "Records whose parsed fields could not be encoded (shipped without them)",
+            stats.unencodable,
+        )
         yield _gauge(
             "buffer_blocked", "1 while the buffer is full and waits for acks", buffer.blocked
         )

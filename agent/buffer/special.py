@@ -1,9 +1,12 @@
-"""The records the buffer writes itself: ``gap`` (accounted loss) and ``seal`` (clean end).
+"""The records the buffer writes itself: ``gap`` (accounted loss) and ``seal`` (clean end), and
+the stand-in for a record the chain cannot encode.
 
 Pure builders; the writer task chains and commits them like any record.
 """
 
 from __future__ import annotations
+
+import orjson
 
 from agent.buffer.recovery import RecoveryReport
 from agent.record import Record, now_rfc3339
@@ -49,3 +52,33 @@ def seal(reason: str, records: int, prev_seq: int) -> Record:
         "msg": f"stream sealed: agent stopped ({reason})",
         "seal": {"records": records, "prev_seq": prev_seq},
     }
+
+
+def unencodable(record: Record, error: str) -> Record:
+    """Stand-in for ``record`` when its canonical encoding fails (orjson refuses it: nesting
+    deeper than 255 levels, say — a transform's bug, never the line's fault). The line, its
+    time, source and position ship; whatever a parser built is left out, and the record is
+    tagged ``unencodable`` with the encoder's message."""
+    kept: Record = {"seq": record.get("seq")}
+    for key in ("ts", "src", "msg", "log"):
+        if key in record and _encodes(record[key]):
+            kept[key] = record[key]
+    tags = record.get("tags")
+    kept["tags"] = (
+        [
+            *(t for t in tags if isinstance(t, str)),
+            "unencodable",
+        ]
+        if isinstance(tags, list)
+        else ["unencodable"]
+    )
+    kept["error"] = {"message": f"record not encodable: {error}"}
+    return kept
+
+
+def _encodes(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
+        return False
+    return True

@@ -54,6 +54,7 @@ class BufferStats:
     dropped_records: int = 0  # when_full = "drop_oldest"
     write_errors: int = 0
     gaps: int = 0
+    unencodable: int = 0  # records shipped as special.unencodable stand-ins
 
 
 class _WriteFailedError(Exception):
@@ -324,8 +325,11 @@ class Buffer:
         room = self.config.max_bytes - self.total_bytes() if bounded else 1 << 62
         limit, always = self.config.segment_bytes, self.config.fsync == "always"
         dumps, sort, sha, crc = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256, zlib.crc32
-        pack_head, pack_body = segment.HEADER.pack, segment.BODY_HEAD.pack
-        encode_cp = segment.encode_checkpoint
+        pack_head, pack_body, encode_cp = (
+            segment.HEADER.pack,
+            segment.BODY_HEAD.pack,
+            segment.encode_checkpoint,
+        )
         try:
             for item in items:
                 if room - size <= 0:
@@ -333,7 +337,10 @@ class Buffer:
                 seq += 1
                 record = item.record
                 record["seq"] = seq
-                canonical = dumps(record, option=sort)  # never b"{}": it holds "seq"
+                try:
+                    canonical = dumps(record, option=sort)  # never b"{}": it holds "seq"
+                except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
+                    record, canonical = self._unencodable(record, exc)
                 prev = sha(prev + canonical).digest()
                 wire = canonical[:-1] + b',"h":"' + hexlify(prev) + b'"}'
                 cp = item.checkpoint
@@ -364,6 +371,17 @@ class Buffer:
         except OSError as exc:
             raise _WriteFailedError(done, exc) from exc
         return done
+
+    def _unencodable(self, record: Record, exc: TypeError) -> tuple[Record, bytes]:
+        """``special.unencodable``'s stand-in for ``record``, and its canonical encoding."""
+        self.stats.unencodable += 1
+        log.error(
+            "record from source %r cannot be encoded (%s): its line ships without parsed fields",
+            record.get("src"),
+            exc,
+        )
+        stand_in = special.unencodable(record, str(exc))
+        return stand_in, orjson.dumps(stand_in, option=orjson.OPT_SORT_KEYS)
 
     def _flush(self, frames: list[bytes], entries: list[Entry], cps: list[Checkpoint]) -> None:
         data = b"".join(frames)

@@ -298,9 +298,13 @@ def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes, offset: in
         if record.get("type") == "gap":
             gap_seqs.append(seq)
         if fault is None:
-            prev = expected_h(prev, record)
-            if prev.hex() != record["h"]:
-                fault = f"record {seq}: h does not verify"
+            try:
+                prev = expected_h(prev, record)
+            except orjson.JSONEncodeError as exc:  # e.g. nested deeper than 255 levels
+                fault = f"record {seq}: h does not verify: no canonical encoding ({exc})"
+            else:
+                if prev.hex() != record["h"]:
+                    fault = f"record {seq}: h does not verify"
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
     return Batch(header, lines, hashes, sealed, tuple(gap_seqs), fault, data, offset)

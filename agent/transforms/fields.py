@@ -47,10 +47,36 @@ def tag(record: Record, name: str) -> None:
         tags.append(name)
 
 
+# Parsed JSON nested deeper than this is not taken apart. The chain's canonical encoding
+# (orjson) stops at 255 levels and the record adds its own; real logs stay under ~20 (the depth
+# Elasticsearch maps by default), so 64 leaves room without shipping what cannot be hashed.
+MAX_JSON_DEPTH = 64
+
+
 def json_object(text: Any) -> dict[str, Any] | None:
-    """``text`` decoded as a JSON object; None when it is not one (the parser's "not mine")."""
+    """``text`` decoded as a JSON object; None when it is not one (the parser's "not mine"),
+    or when it nests containers more than ``MAX_JSON_DEPTH`` deep."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    # Each level of nesting needs its own "{" or "[": fewer of them than the limit (the common
+    # line, two C-speed counts) cannot be too deep, and only the rest is walked.
+    opens = text.count("{") + text.count("[") if isinstance(text, str) else MAX_JSON_DEPTH + 1
+    if opens > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
+        return None
+    return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels inside ``value`` (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

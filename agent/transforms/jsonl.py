@@ -6,8 +6,9 @@ record's ``json`` key (never merged into the record root, so a line cannot forge
 seconds/milliseconds) becomes ``ts`` (the read time moves to ``event.created``), and the
 configured message field is copied to ``message``.
 
-Invariants: a line that is not a JSON object returns ``False`` (the chain tags
-``parse_failure``); a missing or unreadable timestamp keeps the read time. Never raises.
+Invariants: a line that is not a JSON object, or nests more than ``MAX_JSON_DEPTH`` (64) levels
+(the chain could not hash it), returns ``False`` (the chain tags ``parse_failure``); a missing
+or unreadable timestamp keeps the read time. Never raises.
 
 State: a one-minute timestamp cache (``IsoTimes``) per parser, owned by the task running the chain.
 """

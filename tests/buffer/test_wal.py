@@ -232,3 +232,34 @@ async def test_fsync_always_commits_every_record(tmp_path: Path) -> None:
     await run.close()
     assert_chain(stored(tmp_path), run.buffer.stream_id)
     assert len(stored(tmp_path)) == 6
+
+
+async def test_record_the_encoder_refuses_ships_as_a_stand_in(tmp_path: Path) -> None:
+    # A transform bug (here: nesting past orjson's 255 levels) must not stop the writer: the
+    # line ships without the parsed fields, tagged, and the chain and checkpoints go on.
+    deep: dict[str, object] = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    items = pending(3)
+    bad = items[1].record
+    bad.update({"ts": "2026-01-01T00:00:00.000000Z", "json": deep, "tags": ["x", 7]})
+    bad["log"] = {"file": {"path": "/var/log/x"}, "offset": 10}
+    run = await start(tmp_path)
+    await run.commit(items)
+    assert run.buffer.stats.unencodable == 1
+    stream = run.buffer.stream_id
+    await run.close()
+    frames = stored(tmp_path)
+    assert_chain(frames, stream)
+    record = orjson.loads(frames[1].record)
+    assert record["msg"] == "line 1"
+    assert record["ts"] == "2026-01-01T00:00:00.000000Z"
+    assert record["log"] == {"file": {"path": "/var/log/x"}, "offset": 10}
+    assert record["tags"] == ["x", "unencodable"]
+    assert "Recursion limit" in record["error"]["message"]
+    assert "json" not in record
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.checkpoints_for("s")["1:2"].offset == 30  # past the bad line's
+    finally:
+        buffer.stop()

@@ -44,7 +44,8 @@ LIMIT = 1024 * 1024
 
 def reference_parse(header: BatchHeader, data: bytes, offset: int) -> Batch:
     """``parse_records`` as it was before its fast path (with ``_record`` inlined): every line
-    parsed, checked and re-encoded on its own. The behaviour the fast path must keep."""
+    parsed, checked and re-encoded on its own. The behaviour the fast path must keep — with one
+    later change: a record with no canonical encoding is a fault (400), it used to raise (500)."""
     lines = data[offset:].split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
@@ -71,9 +72,13 @@ def reference_parse(header: BatchHeader, data: bytes, offset: int) -> Batch:
         if record.get("type") == "gap":
             gap_seqs.append(seq)
         if fault is None:
-            prev = expected_h(prev, record)
-            if prev.hex() != record["h"]:
-                fault = f"record {seq}: h does not verify"
+            try:
+                prev = expected_h(prev, record)
+            except orjson.JSONEncodeError as exc:
+                fault = f"record {seq}: h does not verify: no canonical encoding ({exc})"
+            else:
+                if prev.hex() != record["h"]:
+                    fault = f"record {seq}: h does not verify"
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
     return Batch(header, lines, hashes, sealed=sealed, gap_seqs=tuple(gap_seqs), fault=fault)

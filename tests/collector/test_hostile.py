@@ -37,6 +37,7 @@ def _bad_bodies() -> dict[str, bytes]:
     chain = make_chain(4)
     skipping = make_chain(5, stream=chain.stream)
     body = chain.batch(1, 3)
+    deep = chain.lines[2][:-1] + b',"zz":' + b"[" * 300 + b"]" * 300 + b"}"
     header_end = body.index(b"\n")
     return {
         "not JSON at all": b"this is not a batch\n",
@@ -55,6 +56,10 @@ def _bad_bodies() -> dict[str, bytes]:
         "record not JSON": chain.batch(1, 3, lines=[*chain.lines[:2], b'{"seq": 3, "ms']),
         "record not an object": chain.batch(1, 3, lines=[*chain.lines[:2], b"[3]"]),
         "record without h": chain.batch(1, 1, lines=[b'{"seq":1,"msg":"x"}']),
+        # orjson reads 1024 levels but encodes 255: no canonical form, so no h can verify.
+        "record nested past the canonical encoding": chain.batch(
+            1, 3, lines=[*chain.lines[:2], deep]
+        ),
     }
 
 
@@ -67,6 +72,8 @@ async def test_malformed_batch_gets_400_with_an_error(collector: Running, case: 
 
     assert status == 400
     assert isinstance(reply["error"], str)
+    if case == "record nested past the canonical encoding":
+        assert reply["error"].startswith("record 3: h does not verify: no canonical encoding")
     assert (await list_streams(collector))["streams"] == []
     await assert_still_serving(collector)
 

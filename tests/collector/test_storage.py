@@ -124,13 +124,17 @@ async def test_torn_last_line_is_cut_and_quarantined_on_open(tmp_path: Path) -> 
     assert [path.read_bytes() for path in quarantined] == [torn]
 
 
+@pytest.mark.parametrize("kind", ["forged", "deep"])
 async def test_unverifiable_line_past_the_head_is_cut_with_everything_after_it(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     chain = make_chain(8)
     await store_records(FileStreamStore(tmp_path), chain, 1, 5)
     forged = tampered(chain.line(7), msg="nothing to see here")
-    append_raw(tmp_path, chain, b"\n".join([chain.line(6), forged, chain.line(8)]) + b"\n")
+    # Or nested past what orjson encodes: it reads, but has no canonical form to hash.
+    deep = chain.line(7)[:-1] + b',"zz":' + b"[" * 300 + b"]" * 300 + b"}"
+    bad = forged if kind == "forged" else deep
+    append_raw(tmp_path, chain, b"\n".join([chain.line(6), bad, chain.line(8)]) + b"\n")
 
     store = FileStreamStore(tmp_path)
     head = await store.head(chain.stream)

@@ -165,6 +165,19 @@ async def test_line_that_is_not_a_record_is_modified_and_the_rest_verifies(
     assert kinds(verify_stream(directory)) == [("modified", 3, 3)]
 
 
+async def test_record_nested_past_the_canonical_encoding_is_modified(tmp_path: Path) -> None:
+    # orjson reads it but cannot encode it canonically: no h can verify, and verify goes on.
+    chain = make_chain(8, seal=True)
+    directory = await stored_stream(tmp_path, chain)
+    lines = list(chain.lines)
+    lines[2] = lines[2][:-1] + b',"zz":' + b"[" * 300 + b"]" * 300 + b"}"
+
+    rewrite(directory, lines)
+
+    # The file grew, so head.json's byte count no longer matches either.
+    assert kinds(verify_stream(directory)) == [("modified", 3, 3), ("head", 8, 8)]
+
+
 async def test_duplicated_record_is_reported(tmp_path: Path) -> None:
     chain = make_chain(6, seal=True)
     directory = await stored_stream(tmp_path, chain)

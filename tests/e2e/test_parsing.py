@@ -53,3 +53,34 @@ def test_auth_lines_arrive_parsed_and_redacted(tmp_path: Path, collector: Collec
     assert "hunter2secret" not in str(sudo)
     assert "redacted" in sudo["tags"]
     assert sudo["user"]["effective"]["name"] == "root"
+
+
+@pytest.mark.slow
+def test_json_line_too_deep_to_hash_ships_unparsed_and_the_agent_goes_on(
+    tmp_path: Path, collector: CollectorProcess
+) -> None:
+    # 300 levels: orjson reads it (up to 1024) but the chain cannot encode it (255). This line
+    # used to stop the buffer writer, and on every restart again: the whole host went silent.
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "api.log", ['{"n":1}', deep, '{"n":3}'])
+    root = tmp_path / "agent"
+    root.mkdir()
+    agent = AgentProcess(
+        root,
+        collector,
+        sources={"api": [str(logs / "api.log")]},
+        source_options='parser = { format = "json" }',
+    )
+    agent.start()
+    try:
+        eventually_sync(lambda: collector.held() >= 3, timeout=30, what="three records")
+        assert agent.terminate() == 0, agent.log_tail()
+    finally:
+        agent.cleanup()
+    first, middle, last = [r for r in collector.records() if "type" not in r]
+    assert (first["json"], last["json"]) == ({"n": 1}, {"n": 3})
+    assert middle["msg"] == deep
+    assert middle["tags"] == ["parse_failure"]
+    assert "json" not in middle

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from agent.config import parse_agent_config
 from agent.errors import ConfigError
 from agent.transforms import build
+from agent.transforms.fields import MAX_JSON_DEPTH
 from tests.transforms.corpus import READ_TS, line_record
 from tests.transforms.test_chain import source_config
 
@@ -40,6 +42,35 @@ def test_non_object_lines_are_parse_failures(line: str) -> None:
     record = build("api", source_config(format="json"))(line_record(line))
     assert record["tags"] == ["parse_failure"]
     assert record["msg"] == line
+
+
+def nested(depth: int, opener: str = "{") -> str:
+    """A JSON object line whose containers nest ``depth`` levels deep."""
+    inner = "".join('{"a":' if (opener == "{" or i == 0) else "[" for i in range(depth - 1))
+    closers = "".join("}" if (opener == "{" or i == 0) else "]" for i in range(depth - 1))
+    return inner + "{}" + closers[::-1]
+
+
+@pytest.mark.parametrize("opener", ["{", "["])
+def test_json_nested_deeper_than_the_limit_ships_unparsed(opener: str) -> None:
+    chain = build("api", source_config(format="json"))
+    kept = chain(line_record(nested(MAX_JSON_DEPTH, opener)))
+    assert "parse_failure" not in kept.get("tags", [])
+    orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)  # the chain can hash what was parsed
+    for depth in (MAX_JSON_DEPTH + 1, 300, 1000, 1100):  # 255-1024: orjson reads, cannot write
+        line = nested(depth, opener)
+        record = chain(line_record(line))
+        assert record["tags"] == ["parse_failure"], depth
+        assert record["msg"] == line
+        assert "json" not in record
+        orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def test_many_brackets_but_shallow_json_is_parsed() -> None:
+    line = orjson.dumps({"list": [[i] for i in range(200)], "m": "{[" * 50}).decode()
+    record = build("api", source_config(format="json"))(line_record(line))
+    assert "tags" not in record
+    assert record["json"]["list"][199] == [199]
 
 
 def agent_config(source: dict[str, Any]) -> dict[str, Any]:
