@@ -357,6 +357,7 @@ class Agent:
                 "acked": buffer.cursors[s.name][0] if buffer else 0,
                 "backlog": buffer.backlog(s.name) if buffer else 0,
                 "batches_sent": s.batches_sent,
+                "quarantined": s.quarantined,
                 "last_error": s.last_error,
                 "endpoint": s.config.endpoint,
             }

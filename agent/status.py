@@ -74,9 +74,11 @@ def render(status: dict[str, Any]) -> str:
     lines.append("sinks:")
     for name, sink in status["sinks"].items():
         error = f"  last error: {sink['last_error']}" if sink["last_error"] else ""
+        kept = sink.get("quarantined", 0)
+        refused = f"  QUARANTINED: {kept} records" if kept else ""
         lines.append(
             f"  {name} -> {sink['endpoint']}: acked seq {sink['acked']},"
-            f" backlog {sink['backlog']} records{error}"
+            f" backlog {sink['backlog']} records{refused}{error}"
         )
     lines.extend(f"termination notice: {notice}" for notice in status.get("notices", []))
     return "\n".join(lines)

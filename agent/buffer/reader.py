@@ -41,9 +41,12 @@ class Batch:
     # them to the collector so it can accept a batch that does not link to what it holds.
     gap: tuple[int, int] | None = None
 
-    def split(self) -> tuple[Batch, Batch]:
-        """Two consecutive halves (for a collector that answered 413)."""
-        k = len(self.records) // 2
+    def split(self, k: int | None = None) -> tuple[Batch, Batch]:
+        """Two consecutive parts, the first of ``k`` records (default: halves, for a collector
+        that answered 413). A declared gap goes with the first part, which it precedes."""
+        k = len(self.records) // 2 if k is None else k
+        if not 0 < k < len(self.records):
+            raise ValueError(f"cannot split {len(self.records)} records after {k}")
         mid = self.first_seq + k - 1
         return (
             Batch(
@@ -53,6 +56,7 @@ class Batch:
                 self.hashes[k - 1],
                 self.records[:k],
                 self.hashes[:k],
+                self.gap,
             ),
             Batch(
                 mid + 1,
@@ -141,6 +145,14 @@ class BufferReader:
         skipped = (self.position + 1, base)
         self.seek(base, base_h)
         return skipped
+
+    def skip_rejected(self, batch: Batch) -> None:
+        """Continue after ``batch``'s first record, which the collector will never take
+        (quarantined by the sink): the next batch declares it as a gap, together with the gap
+        ``batch`` itself declared (the collector stored nothing of it)."""
+        seq = batch.first_seq
+        self.seek(seq, batch.hashes[0])
+        self._declared = (batch.gap[0] if batch.gap is not None else seq, seq)
 
     def declare_gap_from(self, first: int) -> bool:
         """The collector lacks seqs from ``first`` on, which this buffer deleted unacknowledged:

@@ -54,6 +54,18 @@ def seal(reason: str, records: int, prev_seq: int) -> Record:
     }
 
 
+def rejected_gap(sink: str, seq: int, error: str, kept: str) -> Record:
+    """Seq ``seq`` refused for good by sink ``sink``'s collector, kept on the host at ``kept``."""
+    return {
+        "type": "gap",
+        "ts": now_rfc3339(),
+        "src": "tailseal",
+        "reason": "collector_rejected",
+        "msg": f"sink {sink}: the collector refused seq {seq} ({error}); kept in {kept}",
+        "gap": {"from_seq": seq, "to_seq": seq, "records": 1, "sink": sink, "kept": kept},
+    }
+
+
 def unencodable(record: Record, error: str) -> Record:
     """Stand-in for ``record`` when its canonical encoding fails (orjson refuses it: nesting
     deeper than 255 levels, say — a transform's bug, never the line's fault). The line, its

@@ -3,7 +3,10 @@
 One batch is in flight at a time, so the cursor advances strictly in order; the next one is
 read and encoded meanwhile. A batch is acked
 in the buffer only after the collector answered 200 with ``acked >= last_seq`` (it fsynced
-them). Every failure is retried with capped, jittered backoff; nothing is ever dropped here.
+them). Every failure is retried with capped, jittered backoff, with one exception: a record the
+collector refuses by seq (``400 {"error": "record n: ..."}``: it can never verify) is
+quarantined — kept in ``state_dir/quarantine/<sink>/``, accounted by a ``gap`` record and
+declared as a gap, so the records after it are not held up forever. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import re
 import ssl
 import time
 from pathlib import Path
@@ -21,11 +25,15 @@ import aiohttp
 import orjson
 import zstandard
 
+from agent.buffer import special
 from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.config import TailsealSinkConfig
 from agent.errors import PermanentError, RetryableError
+from agent.record import now_rfc3339
 from agent.retry import Backoff
+from agent.sources import Pending
+from agent.statefile import make_private_dir, write_json
 from agent.telemetry import Histogram
 from agent.threads import in_thread
 
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
+# A collector's 400 that names the record it refuses (docs/protocol.md, checks 9 and 11).
+_RECORD_ERROR = re.compile(r"record (\d+): ")
 
 
 class NativeSink:
@@ -57,6 +67,8 @@ class NativeSink:
         self.bytes_acked = 0
         self.retries: dict[str, int] = {}  # by reason: network, busy, auth, rejected, unacked
         self.relinks = 0  # 409s: the collector held another position in the chain
+        self.quarantined = 0  # records the collector refused for good, kept on disk
+        self._gap_records: set[asyncio.Task[None]] = set()  # quarantine gaps on their way in
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.last_error = ""
         self._token = self._read_token()
@@ -82,8 +94,12 @@ class NativeSink:
                     if relink is None:
                         continue
                     # The reader is repositioned: what was read ahead is not what comes next.
-                    self.relinks += 1
                     await _settle(ahead)
+                    if isinstance(relink, _Quarantine):
+                        await self._quarantine(reader, relink)
+                        ahead = asyncio.create_task(self._next(reader))
+                        continue
+                    self.relinks += 1
                     if relink.expected == relink.batch.first_seq:
                         await self._forked(reader, relink.batch)
                     else:
@@ -93,6 +109,8 @@ class NativeSink:
             if ahead is not None:
                 await _settle(ahead)
             reader.close()
+            for task in list(self._gap_records):  # the writer has ended: they cannot land
+                task.cancel()
 
     async def _next(self, reader: BufferReader) -> _Encoded | None:
         """The next batch, encoded; None once the buffer is closed and everything was read."""
@@ -107,9 +125,12 @@ class NativeSink:
         body, encoding = await in_thread(self._encode, batch)
         return _Encoded(batch, body, encoding)
 
-    async def _deliver(self, session: aiohttp.ClientSession, first: _Encoded) -> _Relink | None:
+    async def _deliver(
+        self, session: aiohttp.ClientSession, first: _Encoded
+    ) -> _Relink | _Quarantine | None:
         """Ship ``first`` (split in halves while the collector finds it too large) and ack it;
-        a 409 ends the delivery with what the collector expects instead."""
+        a 409 ends the delivery with what the collector expects instead, a record the collector
+        refuses for good (after the records before it are shipped) with that record."""
         pending = [first]
         while pending:
             current = pending.pop(0)
@@ -130,6 +151,15 @@ class NativeSink:
                 continue
             except _RelinkError as relink:
                 return _Relink(relink.expected, batch)
+            except _RejectedError as rejected:
+                if rejected.seq == batch.first_seq:
+                    return _Quarantine(batch, rejected.status, rejected.error)
+                # The records before it are fine: ship them, then the rest starts with it.
+                parts = batch.split(rejected.seq - batch.first_seq)
+                pending[:0] = [
+                    _Encoded(part, *await in_thread(self._encode, part)) for part in parts
+                ]
+                continue
             self.backoff.reset()
             await self.buffer.ack(self.name, batch.last_seq, batch.last_h)
             self.ack_latency.observe(time.monotonic() - started)
@@ -137,6 +167,48 @@ class NativeSink:
             self.records_acked += len(batch.records)
             self.bytes_acked += batch.size
         return None
+
+    async def _quarantine(self, reader: BufferReader, refused: _Quarantine) -> None:
+        """Keep the refused record on disk, account for it with a ``gap`` record and go on
+        after it (the next batch declares the gap, so it links without the record)."""
+        batch = refused.batch
+        seq = batch.first_seq
+        path = await in_thread(self._keep, refused)
+        self.quarantined += 1
+        self.last_error = (
+            f"collector refused record {seq} for good ({refused.status}: {refused.error}); "
+            f"kept in {path}"
+        )
+        log.error("sink %s: %s", self.name, self.last_error)
+        reader.skip_rejected(batch)
+        self.buffer.stats.gaps += 1
+        gap = special.rejected_gap(self.name, seq, refused.error, str(path))
+        # Not awaited here: with a full buffer the writer waits for this sink's acks.
+        task = asyncio.create_task(self.buffer.emit([Pending(gap, None)]))
+        self._gap_records.add(task)
+        task.add_done_callback(self._gap_records.discard)
+
+    def _keep(self, refused: _Quarantine) -> Path:
+        """Blocking: write the refused record to ``state_dir/quarantine/<sink>/<seq>.json``."""
+        batch = refused.batch
+        directory = self.buffer.directory.parent / "quarantine" / self.name
+        make_private_dir(directory)
+        path = directory / f"{batch.first_seq:020d}.json"
+        kept: dict[str, Any] = {
+            "sink": self.name,
+            "stream": self.buffer.stream_id,
+            "seq": batch.first_seq,
+            "h": batch.hashes[0].hex(),
+            "status": refused.status,
+            "error": refused.error,
+            "at": now_rfc3339(),
+        }
+        try:
+            kept["record"] = batch.records[0].decode()
+        except UnicodeDecodeError:  # a frame damaged on disk: the bytes as they are
+            kept["record_hex"] = batch.records[0].hex()
+        write_json(path, kept)
+        return path
 
     async def _forked(self, reader: BufferReader, batch: Batch) -> None:
         """The collector holds seq ``first_seq - 1`` with another hash: our chain forked from
@@ -219,6 +291,11 @@ class NativeSink:
             )
         if status in (429, 503):
             raise RetryableError(f"collector busy ({status})", retry_after, reason="busy")
+        error = reply.get("error")
+        if status == 400 and isinstance(error, str):
+            named = _RECORD_ERROR.match(error)
+            if named and batch.first_seq <= int(named[1]) <= batch.last_seq:
+                raise _RejectedError(int(named[1]), status, error)
         # 400 and anything else: never dropped silently; retried with backoff and reported.
         raise RetryableError(
             f"collector answered {status}: {reply.get('error', payload[:200])!r}", reason="rejected"
@@ -280,6 +357,12 @@ class _Encoded(NamedTuple):
     encoding: str  # the Content-Encoding of body
 
 
+class _Quarantine(NamedTuple):
+    batch: Batch  # its first record is the one the collector refuses
+    status: int
+    error: str  # the collector's reason
+
+
 class _Relink(NamedTuple):
     expected: int  # the seq the collector asked for (409)
     batch: Batch  # the batch it refused
@@ -306,6 +389,16 @@ class _RelinkError(Exception):
     def __init__(self, expected: int) -> None:
         super().__init__(expected)
         self.expected = expected
+
+
+class _RejectedError(Exception):
+    """The collector refuses record ``seq`` of the batch for good (a 400 that names it)."""
+
+    def __init__(self, seq: int, status: int, error: str) -> None:
+        super().__init__(error)
+        self.seq = seq
+        self.status = status
+        self.error = error
 
 
 def _json(payload: bytes) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from agent.buffer import segment
 from agent.buffer.reader import BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
@@ -369,3 +370,106 @@ async def test_collector_that_lost_records_gets_them_again_despite_read_ahead(
     assert records[-1]["type"] == "seal"
     assert report.ok(allow_unsealed=False), report.findings
     assert report.sealed
+
+
+def _tamper(state: Path, seqs: set[int]) -> None:
+    """Change a letter of each record in ``seqs`` on disk (``h`` kept, frame crc made right
+    again): the buffer reads them back as they are, and no collector can verify them."""
+    for _, path in segment.list_segments(state / "buffer"):
+        data = bytearray(path.read_bytes())
+        start = 0
+        for frame in segment.scan(path).frames:
+            if frame.seq in seqs:
+                record = frame.record.replace(b'"line ', b'"LINE ', 1)
+                encoded = segment.encode(frame.seq, frame.h, frame.checkpoint, record)
+                assert len(encoded) == frame.end - start
+                data[start : frame.end] = encoded
+            start = frame.end
+        path.write_bytes(bytes(data))
+
+
+async def test_records_the_collector_refuses_are_quarantined_and_the_rest_ships(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """A record that can never verify (changed on disk after its h) gets a 400 naming it: the
+    records before it ship, it is kept in state_dir/quarantine and accounted by a gap record,
+    and the stream goes on after it instead of retrying forever. Consecutive refusals (8, 9)
+    are declared as one gap; so is the stream's very first record."""
+    config = BufferConfig(memory_bytes=1)  # batches are read back from the segment files
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, ["central"])
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    refused = {1, 8, 9, 15}
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(20)
+        await asyncio.to_thread(_tamper, tmp_path / "state", refused)
+        sink = rig.sink(url, tls_files, max_batch_records=5)
+        # 20 records + a gap record for each refused one.
+        await run_until(sink, lambda: buffer.cursors["central"][0] == 24, "all but 4 shipped")
+        assert sink.quarantined == 4
+        assert sink.retries == {}  # a refusal by seq is not retried
+        await buffer.close("test")
+        await rig.writer
+        rig.drain.set()
+        await asyncio.wait_for(rig.sink(url, tls_files).run(), timeout=30)
+        lines = await collector.store.read_records(buffer.stream_id)
+        report = verify_stream(tmp_path / "collector" / "streams" / buffer.stream_id)
+    finally:
+        await collector.stop()
+        await asyncio.to_thread(buffer.stop)
+    records = [orjson.loads(line) for line in lines]
+    held = [r["seq"] for r in records]
+    assert held == [s for s in range(1, 26) if s not in refused]  # 20 + 4 gaps + the seal
+    gaps = [r for r in records if r.get("type") == "gap"]
+    assert sorted(g["gap"]["from_seq"] for g in gaps) == sorted(refused)
+    assert {g["reason"] for g in gaps} == {"collector_rejected"}
+    assert records[-1]["type"] == "seal"
+    kept = sorted((tmp_path / "state" / "quarantine" / "central").iterdir())
+    assert [int(p.stem) for p in kept] == sorted(refused)
+    for path in kept:
+        entry = orjson.loads(path.read_bytes())
+        assert entry["error"] == f"record {entry['seq']}: h does not verify"
+        assert orjson.loads(entry["record"])["msg"] == f"LINE {entry['seq'] - 1}"
+        assert entry["stream"] == buffer.stream_id
+        assert {g["gap"]["kept"] for g in gaps if g["gap"]["from_seq"] == entry["seq"]} == {
+            str(path)
+        }
+    assert sorted((f.kind, f.seq, f.last_seq) for f in report.findings) == [
+        *(("gap", seq, seq) for seq in range(21, 25)),  # the gap records themselves
+        ("skip", 1, 1),
+        ("skip", 8, 9),
+        ("skip", 15, 15),
+    ]
+    assert report.ok(allow_unsealed=False)
+    assert report.sealed
+
+
+async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
+    rig: Rig, tls_files: TlsFiles
+) -> None:
+    """Only a 400 naming a record of the batch quarantines it; any other 400 (a proxy, a header
+    the collector dislikes) is retried as before: records are kept, not skipped."""
+    answers: list[int] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        answers.append(len(answers))
+        error = "bad batch header: nope" if len(answers) % 2 else "record 999: not here"
+        return web.json_response({"error": error}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/v1/batches", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await rig.commit(3)
+        sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
+        await run_until(sink, lambda: len(answers) >= 4, "four refusals")
+        assert sink.quarantined == 0
+        assert sink.retries["rejected"] >= 3
+        assert await rig.acked() == 0
+        assert not (rig.buffer.directory.parent / "quarantine").exists()
+    finally:
+        await runner.cleanup()
