@@ -9,7 +9,9 @@ user-space records flattened, ``subj`` split into ``subj_user/role/domain/level/
 (``success``/``fail``), ``auid``/``ses`` 4294967295 into ``unset`` and ``?``/``(null)`` dropped, as
 go-libaudit normalises them. The ENRICHED format's fields after the 0x1d separator go to
 ``auditd.enriched``. Not normalised: syscall/arch/errno/signal names (the ENRICHED format carries
-the names), and ``saddr`` stays hex.
+the names), and ``saddr`` stays hex. In ``msg`` too, every hex value that was decoded is shown
+decoded and quoted (``a1="--password=..."``, NULs of ``proctitle`` as spaces), so that redaction,
+which runs on ``msg`` after parsing, sees a secret the line carried in hex.
 
 Coalescing: the records of one event (same ``audit(ts:seq)``) are also gathered by the reassembler
 into one extra ``audit_event`` record with ECS fields (``process.*`` with EXECVE arguments
@@ -140,8 +142,13 @@ def _decode(key: str, value: str, record_type: str) -> str:
     return value
 
 
-def parse_fields(body: str, record_type: str) -> dict[str, str]:
-    """The normalised key=value data of one record body (without the enriched part)."""
+def parse_fields(
+    body: str, record_type: str, decoded: list[tuple[str, str]] | None = None
+) -> dict[str, str]:
+    """The normalised key=value data of one record body (without the enriched part).
+
+    ``decoded`` collects ``(key=HEX, key="text")`` for each hex value decoded, as found in body.
+    """
     data: dict[str, str] = {}
     avc = _AVC.match(body)
     if avc:
@@ -150,11 +157,13 @@ def parse_fields(body: str, record_type: str) -> dict[str, str]:
     for m in _KV.finditer(body):
         key, raw = m["key"], m["val"]
         if key == "msg" and raw.startswith("'"):
-            data.update(parse_fields(raw[1:-1], record_type))
+            data.update(parse_fields(raw[1:-1], record_type, decoded))
             continue
         if m["pre"]:
             key = f"{m['pre']}_{key}"
         value = _decode(key, raw, record_type)
+        if decoded is not None and value != raw and _HEX.fullmatch(raw.rstrip(")")):
+            decoded.append((f"{m['key']}={raw.rstrip(')')}", f'{m["key"]}="{value}"'))
         if value in ("?", "(null)", ""):
             continue
         data[key] = value
@@ -219,7 +228,13 @@ class AuditParser:
             return False
         rtype, seq = m["type"], int(m["seq"]) % _SEQ_MOD
         body, _, enriched = m["body"].partition("\x1d")
-        data = parse_fields(body, rtype)
+        decoded: list[tuple[str, str]] = []
+        data = parse_fields(body, rtype, decoded)
+        if decoded:  # show it decoded, where redaction can see it
+            msg = record["msg"]
+            for hex_form, text_form in decoded:
+                msg = msg.replace(hex_form, text_form, 1)
+            record["msg"] = msg
         stamp = f"{m['sec']}.{m['ms']}"
         ts = _audit_ts(m["sec"], m["ms"])
         audit: dict[str, Any] = {"record_type": rtype, "sequence": seq, "data": data}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ from typing import Any
 import pytest
 
 from agent.record import Record
+from agent.sources import Pending
+from agent.transforms import build
 from agent.transforms.auditd import AuditParser
 from tests.transforms.corpus import corpus, line_record
+from tests.transforms.test_chain import source_config
 
 # Syscall numbers -> names differ per arch (ENRICHED logs name them); go-libaudit moves the rule
 # ``key`` out of ``data`` into its event tags.
@@ -37,6 +41,65 @@ def yaml_tests(path: Path) -> dict[str, list[str]]:
         elif name and line.startswith("    ") and line.strip():
             tests[name].append(line.strip().rstrip("'"))
     return tests
+
+
+SECRET = "hunter2secret"
+SECRET_HEX = SECRET.encode().hex().upper()
+
+
+def _hex(text: str) -> str:
+    return text.encode().hex().upper()
+
+
+HEX_SECRET_LINES = [
+    f'type=EXECVE msg=audit(1.5:9): argc=2 a0="mysql" a1={_hex("--password=" + SECRET)}',
+    "type=PROCTITLE msg=audit(1.5:9): proctitle=" + _hex("mysql\0-u\0root\0--password=" + SECRET),
+    (
+        'type=USER_CMD msg=audit(1.6:10): pid=5 uid=0 auid=1000 msg=\'cwd="/root" '
+        f'cmd={_hex("mysql --password=" + SECRET)} exe="/usr/bin/sudo" res=success\''
+    ),
+]
+
+
+@pytest.mark.parametrize("line", HEX_SECRET_LINES, ids=["execve", "proctitle", "user_cmd"])
+def test_a_secret_in_a_hex_value_is_redacted_in_msg_too(line: str) -> None:
+    # Redaction saw only the decoded field: the line's hex kept the secret, one unhexlify away.
+    chain = build("audit", source_config(format="auditd"))
+    [record, *_] = [p.record for p in chain.apply([Pending(line_record(line), None)])]
+    assert "redacted" in record["tags"]
+    assert SECRET not in str(record)
+    assert SECRET_HEX not in record["msg"]
+    assert "--password=[REDACTED]" in record["msg"]
+
+
+def test_hex_values_show_decoded_in_msg_and_the_rest_of_the_line_is_kept() -> None:
+    line = HEX_SECRET_LINES[1]
+    record = line_record(line)
+    AuditParser()(record)
+    assert record["msg"] == (
+        f'type=PROCTITLE msg=audit(1.5:9): proctitle="mysql -u root --password={SECRET}"'
+    )
+    plain = 'type=EXECVE msg=audit(1.5:9): argc=2 a0="ls" a1="-la" saddr=0200A'
+    record = line_record(plain)
+    AuditParser()(record)
+    assert record["msg"] == plain  # nothing hex-encoded: the line as it was
+
+
+def test_hex_values_of_real_audit_logs_leave_msg() -> None:
+    # go-libaudit's sample logs: each EXECVE argument and proctitle in hex shows decoded.
+    seen = 0
+    for path in sorted(corpus("go-libaudit", "auparse").glob("*.log")):
+        for line in audit_lines(path):
+            pattern = r"\b(a\d+|proctitle)=((?:[0-9A-F]{2})+)(?=[\s']|$)"
+            if "type=EXECVE" not in line and "type=PROCTITLE" not in line:
+                continue
+            record = line_record(line)
+            AuditParser()(record)
+            for key, hexed in re.findall(pattern, line):
+                seen += 1
+                assert f"{key}={hexed}" not in record["msg"], (path.name, line)
+                assert f'{key}="' in record["msg"]
+    assert seen >= 3, seen  # the corpus does hold hex values: the check above ran
 
 
 def feed(parser: AuditParser, lines: list[str]) -> tuple[list[Record], list[Record]]:
