@@ -179,6 +179,10 @@ class TerminationConfig(_Section, frozen=True):
 class AgentConfig(_Section, frozen=True):
     state_dir: str = "/var/lib/tailseal"
     host_name: str = ""
+    # Seconds without a committed record after which the agent writes a heartbeat ``notice``, so
+    # an idle host's stream stays ``live`` at the collector (``silent_after``, default 300 s) and
+    # ``silent`` means gone. 0 = never.
+    heartbeat: float = 120.0
     buffer: BufferConfig = BufferConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     control: ControlConfig = ControlConfig()
@@ -347,6 +351,7 @@ def parse_agent_config(
     }
     config = msgspec.structs.replace(config, sources=sources, sinks=sinks)
     _check_agent(config)
+    _check_heartbeat(config.heartbeat)
     return config
 
 
@@ -450,6 +455,11 @@ def _check_control(config: AgentConfig) -> None:
         host, _, port = config.control.listen.rpartition(":")
         if host not in ("127.0.0.1", "::1", "[::1]", "localhost") or not port.isdigit():
             raise ConfigError("control.listen", "must be a loopback host:port, e.g. 127.0.0.1:7879")
+
+
+def _check_heartbeat(value: float) -> None:
+    if not (value == 0 or value >= 0.1):
+        raise ConfigError("heartbeat", f"must be 0 (never) or at least 0.1 seconds, got {value}")
 
 
 def _positive(path: str, value: float) -> None:

@@ -215,11 +215,36 @@ class Agent:
         self.notices.append(record)
         await self.buffer.emit([Pending(record, None)])
 
+    async def _heartbeat(self, buffer: Buffer, stop: asyncio.Event) -> None:
+        """Write a heartbeat notice whenever ``heartbeat`` seconds passed with no record
+        committed (checked every ``heartbeat`` seconds: at most twice that after the last
+        record), until ``stop``."""
+        interval = self.config.heartbeat
+        seen = buffer.last_seq
+        while interval > 0:
+            await first_of(stop, within=interval)
+            if stop.is_set():
+                return
+            if buffer.last_seq != seen:
+                seen = buffer.last_seq
+                continue
+            record = {
+                "type": "notice",
+                "ts": now_rfc3339(),
+                "src": "tailseal",
+                "msg": f"heartbeat: agent running, no records for {interval:g} s",
+                "notice": {"kind": "heartbeat", "idle_seconds": interval},
+            }
+            await buffer.emit([Pending(record, None)])
+            seen = buffer.last_seq + 1  # the heartbeat itself is not activity
+
     async def _run(self, buffer: Buffer, life: Lifecycle) -> int:
         self.host = await enrich.host_info(self.config)
         async with asyncio.TaskGroup() as group:
             self._group = group
             writer = group.create_task(buffer.run(), name="buffer-writer")
+            quiet = asyncio.Event()  # set at shutdown: no heartbeat once sources are swept
+            group.create_task(self._heartbeat(buffer, quiet), name="heartbeat")
             for name, sink_config in self.config.sinks.items():
                 self._start_sink(name, sink_config, life)
             for name, source_config in self.config.sources.items():
@@ -239,6 +264,7 @@ class Agent:
                     life.reload.clear()
                     await self._reload(life)
             # Final sweep of every source (with held-back auditd events), then seal and drain.
+            quiet.set()
             await asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
             life.phase = "draining"
             log.info("shutdown (%s): sources swept, draining", life.reason)

@@ -2,8 +2,8 @@
 
 Sources and sinks are reloadable: each named table is added, removed, changed (restarted with
 its new settings) or left alone. Everything else (state_dir, buffer, shutdown, control,
-termination, enrich, host_name) shapes the process itself and takes effect after a restart;
-the reload names each such change and keeps the running value. Pure functions; the
+termination, enrich, host_name, heartbeat) shapes the process itself and takes effect after a
+restart; the reload names each such change and keeps the running value. Pure functions; the
 supervisor applies the plan.
 """
 
@@ -15,7 +15,16 @@ import msgspec
 
 from agent.config import AgentConfig, SinkConfig, SourceConfig
 
-RESTART_ONLY = ("state_dir", "host_name", "buffer", "shutdown", "control", "termination", "enrich")
+RESTART_ONLY = (
+    "state_dir",
+    "host_name",
+    "heartbeat",
+    "buffer",
+    "shutdown",
+    "control",
+    "termination",
+    "enrich",
+)
 
 
 @dataclass

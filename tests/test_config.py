@@ -55,6 +55,9 @@ def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
     assert config.sinks["central"].compression == "zstd"
     assert config.buffer.fsync == "batch"
     assert config.shutdown.timeout == 25.0
+    assert config.heartbeat == 120.0  # within the collector's default silent_after of 300 s
+    off = load_agent_config(write(tmp_path, "heartbeat = 0\n" + VALID), environ={})
+    assert off.heartbeat == 0
 
 
 @pytest.mark.parametrize(
@@ -105,6 +108,9 @@ def test_wrong_type_is_named_with_its_dotted_path(tmp_path: Path) -> None:
             ('paths = ["/var/log/auth.log"]', 'paths = ["/x"]\nread_chunk_bytes = 0'),
             "sources.auth.read_chunk_bytes",
         ),
+        (('state_dir = "/var/lib/tailseal"', "heartbeat = -1"), "heartbeat"),
+        (('state_dir = "/var/lib/tailseal"', "heartbeat = 0.01"), "heartbeat"),
+        (('state_dir = "/var/lib/tailseal"', 'heartbeat = "often"'), "heartbeat"),
     ],
 )
 def test_invalid_values_name_their_field(

@@ -46,9 +46,9 @@ def test_plan_names_added_changed_and_removed_components() -> None:
 
 def test_process_level_settings_wait_for_a_restart() -> None:
     old = config()
-    new = config(state_dir="/srv/tailseal", buffer={"fsync": "always"})
+    new = config(state_dir="/srv/tailseal", buffer={"fsync": "always"}, heartbeat=30)
     plan = reload.plan(old, new)
-    assert plan.restart_needed == ["state_dir", "buffer"]
+    assert plan.restart_needed == ["state_dir", "heartbeat", "buffer"]
     merged = reload.merged(old, new)
     assert merged.state_dir == "/var/lib/tailseal"
     assert merged.buffer.fsync == "batch"

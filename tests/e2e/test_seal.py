@@ -3,6 +3,7 @@ accepts it; a SIGKILL leaves it unsealed, then ``silent``, and ``verify`` says s
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +92,34 @@ def test_sigkilled_agent_leaves_the_stream_unsealed_then_silent(
     assert allowed.returncode == 0, allowed.stdout
     (stream,) = json.loads(allowed.stdout)["streams"]
     assert [(f["kind"], f["break"]) for f in stream["findings"]] == [("unsealed", False)]
+
+
+def _holds(collector: CollectorProcess, count: int) -> bool:
+    return collector.held() >= count
+
+
+def test_idle_agent_heartbeats_keep_its_stream_live_until_it_dies(
+    tmp_path: Path, collector: CollectorProcess, agent: AgentProcess
+) -> None:
+    # Without heartbeats an idle host and a dead one look the same at the collector: silent.
+    agent.env["TAILSEAL_HEARTBEAT"] = "0.5"  # well inside silent_after (2 s)
+    ship(tmp_path, collector, agent)
+    for beats in (1, 2, 3):
+        eventually_sync(
+            functools.partial(_holds, collector, LINES + beats),
+            timeout=TIMEOUT,
+            what=f"beat {beats}",
+        )
+        assert state(collector) == "live"  # a record arrived within the last second
+    notices = [r for r in collector.records() if r.get("type") == "notice"]
+    assert len(notices) >= 3
+    assert {r["notice"]["kind"] for r in notices} == {"heartbeat"}
+    assert {r["src"] for r in notices} == {"tailseal"}
+
+    agent.kill()
+
+    eventually_sync(
+        lambda: state(collector) == "silent",
+        timeout=SILENT_AFTER + 30,
+        what="the stream to turn silent once the heartbeats stop",
+    )
