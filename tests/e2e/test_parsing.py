@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,26 +26,36 @@ LINES = [
 ]
 
 
-@pytest.mark.slow
-def test_auth_lines_arrive_parsed_and_redacted(tmp_path: Path, collector: CollectorProcess) -> None:
+def ship(
+    tmp_path: Path, collector: CollectorProcess, source: str, lines: list[str]
+) -> list[dict[str, Any]]:
+    """Run the agent on ``lines`` with parser ``source`` until the collector holds them all,
+    stop it cleanly; returns the records the collector holds (special records left out)."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    write_lines(logs / "auth.log", LINES)
+    write_lines(logs / f"{source}.log", lines)
     root = tmp_path / "agent"
     root.mkdir()
     agent = AgentProcess(
         root,
         collector,
-        sources={"auth": [str(logs / "auth.log")]},
-        source_options='parser = { format = "auth" }',
+        sources={source: [str(logs / f"{source}.log")]},
+        source_options=f'parser = {{ format = "{source}" }}',
     )
     agent.start()
     try:
-        eventually_sync(lambda: collector.held() >= 3, timeout=30, what="three records")
+        eventually_sync(
+            lambda: collector.held() >= len(lines), timeout=30, what=f"{len(lines)} records"
+        )
         assert agent.terminate() == 0, agent.log_tail()
     finally:
         agent.cleanup()
-    accepted, sudo, failed = [r for r in collector.records() if "type" not in r]
+    return [r for r in collector.records() if "type" not in r]
+
+
+@pytest.mark.slow
+def test_auth_lines_arrive_parsed_and_redacted(tmp_path: Path, collector: CollectorProcess) -> None:
+    accepted, sudo, failed = ship(tmp_path, collector, "auth", LINES)
     assert accepted["user"]["name"] == "alice"
     assert accepted["source"]["ip"] == "203.0.113.7"
     assert accepted["event"]["outcome"] == "success"
@@ -62,24 +73,7 @@ def test_json_line_too_deep_to_hash_ships_unparsed_and_the_agent_goes_on(
     # 300 levels: orjson reads it (up to 1024) but the chain cannot encode it (255). This line
     # used to stop the buffer writer, and on every restart again: the whole host went silent.
     deep = '{"a":' * 300 + "1" + "}" * 300
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write_lines(logs / "api.log", ['{"n":1}', deep, '{"n":3}'])
-    root = tmp_path / "agent"
-    root.mkdir()
-    agent = AgentProcess(
-        root,
-        collector,
-        sources={"api": [str(logs / "api.log")]},
-        source_options='parser = { format = "json" }',
-    )
-    agent.start()
-    try:
-        eventually_sync(lambda: collector.held() >= 3, timeout=30, what="three records")
-        assert agent.terminate() == 0, agent.log_tail()
-    finally:
-        agent.cleanup()
-    first, middle, last = [r for r in collector.records() if "type" not in r]
+    first, middle, last = ship(tmp_path, collector, "json", ['{"n":1}', deep, '{"n":3}'])
     assert (first["json"], last["json"]) == ({"n": 1}, {"n": 3})
     assert middle["msg"] == deep
     assert middle["tags"] == ["parse_failure"]
