@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent import reload, transforms
+from agent.buffer import special
 from agent.buffer.wal import Buffer
 from agent.config import (
     AgentConfig,
@@ -34,7 +35,6 @@ from agent.config import (
     load_agent_config,
 )
 from agent.errors import ConfigError
-from agent.record import now_rfc3339
 from agent.sinks.native import NativeSink
 from agent.sources import Checkpoints, Emit, Pending
 from agent.sources.file import FileSource
@@ -205,13 +205,7 @@ class Agent:
         """A termination notice: record it in the stream and ship without lingering from now."""
         if self.buffer is None:
             return
-        record = {
-            "type": "notice",
-            "ts": now_rfc3339(),
-            "src": "tailseal",
-            "msg": f"termination notice: {kind}",
-            "notice": {"kind": kind, **detail},
-        }
+        record = special.notice(kind, f"termination notice: {kind}", **detail)
         self.notices.append(record)
         await self.buffer.emit([Pending(record, None)])
 
@@ -228,13 +222,8 @@ class Agent:
             if buffer.last_seq != seen:
                 seen = buffer.last_seq
                 continue
-            record = {
-                "type": "notice",
-                "ts": now_rfc3339(),
-                "src": "tailseal",
-                "msg": f"heartbeat: agent running, no records for {interval:g} s",
-                "notice": {"kind": "heartbeat", "idle_seconds": interval},
-            }
+            msg = f"heartbeat: agent running, no records for {interval:g} s"
+            record = special.notice("heartbeat", msg, idle_seconds=interval)
             await buffer.emit([Pending(record, None)])
             seen = buffer.last_seq + 1  # the heartbeat itself is not activity
 
@@ -243,8 +232,7 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             self._group = group
             writer = group.create_task(buffer.run(), name="buffer-writer")
-            quiet = asyncio.Event()  # set at shutdown: no heartbeat once sources are swept
-            group.create_task(self._heartbeat(buffer, quiet), name="heartbeat")
+            group.create_task(self._heartbeat(buffer, life.stop), name="heartbeat")
             for name, sink_config in self.config.sinks.items():
                 self._start_sink(name, sink_config, life)
             for name, source_config in self.config.sources.items():
@@ -264,7 +252,6 @@ class Agent:
                     life.reload.clear()
                     await self._reload(life)
             # Final sweep of every source (with held-back auditd events), then seal and drain.
-            quiet.set()
             await asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
             life.phase = "draining"
             log.info("shutdown (%s): sources swept, draining", life.reason)

@@ -55,6 +55,15 @@ def expected_h(prev: bytes, record: Record) -> bytes:
     return hashlib.sha256(prev + canonical(record)).digest()
 
 
+def verifiable_h(prev: bytes, record: Record) -> bytes | None:
+    """``expected_h``, or None when ``record`` has no canonical encoding (orjson refuses it,
+    e.g. nested deeper than 255 levels): no ``h`` can verify it. For records from outside."""
+    try:
+        return expected_h(prev, record)
+    except orjson.JSONEncodeError:
+        return None
+
+
 def now_rfc3339() -> str:
     """Current UTC time, RFC 3339 with microseconds (the record ``ts`` format)."""
     return format_ts(datetime.now(UTC))

@@ -1,5 +1,5 @@
-"""The records the buffer writes itself: ``gap`` (accounted loss) and ``seal`` (clean end), and
-the stand-in for a record the chain cannot encode.
+"""The records the agent writes itself: ``gap`` (accounted loss), ``seal`` (clean end),
+``notice`` (agent events), and the stand-in for a record the chain cannot encode.
 
 Pure builders; the writer task chains and commits them like any record.
 """
@@ -51,6 +51,17 @@ def seal(reason: str, records: int, prev_seq: int) -> Record:
         "reason": reason,
         "msg": f"stream sealed: agent stopped ({reason})",
         "seal": {"records": records, "prev_seq": prev_seq},
+    }
+
+
+def notice(kind: str, msg: str, **detail: object) -> Record:
+    """An agent event in the stream: a termination notice, a heartbeat."""
+    return {
+        "type": "notice",
+        "ts": now_rfc3339(),
+        "src": "tailseal",
+        "msg": msg,
+        "notice": {"kind": kind, **detail},
     }
 
 

@@ -30,7 +30,7 @@ import msgspec
 import orjson
 import zstandard
 
-from agent.record import expected_h
+from agent.record import verifiable_h
 
 ENCODINGS = frozenset({"zstd", "gzip", "identity"})
 CHUNK_BYTES = 256 * 1024
@@ -298,13 +298,13 @@ def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes, offset: in
         if record.get("type") == "gap":
             gap_seqs.append(seq)
         if fault is None:
-            try:
-                prev = expected_h(prev, record)
-            except orjson.JSONEncodeError as exc:  # e.g. nested deeper than 255 levels
-                fault = f"record {seq}: h does not verify: no canonical encoding ({exc})"
+            digest = verifiable_h(prev, record)
+            if digest is None:
+                fault = f"record {seq}: h does not verify: no canonical encoding"
+            elif digest.hex() != record["h"]:
+                fault = f"record {seq}: h does not verify"
             else:
-                if prev.hex() != record["h"]:
-                    fault = f"record {seq}: h does not verify"
+                prev = digest
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
     return Batch(header, lines, hashes, sealed, tuple(gap_seqs), fault, data, offset)

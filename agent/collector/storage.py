@@ -34,7 +34,7 @@ import orjson
 
 from agent.collector import index
 from agent.errors import StateError
-from agent.record import expected_h, genesis, now_rfc3339
+from agent.record import genesis, now_rfc3339, verifiable_h
 from agent.statefile import fsync_dir, write_all, write_atomic
 
 # Stored: ``sealed`` (the last record is a seal), else ``gap`` (the stream holds a gap record),
@@ -460,11 +460,8 @@ def _adopt(
         seq = last_seq + adopted + 1
         if not isinstance(record, dict) or not _is_seq(record.get("seq"), seq):
             break
-        try:
-            digest = expected_h(prev, record)
-        except orjson.JSONEncodeError:  # cannot be what a verified batch stored
-            break
-        if record.get("h") != digest.hex():
+        digest = verifiable_h(prev, record)
+        if digest is None or record.get("h") != digest.hex():
             break
         adopted, used, prev, last = adopted + 1, end + 1, digest, record
         gaps += record.get("type") == "gap"

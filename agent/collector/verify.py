@@ -53,7 +53,7 @@ from agent.collector.storage import (
     is_stream_id,
     read_skips,
 )
-from agent.record import expected_h, genesis
+from agent.record import genesis, verifiable_h
 
 BREAKS = frozenset({"modified", "missing", "reordered", "duplicate", "truncated", "head"})
 NOTES = frozenset({"gap", "skip", "beyond_head", "quarantine"})
@@ -175,13 +175,7 @@ class ChainWalk:
                 self.accounted.append((first, last))
 
     def _check(self, prev: bytes | None, record: dict[str, Any], digest: bytes | None) -> None:
-        if prev is None:
-            return
-        try:
-            verifies = digest is not None and expected_h(prev, record) == digest
-        except orjson.JSONEncodeError:  # nested deeper than any agent writes: not its record
-            verifies = False
-        if not verifies:
+        if prev is not None and (digest is None or verifiable_h(prev, record) != digest):
             self._add("modified", record["seq"], record["seq"], "h does not verify")
 
     def _misplaced(self, record: dict[str, Any], digest: bytes | None) -> None:

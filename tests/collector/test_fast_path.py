@@ -35,7 +35,7 @@ from agent.collector.batch import (
 )
 from agent.collector.index import entries_for
 from agent.collector.storage import FileStreamStore, JoinedLines
-from agent.record import Record, expected_h, genesis, link
+from agent.record import Record, expected_h, genesis, link, verifiable_h
 from tests.collector.chains import Chain, make_chain, new_stream_id, tampered
 from tests.collector.harness import Running, list_streams, post, stored
 
@@ -72,13 +72,13 @@ def reference_parse(header: BatchHeader, data: bytes, offset: int) -> Batch:
         if record.get("type") == "gap":
             gap_seqs.append(seq)
         if fault is None:
-            try:
-                prev = expected_h(prev, record)
-            except orjson.JSONEncodeError as exc:
-                fault = f"record {seq}: h does not verify: no canonical encoding ({exc})"
+            digest = verifiable_h(prev, record)
+            if digest is None:
+                fault = f"record {seq}: h does not verify: no canonical encoding"
+            elif digest.hex() != record["h"]:
+                fault = f"record {seq}: h does not verify"
             else:
-                if prev.hex() != record["h"]:
-                    fault = f"record {seq}: h does not verify"
+                prev = digest
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
     return Batch(header, lines, hashes, sealed=sealed, gap_seqs=tuple(gap_seqs), fault=fault)
