@@ -115,7 +115,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _version(_args: argparse.Namespace) -> int:
-    print(f"tailseal {__version__}")
+    from agent.buffer import chain
+
+    # Which hot loops run compiled (an install without a C compiler runs them in Python).
+    compiled = "yes" if chain.speedups() else "no (Python fallback)"
+    print(f"tailseal {__version__}\ncompiled buffer loop: {compiled}")
     return 0
 
 

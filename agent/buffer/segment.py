@@ -44,11 +44,11 @@ class Frame(NamedTuple):  # one per record read: a named tuple is the cheapest t
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:
     # One per record: the JSON around the offset is the same for every line of a file.
-    return _cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
+    return checkpoint_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
 
 
 @functools.lru_cache(maxsize=4096)
-def _cp_prefix(source: str, key: str, path: str) -> bytes:
+def checkpoint_prefix(source: str, key: str, path: str) -> bytes:
     return orjson.dumps({"s": source, "k": key, "p": path})[:-1] + b',"o":'
 
 

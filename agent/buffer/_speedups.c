@@ -1,0 +1,351 @@
+/* The buffer writer's per-record loop in C: chain hash, wire form and frame of each record.
+ *
+ * agent/buffer/chain.py holds the same loop in Python: it is the reference (tests hold the two
+ * equal, byte for byte) and the fallback where this module was not built. Read it first; this
+ * file follows it line by line. The frame format is agent/buffer/segment.py's:
+ *
+ *   frame = u32 body_len | u32 crc32(body) | body                         (little endian)
+ *   body  = u64 seq | 32-byte h | u16 cp_len | checkpoint | wire
+ *
+ * Records are still encoded by orjson (the `dumps` passed in): canonical JSON stays one
+ * implementation. What moves here is everything after it: SHA-256 over prev || canonical
+ * (OpenSSL, as hashlib uses), the hex digest, the wire form, the checkpoint bytes, crc32 (zlib,
+ * as the zlib module uses) and the frame, written into one buffer for the whole run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+#include <zlib.h>
+
+#define DIGEST 32
+#define HEAD 8                /* u32 body_len, u32 crc */
+#define BODY_HEAD (8 + 32 + 2) /* u64 seq, h, u16 cp_len */
+#define H_OPEN ",\"h\":\""
+#define H_OPEN_LEN 6
+#define MAX_CP 0xFFFF
+
+static PyObject *str_record, *str_checkpoint, *str_seq, *option_kwnames;
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Out;
+
+static int out_reserve(Out *out, Py_ssize_t more) {
+    if (out->len + more <= out->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = out->cap ? out->cap : 1 << 16;
+    while (cap < out->len + more) {
+        cap *= 2;
+    }
+    char *grown = PyMem_Realloc(out->data, (size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    out->data = grown;
+    out->cap = cap;
+    return 0;
+}
+
+static void put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* canonical JSON of `record`, or of its stand-in from on_error(record, exc) when orjson refuses
+ * it (JSONEncodeError is a TypeError). New reference, NULL with an exception set. */
+static PyObject *encode(PyObject *record, PyObject *dumps, PyObject *option, PyObject *on_error) {
+    PyObject *args[2] = {record, option};
+    PyObject *canonical = PyObject_Vectorcall(dumps, args, 1, option_kwnames);
+    if (canonical == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb); /* PyErr_GetRaisedException is 3.12+ */
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(exc, tb);
+        }
+        canonical = PyObject_CallFunctionObjArgs(on_error, record, exc, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+    }
+    if (canonical == NULL) {
+        return NULL;
+    }
+    if (!PyBytes_Check(canonical) || PyBytes_GET_SIZE(canonical) < 2 ||
+        PyBytes_AS_STRING(canonical)[PyBytes_GET_SIZE(canonical) - 1] != '}') {
+        Py_DECREF(canonical);
+        PyErr_SetString(PyExc_ValueError, "canonical encoding is not a JSON object");
+        return NULL;
+    }
+    return canonical;
+}
+
+/* The checkpoint's bytes: cp_prefix(source, key, path) + str(offset) + "}". New reference. */
+static PyObject *checkpoint_bytes(PyObject *cp, PyObject *cp_prefix) {
+    if (!PyTuple_Check(cp) || PyTuple_GET_SIZE(cp) != 4) {
+        PyErr_SetString(PyExc_TypeError, "checkpoint must be a Checkpoint");
+        return NULL;
+    }
+    PyObject *args[3] = {PyTuple_GET_ITEM(cp, 0), PyTuple_GET_ITEM(cp, 1), PyTuple_GET_ITEM(cp, 3)};
+    PyObject *prefix = PyObject_Vectorcall(cp_prefix, args, 3, NULL);
+    if (prefix == NULL) {
+        return NULL;
+    }
+    if (!PyBytes_Check(prefix)) {
+        Py_DECREF(prefix);
+        PyErr_SetString(PyExc_TypeError, "checkpoint prefix must be bytes");
+        return NULL;
+    }
+    PyObject *offset = PyObject_Str(PyTuple_GET_ITEM(cp, 2));
+    if (offset == NULL) {
+        Py_DECREF(prefix);
+        return NULL;
+    }
+    Py_ssize_t digits_len;
+    const char *digits = PyUnicode_AsUTF8AndSize(offset, &digits_len);
+    PyObject *result = NULL;
+    if (digits != NULL) {
+        Py_ssize_t n = PyBytes_GET_SIZE(prefix);
+        result = PyBytes_FromStringAndSize(NULL, n + digits_len + 1);
+        if (result != NULL) {
+            char *p = PyBytes_AS_STRING(result);
+            memcpy(p, PyBytes_AS_STRING(prefix), (size_t)n);
+            memcpy(p + n, digits, (size_t)digits_len);
+            p[n + digits_len] = '}';
+        }
+    }
+    Py_DECREF(offset);
+    Py_DECREF(prefix);
+    return result;
+}
+
+/* One record's wire form: canonical[:-1] + ',"h":"' + hex(digest) + '"}'. New reference. */
+static PyObject *wire_form(PyObject *canonical, const unsigned char *digest) {
+    static const char hexdigits[] = "0123456789abcdef";
+    Py_ssize_t n = PyBytes_GET_SIZE(canonical) - 1;
+    PyObject *wire = PyBytes_FromStringAndSize(NULL, n + H_OPEN_LEN + 2 * DIGEST + 2);
+    if (wire == NULL) {
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(wire);
+    memcpy(p, PyBytes_AS_STRING(canonical), (size_t)n);
+    p += n;
+    memcpy(p, H_OPEN, H_OPEN_LEN);
+    p += H_OPEN_LEN;
+    for (int i = 0; i < DIGEST; i++) {
+        *p++ = hexdigits[digest[i] >> 4];
+        *p++ = hexdigits[digest[i] & 15];
+    }
+    p[0] = '"';
+    p[1] = '}';
+    return wire;
+}
+
+PyDoc_STRVAR(link_doc,
+             "link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, "
+             "on_error)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the same results.");
+
+static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "link takes 12 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    long long seq = PyLong_AsLongLong(args[2]);
+    PyObject *prev_obj = args[3];
+    long long room = PyLong_AsLongLong(args[4]);
+    long long used = PyLong_AsLongLong(args[5]);
+    long long limit = PyLong_AsLongLong(args[6]);
+    int one = PyObject_IsTrue(args[7]);
+    PyObject *dumps = args[8], *option = args[9], *cp_prefix = args[10], *on_error = args[11];
+    if (PyErr_Occurred() || one < 0) {
+        return NULL;
+    }
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "items must be a list");
+        return NULL;
+    }
+    if (!PyBytes_Check(prev_obj) || PyBytes_GET_SIZE(prev_obj) != DIGEST) {
+        PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
+        return NULL;
+    }
+    unsigned char prev[DIGEST];
+    memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
+
+    Out out = {NULL, 0, 0};
+    PyObject *entries = PyList_New(0);
+    PyObject *cps = PyList_New(0);
+    PyObject *result = NULL;
+    int segment_full = 0;
+    Py_ssize_t i = start;
+    if (entries == NULL || cps == NULL) {
+        goto done;
+    }
+    for (; i < PyList_GET_SIZE(items); i++) {
+        if (room - out.len <= 0) {
+            break;
+        }
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *record = PyObject_GetAttr(item, str_record);
+        if (record == NULL) {
+            goto done;
+        }
+        PyObject *seq_obj = PyLong_FromLongLong(seq + 1);
+        if (seq_obj == NULL || PyObject_SetItem(record, str_seq, seq_obj) < 0) {
+            Py_XDECREF(seq_obj);
+            Py_DECREF(record);
+            goto done;
+        }
+        PyObject *canonical = encode(record, dumps, option, on_error);
+        Py_DECREF(record);
+        if (canonical == NULL) {
+            Py_DECREF(seq_obj);
+            goto done;
+        }
+        unsigned char digest[DIGEST];
+        SHA256_CTX sha;
+        SHA256_Init(&sha);
+        SHA256_Update(&sha, prev, DIGEST);
+        SHA256_Update(&sha, PyBytes_AS_STRING(canonical), (size_t)PyBytes_GET_SIZE(canonical));
+        SHA256_Final(digest, &sha);
+        PyObject *wire = wire_form(canonical, digest);
+        Py_DECREF(canonical);
+        PyObject *cp = PyObject_GetAttr(item, str_checkpoint);
+        PyObject *cp_raw = NULL;
+        if (wire == NULL || cp == NULL) {
+            goto fail_record;
+        }
+        Py_ssize_t cp_len = 0;
+        if (cp != Py_None) {
+            cp_raw = checkpoint_bytes(cp, cp_prefix);
+            if (cp_raw == NULL) {
+                goto fail_record;
+            }
+            cp_len = PyBytes_GET_SIZE(cp_raw);
+            if (cp_len > MAX_CP) {
+                PyErr_SetString(PyExc_ValueError, "checkpoint longer than 65535 bytes");
+                goto fail_record;
+            }
+        }
+        Py_ssize_t body_len = BODY_HEAD + cp_len + PyBytes_GET_SIZE(wire);
+        Py_ssize_t frame_len = HEAD + body_len;
+        long long in_segment = used + out.len;
+        if (in_segment > 0 && in_segment + frame_len > limit) {
+            segment_full = 1; /* this record starts the next segment: the caller calls again */
+            Py_DECREF(seq_obj);
+            Py_DECREF(wire);
+            Py_DECREF(cp);
+            Py_XDECREF(cp_raw);
+            break;
+        }
+        if (out_reserve(&out, frame_len) < 0) {
+            goto fail_record;
+        }
+        unsigned char *frame = (unsigned char *)out.data + out.len;
+        unsigned char *body = frame + HEAD;
+        put_u64(body, (uint64_t)(seq + 1));
+        memcpy(body + 8, digest, DIGEST);
+        put_u16(body + 40, (uint16_t)cp_len);
+        if (cp_len) {
+            memcpy(body + BODY_HEAD, PyBytes_AS_STRING(cp_raw), (size_t)cp_len);
+        }
+        memcpy(body + BODY_HEAD + cp_len, PyBytes_AS_STRING(wire), (size_t)PyBytes_GET_SIZE(wire));
+        put_u32(frame, (uint32_t)body_len);
+        put_u32(frame + 4, (uint32_t)crc32(0L, body, (uInt)body_len));
+        PyObject *h = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
+        PyObject *entry = h == NULL ? NULL : PyTuple_Pack(3, seq_obj, h, wire);
+        Py_XDECREF(h);
+        if (entry == NULL || PyList_Append(entries, entry) < 0 ||
+            (cp != Py_None && PyList_Append(cps, cp) < 0)) {
+            Py_XDECREF(entry);
+            goto fail_record;
+        }
+        Py_DECREF(entry);
+        Py_DECREF(seq_obj);
+        Py_DECREF(wire);
+        Py_DECREF(cp);
+        Py_XDECREF(cp_raw);
+        out.len += frame_len;
+        memcpy(prev, digest, DIGEST);
+        seq += 1;
+        if (one) {
+            i++;
+            break;
+        }
+        continue;
+    fail_record:
+        Py_DECREF(seq_obj);
+        Py_XDECREF(wire);
+        Py_XDECREF(cp);
+        Py_XDECREF(cp_raw);
+        goto done;
+    }
+    {
+        PyObject *data = PyBytes_FromStringAndSize(out.data, out.len);
+        if (data != NULL) {
+            result = Py_BuildValue("(nNOOO)", i, data, entries, cps,
+                                   segment_full ? Py_True : Py_False);
+        }
+    }
+done:
+    PyMem_Free(out.data);
+    Py_XDECREF(entries);
+    Py_XDECREF(cps);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"link", (PyCFunction)(void (*)(void))chain_link, METH_FASTCALL, link_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int exec_module(PyObject *Py_UNUSED(module)) {
+    str_record = PyUnicode_InternFromString("record");
+    str_checkpoint = PyUnicode_InternFromString("checkpoint");
+    str_seq = PyUnicode_InternFromString("seq");
+    /* Interned: orjson matches keyword names by identity first. */
+    PyObject *option = PyUnicode_InternFromString("option");
+    option_kwnames = option == NULL ? NULL : PyTuple_Pack(1, option);
+    Py_XDECREF(option);
+    if (!str_record || !str_checkpoint || !str_seq || !option_kwnames) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "agent.buffer._speedups",
+    .m_doc = "Hot loops of the buffer in C (see agent/buffer/chain.py).",
+    .m_size = 0,
+    .m_methods = methods,
+    .m_slots = slots,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModuleDef_Init(&module_def); }

@@ -1,0 +1,131 @@
+"""The buffer writer's per-record loop: seq, canonical encoding, chain hash, wire form, frame.
+
+``link`` runs once per commit (or per segment of it) and sets the writer's cost per line. It is
+compiled from ``_speedups.c`` when the package is installed with a C compiler, OpenSSL and zlib
+headers at hand (``speedups()`` says whether it was); ``link_py`` is the same loop in Python: the
+reference the tests hold the compiled one to, byte for byte, and the fallback where it was not
+built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
+
+``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error)``
+walks ``items[start:]`` (``Pending``), giving each record ``seq`` + 1, + 2, ... and chaining it
+after ``prev``. It stops
+
+* before a record once the frames made reach ``room`` bytes (``room`` - made <= 0);
+* before a record whose frame would take the active segment past ``limit`` bytes, unless the
+  segment (``used`` bytes so far, plus the frames made) is empty: ``segment_full`` is then True
+  and the caller starts a segment and calls again from ``next``;
+* after one record if ``one`` (fsync = "always": one commit per record);
+* at the end of ``items``.
+
+It returns ``(next, data, entries, checkpoints, segment_full)``: the index to go on from, the
+frames made (one ``bytes``), the hot tail's ``(seq, h, wire)`` per record and the checkpoints the
+records carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is
+replaced by ``on_error(record, exc)``, which returns the canonical encoding to chain instead.
+``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from binascii import hexlify
+from collections.abc import Callable
+from typing import Any
+
+from agent.buffer.memory import Entry
+from agent.buffer.segment import BODY_HEAD, HEADER
+from agent.sources import Checkpoint, Pending
+
+Dumps = Callable[..., bytes]
+CpPrefix = Callable[[str, str, str], bytes]
+OnError = Callable[[dict[str, Any], TypeError], bytes]
+Linked = tuple[int, bytes, list[Entry], list[Checkpoint], bool]
+Link = Callable[
+    [list[Pending], int, int, bytes, int, int, int, bool, Dumps, int, CpPrefix, OnError], Linked
+]
+
+
+def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands for
+    items: list[Pending],
+    start: int,
+    seq: int,
+    prev: bytes,
+    room: int,
+    used: int,
+    limit: int,
+    one: bool,
+    dumps: Dumps,
+    option: int,
+    cp_prefix: CpPrefix,
+    on_error: OnError,
+) -> Linked:
+    """The reference loop (see the module docstring)."""
+    if len(prev) != 32:
+        raise ValueError("prev must be 32 bytes")
+    frames: list[bytes] = []
+    entries: list[Entry] = []
+    cps: list[Checkpoint] = []
+    size = 0
+    sha, crc, pack_head, pack_body = (
+        hashlib.sha256,
+        zlib.crc32,
+        HEADER.pack,
+        BODY_HEAD.pack,
+    )
+    index = start
+    segment_full = False
+    while index < len(items):
+        if room - size <= 0:
+            break
+        item = items[index]
+        record = item.record
+        record["seq"] = seq + 1
+        try:
+            canonical = dumps(record, option=option)  # never b"{}": it holds "seq"
+        except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
+            canonical = on_error(record, exc)
+        digest = sha(prev + canonical).digest()
+        wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
+        cp = item.checkpoint
+        cp_bytes = (
+            b""
+            if cp is None
+            else cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
+        )
+        body = pack_body(seq + 1, digest, len(cp_bytes)) + cp_bytes + wire
+        frame = pack_head(len(body), crc(body)) + body
+        if used + size > 0 and used + size + len(frame) > limit:
+            segment_full = True
+            break
+        seq += 1
+        prev = digest
+        frames.append(frame)
+        entries.append((seq, digest, wire))
+        if cp is not None:
+            cps.append(cp)
+        size += len(frame)
+        index += 1
+        if one:
+            break
+    return index, b"".join(frames), entries, cps, segment_full
+
+
+def _compiled() -> Link | None:
+    if os.environ.get("TAILSEAL_PURE_PYTHON"):
+        return None
+    try:
+        from agent.buffer import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    compiled: Link = _speedups.link
+    return compiled
+
+
+_LINK = _compiled()
+link: Link = _LINK or link_py
+
+
+def speedups() -> bool:
+    """Whether the compiled writer loop is in use (``tailseal version`` reports it)."""
+    return _LINK is not None

@@ -1,0 +1,171 @@
+"""The writer's per-record loop: the compiled ``link`` must equal ``link_py`` byte for byte, and
+``link_py`` must equal the record and frame formats it inlines (``record.link``,
+``segment.encode``)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent import record as chain_record
+from agent.buffer import chain, segment
+from agent.buffer.chain import Link, Linked, link_py
+from agent.sources import Checkpoint, Pending
+
+try:
+    from agent.buffer import _speedups  # type: ignore[attr-defined]
+
+    COMPILED: Link | None = _speedups.link
+except ImportError:  # built without a compiler: the fallback is all there is to test
+    COMPILED = None
+
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent.buffer._speedups not built")
+SORT = orjson.OPT_SORT_KEYS
+PREV = bytes(range(32))
+
+
+def stand_in(record: dict[str, Any], exc: TypeError) -> bytes:
+    return orjson.dumps({"msg": "stand-in", "why": str(exc), "seq": record["seq"]}, option=SORT)
+
+
+def run(
+    link: Link,
+    items: list[Pending],
+    *,
+    start: int = 0,
+    seq: int = 0,
+    room: int = 1 << 62,
+    used: int = 0,
+    limit: int = 1 << 62,
+    one: bool = False,
+) -> tuple[Linked, list[dict[str, Any]]]:
+    """``link`` on a deep copy of ``items``; also returns the records as it left them."""
+    mine = copy.deepcopy(items)
+    result = link(
+        mine, start, seq, PREV, room, used, limit, one, orjson.dumps, SORT,
+        segment.checkpoint_prefix, stand_in,
+    )  # fmt: skip
+    return result, [item.record for item in mine]
+
+
+texts = st.text(st.characters(codec="utf-8"), max_size=40)  # no lone surrogates: encodable
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+records = st.dictionaries(texts.filter(lambda k: k not in ("seq", "h")), values, max_size=5)
+checkpoints = st.none() | st.builds(Checkpoint, texts, texts, st.integers(0, 2**62), texts)
+pendings = st.lists(st.builds(Pending, records, checkpoints), max_size=12)
+
+
+@needs_compiled
+@settings(max_examples=300, deadline=None)
+@given(
+    items=pendings,
+    start=st.integers(0, 3),
+    seq=st.integers(0, 2**40),
+    room=st.integers(-5, 4000),
+    used=st.integers(0, 3000),
+    limit=st.integers(1, 3000),
+    one=st.booleans(),
+)
+def test_compiled_link_equals_the_reference(
+    *, items: list[Pending], start: int, seq: int, room: int, used: int, limit: int, one: bool
+) -> None:
+    assert COMPILED is not None
+    start = min(start, len(items))
+    args: dict[str, Any] = {
+        "start": start, "seq": seq, "room": room, "used": used, "limit": limit, "one": one
+    }  # fmt: skip
+    assert run(COMPILED, items, **args) == run(link_py, items, **args)
+
+
+@needs_compiled
+def test_unencodable_records_take_the_stand_in_in_both() -> None:
+    assert COMPILED is not None
+    items = [
+        Pending({"msg": "fine"}, None),
+        Pending({"msg": "lone \ud800 surrogate"}, Checkpoint("s", "k", 9, "/p")),
+        Pending({"deep": orjson.loads("[" * 300 + "]" * 300)}, None),  # orjson writes <= 255
+        Pending({"msg": "after"}, None),
+    ]
+    compiled, reference = run(COMPILED, items), run(link_py, items)
+    assert compiled == reference
+    wires = [orjson.loads(wire) for _, _, wire in compiled[0][2]]
+    assert [w["msg"] for w in wires] == ["fine", "stand-in", "stand-in", "after"]
+    assert [w["seq"] for w in wires] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
+    assert link is not None
+
+    def refuse(record: dict[str, Any], exc: TypeError) -> bytes:
+        raise RuntimeError("no stand-in")
+
+    def broken(record: object, option: int) -> bytes:
+        raise ValueError("encoder broke")
+
+    bad = [Pending({"msg": "\ud800"}, None)]
+    with pytest.raises(RuntimeError, match="no stand-in"):
+        link(bad, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
+             segment.checkpoint_prefix, refuse)  # fmt: skip
+    with pytest.raises(ValueError, match="encoder broke"):
+        link([Pending({"msg": "x"}, None)], 0, 0, PREV, 1 << 30, 0, 1 << 30, False, broken,
+             SORT, segment.checkpoint_prefix, stand_in)  # fmt: skip
+    with pytest.raises(ValueError, match="32 bytes"):
+        link([], 0, 0, b"short", 1, 0, 1, False, orjson.dumps, SORT,
+             segment.checkpoint_prefix, stand_in)  # fmt: skip
+
+
+def test_the_reference_matches_the_record_and_frame_formats() -> None:
+    """``link_py`` inlines ``record.link`` and ``segment.encode``: it must give their bytes."""
+    items = [
+        Pending({"msg": f"line {i}", "ts": "t"}, Checkpoint("src", "key", 10 * i, "/var/log/x"))
+        for i in range(5)
+    ] + [Pending({"type": "seal"}, None)]
+    (end, data, entries, cps, full), _ = run(link_py, items, seq=41)
+    assert (end, full) == (6, False)
+    assert cps == [item.checkpoint for item in items[:5]]
+    prev, frames = PREV, b""
+    for seq, (item, (e_seq, e_h, e_wire)) in enumerate(zip(items, entries, strict=True), 42):
+        expected = dict(item.record, seq=seq)
+        digest, wire = chain_record.link(prev, expected)
+        assert (e_seq, e_h, e_wire) == (seq, digest, wire)
+        cp = b"" if item.checkpoint is None else segment.encode_checkpoint(item.checkpoint)
+        frames += segment.encode(seq, digest, cp, wire)
+        prev = digest
+    assert data == frames
+    parsed = segment.parse_run(data, 100)
+    assert parsed.seqs == list(range(42, 48))
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_stops_at_room_segment_end_and_after_one(link: Link | None) -> None:
+    assert link is not None
+    items = [Pending({"msg": "x" * 50}, None) for _ in range(10)]
+    (_, one_frame, _, _, _), _ = run(link, items[:1])
+    size = len(one_frame)
+    # room: a record is taken while room is left before it, so the last may overshoot
+    (end, data, _, _, full), _ = run(link, items, room=2 * size + 1)
+    assert (end, len(data), full) == (3, 3 * size, False)
+    # segment: stop before the frame that would pass the limit, and say so
+    (end, data, _, _, full), _ = run(link, items, used=10, limit=10 + 4 * size)
+    assert (end, len(data), full) == (4, 4 * size, True)
+    # an empty segment takes a frame even if it alone passes the limit
+    (end, _, _, _, full), _ = run(link, items, used=0, limit=1)
+    assert (end, full) == (1, True)
+    (end, _, _, _, full), _ = run(link, items, used=1, limit=1)
+    assert (end, full) == (0, True)
+    (end, _, entries, _, full), _ = run(link, items, start=4, seq=7, one=True)
+    assert (end, full, [e[0] for e in entries]) == (5, False, [8])
+
+
+def test_speedups_reports_what_link_is() -> None:
+    assert chain.speedups() == (chain.link is not link_py)
