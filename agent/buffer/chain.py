@@ -1,8 +1,8 @@
 """The buffer writer's per-record loop: seq, canonical encoding, chain hash, wire form, frame.
 
 ``link`` runs once per commit (or per segment of it) and sets the writer's cost per line. It is
-compiled from ``_speedups.c`` when the package is installed with a C compiler, OpenSSL and zlib
-headers at hand (``speedups()`` says whether it was); ``link_py`` is the same loop in Python: the
+compiled (``compiled.py``) where the package was built with a C compiler and the OpenSSL and
+zlib headers (``speedups()`` says whether it runs); ``link_py`` is the same loop in Python: the
 reference the tests hold the compiled one to, byte for byte, and the fallback where it was not
 built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
 
@@ -27,7 +27,6 @@ replaced by ``on_error(record, exc)``, which returns the canonical encoding to c
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from binascii import hexlify
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any
 
 from agent.buffer.memory import Entry
 from agent.buffer.segment import BODY_HEAD, HEADER
+from agent.compiled import MODULE
 from agent.sources import Checkpoint, Pending
 
 Dumps = Callable[..., bytes]
@@ -111,21 +111,9 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     return index, b"".join(frames), entries, cps, segment_full
 
 
-def _compiled() -> Link | None:
-    if os.environ.get("TAILSEAL_PURE_PYTHON"):
-        return None
-    try:
-        from agent.buffer import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    compiled: Link = _speedups.link
-    return compiled
-
-
-_LINK = _compiled()
-link: Link = _LINK or link_py
+link: Link = link_py if MODULE is None else MODULE.link
 
 
 def speedups() -> bool:
     """Whether the compiled writer loop is in use (``tailseal version`` reports it)."""
-    return _LINK is not None
+    return MODULE is not None

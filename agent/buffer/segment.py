@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import orjson
 
+from agent.compiled import MODULE
 from agent.sources import Checkpoint
 
 HEADER = struct.Struct("<II")
@@ -134,7 +135,15 @@ class Run(NamedTuple):
 def parse_run(data: bytes, limit_records: int) -> Run:
     """Decode up to ``limit_records`` complete frames from the start of ``data`` (an incomplete
     last frame is left for the next read). The sinks' file reader: ``parse_frame`` without a
-    function call and an object per frame. Raises CorruptFrameError like it."""
+    function call and an object per frame. Raises CorruptFrameError like it. Compiled where
+    built (``compiled.py``); ``parse_run_py`` is the reference and the fallback."""
+    if MODULE is None:
+        return parse_run_py(data, limit_records)
+    return Run(*MODULE.parse_run(data, limit_records, MAX_FRAME_BYTES, CorruptFrameError))
+
+
+def parse_run_py(data: bytes, limit_records: int) -> Run:
+    """``parse_run`` in Python."""
     seqs: list[int] = []
     hashes: list[bytes] = []
     records: list[bytes] = []

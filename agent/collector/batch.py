@@ -30,6 +30,7 @@ import msgspec
 import orjson
 import zstandard
 
+from agent.compiled import MODULE
 from agent.record import verifiable_h
 
 ENCODINGS = frozenset({"zstd", "gzip", "identity"})
@@ -238,9 +239,23 @@ def _split_lines(data: bytes, offset: int) -> list[bytes]:
     return data[offset:].split(b"\n")
 
 
-def _verify_wire(
-    header: BatchHeader, lines: list[bytes]
-) -> tuple[list[str], list[int], bool] | None:
+Verified = tuple[list[str], list[int], bool]
+_ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
+
+
+def _verify_wire(header: BatchHeader, lines: list[bytes]) -> Verified | None:
+    """``verify_wire_py``, compiled where built (``agent/compiled.py``; the same result)."""
+    first = header.first_seq
+    if MODULE is None or first + len(lines) >= 1 << 62:
+        return verify_wire_py(header, lines)
+    prev = bytes.fromhex(header.prev_h)
+    found: Verified | None = MODULE.verify_wire(
+        prev, lines, first, orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, _ORJSON_ERRORS
+    )
+    return found
+
+
+def verify_wire_py(header: BatchHeader, lines: list[bytes]) -> Verified | None:
     """Verify records that are exactly in the agent's wire form, cheaply: (hashes, gap seqs,
     sealed), or None as soon as one record is not (malformed, not canonical, wrong seq, wrong h).
 
@@ -274,7 +289,7 @@ def _verify_wire(
                 or dumps(record, option=sort_keys) != body  # canonical, and the line is in it
             ):
                 return None
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        except _ORJSON_ERRORS:
             return None  # not JSON, or deeper than orjson encodes: left to the general path
         prev = sha256(prev + body).digest()
         if h != prev.hex() or line[-_WIRE_TAIL : len(_H_MEMBER) - _WIRE_TAIL] != _H_MEMBER:

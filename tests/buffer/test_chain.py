@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import zlib
 from typing import Any
 
 import orjson
@@ -17,14 +18,15 @@ from agent.buffer import chain, segment
 from agent.buffer.chain import Link, Linked, link_py
 from agent.sources import Checkpoint, Pending
 
-try:
-    from agent.buffer import _speedups  # type: ignore[attr-defined]
+try:  # the module itself, even where TAILSEAL_PURE_PYTHON keeps the agent from using it
+    from agent import _speedups as SPEEDUPS  # type: ignore[attr-defined]  # noqa: N812
 
-    COMPILED: Link | None = _speedups.link
+    COMPILED: Link | None = SPEEDUPS.link
 except ImportError:  # built without a compiler: the fallback is all there is to test
+    SPEEDUPS = None
     COMPILED = None
 
-needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent.buffer._speedups not built")
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent._speedups not built")
 SORT = orjson.OPT_SORT_KEYS
 PREV = bytes(range(32))
 
@@ -169,3 +171,71 @@ def test_stops_at_room_segment_end_and_after_one(link: Link | None) -> None:
 
 def test_speedups_reports_what_link_is() -> None:
     assert chain.speedups() == (chain.link is not link_py)
+
+
+def frames_of(seqs: list[int]) -> bytes:
+    """Frames for ``seqs`` as the writer makes them, checkpoints on every other one."""
+    data = b""
+    for seq in seqs:
+        cp = b"" if seq % 2 else segment.encode_checkpoint(Checkpoint("s", "k", seq, "/p"))
+        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b'{"msg":"%d"}' % seq)
+    return data
+
+
+def parsed(data: bytes, limit: int, compiled: bool) -> object:
+    """parse_run's result, or the error it raised (type, offset, reason)."""
+    try:
+        if compiled:
+            assert SPEEDUPS is not None
+            raw = SPEEDUPS.parse_run(
+                data, limit, segment.MAX_FRAME_BYTES, segment.CorruptFrameError
+            )
+            return segment.Run(*raw)
+        return segment.parse_run_py(data, limit)
+    except segment.CorruptFrameError as exc:
+        return ("corrupt", exc.offset, exc.reason)
+
+
+@needs_compiled
+@settings(max_examples=400, deadline=None)
+@given(
+    seqs=st.lists(st.integers(0, 2**64 - 1), max_size=8),
+    cut=st.integers(0, 2000),
+    flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)), max_size=3),
+    limit=st.integers(0, 10),
+)
+def test_compiled_parse_run_equals_the_reference(
+    seqs: list[int], cut: int, flips: list[tuple[int, int]], limit: int
+) -> None:
+    """Whole, torn (cut short) and corrupted (bytes flipped: lengths, crcs, cp lengths) runs
+    give the same frames or the same error, at the same offset, for the same reason."""
+    data = bytearray(frames_of(seqs)[: max(cut, 0) or None])
+    for at, xor in flips:
+        if at < len(data):
+            data[at] ^= xor
+    blob = bytes(data)
+    assert parsed(blob, limit, compiled=True) == parsed(blob, limit, compiled=False)
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_compiled), False])
+def test_parse_run_reads_what_the_writer_wrote(compiled: bool) -> None:
+    data = frames_of([5, 6, 7])
+    run_ = parsed(data + data[:20], 10, compiled)  # a torn fourth frame is left for later
+    assert isinstance(run_, segment.Run)
+    assert run_.seqs == [5, 6, 7]
+    assert run_.records == [b'{"msg":"5"}', b'{"msg":"6"}', b'{"msg":"7"}']
+    assert run_.hashes == [bytes([5]) * 32, bytes([6]) * 32, bytes([7]) * 32]
+    assert run_.ends[-1] == len(data)
+    head = segment.HEADER.pack(10**9, 0)  # a length no frame may have
+    assert parsed(data + head + bytes(50), 10, compiled) == (
+        "corrupt",
+        len(data),
+        "impossible length 1000000000",
+    )
+    body = segment.BODY_HEAD.pack(1, bytes(32), 500) + b"{}"  # cp_len past the body, crc right
+    overrun = segment.HEADER.pack(len(body), zlib.crc32(body)) + body
+    assert parsed(data + overrun, 10, compiled) == (
+        "corrupt",
+        len(data),
+        "checkpoint overruns frame",
+    )

@@ -39,6 +39,11 @@ from agent.record import Record, expected_h, genesis, link, verifiable_h
 from tests.collector.chains import Chain, make_chain, new_stream_id, tampered
 from tests.collector.harness import Running, list_streams, post, stored
 
+try:  # the compiled module itself, even where TAILSEAL_PURE_PYTHON keeps the collector off it
+    from agent import _speedups as SPEEDUPS  # type: ignore[attr-defined]  # noqa: N812
+except ImportError:
+    SPEEDUPS = None
+
 LIMIT = 1024 * 1024
 
 
@@ -341,9 +346,26 @@ def test_any_batch_is_judged_as_before(records: list[Record], data: st.DataObjec
     assert_fast_only_for_wire_form(chain, lines)
 
 
+def assert_compiled_as_python(header: BatchHeader, lines: list[bytes]) -> None:
+    """The compiled wire check (agent/_speedups.c, where built) answers as ``verify_wire_py``."""
+    if SPEEDUPS is None:
+        return
+    compiled = SPEEDUPS.verify_wire(
+        bytes.fromhex(header.prev_h),
+        lines,
+        header.first_seq,
+        orjson.loads,
+        orjson.dumps,
+        orjson.OPT_SORT_KEYS,
+        (orjson.JSONDecodeError, orjson.JSONEncodeError),
+    )
+    assert compiled == batch_module.verify_wire_py(header, lines)
+
+
 def assert_fast_only_for_wire_form(chain: Chain, lines: list[bytes]) -> None:
     """The fast path takes a batch only if every line is what the agent would have written."""
     header, _ = parse_header(chain.batch(1, len(lines), lines=lines))
+    assert_compiled_as_python(header, lines)
     if batch_module._verify_wire(header, lines) is None:
         assert any(line != chain.line(seq) for seq, line in enumerate(lines, start=1))
         return
@@ -359,9 +381,32 @@ def test_fast_path_takes_wire_form_and_nothing_else() -> None:
     chain = make_chain(3)
     header, _ = parse_header(chain.batch(1, 3))
     assert batch_module._verify_wire(header, chain.lines) is not None
+    assert_compiled_as_python(header, chain.lines)
     for name, line in _variants(chain, 2).items():
         lines = [chain.line(1), line, chain.line(3)]
         assert batch_module._verify_wire(header, lines) is None, name
+        assert_compiled_as_python(header, lines)
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+def test_compiled_wire_check_answers_as_python_for_seals_gaps_and_seqs() -> None:
+    records: list[Record] = [
+        {"msg": "a"},
+        {"type": "gap", "reason": "x"},
+        {"type": "gap"},
+        {"msg": "b"},
+        {"type": "seal", "reason": "stop"},
+    ]
+    chain = chain_of(records)
+    header, _ = parse_header(chain.batch(1, 5))
+    hashes = [chain.head(seq) for seq in range(1, 6)]
+    assert batch_module._verify_wire(header, chain.lines) == (hashes, [2, 3], True)
+    assert_compiled_as_python(header, chain.lines)
+    for cut in range(5):  # every prefix, and a batch that starts later in the chain
+        header, _ = parse_header(chain.batch(1, cut + 1))
+        assert_compiled_as_python(header, chain.lines[: cut + 1])
+        header, _ = parse_header(chain.batch(cut + 1, 5))
+        assert_compiled_as_python(header, chain.lines[cut:])
 
 
 @settings(max_examples=200, deadline=None)

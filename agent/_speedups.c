@@ -16,6 +16,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -29,7 +30,8 @@
 #define H_OPEN_LEN 6
 #define MAX_CP 0xFFFF
 
-static PyObject *str_record, *str_checkpoint, *str_seq, *option_kwnames;
+static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
+static PyObject *option_kwnames;
 
 typedef struct {
     char *data;
@@ -315,8 +317,279 @@ done:
     return result;
 }
 
+static uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason) {
+    PyObject *exc = PyObject_CallFunction(error, "ns", offset, reason);
+    if (exc != NULL) {
+        PyErr_SetObject(error, exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(parse_run_doc,
+             "parse_run(data, limit_records, max_frame, error)\n--\n\n"
+             "See agent.buffer.segment.parse_run_py: the same loop, the same results, as a tuple "
+             "(seqs, hashes, records, ends).");
+
+static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_run takes 4 arguments");
+        return NULL;
+    }
+    PyObject *data_obj = args[0], *error = args[3];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    long long max_frame = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyBytes_Check(data_obj)) {
+        PyErr_SetString(PyExc_TypeError, "data must be bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
+    Py_ssize_t size = PyBytes_GET_SIZE(data_obj), pos = 0, count = 0;
+    PyObject *seqs = PyList_New(0), *hashes = PyList_New(0), *records = PyList_New(0);
+    PyObject *ends = PyList_New(0);
+    if (!seqs || !hashes || !records || !ends) {
+        goto fail;
+    }
+    while (pos + HEAD <= size && count < limit) {
+        uint32_t length = get_u32(data + pos), crc = get_u32(data + pos + 4);
+        if (length < BODY_HEAD || (long long)length > max_frame) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "impossible length %u", length);
+            corrupt(error, pos, reason);
+            goto fail;
+        }
+        Py_ssize_t start = pos + HEAD, end = start + (Py_ssize_t)length;
+        if (end > size) {
+            break;
+        }
+        if ((uint32_t)crc32(0L, data + start, (uInt)length) != crc) {
+            corrupt(error, pos, "checksum mismatch");
+            goto fail;
+        }
+        const unsigned char *body = data + start;
+        uint64_t seq = 0;
+        for (int i = 7; i >= 0; i--) {
+            seq = seq << 8 | body[i];
+        }
+        Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
+        if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
+            corrupt(error, pos, "checkpoint overruns frame");
+            goto fail;
+        }
+        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq);
+        PyObject *h = PyBytes_FromStringAndSize((const char *)body + 8, DIGEST);
+        PyObject *record = PyBytes_FromStringAndSize((const char *)body + BODY_HEAD + cp_len,
+                                                     (Py_ssize_t)length - BODY_HEAD - cp_len);
+        PyObject *end_obj = PyLong_FromSsize_t(end);
+        int bad = !seq_obj || !h || !record || !end_obj || PyList_Append(seqs, seq_obj) < 0 ||
+                  PyList_Append(hashes, h) < 0 || PyList_Append(records, record) < 0 ||
+                  PyList_Append(ends, end_obj) < 0;
+        Py_XDECREF(seq_obj);
+        Py_XDECREF(h);
+        Py_XDECREF(record);
+        Py_XDECREF(end_obj);
+        if (bad) {
+            goto fail;
+        }
+        pos = end;
+        count++;
+    }
+    return Py_BuildValue("(NNNN)", seqs, hashes, records, ends);
+fail:
+    Py_XDECREF(seqs);
+    Py_XDECREF(hashes);
+    Py_XDECREF(records);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
+PyDoc_STRVAR(verify_wire_doc,
+             "verify_wire(prev, lines, first_seq, loads, dumps, option, errors)\n--\n\n"
+             "See agent.collector.batch.verify_wire_py: the same checks, the same result.");
+
+/* 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`: then
+ * `prev` becomes its digest, *h_out its h (new ref) and *type_out its "type" or NULL (new ref).
+ * 0 if it is not; -1 with an exception set on errors other than `errors` (orjson's). */
+static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
+                       PyObject *dumps, PyObject *option, PyObject *errors, PyObject **h_out,
+                       PyObject **type_out) {
+    static const char hexdigits[] = "0123456789abcdef";
+    const Py_ssize_t tail = H_OPEN_LEN + 2 * DIGEST + 2;
+    PyObject *record = PyObject_Vectorcall(loads, &line, 1, NULL);
+    PyObject *h = NULL, *got = NULL, *canonical = NULL;
+    int ok = 0;
+    if (record == NULL) {
+        goto error;
+    }
+    if (!PyDict_CheckExact(record)) {
+        goto done;
+    }
+    h = PyDict_GetItemWithError(record, str_h);
+    if (h == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto done;
+    }
+    Py_INCREF(h);
+    if (PyDict_DelItem(record, str_h) < 0) {
+        goto error;
+    }
+    got = PyDict_GetItemWithError(record, str_seq); /* borrowed */
+    if (got == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto done;
+    }
+    if (!PyUnicode_CheckExact(h) || !PyLong_CheckExact(got)) {
+        goto done;
+    }
+    int overflow = 0;
+    long long got_seq = PyLong_AsLongLongAndOverflow(got, &overflow);
+    if (overflow || got_seq != seq) {
+        goto done;
+    }
+    const char *text = PyBytes_AS_STRING(line);
+    Py_ssize_t len = PyBytes_GET_SIZE(line);
+    if (len < tail) {
+        goto done;
+    }
+    PyObject *args[2] = {record, option};
+    canonical = PyObject_Vectorcall(dumps, args, 1, option_kwnames);
+    if (canonical == NULL) {
+        goto error;
+    }
+    /* canonical must be the line's bytes up to the wire tail, then "}" */
+    Py_ssize_t body = len - tail;
+    if (PyBytes_GET_SIZE(canonical) != body + 1 ||
+        memcmp(PyBytes_AS_STRING(canonical), text, (size_t)body) != 0 ||
+        PyBytes_AS_STRING(canonical)[body] != '}') {
+        goto done;
+    }
+    unsigned char digest[DIGEST];
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, prev, DIGEST);
+    SHA256_Update(&sha, PyBytes_AS_STRING(canonical), (size_t)body + 1);
+    SHA256_Final(digest, &sha);
+    memcpy(prev, digest, DIGEST); /* the chain moves on even if h is wrong: the caller stops */
+    if (PyUnicode_GET_LENGTH(h) != 2 * DIGEST || PyUnicode_KIND(h) != PyUnicode_1BYTE_KIND) {
+        goto done;
+    }
+    const Py_UCS1 *hex = PyUnicode_1BYTE_DATA(h);
+    for (int i = 0; i < DIGEST; i++) {
+        if (hex[2 * i] != hexdigits[digest[i] >> 4] || hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
+            goto done;
+        }
+    }
+    if (memcmp(text + body, H_OPEN, H_OPEN_LEN) != 0) {
+        goto done;
+    }
+    PyObject *type = PyDict_GetItemWithError(record, str_type);
+    if (type == NULL && PyErr_Occurred()) {
+        goto error;
+    }
+    Py_XINCREF(type);
+    *type_out = type;
+    *h_out = h;
+    h = NULL;
+    ok = 1;
+    goto done;
+error:
+    if (PyErr_ExceptionMatches(errors)) {
+        PyErr_Clear(); /* not JSON, or deeper than orjson encodes: left to the general path */
+        ok = 0;
+    } else {
+        ok = -1;
+    }
+done:
+    Py_XDECREF(record);
+    Py_XDECREF(h);
+    Py_XDECREF(canonical);
+    return ok;
+}
+
+static PyObject *verify_wire(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "verify_wire takes 7 arguments");
+        return NULL;
+    }
+    PyObject *prev_obj = args[0], *lines = args[1];
+    long long seq = PyLong_AsLongLong(args[2]);
+    PyObject *loads = args[3], *dumps = args[4], *option = args[5], *errors = args[6];
+    if (seq == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyBytes_Check(prev_obj) || PyBytes_GET_SIZE(prev_obj) != DIGEST || !PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "verify_wire takes 32 bytes of prev and a list of lines");
+        return NULL;
+    }
+    unsigned char prev[DIGEST];
+    memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
+    PyObject *hashes = PyList_New(0), *gaps = PyList_New(0), *last_type = NULL;
+    if (hashes == NULL || gaps == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++, seq++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            goto fail;
+        }
+        PyObject *h = NULL, *type = NULL;
+        int ok = verify_line(line, prev, seq, loads, dumps, option, errors, &h, &type);
+        if (ok < 0) {
+            goto fail;
+        }
+        if (ok == 0) {
+            Py_DECREF(hashes);
+            Py_DECREF(gaps);
+            Py_XDECREF(last_type);
+            Py_RETURN_NONE;
+        }
+        int is_gap = 0;
+        if (type != NULL) {
+            is_gap = PyObject_RichCompareBool(type, str_gap, Py_EQ);
+        }
+        PyObject *seq_obj = is_gap == 1 ? PyLong_FromLongLong(seq) : NULL;
+        int bad = is_gap < 0 || PyList_Append(hashes, h) < 0 ||
+                  (is_gap == 1 && (seq_obj == NULL || PyList_Append(gaps, seq_obj) < 0));
+        Py_XDECREF(seq_obj);
+        Py_DECREF(h);
+        Py_XDECREF(last_type);
+        last_type = type;
+        if (bad) {
+            goto fail;
+        }
+    }
+    int sealed = 0;
+    if (last_type != NULL) {
+        sealed = PyObject_RichCompareBool(last_type, str_seal, Py_EQ);
+        if (sealed < 0) {
+            goto fail;
+        }
+    }
+    Py_XDECREF(last_type);
+    return Py_BuildValue("(NNO)", hashes, gaps, sealed ? Py_True : Py_False);
+fail:
+    Py_XDECREF(hashes);
+    Py_XDECREF(gaps);
+    Py_XDECREF(last_type);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"link", (PyCFunction)(void (*)(void))chain_link, METH_FASTCALL, link_doc},
+    {"parse_run", (PyCFunction)(void (*)(void))parse_run, METH_FASTCALL, parse_run_doc},
+    {"verify_wire", (PyCFunction)(void (*)(void))verify_wire, METH_FASTCALL, verify_wire_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -324,11 +597,16 @@ static int exec_module(PyObject *Py_UNUSED(module)) {
     str_record = PyUnicode_InternFromString("record");
     str_checkpoint = PyUnicode_InternFromString("checkpoint");
     str_seq = PyUnicode_InternFromString("seq");
+    str_h = PyUnicode_InternFromString("h");
+    str_type = PyUnicode_InternFromString("type");
+    str_gap = PyUnicode_InternFromString("gap");
+    str_seal = PyUnicode_InternFromString("seal");
     /* Interned: orjson matches keyword names by identity first. */
     PyObject *option = PyUnicode_InternFromString("option");
     option_kwnames = option == NULL ? NULL : PyTuple_Pack(1, option);
     Py_XDECREF(option);
-    if (!str_record || !str_checkpoint || !str_seq || !option_kwnames) {
+    if (!str_record || !str_checkpoint || !str_seq || !str_h || !str_type || !str_gap || !str_seal ||
+        !option_kwnames) {
         return -1;
     }
     return 0;
@@ -341,8 +619,8 @@ static PyModuleDef_Slot slots[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "agent.buffer._speedups",
-    .m_doc = "Hot loops of the buffer in C (see agent/buffer/chain.py).",
+    .m_name = "agent._speedups",
+    .m_doc = "Hot loops in C (see agent/compiled.py).",
     .m_size = 0,
     .m_methods = methods,
     .m_slots = slots,
