@@ -115,11 +115,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _version(_args: argparse.Namespace) -> int:
-    from agent.buffer import chain
+    from agent.compiled import MODULE
+    from agent.sources import tailed
 
     # Which hot loops run compiled (an install without a C compiler runs them in Python).
-    compiled = "yes" if chain.speedups() else "no (Python fallback)"
-    print(f"tailseal {__version__}\ncompiled buffer loop: {compiled}")
+    def said(compiled: bool) -> str:
+        return "compiled" if compiled else "Python (not compiled)"
+
+    print(f"tailseal {__version__}")
+    print(f"hot loops: buffer and collector {said(MODULE is not None)}, ", end="")
+    print(f"file source {said(tailed.speedups())}")
     return 0
 
 

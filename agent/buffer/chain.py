@@ -2,9 +2,9 @@
 
 ``link`` runs once per commit (or per segment of it) and sets the writer's cost per line. It is
 compiled (``compiled.py``) where the package was built with a C compiler and the OpenSSL and
-zlib headers (``speedups()`` says whether it runs); ``link_py`` is the same loop in Python: the
-reference the tests hold the compiled one to, byte for byte, and the fallback where it was not
-built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
+zlib headers (``tailseal version`` says whether it runs); ``link_py`` is the same loop in
+Python: the reference the tests hold the compiled one to, byte for byte, and the fallback where
+it was not built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
 
 ``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error)``
 walks ``items[start:]`` (``Pending``), giving each record ``seq`` + 1, + 2, ... and chaining it
@@ -112,8 +112,3 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
 
 
 link: Link = link_py if MODULE is None else MODULE.link
-
-
-def speedups() -> bool:
-    """Whether the compiled writer loop is in use (``tailseal version`` reports it)."""
-    return MODULE is not None

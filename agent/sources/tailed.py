@@ -23,12 +23,71 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 
 from agent.record import Record, now_rfc3339
 from agent.sources import Checkpoint, Pending
 from agent.sources.identity import make_key, parse_key
+
+Cut = Callable[
+    [bytes, str, str, str, str, int, type[Pending], type[Checkpoint], list[Pending]], int
+]
+
+
+def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it stands for
+    data: bytes,
+    ts: str,
+    source: str,
+    key: str,
+    path: str,
+    offset: int,
+    pending: type[Pending],
+    checkpoint: type[Checkpoint],
+    out: list[Pending],
+) -> int:
+    """Append a record per line of ``data`` (ASCII; a last piece without a newline is left out),
+    the first line at ``offset`` of the file; return the offset after the last line.
+
+    The common chunk's loop: one decode for the chunk, offsets by running sums, the same "file"
+    object for all its records (nothing mutates it). ``cut_plain`` is this function compiled from
+    ``_speedups.c`` where the package was installed with a C compiler; this one is the reference
+    the tests hold it to, record for record, and the fallback where it was not built."""
+    msgs = data.decode("ascii").split("\n")
+    msgs.pop()  # the empty string after the last newline
+    starts = list(accumulate([len(m) + 1 for m in msgs], initial=offset))
+    file = {"path": path}
+    out.extend(
+        [
+            pending(
+                {"ts": ts, "src": source, "msg": msg, "log": {"file": file, "offset": at}},
+                checkpoint(source, key, end, path),
+            )
+            for msg, at, end in zip(msgs, starts[:-1], starts[1:], strict=True)
+        ]
+    )
+    return starts[-1]
+
+
+def _compiled() -> Cut | None:
+    if os.environ.get("TAILSEAL_PURE_PYTHON"):
+        return None
+    try:
+        from agent.sources import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    compiled: Cut = _speedups.cut_plain
+    return compiled
+
+
+_CUT = _compiled()
+cut_plain: Cut = _CUT or cut_plain_py
+
+
+def speedups() -> bool:
+    """Whether the compiled cut of plain chunks is in use."""
+    return _CUT is not None
 
 
 def _utf8_cut(data: bytes, limit: int) -> int:
@@ -169,22 +228,10 @@ class TailedFile:
             and b"\r" not in joined
             and max(map(len, lines)) <= self.max_line
         ):
-            # The common chunk: plain lines of ASCII. One decode for the chunk, offsets by
-            # running sums, the same "file" object for all its records (nothing mutates it).
-            msgs = joined[: len(joined) - len(rest)].decode("ascii").split("\n")
-            msgs.pop()  # the empty string after the last newline
-            starts = list(accumulate([len(m) + 1 for m in msgs], initial=offset))
-            file = {"path": path}
-            out.extend(
-                [
-                    Pending(
-                        {"ts": ts, "src": source, "msg": msg, "log": {"file": file, "offset": at}},
-                        Checkpoint(source, key, end, path),
-                    )
-                    for msg, at, end in zip(msgs, starts[:-1], starts[1:], strict=True)
-                ]
-            )
-            self.pending, _ = self._split(rest, starts[-1], ts, out, longer_than=self.max_line + 1)
+            # The common chunk: plain lines of ASCII (cut_plain_py, compiled where built).
+            plain = joined[: len(joined) - len(rest)]
+            offset = cut_plain(plain, ts, source, key, path, offset, Pending, Checkpoint, out)
+            self.pending, _ = self._split(rest, offset, ts, out, longer_than=self.max_line + 1)
             return
         for raw in lines:
             end = offset + len(raw) + 1

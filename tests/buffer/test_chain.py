@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agent import record as chain_record
 from agent.buffer import chain, segment
 from agent.buffer.chain import Link, Linked, link_py
+from agent.compiled import MODULE
 from agent.sources import Checkpoint, Pending
 
 try:  # the module itself, even where TAILSEAL_PURE_PYTHON keeps the agent from using it
@@ -169,8 +170,8 @@ def test_stops_at_room_segment_end_and_after_one(link: Link | None) -> None:
     assert (end, full, [e[0] for e in entries]) == (5, False, [8])
 
 
-def test_speedups_reports_what_link_is() -> None:
-    assert chain.speedups() == (chain.link is not link_py)
+def test_link_is_the_compiled_one_where_it_is_loaded() -> None:
+    assert (chain.link is link_py) == (MODULE is None)
 
 
 def frames_of(seqs: list[int]) -> bytes:
