@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,18 @@ class Lifecycle:
             self.request(name)
 
 
+_RECORD, _MSG = attrgetter("record"), itemgetter("msg")
+
+
+def _msg_bytes(batch: list[Pending]) -> int:
+    """Characters of msg in ``batch`` (the bytes-in metric): map/itemgetter run in C, per batch;
+    a record without msg (a gap, a notice) takes the per-record way."""
+    try:
+        return sum(map(len, map(_MSG, map(_RECORD, batch))))
+    except KeyError:
+        return sum(len(p.record.get("msg", "")) for p in batch)
+
+
 class Transformed:
     """A source's records on their way to the buffer: parsed and redacted off the event loop.
 
@@ -123,7 +136,7 @@ class Transformed:
 
     async def emit(self, batch: list[Pending]) -> None:
         self.records_in += len(batch)
-        self.bytes_in += sum(len(p.record.get("msg", "")) for p in batch)
+        self.bytes_in += _msg_bytes(batch)
         async with self.lock:
             batch = await asyncio.to_thread(self.chain.apply, batch)
         await self.emit_to(batch)

@@ -41,11 +41,12 @@ class HotTail:
         self._entries.extend(entries)
         self._bytes += sum(map(len, map(_WIRE, entries)))
         if self._bytes > self.max_bytes:
-            # Trim to half at once: trimming costs a list shift, so do it rarely.
-            cut = 0
-            while self._bytes > self.max_bytes // 2 and cut < len(self._entries):
-                self._bytes -= len(self._entries[cut][2])
-                cut += 1
+            # Trim to half at once: trimming costs a list shift, so do it rarely. The cut is
+            # the first entry whose running size takes what is left to half or below.
+            excess = self._bytes - self.max_bytes // 2
+            running = list(accumulate(map(len, map(_WIRE, self._entries))))
+            cut = min(bisect_left(running, excess) + 1, len(running))
+            self._bytes -= running[cut - 1]
             del self._entries[:cut]
 
     def after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:

@@ -70,7 +70,7 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return sum(len(r) for r in self.records)
+        return sum(map(len, self.records))
 
 
 class BufferReader:

@@ -69,6 +69,37 @@ def test_hot_tail_after_matches_the_plain_loop(  # noqa: PLR0917 - Hypothesis ar
         assert got == want
 
 
+class ReferenceTail:
+    """The hot tail's trimming as a plain loop: drop from the front until half is left."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.entries, self.bytes = max_bytes, list[Entry](), 0
+
+    def extend(self, entries: list[Entry]) -> None:
+        self.entries += entries
+        self.bytes += sum(len(e[2]) for e in entries)
+        if self.bytes > self.max_bytes:
+            while self.bytes > self.max_bytes // 2 and self.entries:
+                self.bytes -= len(self.entries.pop(0)[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.integers(0, 50), max_size=12), min_size=1, max_size=12),
+    max_bytes=st.integers(0, 300),
+)
+def test_hot_tail_trims_as_the_plain_loop(batches: list[list[int]], max_bytes: int) -> None:
+    tail, reference = HotTail(max_bytes), ReferenceTail(max_bytes)
+    seq = 0
+    for sizes in batches:
+        entries = [(seq + i, b"h", b"x" * n) for i, n in enumerate(sizes, start=1)]
+        seq += len(sizes)
+        tail.extend(entries)
+        reference.extend(entries)
+        assert tail._entries == reference.entries
+        assert tail._bytes == reference.bytes
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     records=st.lists(st.binary(min_size=2, max_size=300), min_size=1, max_size=40),
