@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import orjson
@@ -32,6 +33,7 @@ from agent.sources import Checkpoint, Pending
 from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
+_SOURCE_KEY = itemgetter(0, 1)  # a Checkpoint's (source, key): the checkpoint map's key
 
 
 class SegmentIO:
@@ -366,8 +368,8 @@ class Buffer:
             self.stats.records += len(entries)
             self.stats.bytes += len(data)
             self.last_seq, self.last_h = last_seq, last_h
-            for cp in cps:
-                self.checkpoints[(cp.source, cp.key)] = cp
+            # In commit order: the last checkpoint per (source, key) wins.
+            self.checkpoints.update(zip(map(_SOURCE_KEY, cps), cps, strict=True))
             self.tail.extend(entries)
 
     def tail_after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:
