@@ -240,3 +240,23 @@ def test_parse_run_reads_what_the_writer_wrote(compiled: bool) -> None:
         len(data),
         "checkpoint overruns frame",
     )
+
+
+@needs_compiled
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=2100), skip=st.integers(0, 15))
+def test_compiled_crc32_is_zlibs(data: bytes, skip: int) -> None:
+    """The frames' checksum (folded with carry-less multiplies where the CPU has them) equals
+    zlib.crc32 at every length (the fold takes 64 bytes and more) and alignment."""
+    assert SPEEDUPS is not None
+    view = memoryview(data)[skip:]
+    assert SPEEDUPS.crc32(view) == zlib.crc32(view)
+
+
+@needs_compiled
+def test_compiled_crc32_on_long_and_edge_lengths() -> None:
+    assert SPEEDUPS is not None
+    for size in (63, 64, 65, 79, 80, 127, 128, 129, 1 << 16, (1 << 20) + 7):
+        for fill in (b"\x00", b"\xff", bytes(range(256))):
+            data = (fill * (size // len(fill) + 1))[:size]
+            assert SPEEDUPS.crc32(data) == zlib.crc32(data), (size, fill[:2])
