@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(300)
 def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    args = ["--scenario", "auth", "--lines", "3000", "--latency-seconds", "1"]
+    args = ["--scenario", "auth", "--lines", "3000", "--repeat", "2", "--latency-seconds", "1"]
     args += ["--idle-seconds", "1", "--drain-lines", "3000", "--json", str(out)]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", *args],
@@ -40,6 +40,10 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     assert row["agent_cpu_s_per_million"] > 0
     assert row["agent_peak_rss_mb"] > 10
     assert row["baseline_lines_per_s"] > row["lines_per_s"]
+    runs = row["runs"]  # the row holds medians of the runs (the peak RSS: the largest)
+    assert len(runs) == 2
+    assert row["lines_per_s"] == (runs[0]["lines_per_s"] + runs[1]["lines_per_s"]) / 2
+    assert row["agent_peak_rss_mb"] == max(run["agent_peak_rss_mb"] for run in runs)
     assert results["latency"]["p99_ms"] >= results["latency"]["p50_ms"] > 0
     assert results["idle"]["rss_mb"] > 10
     assert results["drain"]["lines"] == 3000
