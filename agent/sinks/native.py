@@ -321,7 +321,8 @@ class NativeSink:
         }
         if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
-        body = b"\n".join([orjson.dumps(header), *batch.records]) + b"\n"
+        # The trailing b"" gives the final newline in the one join: no second copy of the body.
+        body = b"\n".join([orjson.dumps(header), *batch.records, b""])
         if self.config.compression == "zstd":
             return self._zstd.compress(body), ENCODINGS["zstd"]
         if self.config.compression == "gzip":
