@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -142,15 +143,22 @@ static int have_clmul(void) {
 #endif
 
 static uint32_t frame_crc(const unsigned char *buf, size_t len) {
+    uLong crc = 0L;
 #ifdef HAVE_CLMUL_CRC
     if (len >= 64 && have_clmul()) {
         size_t bulk = len & ~(size_t)15;
         uint32_t state = crc32_fold(buf, bulk, 0xFFFFFFFFu);
         /* zlib's crc32 continues from a finished crc: un-invert the state for it */
-        return (uint32_t)crc32((uLong)(state ^ 0xFFFFFFFFu), buf + bulk, (uInt)(len - bulk));
+        crc = (uLong)(state ^ 0xFFFFFFFFu);
+        buf += bulk;
+        len -= bulk;
     }
 #endif
-    return (uint32_t)crc32(0L, buf, (uInt)len);
+    /* zlib takes a uInt length: 4 GiB and more in pieces, as the zlib module does */
+    for (; len > 0x40000000u; buf += 0x40000000u, len -= 0x40000000u) {
+        crc = crc32(crc, buf, 0x40000000u);
+    }
+    return (uint32_t)crc32(crc, buf, (uInt)len);
 }
 
 PyDoc_STRVAR(crc32_doc, "crc32(data)\n--\n\nzlib.crc32(data), as the frames use it (tests).");
@@ -265,15 +273,35 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         return NULL;
     }
     PyObject *items = args[0];
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    long long seq = PyLong_AsLongLong(args[2]);
     PyObject *prev_obj = args[3];
-    long long room = PyLong_AsLongLong(args[4]);
-    long long used = PyLong_AsLongLong(args[5]);
-    long long limit = PyLong_AsLongLong(args[6]);
-    int one = PyObject_IsTrue(args[7]);
     PyObject *dumps = args[8], *option = args[9], *cp_prefix = args[10], *on_error = args[11];
-    if (PyErr_Occurred() || one < 0) {
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* seq as the frames hold it: a u64 (a negative one is refused, as struct refuses it) */
+    unsigned long long seq = PyLong_AsUnsignedLongLong(args[2]);
+    if (seq == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long room = PyLong_AsLongLong(args[4]);
+    if (room == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long used = PyLong_AsLongLong(args[5]);
+    if (used == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long limit = PyLong_AsLongLong(args[6]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int one = PyObject_IsTrue(args[7]);
+    if (one < 0) {
+        return NULL;
+    }
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "start must not be negative");
         return NULL;
     }
     if (!PyList_Check(items)) {
@@ -300,21 +328,30 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         if (room - out.len <= 0) {
             break;
         }
-        PyObject *item = PyList_GET_ITEM(items, i);
-        PyObject *record = PyObject_GetAttr(item, str_record);
-        if (record == NULL) {
+        if (seq == ULLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
             goto done;
         }
-        PyObject *seq_obj = PyLong_FromLongLong(seq + 1);
+        /* Held: the calls below run Python code (on_error, a record's __setitem__), which may
+         * take the item out of `items`. */
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *record = PyObject_GetAttr(item, str_record);
+        if (record == NULL) {
+            Py_DECREF(item);
+            goto done;
+        }
+        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq + 1);
         if (seq_obj == NULL || PyObject_SetItem(record, str_seq, seq_obj) < 0) {
             Py_XDECREF(seq_obj);
             Py_DECREF(record);
+            Py_DECREF(item);
             goto done;
         }
         PyObject *canonical = encode(record, dumps, option, on_error);
         Py_DECREF(record);
         if (canonical == NULL) {
             Py_DECREF(seq_obj);
+            Py_DECREF(item);
             goto done;
         }
         unsigned char digest[DIGEST];
@@ -326,6 +363,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         PyObject *wire = wire_form(canonical, digest);
         Py_DECREF(canonical);
         PyObject *cp = PyObject_GetAttr(item, str_checkpoint);
+        Py_DECREF(item);
         PyObject *cp_raw = NULL;
         if (wire == NULL || cp == NULL) {
             goto fail_record;
@@ -344,8 +382,19 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         }
         Py_ssize_t body_len = BODY_HEAD + cp_len + PyBytes_GET_SIZE(wire);
         Py_ssize_t frame_len = HEAD + body_len;
-        long long in_segment = used + out.len;
-        if (in_segment > 0 && in_segment + frame_len > limit) {
+        if ((uint64_t)body_len > UINT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "frame body longer than 4 GiB");
+            goto fail_record;
+        }
+        /* used + made > 0 and used + made + frame_len > limit, without overflowing */
+        int past_limit;
+        if (used > LLONG_MAX - out.len) {
+            past_limit = 1;
+        } else {
+            long long in_segment = used + out.len;
+            past_limit = in_segment > 0 && (limit < in_segment || frame_len > limit - in_segment);
+        }
+        if (past_limit) {
             segment_full = 1; /* this record starts the next segment: the caller calls again */
             Py_DECREF(seq_obj);
             Py_DECREF(wire);
@@ -358,7 +407,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         }
         unsigned char *frame = (unsigned char *)out.data + out.len;
         unsigned char *body = frame + HEAD;
-        put_u64(body, (uint64_t)(seq + 1));
+        put_u64(body, (uint64_t)seq + 1);
         memcpy(body + 8, digest, DIGEST);
         put_u16(body + 40, (uint16_t)cp_len);
         if (cp_len) {
@@ -630,22 +679,27 @@ static PyObject *verify_wire(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (hashes == NULL || gaps == NULL) {
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++, seq++) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
+        if (i > 0) {
+            if (seq == LLONG_MAX) {
+                goto not_wire; /* seq 2**63 and on: left to the general path */
+            }
+            seq++;
+        }
         PyObject *line = PyList_GET_ITEM(lines, i);
         if (!PyBytes_Check(line)) {
             PyErr_SetString(PyExc_TypeError, "lines must be bytes");
             goto fail;
         }
         PyObject *h = NULL, *type = NULL;
+        Py_INCREF(line); /* loads and dumps may run Python code that takes it out of `lines` */
         int ok = verify_line(line, prev, seq, loads, dumps, option, errors, &h, &type);
+        Py_DECREF(line);
         if (ok < 0) {
             goto fail;
         }
         if (ok == 0) {
-            Py_DECREF(hashes);
-            Py_DECREF(gaps);
-            Py_XDECREF(last_type);
-            Py_RETURN_NONE;
+            goto not_wire;
         }
         int is_gap = 0;
         if (type != NULL) {
@@ -671,6 +725,11 @@ static PyObject *verify_wire(PyObject *Py_UNUSED(module), PyObject *const *args,
     }
     Py_XDECREF(last_type);
     return Py_BuildValue("(NNO)", hashes, gaps, sealed ? Py_True : Py_False);
+not_wire:
+    Py_DECREF(hashes);
+    Py_DECREF(gaps);
+    Py_XDECREF(last_type);
+    Py_RETURN_NONE;
 fail:
     Py_XDECREF(hashes);
     Py_XDECREF(gaps);

@@ -63,6 +63,8 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     """The reference loop (see the module docstring)."""
     if len(prev) != 32:
         raise ValueError("prev must be 32 bytes")
+    if start < 0:  # not an index from the end: items before it were committed already
+        raise ValueError("start must not be negative")
     frames: list[bytes] = []
     entries: list[Entry] = []
     cps: list[Checkpoint] = []

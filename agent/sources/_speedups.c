@@ -80,17 +80,23 @@ static int has_attr(PyObject *type, PyObject *name) {
     return 1;
 }
 
+/* Whether `name` is the str `expected`. */
+static int is_name(PyObject *name, PyObject *expected) {
+    return PyUnicode_Check(name) && PyUnicode_Compare(name, expected) == 0;
+}
+
 /* Whether `type` is shaped as agent.sources.Pending: a dataclass of exactly the fields record and
- * checkpoint, in slots, straight off object, without __dict__ or __post_init__. Then calling it
- * only stores its two arguments in a fresh object, which is what we do instead. Sets the slots'
- * offsets. */
+ * checkpoint, in that order, in slots, straight off object (and of the plain metaclass), without
+ * __dict__, __setattr__ or __post_init__. Then calling it only stores its two arguments in a
+ * fresh object, which is what we do instead. Sets the slots' offsets. */
 static int plain_pending(PyObject *type, Py_ssize_t *record_at, Py_ssize_t *checkpoint_at) {
-    if (!PyType_Check(type)) {
+    if (!PyType_CheckExact(type)) { /* a metaclass may have a __call__ of its own */
         return 0;
     }
     PyTypeObject *t = (PyTypeObject *)type;
     if (t->tp_base != &PyBaseObject_Type || t->tp_dictoffset != 0 ||
-        t->tp_new != PyBaseObject_Type.tp_new || has_attr(type, str_post_init)) {
+        t->tp_new != PyBaseObject_Type.tp_new ||
+        t->tp_setattro != PyBaseObject_Type.tp_setattro || has_attr(type, str_post_init)) {
         return 0;
     }
     PyObject *fields = PyObject_GetAttr(type, str_dc_fields);
@@ -98,7 +104,12 @@ static int plain_pending(PyObject *type, Py_ssize_t *record_at, Py_ssize_t *chec
         PyErr_Clear();
         return 0;
     }
-    int two = PyDict_Check(fields) && PyDict_GET_SIZE(fields) == 2;
+    /* The generated __init__ takes the fields in their order: record first. */
+    Py_ssize_t at = 0;
+    PyObject *first, *second, *value;
+    int two = PyDict_Check(fields) && PyDict_GET_SIZE(fields) == 2 &&
+              PyDict_Next(fields, &at, &first, &value) && is_name(first, str_record) &&
+              PyDict_Next(fields, &at, &second, &value) && is_name(second, str_checkpoint);
     Py_DECREF(fields);
     if (!two) {
         return 0;
@@ -109,15 +120,16 @@ static int plain_pending(PyObject *type, Py_ssize_t *record_at, Py_ssize_t *chec
 }
 
 /* Whether `type` is shaped as agent.sources.Checkpoint: a named tuple of four fields (a subclass
- * of tuple that adds no storage). Its __new__ only makes the tuple, which is what we do instead. */
+ * of tuple that adds no storage nor an __init__, of the plain metaclass). Its __new__ only makes
+ * the tuple, which is what we do instead. */
 static int plain_checkpoint(PyObject *type) {
-    if (!PyType_Check(type)) {
+    if (!PyType_CheckExact(type)) { /* a metaclass may have a __call__ of its own */
         return 0;
     }
     PyTypeObject *t = (PyTypeObject *)type;
     if (t->tp_base != &PyTuple_Type || t->tp_dictoffset != 0 ||
         t->tp_basicsize != PyTuple_Type.tp_basicsize ||
-        t->tp_itemsize != PyTuple_Type.tp_itemsize) {
+        t->tp_itemsize != PyTuple_Type.tp_itemsize || t->tp_init != PyTuple_Type.tp_init) {
         return 0;
     }
     PyObject *fields = PyObject_GetAttr(type, str_fields);

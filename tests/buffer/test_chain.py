@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import struct
 import zlib
 from typing import Any
 
@@ -260,3 +261,67 @@ def test_compiled_crc32_on_long_and_edge_lengths() -> None:
         for fill in (b"\x00", b"\xff", bytes(range(256))):
             data = (fill * (size // len(fill) + 1))[:size]
             assert SPEEDUPS.crc32(data) == zlib.crc32(data), (size, fill[:2])
+
+
+# --- hostile arguments: the same answer as the reference, never a crash ---------------------------
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_an_item_taken_out_of_items_midway_is_still_linked(link: Link | None) -> None:
+    """on_error runs Python code, which may drop the list's hold on the item being linked (here
+    the only one): its checkpoint is still read from it (the compiled loop used a freed one)."""
+    assert link is not None
+    cp = Checkpoint("s", "k", 9, "/p")
+    items = [Pending({"msg": "lone \ud800 surrogate"}, cp)]
+
+    def clearing(record: dict[str, Any], exc: TypeError) -> bytes:
+        items.clear()
+        return stand_in(record, exc)
+
+    end, _, entries, cps, full = link(
+        items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
+        segment.checkpoint_prefix, clearing,
+    )  # fmt: skip
+    assert (end, [e[0] for e in entries], cps, full) == (1, [1], [cp], False)
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_a_negative_start_is_refused(link: Link | None) -> None:
+    """Not an index from the end (the compiled loop read before the list's items)."""
+    assert link is not None
+    items = [Pending({"msg": "x"}, None), Pending({"msg": "y"}, None)]
+    with pytest.raises(ValueError, match="start"):
+        run(link, items, start=-1)
+
+
+@needs_compiled
+@pytest.mark.parametrize("seq", [2**63 - 1, 2**63, 2**64 - 3])
+def test_seqs_fill_the_frames_u64_as_in_the_reference(seq: int) -> None:
+    """The compiled loop held seq in a signed 64-bit int: seq 2**63 was written as -2**63."""
+    assert COMPILED is not None
+    items = [Pending({"msg": "x"}, None), Pending({"msg": "y"}, None)]
+    compiled = run(COMPILED, items, seq=seq)
+    assert compiled == run(link_py, items, seq=seq)
+    assert [e[0] for e in compiled[0][2]] == [seq + 1, seq + 2]
+    assert segment.parse_run(compiled[0][1], 10).seqs == [seq + 1, seq + 2]
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_a_negative_seq_makes_no_frame(link: Link | None) -> None:
+    """A frame holds seq as a u64: the compiled loop wrote -4 as 2**64 - 4."""
+    assert link is not None
+    with pytest.raises((struct.error, OverflowError)):
+        run(link, [Pending({"msg": "x"}, None)], seq=-5)
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("used", "limit"), [(2**63 - 1, 2**63 - 1), (2**63 - 100, 2**63 - 1), (10, -(2**63))]
+)
+def test_the_segment_limit_check_does_not_overflow(used: int, limit: int) -> None:
+    """used + made + frame past 2**63 is past any limit (the compiled sum wrapped negative)."""
+    assert COMPILED is not None
+    items = [Pending({"msg": "x"}, None)]
+    compiled = run(COMPILED, items, used=used, limit=limit)
+    assert compiled == run(link_py, items, used=used, limit=limit)
+    assert compiled[0][0::4] == (0, True)

@@ -605,3 +605,42 @@ async def test_zstd_batch_in_one_frame_is_stored(collector: Running) -> None:
 
     assert reply == (200, {"acked": 30, "head": chain.head(30)})
     assert await stored(collector, chain) == chain.lines
+
+
+_ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+def test_compiled_wire_check_holds_the_line_it_checks() -> None:
+    """``loads`` may run Python code that drops the list's hold on the line being checked (here
+    the only one): it is still checked (the compiled loop read a freed one)."""
+    chain = make_chain(1)
+    header, _ = parse_header(chain.batch(1, 1))
+    expected = batch_module.verify_wire_py(header, chain.lines)
+    assert expected is not None
+    lines = [bytes(bytearray(chain.lines[0]))]  # a copy only the list holds
+
+    def clearing(line: bytes) -> Any:
+        lines.clear()
+        return orjson.loads(line)
+
+    got = SPEEDUPS.verify_wire(
+        bytes.fromhex(header.prev_h), lines, 1, clearing, orjson.dumps, orjson.OPT_SORT_KEYS,
+        _ORJSON_ERRORS,
+    )  # fmt: skip
+    assert got == expected
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+def test_compiled_wire_check_does_not_wrap_seq_past_2_63() -> None:
+    """After seq 2**63 - 1 comes 2**63, not -2**63 (which the compiled loop accepted)."""
+    first = 2**63 - 1
+    prev = genesis("s")
+    lines = []
+    digest = prev
+    for seq in (first, -(2**63)):  # what a wrapped counter would expect next
+        digest, wire = link(digest, {"msg": "x", "seq": seq})
+        lines.append(wire)
+    header = BatchHeader("s", {"name": "h"}, "h", first, first + 1, prev.hex())
+    assert batch_module.verify_wire_py(header, lines) is None
+    assert_compiled_as_python(header, lines)

@@ -329,3 +329,48 @@ def test_tailed_file_reads_the_records_the_python_cut_gives(
     assert [p.record for p in got] == [p.record for p in reference]
     assert [list(p.record) for p in got] == [list(p.record) for p in reference]
     assert [p.checkpoint for p in got] == [p.checkpoint for p in reference]
+
+
+@dataclass(slots=True)
+class SwappedPending:
+    """Pending's fields in the other order: the record is its second argument's, not its first."""
+
+    checkpoint: Checkpoint | None
+    record: Record
+
+
+class CallingMeta(type):
+    """A metaclass with a __call__ of its own: calling the class makes something else."""
+
+    def __call__(cls, *args: Any) -> Any:
+        return ("made by the metaclass", *args)
+
+
+@dataclass(slots=True)
+class MetaPending(metaclass=CallingMeta):
+    record: Record
+    checkpoint: Checkpoint | None
+
+
+class MetaCheckpoint(tuple, metaclass=CallingMeta):  # type: ignore[type-arg]
+    __slots__ = ()
+    _fields = ("source", "key", "offset", "path")
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("pending", "checkpoint"),
+    [(SwappedPending, Checkpoint), (MetaPending, Checkpoint), (Pending, MetaCheckpoint)],
+    ids=["fields-swapped", "pending-metaclass", "checkpoint-metaclass"],
+)
+def test_types_shaped_otherwise_are_called_as_the_python_loop_calls_them(
+    pending: Any, checkpoint: Any
+) -> None:
+    """The compiled loop made these as if they were Pending and Checkpoint."""
+    assert COMPILED is not None
+    results = []
+    for function in (cut_plain_py, COMPILED):
+        out: list[Any] = []
+        end = function(b"a\nbb\n", TS, "app", "k", "/p", 3, pending, checkpoint, out)
+        results.append((end, [(type(p), p) for p in out]))
+    assert results[1] == results[0]
