@@ -34,27 +34,49 @@
 static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
 static PyObject *option_kwnames;
 
+/* The frames of one link() call, written into the caller's bytearray. It stays exported (a
+ * Py_buffer held) while link() runs, so code it calls back cannot resize it under us; it is
+ * released only to grow it, when no Python code runs. */
 typedef struct {
-    char *data;
-    Py_ssize_t len, cap;
+    PyObject *array;
+    Py_buffer view;
+    int held;
+    Py_ssize_t len;
 } Out;
 
+static int out_hold(Out *out) {
+    if (PyObject_GetBuffer(out->array, &out->view, PyBUF_WRITABLE) < 0) {
+        return -1;
+    }
+    out->held = 1;
+    return 0;
+}
+
+static void out_release(Out *out) {
+    if (out->held) {
+        PyBuffer_Release(&out->view);
+        out->held = 0;
+    }
+}
+
 static int out_reserve(Out *out, Py_ssize_t more) {
-    if (out->len + more <= out->cap) {
-        return 0;
-    }
-    Py_ssize_t cap = out->cap ? out->cap : 1 << 16;
-    while (cap < out->len + more) {
-        cap *= 2;
-    }
-    char *grown = PyMem_Realloc(out->data, (size_t)cap);
-    if (grown == NULL) {
+    if (more > PY_SSIZE_T_MAX - out->len) {
         PyErr_NoMemory();
         return -1;
     }
-    out->data = grown;
-    out->cap = cap;
-    return 0;
+    Py_ssize_t want = out->len + more;
+    if (want <= out->view.len) {
+        return 0;
+    }
+    Py_ssize_t cap = out->view.len > (1 << 16) ? out->view.len : (1 << 16);
+    while (cap < want) {
+        cap = cap > PY_SSIZE_T_MAX / 2 ? want : cap * 2;
+    }
+    out_release(out);
+    if (PyByteArray_Resize(out->array, cap) < 0) {
+        return -1;
+    }
+    return out_hold(out);
 }
 
 static void put_u16(unsigned char *p, uint16_t v) {
@@ -265,11 +287,11 @@ static PyObject *wire_form(PyObject *canonical, const unsigned char *digest) {
 
 PyDoc_STRVAR(link_doc,
              "link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, "
-             "on_error)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the same results.");
+             "on_error, out)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the same results.");
 
 static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "link takes 12 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "link takes 13 arguments");
         return NULL;
     }
     PyObject *items = args[0];
@@ -312,10 +334,17 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
         return NULL;
     }
+    if (!PyByteArray_Check(args[12])) {
+        PyErr_SetString(PyExc_TypeError, "out must be a bytearray");
+        return NULL;
+    }
     unsigned char prev[DIGEST];
     memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
 
-    Out out = {NULL, 0, 0};
+    Out out = {.array = args[12], .held = 0, .len = 0};
+    if (out_hold(&out) < 0) {
+        return NULL;
+    }
     PyObject *entries = PyList_New(0);
     PyObject *cps = PyList_New(0);
     PyObject *result = NULL;
@@ -405,7 +434,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         if (out_reserve(&out, frame_len) < 0) {
             goto fail_record;
         }
-        unsigned char *frame = (unsigned char *)out.data + out.len;
+        unsigned char *frame = (unsigned char *)out.view.buf + out.len;
         unsigned char *body = frame + HEAD;
         put_u64(body, (uint64_t)seq + 1);
         memcpy(body + 8, digest, DIGEST);
@@ -444,15 +473,9 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         Py_XDECREF(cp_raw);
         goto done;
     }
-    {
-        PyObject *data = PyBytes_FromStringAndSize(out.data, out.len);
-        if (data != NULL) {
-            result = Py_BuildValue("(nNOOO)", i, data, entries, cps,
-                                   segment_full ? Py_True : Py_False);
-        }
-    }
+    result = Py_BuildValue("(nnOOO)", i, out.len, entries, cps, segment_full ? Py_True : Py_False);
 done:
-    PyMem_Free(out.data);
+    out_release(&out);
     Py_XDECREF(entries);
     Py_XDECREF(cps);
     return result;
@@ -487,12 +510,14 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
     if (PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyBytes_Check(data_obj)) {
-        PyErr_SetString(PyExc_TypeError, "data must be bytes");
+    /* Any contiguous buffer (the reader's window is a view of a bytearray it keeps). Held
+     * exported until we return: code run by an allocation (a finalizer) cannot resize it. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(data_obj, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
-    Py_ssize_t size = PyBytes_GET_SIZE(data_obj), pos = 0, count = 0;
+    const unsigned char *data = (const unsigned char *)view.buf;
+    Py_ssize_t size = view.len, pos = 0, count = 0;
     PyObject *seqs = PyList_New(0), *hashes = PyList_New(0), *records = PyList_New(0);
     PyObject *ends = PyList_New(0);
     if (!seqs || !hashes || !records || !ends) {
@@ -542,8 +567,10 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
         pos = end;
         count++;
     }
+    PyBuffer_Release(&view);
     return Py_BuildValue("(NNNN)", seqs, hashes, records, ends);
 fail:
+    PyBuffer_Release(&view);
     Py_XDECREF(seqs);
     Py_XDECREF(hashes);
     Py_XDECREF(records);

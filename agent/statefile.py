@@ -26,7 +26,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """``os.write`` until every byte is written (a regular file may take a short write)."""
     view = memoryview(data)
     while view:

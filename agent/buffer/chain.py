@@ -6,9 +6,9 @@ zlib headers (``tailseal version`` says whether it runs); ``link_py`` is the sam
 Python: the reference the tests hold the compiled one to, byte for byte, and the fallback where
 it was not built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
 
-``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error)``
-walks ``items[start:]`` (``Pending``), giving each record ``seq`` + 1, + 2, ... and chaining it
-after ``prev``. It stops
+``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error,
+out)`` walks ``items[start:]`` (``Pending``), giving each record ``seq`` + 1, + 2, ... and
+chaining it after ``prev``. It stops
 
 * before a record once the frames made reach ``room`` bytes (``room`` - made <= 0);
 * before a record whose frame would take the active segment past ``limit`` bytes, unless the
@@ -17,10 +17,14 @@ after ``prev``. It stops
 * after one record if ``one`` (fsync = "always": one commit per record);
 * at the end of ``items``.
 
-It returns ``(next, data, entries, checkpoints, segment_full)``: the index to go on from, the
-frames made (one ``bytes``), the hot tail's ``(seq, h, wire)`` per record and the checkpoints the
-records carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is
-replaced by ``on_error(record, exc)``, which returns the canonical encoding to chain instead.
+It writes the frames made at the start of ``out``, a ``bytearray`` the caller keeps from commit to
+commit (grown when they do not fit, never shrunk: a fresh buffer per commit cost the writer a
+page fault per 4 KiB of frames, twice with the copy into ``bytes``). The compiled loop holds
+``out`` exported while it runs, so code it calls back cannot resize it (BufferError). It returns
+``(next, size, entries, checkpoints, segment_full)``: the index to go on from, the length of the
+frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the checkpoints the records
+carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is replaced by
+``on_error(record, exc)``, which returns the canonical encoding to chain instead.
 ``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset.
 """
 
@@ -40,9 +44,10 @@ from agent.sources import Checkpoint, Pending
 Dumps = Callable[..., bytes]
 CpPrefix = Callable[[str, str, str], bytes]
 OnError = Callable[[dict[str, Any], TypeError], bytes]
-Linked = tuple[int, bytes, list[Entry], list[Checkpoint], bool]
+Linked = tuple[int, int, list[Entry], list[Checkpoint], bool]
 Link = Callable[
-    [list[Pending], int, int, bytes, int, int, int, bool, Dumps, int, CpPrefix, OnError], Linked
+    [list[Pending], int, int, bytes, int, int, int, bool, Dumps, int, CpPrefix, OnError, bytearray],
+    Linked,
 ]
 
 
@@ -59,12 +64,15 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     option: int,
     cp_prefix: CpPrefix,
     on_error: OnError,
+    out: bytearray,
 ) -> Linked:
     """The reference loop (see the module docstring)."""
     if len(prev) != 32:
         raise ValueError("prev must be 32 bytes")
     if start < 0:  # not an index from the end: items before it were committed already
         raise ValueError("start must not be negative")
+    if not isinstance(out, bytearray):
+        raise TypeError("out must be a bytearray")
     frames: list[bytes] = []
     entries: list[Entry] = []
     cps: list[Checkpoint] = []
@@ -110,7 +118,11 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
         index += 1
         if one:
             break
-    return index, b"".join(frames), entries, cps, segment_full
+    data = b"".join(frames)
+    if len(out) < len(data):
+        out.extend(bytes(len(data) - len(out)))
+    out[: len(data)] = data
+    return index, len(data), entries, cps, segment_full
 
 
 link: Link = link_py if MODULE is None else MODULE.link

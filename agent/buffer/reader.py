@@ -24,6 +24,9 @@ from agent.errors import StateError
 from agent.threads import in_thread
 
 _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
+# The window buffer is kept from read to read (a fresh 1 MiB ``bytes`` per read cost a page fault
+# per 4 KiB of it); one grown past this for a huge frame is dropped after that read.
+_KEEP_WINDOW = 4 * _WINDOW
 _SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
 
 
@@ -81,6 +84,7 @@ class BufferReader:
         self._segment: SegmentInfo | None = None
         self._fd = -1
         self._offset = 0
+        self._buf = bytearray()  # the window's bytes: reader thread only (in_thread: one at a time)
         self._declared: tuple[int, int] | None = None  # a gap to declare with the next batch
 
     def seek(self, after_seq: int, after_h: bytes) -> None:
@@ -250,16 +254,23 @@ class BufferReader:
         """Decode frames from ``_offset`` (up to ``limit``, the committed end): a window of
         ``_WINDOW`` bytes, or more when one frame is bigger than that."""
         window = _WINDOW
-        while True:
-            length = min(limit - self._offset, window)
-            data = os.pread(self._fd, length, self._offset) if length > 0 else b""
-            # Skipped frames (at or before the position) count against want too: a few
-            # windows more at most, and only after a seek.
-            run = segment.parse_run(data, max(want, 1) + _SKIP_SLACK)
-            if run.seqs or length < window:
-                return run
-            frame = segment.HEADER.unpack_from(data)[0] + segment.HEADER.size
-            window = max(window * 2, frame)
+        try:
+            while True:
+                length = max(min(limit - self._offset, window), 0)
+                if len(self._buf) < length:
+                    self._buf = bytearray(length)
+                with memoryview(self._buf) as view:
+                    got = os.preadv(self._fd, [view[:length]], self._offset) if length else 0
+                    # Skipped frames (at or before the position) count against want too: a few
+                    # windows more at most, and only after a seek.
+                    run = segment.parse_run(view[:got], max(want, 1) + _SKIP_SLACK)
+                    if run.seqs or got < window:
+                        return run
+                    frame = segment.HEADER.unpack_from(view)[0] + segment.HEADER.size
+                window = max(window * 2, frame)
+        finally:
+            if len(self._buf) > _KEEP_WINDOW:
+                self._buf = bytearray()
 
     def _locate(self) -> tuple[SegmentInfo | None, int]:
         """The segment holding the first record after ``position`` (opened) and its committed

@@ -132,17 +132,18 @@ class Run(NamedTuple):
     ends: list[int]  # offset just after each frame, relative to the data parsed
 
 
-def parse_run(data: bytes, limit_records: int) -> Run:
+def parse_run(data: bytes | memoryview, limit_records: int) -> Run:
     """Decode up to ``limit_records`` complete frames from the start of ``data`` (an incomplete
-    last frame is left for the next read). The sinks' file reader: ``parse_frame`` without a
-    function call and an object per frame. Raises CorruptFrameError like it. Compiled where
-    built (``compiled.py``); ``parse_run_py`` is the reference and the fallback."""
+    last frame is left for the next read; the records are copies: nothing refers to ``data``).
+    The sinks' file reader: ``parse_frame`` without a function call and an object per frame.
+    Raises CorruptFrameError like it. Compiled where built (``compiled.py``); ``parse_run_py`` is
+    the reference and the fallback."""
     if MODULE is None:
         return parse_run_py(data, limit_records)
     return Run(*MODULE.parse_run(data, limit_records, MAX_FRAME_BYTES, CorruptFrameError))
 
 
-def parse_run_py(data: bytes, limit_records: int) -> Run:
+def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
     """``parse_run`` in Python."""
     seqs: list[int] = []
     hashes: list[bytes] = []
@@ -167,7 +168,7 @@ def parse_run_py(data: bytes, limit_records: int) -> Run:
             raise CorruptFrameError(pos, "checkpoint overruns frame")
         seqs.append(seq)
         hashes.append(h)
-        records.append(data[start + body_head + cp_len : end])
+        records.append(bytes(view[start + body_head + cp_len : end]))
         ends.append(end)
         pos = end
     return Run(seqs, hashes, records, ends)

@@ -34,12 +34,15 @@ from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
 _SOURCE_KEY = itemgetter(0, 1)  # a Checkpoint's (source, key): the checkpoint map's key
+# The frames buffer kept from commit to commit (chain.link's ``out``) is dropped after a commit
+# that grew it past this: one huge commit must not pin its size for the agent's life.
+_KEEP_FRAMES_BUFFER = 4 * 1024 * 1024
 
 
 class SegmentIO:
     """The writer's I/O seam: tests inject failures (EIO, ENOSPC) by overriding it."""
 
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: bytes | memoryview) -> None:
         write_all(fd, data)
 
     def fsync(self, fd: int) -> None:
@@ -87,6 +90,7 @@ class Buffer:
         self.blocked = False  # waiting for acks because the buffer is full
         self.write_error = ""
         self.tail = HotTail(config.memory_bytes)
+        self._frames = bytearray()  # chain.link's out: writer thread only
         self._fd = -1
         self._lock_fd = -1
         self._closing = False
@@ -320,9 +324,10 @@ class Buffer:
         limit, always = self.config.segment_bytes, self.config.fsync == "always"
         link, dumps, sort = chain.link, orjson.dumps, orjson.OPT_SORT_KEYS
         index = 0
+        frames = self._frames
         try:
             while index < len(items) and room > 0:
-                index, data, entries, cps, segment_full = link(
+                index, size, entries, cps, segment_full = link(
                     items,
                     index,
                     self.last_seq,
@@ -335,15 +340,20 @@ class Buffer:
                     sort,
                     segment.checkpoint_prefix,
                     self._unencodable,
+                    frames,
                 )
                 if entries:
-                    self._flush(data, entries, cps)
+                    with memoryview(frames) as view:  # released before the next link grows it
+                        self._flush(view[:size], entries, cps)
                     done += len(entries)
-                    room -= len(data)
+                    room -= size
                 if segment_full:
                     self._new_segment()
         except OSError as exc:
             raise _WriteFailedError(done, exc) from exc
+        finally:
+            if len(frames) > _KEEP_FRAMES_BUFFER:
+                self._frames = bytearray()
         return done
 
     def _unencodable(self, record: Record, exc: TypeError) -> bytes:
@@ -357,7 +367,7 @@ class Buffer:
         stand_in = special.unencodable(record, str(exc))
         return orjson.dumps(stand_in, option=orjson.OPT_SORT_KEYS)
 
-    def _flush(self, data: bytes, entries: list[Entry], cps: list[Checkpoint]) -> None:
+    def _flush(self, data: memoryview, entries: list[Entry], cps: list[Checkpoint]) -> None:
         self.io.write(self._fd, data)
         self.io.fsync(self._fd)
         last_seq, last_h, _ = entries[-1]

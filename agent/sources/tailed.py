@@ -228,9 +228,9 @@ class TailedFile:
             and b"\r" not in joined
             and max(map(len, lines)) <= self.max_line
         ):
-            # The common chunk: plain lines of ASCII (cut_plain_py, compiled where built).
-            plain = joined[: len(joined) - len(rest)]
-            offset = cut_plain(plain, ts, source, key, path, offset, Pending, Checkpoint, out)
+            # The common chunk: plain lines of ASCII (cut_plain_py, compiled where built). It
+            # leaves out the unterminated rest itself: no copy of the chunk without it.
+            offset = cut_plain(joined, ts, source, key, path, offset, Pending, Checkpoint, out)
             self.pending, _ = self._split(rest, offset, ts, out, longer_than=self.max_line + 1)
             return
         for raw in lines:

@@ -28,7 +28,7 @@ PIECE = 64
 
 
 class PiecewiseIO(SegmentIO):
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: bytes | memoryview) -> None:
         for start in range(0, len(data), PIECE):
             super().write(fd, data[start : start + PIECE])
 

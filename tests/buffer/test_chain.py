@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from agent import record as chain_record
 from agent.buffer import chain, segment
-from agent.buffer.chain import Link, Linked, link_py
+from agent.buffer.chain import Link, link_py
+from agent.buffer.memory import Entry
 from agent.compiled import MODULE
 from agent.sources import Checkpoint, Pending
 
@@ -31,6 +32,8 @@ except ImportError:  # built without a compiler: the fallback is all there is to
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent._speedups not built")
 SORT = orjson.OPT_SORT_KEYS
 PREV = bytes(range(32))
+# What link made: as it returns it, with the frames it wrote into ``out`` in place of their size.
+Made = tuple[int, bytes, list[Entry], list[Checkpoint], bool]
 
 
 def stand_in(record: dict[str, Any], exc: TypeError) -> bytes:
@@ -47,14 +50,16 @@ def run(
     used: int = 0,
     limit: int = 1 << 62,
     one: bool = False,
-) -> tuple[Linked, list[dict[str, Any]]]:
-    """``link`` on a deep copy of ``items``; also returns the records as it left them."""
+) -> tuple[Made, list[dict[str, Any]]]:
+    """``link`` on a deep copy of ``items``, into an ``out`` holding stale bytes; also returns
+    the records as it left them."""
     mine = copy.deepcopy(items)
-    result = link(
+    out = bytearray(b"\xa5" * 100)
+    end, size, entries, cps, full = link(
         mine, start, seq, PREV, room, used, limit, one, orjson.dumps, SORT,
-        segment.checkpoint_prefix, stand_in,
+        segment.checkpoint_prefix, stand_in, out,
     )  # fmt: skip
-    return result, [item.record for item in mine]
+    return (end, bytes(out[:size]), entries, cps, full), [item.record for item in mine]
 
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40)  # no lone surrogates: encodable
@@ -119,13 +124,16 @@ def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
     bad = [Pending({"msg": "\ud800"}, None)]
     with pytest.raises(RuntimeError, match="no stand-in"):
         link(bad, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-             segment.checkpoint_prefix, refuse)  # fmt: skip
+             segment.checkpoint_prefix, refuse, bytearray())  # fmt: skip
     with pytest.raises(ValueError, match="encoder broke"):
         link([Pending({"msg": "x"}, None)], 0, 0, PREV, 1 << 30, 0, 1 << 30, False, broken,
-             SORT, segment.checkpoint_prefix, stand_in)  # fmt: skip
+             SORT, segment.checkpoint_prefix, stand_in, bytearray())  # fmt: skip
     with pytest.raises(ValueError, match="32 bytes"):
         link([], 0, 0, b"short", 1, 0, 1, False, orjson.dumps, SORT,
-             segment.checkpoint_prefix, stand_in)  # fmt: skip
+             segment.checkpoint_prefix, stand_in, bytearray())  # fmt: skip
+    with pytest.raises(TypeError, match="bytearray"):
+        link([], 0, 0, PREV, 1, 0, 1, False, orjson.dumps, SORT,
+             segment.checkpoint_prefix, stand_in, memoryview(bytearray(8)))  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_the_reference_matches_the_record_and_frame_formats() -> None:
@@ -220,6 +228,23 @@ def test_compiled_parse_run_equals_the_reference(
 
 
 @pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_compiled), False])
+def test_parse_run_reads_a_view_of_the_readers_window_and_copies_the_records(
+    compiled: bool,
+) -> None:
+    """The reader parses a view of the bytearray it reads into and then reuses: the same frames
+    as from bytes, and records that are ``bytes`` of their own, unchanged when the window is."""
+    data = frames_of([5, 6, 7])
+    window = bytearray(data + b"\x00" * 100)
+    with memoryview(window) as view:
+        run_ = parsed(view[: len(data)], 10, compiled)  # type: ignore[arg-type]
+    assert run_ == parsed(data, 10, compiled)
+    assert isinstance(run_, segment.Run)
+    assert all(type(record) is bytes for record in run_.records)
+    window[:] = b"\xff" * len(window)  # the next read overwrites the window
+    assert run_.records == [b'{"msg":"5"}', b'{"msg":"6"}', b'{"msg":"7"}']
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_compiled), False])
 def test_parse_run_reads_what_the_writer_wrote(compiled: bool) -> None:
     data = frames_of([5, 6, 7])
     run_ = parsed(data + data[:20], 10, compiled)  # a torn fourth frame is left for later
@@ -280,7 +305,7 @@ def test_an_item_taken_out_of_items_midway_is_still_linked(link: Link | None) ->
 
     end, _, entries, cps, full = link(
         items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-        segment.checkpoint_prefix, clearing,
+        segment.checkpoint_prefix, clearing, bytearray(),
     )  # fmt: skip
     assert (end, [e[0] for e in entries], cps, full) == (1, [1], [cp], False)
 
@@ -325,3 +350,46 @@ def test_the_segment_limit_check_does_not_overflow(used: int, limit: int) -> Non
     compiled = run(COMPILED, items, used=used, limit=limit)
     assert compiled == run(link_py, items, used=used, limit=limit)
     assert compiled[0][0::4] == (0, True)
+
+
+# --- out: the frames buffer the writer keeps from commit to commit ------------------------------
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_out_is_grown_reused_and_only_its_start_is_written(link: Link | None) -> None:
+    """The frames land at the start of ``out``; what lies past them is left as it was, and a
+    buffer big enough already is not resized (the writer's pages stay mapped)."""
+    assert link is not None
+    items = [Pending({"msg": f"line {i}"}, Checkpoint("s", "k", i, "/p")) for i in range(300)]
+    (_, expected, *_), _ = run(link_py, items)
+    out = bytearray()
+    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    end, size, *_ = link(copy.deepcopy(items), *args, stand_in, out)
+    assert (end, bytes(out[:size])) == (300, expected)
+    big = bytearray(b"\x5a" * (4 * len(expected)))
+    end, size, *_ = link(copy.deepcopy(items[:10]), *args, stand_in, big)
+    (_, ten, *_), _ = run(link_py, items[:10])
+    assert (end, len(big)) == (10, 4 * len(expected))  # not shrunk to the frames
+    assert bytes(big[:size]) == ten
+    assert big[size:] == b"\x5a" * (len(big) - size)
+
+
+@needs_compiled
+def test_a_callback_cannot_resize_out_under_the_compiled_loop() -> None:
+    """``out`` is exported while link runs: code it calls back (here on_error) gets BufferError
+    instead of freeing the memory the loop writes into, and ``out`` is usable again after."""
+    assert COMPILED is not None
+    out = bytearray(16)
+
+    def shrinking(record: dict[str, Any], exc: TypeError) -> bytes:
+        out.clear()
+        return stand_in(record, exc)
+
+    items = [Pending({"msg": "x"}, None), Pending({"msg": "\ud800"}, None)]
+    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    with pytest.raises(BufferError):
+        COMPILED(copy.deepcopy(items), *args, shrinking, out)
+    end, size, *_ = COMPILED(copy.deepcopy(items), *args, stand_in, out)
+    (_, expected, *_), _ = run(link_py, items)
+    assert (end, bytes(out[:size])) == (2, expected)
+    out.clear()  # released: resizable again

@@ -107,7 +107,7 @@ class FailingWrite(SegmentIO):
     def __init__(self) -> None:
         self.fail = False
 
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: bytes | memoryview) -> None:
         if self.fail:
             # Half the data reaches the file before the error, as a real short write would.
             super().write(fd, data[: len(data) // 2])
