@@ -44,6 +44,8 @@ DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 # A collector's 400 that names the record it refuses (docs/protocol.md, checks 9 and 11).
 _RECORD_ERROR = re.compile(r"record (\d+): ")
+# Records joined per zstd feed: a piece (~80 KiB at 300 B a record) stays on the malloc heap.
+_ZSTD_PIECE = 256
 
 
 class NativeSink:
@@ -321,13 +323,25 @@ class NativeSink:
         }
         if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
+        if self.config.compression == "zstd":
+            return self._zstd_body(orjson.dumps(header), batch.records), ENCODINGS["zstd"]
         # The trailing b"" gives the final newline in the one join: no second copy of the body.
         body = b"\n".join([orjson.dumps(header), *batch.records, b""])
-        if self.config.compression == "zstd":
-            return self._zstd.compress(body), ENCODINGS["zstd"]
         if self.config.compression == "gzip":
             return gzip.compress(body, compresslevel=1), ENCODINGS["gzip"]
         return body, ENCODINGS["none"]
+
+    def _zstd_body(self, header: bytes, records: list[bytes]) -> bytes:
+        """The NDJSON body compressed as one zstd frame that declares its size (the collector's
+        one-shot path), fed ``_ZSTD_PIECE`` records at a time: the plain body is never made
+        whole (a fresh 2 MiB join per batch cost the agent a page fault per 4 KiB of it)."""
+        size = len(header) + 1 + sum(map(len, records)) + len(records)
+        stream = self._zstd.compressobj(size=size)
+        pieces = (records[at : at + _ZSTD_PIECE] for at in range(0, len(records), _ZSTD_PIECE))
+        out = [stream.compress(header + b"\n")]
+        out.extend(stream.compress(b"\n".join([*piece, b""])) for piece in pieces)
+        out.append(stream.flush())
+        return b"".join(out)
 
     def _read_token(self) -> str:
         if not self.config.token_file:

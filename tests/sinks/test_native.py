@@ -11,10 +11,11 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import zstandard
 from aiohttp import web
 
 from agent.buffer import segment
-from agent.buffer.reader import BufferReader
+from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
 from agent.collector.verify import verify_stream
@@ -111,11 +112,15 @@ async def test_records_are_shipped_and_acked_in_order(
 async def test_each_compression_is_accepted(
     rig: Rig, tmp_path: Path, tls_files: TlsFiles, compression: str
 ) -> None:
+    """600 records a batch: zstd bodies are fed to the compressor 256 records at a time."""
     collector, url = await start_collector(tmp_path, tls_files)
     try:
-        await rig.commit(50)
-        sink = rig.sink(url, tls_files, compression=compression)
-        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 50, "50 acked")
+        await rig.commit(1200)
+        sink = rig.sink(url, tls_files, compression=compression, max_batch_records=600)
+        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
+        assert sink.batches_sent == 2
+        lines = await collector.store.read_records(rig.buffer.stream_id)
+        assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(1200)]
     finally:
         await collector.stop()
 
@@ -473,3 +478,22 @@ async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
         assert not (rig.buffer.directory.parent / "quarantine").exists()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 1000])
+async def test_zstd_body_is_one_sized_frame_of_the_plain_body(
+    rig: Rig, tls_files: TlsFiles, count: int
+) -> None:
+    """Fed in pieces, the zstd body still decodes to exactly the plain NDJSON body and declares
+    its size in one frame (what the collector's one-shot path takes)."""
+    records = [orjson.dumps({"msg": f"line {i}", "seq": i + 1}) for i in range(count)]
+    batch = Batch(1, count, bytes(32), bytes(32), records, [bytes(32)] * count, gap=(0, 0))
+    zstd_sink = rig.sink("https://127.0.0.1:9", tls_files, compression="zstd")
+    plain_sink = rig.sink("https://127.0.0.1:9", tls_files, compression="none")
+    body, encoding = zstd_sink._encode(batch)
+    plain, _ = plain_sink._encode(batch)
+    assert encoding == "zstd"
+    assert plain.count(b"\n") == count + 1
+    assert plain.endswith(b"\n")
+    assert zstandard.frame_content_size(body) == len(plain)
+    assert zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False) == plain
