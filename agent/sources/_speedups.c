@@ -4,6 +4,7 @@
  * hold the two equal, record for record) and the fallback where this module was not built. Read
  * it first; this file does what it does:
  *
+ *   if a line of `data` ending in "\n" is longer than `max_line`: return None
  *   for each line of `data` ending in "\n" (a last piece without one is left out):
  *       out.append(pending({"ts": ts, "src": source, "msg": line,
  *                           "log": {"file": file, "offset": at}},
@@ -47,6 +48,19 @@ static int is_ascii(const char *data, Py_ssize_t n) {
         any |= s[i];
     }
     return (any & UINT64_C(0x8080808080808080)) == 0;
+}
+
+/* The length of the longest line of `data` that ends in "\n" (0 if none does). */
+static Py_ssize_t longest_line(const char *data, Py_ssize_t n) {
+    Py_ssize_t longest = 0;
+    const char *line = data, *stop = data + n, *newline;
+    while ((newline = memchr(line, '\n', (size_t)(stop - line))) != NULL) {
+        if (newline - line > longest) {
+            longest = newline - line;
+        }
+        line = newline + 1;
+    }
+    return longest;
 }
 
 /* The offset of `type`'s writable object slot `name` in its instances, or -1 when `name` is not
@@ -202,12 +216,12 @@ static PyObject *make_pending(PyObject *type, int plain, Py_ssize_t record_at,
 }
 
 PyDoc_STRVAR(cut_plain_doc,
-             "cut_plain(data, ts, source, key, path, offset, pending, checkpoint, out)\n--\n\n"
+             "cut_plain(data, ts, source, key, path, offset, pending, checkpoint, out, max_line)\n--\n\n"
              "See agent.sources.tailed.cut_plain_py: the same loop, the same results.");
 
 static PyObject *cut_plain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "cut_plain takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "cut_plain takes 10 arguments");
         return NULL;
     }
     PyObject *data = args[0], *ts = args[1], *source = args[2], *key = args[3], *path = args[4];
@@ -242,6 +256,13 @@ static PyObject *cut_plain(PyObject *Py_UNUSED(module), PyObject *const *args, P
             PyErr_SetString(PyExc_SystemError, "is_ascii and PyUnicode_DecodeASCII disagree");
         }
         return NULL;
+    }
+    Py_ssize_t max_line = PyLong_AsSsize_t(args[9]);
+    if (max_line == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (longest_line(p, n) > max_line) {
+        Py_RETURN_NONE; /* before any record is made, as the Python loop */
     }
     Py_ssize_t record_at = 0, checkpoint_at = 0;
     int pending_plain = plain_pending(pending_type, &record_at, &checkpoint_at);

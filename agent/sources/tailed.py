@@ -32,7 +32,8 @@ from agent.sources import Checkpoint, Pending
 from agent.sources.identity import make_key, parse_key
 
 Cut = Callable[
-    [bytes, str, str, str, str, int, type[Pending], type[Checkpoint], list[Pending]], int
+    [bytes, str, str, str, str, int, type[Pending], type[Checkpoint], list[Pending], int],
+    int | None,
 ]
 
 
@@ -46,9 +47,11 @@ def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it
     pending: type[Pending],
     checkpoint: type[Checkpoint],
     out: list[Pending],
-) -> int:
+    max_line: int,
+) -> int | None:
     """Append a record per line of ``data`` (ASCII; a last piece without a newline is left out),
-    the first line at ``offset`` of the file; return the offset after the last line.
+    the first line at ``offset`` of the file; return the offset after the last line. If a line
+    is longer than ``max_line`` (it ships in parts): None, and nothing appended.
 
     The common chunk's loop: one decode for the chunk, offsets by running sums, the same "file"
     object for all its records (nothing mutates it). ``cut_plain`` is this function compiled from
@@ -56,6 +59,8 @@ def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it
     the tests hold it to, record for record, and the fallback where it was not built."""
     msgs = data.decode("ascii").split("\n")
     msgs.pop()  # the empty string after the last newline
+    if max(map(len, msgs), default=0) > max_line:
+        return None
     starts = list(accumulate([len(m) + 1 for m in msgs], initial=offset))
     file = {"path": path}
     out.extend(
@@ -216,23 +221,28 @@ class TailedFile:
         """Append a record per line that ``data`` completes; keep the unterminated rest as
         ``pending``, minus the parts of it that are already too long."""
         joined = self.pending + data
-        lines = joined.split(b"\n")
         offset = self.consumed
         self.read_pos += len(data)
-        rest = lines.pop()
         source, key, path = self.source, self.key, self.path
+        complete = joined.rfind(b"\n") + 1  # the bytes of complete lines
         if (
-            lines
+            complete
             and not (self.part or self.truncated)
             and joined.isascii()
             and b"\r" not in joined
-            and max(map(len, lines)) <= self.max_line
         ):
-            # The common chunk: plain lines of ASCII (cut_plain_py, compiled where built). It
-            # leaves out the unterminated rest itself: no copy of the chunk without it.
-            offset = cut_plain(joined, ts, source, key, path, offset, Pending, Checkpoint, out)
-            self.pending, _ = self._split(rest, offset, ts, out, longer_than=self.max_line + 1)
-            return
+            # The common chunk: plain lines of ASCII, none longer than max_line (cut_plain_py,
+            # compiled where built: no bytes object per line). It leaves out the unterminated
+            # rest itself.
+            after = cut_plain(
+                joined, ts, source, key, path, offset, Pending, Checkpoint, out, self.max_line
+            )
+            if after is not None:
+                rest = joined[complete:]
+                self.pending, _ = self._split(rest, after, ts, out, longer_than=self.max_line + 1)
+                return
+        lines = joined.split(b"\n")
+        rest = lines.pop()
         for raw in lines:
             end = offset + len(raw) + 1
             line = raw[:-1] if raw.endswith(b"\r") else raw

@@ -30,6 +30,7 @@ except ImportError:  # built without a compiler: the fallback is all there is to
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent.sources._speedups not built")
 TS = "2026-11-21T10:00:00.000000Z"
 SENTINEL = Pending({"msg": "already there"}, None)
+NO_LIMIT = 1 << 40  # max_line: no line is too long
 MADE = {"pending": 0, "checkpoint": 0}  # by the Counted types below
 
 
@@ -60,18 +61,24 @@ def cut(
     offset: int = 0,
     pending: type[Pending] = Pending,
     checkpoint: type[Checkpoint] = Checkpoint,
-) -> tuple[int, list[Pending]]:
+    *,
+    max_line: int = NO_LIMIT,
+) -> tuple[int | None, list[Pending]]:
     """``function`` over ``data`` into a list that already holds a record (it must append)."""
     out = [SENTINEL]
-    end = function(data, TS, "app", "key:1", "/var/log/app.log", offset, pending, checkpoint, out)
+    end = function(
+        data, TS, "app", "key:1", "/var/log/app.log", offset, pending, checkpoint, out, max_line
+    )
     assert out[0] is SENTINEL
     return end, out[1:]
 
 
-def assert_same(expected: tuple[int, list[Pending]], got: tuple[int, list[Pending]]) -> None:
+def assert_same(
+    expected: tuple[int | None, list[Pending]], got: tuple[int | None, list[Pending]]
+) -> None:
     """The same offset and records: equal values of the same types, keys in the same order."""
     (end, mine), (their_end, theirs) = expected, got
-    assert (type(their_end), their_end) == (int, end)
+    assert (type(their_end), their_end) == (type(end), end)
     assert len(theirs) == len(mine)
     for a, b in zip(mine, theirs, strict=True):
         assert type(b) is type(a)
@@ -89,9 +96,10 @@ def assert_same(expected: tuple[int, list[Pending]], got: tuple[int, list[Pendin
     assert len({id(p.record["log"]["file"]) for p in theirs}) == min(len(theirs), 1)
 
 
-def assert_lines(data: bytes, offset: int, got: tuple[int, list[Pending]]) -> None:
+def assert_lines(data: bytes, offset: int, got: tuple[int | None, list[Pending]]) -> None:
     """The records are ``data``'s complete lines, at their offsets, checkpointed at their ends."""
     end, records = got
+    assert end is not None
     lines = data.split(b"\n")[:-1]
     assert [p.record["msg"] for p in records] == [line.decode() for line in lines]
     at = offset
@@ -176,11 +184,36 @@ def test_compiled_cut_raises_as_the_python_one_on_any_bytes(data: bytes, offset:
 
 
 @needs_compiled
+@given(lines=_LINES, max_line=st.integers(0, 35), offset=st.integers(0, 2**40))
+def test_a_line_longer_than_max_line_refuses_the_chunk_in_both(
+    lines: list[str], max_line: int, offset: int
+) -> None:
+    """None and nothing appended when a complete line passes ``max_line`` (the caller then
+    splits it); the same records as without a limit otherwise."""
+    assert COMPILED is not None
+    data = "".join(line + "\n" for line in lines).encode() + b"x" * 50  # unterminated: not a line
+    expected = cut(cut_plain_py, data, offset, max_line=max_line)
+    assert_same(expected, cut(COMPILED, data, offset, max_line=max_line))
+    if any(len(line) > max_line for line in lines):
+        assert expected == (None, [])
+    else:
+        assert_same(expected, cut(cut_plain_py, data, offset))
+
+
+@pytest.mark.parametrize("function", [pytest.param(COMPILED, marks=needs_compiled), cut_plain_py])
+def test_a_line_of_exactly_max_line_is_cut(function: Cut | None) -> None:
+    assert function is not None
+    end, records = cut(function, b"abc\nabcd\n", 0, max_line=4)
+    assert (end, [p.record["msg"] for p in records]) == (9, ["abc", "abcd"])
+    assert cut(function, b"abc\nabcd\n", 0, max_line=3) == (None, [])
+
+
+@needs_compiled
 def test_a_failing_non_ascii_chunk_leaves_out_as_it_was() -> None:
     assert COMPILED is not None
     out = [SENTINEL]
     with pytest.raises(UnicodeDecodeError, match="position 4"):
-        COMPILED(b"abc\n\xc3\xa9\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, out)
+        COMPILED(b"abc\n\xc3\xa9\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, out, NO_LIMIT)
     assert out == [SENTINEL]
 
 
@@ -217,7 +250,9 @@ def test_a_failure_midway_propagates_and_leaves_out_as_it_was() -> None:
     for function in (cut_plain_py, COMPILED):
         out = [SENTINEL]
         with pytest.raises(RuntimeError, match="refused"):
-            function(b"a\nb\nc\nd\n", TS, "app", "k", "/p", 0, Pending, FailingCheckpoint, out)
+            function(
+                b"a\nb\nc\nd\n", TS, "app", "k", "/p", 0, Pending, FailingCheckpoint, out, NO_LIMIT
+            )
         assert out == [SENTINEL]
 
 
@@ -231,11 +266,16 @@ def test_the_compiled_cut_leaks_no_references() -> None:
 
     def run() -> None:
         assert COMPILED is not None
-        for checkpoint in (Checkpoint, FailingCheckpoint):
+        # made, failed midway, and refused for a line longer than max_line
+        for checkpoint, max_line, made in ((Checkpoint, 3, 4), (FailingCheckpoint, 3, 0),
+                                           (Checkpoint, 2, 0)):  # fmt: skip
             out: list[Pending] = []
             with contextlib.suppress(RuntimeError):
-                COMPILED(b"a\nbb\n\nccc\n", ts, source, key, path, offset, Pending, checkpoint, out)
-            assert len(out) == (4 if checkpoint is Checkpoint else 0)
+                COMPILED(
+                    b"a\nbb\n\nccc\n", ts, source, key, path, offset, Pending, checkpoint, out,
+                    max_line,
+                )  # fmt: skip
+            assert len(out) == made
 
     run()  # warm up: the interpreter's caches may keep a type
     before = [sys.getrefcount(obj) for obj in held]
@@ -248,14 +288,16 @@ def test_the_compiled_cut_leaks_no_references() -> None:
 def test_wrong_argument_types_raise_type_errors() -> None:
     assert COMPILED is not None
     call: Any = COMPILED
-    with pytest.raises(TypeError, match="9 arguments"):
+    with pytest.raises(TypeError, match="10 arguments"):
         call(b"a\n", TS)
     with pytest.raises(TypeError, match="bytes"):
-        call("a\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, [])
+        call("a\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, [], NO_LIMIT)
     with pytest.raises(TypeError, match="list"):
-        call(b"a\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, ())
+        call(b"a\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, (), NO_LIMIT)
     with pytest.raises(TypeError, match="int"):
-        call(b"a\n", TS, "app", "k", "/p", 0.0, Pending, Checkpoint, [])
+        call(b"a\n", TS, "app", "k", "/p", 0.0, Pending, Checkpoint, [], NO_LIMIT)
+    with pytest.raises(TypeError, match="integer"):
+        call(b"a\n", TS, "app", "k", "/p", 0, Pending, Checkpoint, [], 2.0)
 
 
 def test_pure_python_setting_selects_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -275,7 +317,7 @@ def read_all(
     cut of plain chunks; and how many chunks it cut with it."""
     calls = 0
 
-    def counted(*args: Any) -> int:
+    def counted(*args: Any) -> int | None:
         nonlocal calls
         calls += 1
         return function(*args)
@@ -371,6 +413,6 @@ def test_types_shaped_otherwise_are_called_as_the_python_loop_calls_them(
     results = []
     for function in (cut_plain_py, COMPILED):
         out: list[Any] = []
-        end = function(b"a\nbb\n", TS, "app", "k", "/p", 3, pending, checkpoint, out)
+        end = function(b"a\nbb\n", TS, "app", "k", "/p", 3, pending, checkpoint, out, NO_LIMIT)
         results.append((end, [(type(p), p) for p in out]))
     assert results[1] == results[0]
