@@ -224,43 +224,83 @@ static PyObject *encode(PyObject *record, PyObject *dumps, PyObject *option, PyO
     return canonical;
 }
 
-/* The checkpoint's bytes: cp_prefix(source, key, path) + str(offset) + "}". New reference. */
-static PyObject *checkpoint_bytes(PyObject *cp, PyObject *cp_prefix) {
+/* A checkpoint's bytes are cp_prefix(source, key, path) + str(offset) + "}", written straight
+ * into the frame. The records of a chunk share their source, key and path objects, so the prefix
+ * of the last checkpoint is kept (with strong references to the three objects it was made from:
+ * the same objects, by identity, give the same prefix, cp_prefix being a pure function), and the
+ * offset of an int that fits is formatted without a temporary str. */
+typedef struct {
+    PyObject *source, *key, *path, *prefix;
+} PrefixCache;
+
+static void prefix_cache_clear(PrefixCache *cache) {
+    Py_CLEAR(cache->source);
+    Py_CLEAR(cache->key);
+    Py_CLEAR(cache->path);
+    Py_CLEAR(cache->prefix);
+}
+
+/* cp_prefix(source, key, path) for the Checkpoint `cp`: a reference the cache holds, or NULL. */
+static PyObject *checkpoint_prefix(PrefixCache *cache, PyObject *cp, PyObject *cp_prefix) {
     if (!PyTuple_Check(cp) || PyTuple_GET_SIZE(cp) != 4) {
         PyErr_SetString(PyExc_TypeError, "checkpoint must be a Checkpoint");
         return NULL;
     }
     PyObject *args[3] = {PyTuple_GET_ITEM(cp, 0), PyTuple_GET_ITEM(cp, 1), PyTuple_GET_ITEM(cp, 3)};
+    if (cache->prefix != NULL && args[0] == cache->source && args[1] == cache->key &&
+        args[2] == cache->path) {
+        return cache->prefix;
+    }
+    /* Held: the call below runs Python code, which may drop the tuple's hold on them. */
+    Py_INCREF(args[0]);
+    Py_INCREF(args[1]);
+    Py_INCREF(args[2]);
     PyObject *prefix = PyObject_Vectorcall(cp_prefix, args, 3, NULL);
-    if (prefix == NULL) {
-        return NULL;
-    }
-    if (!PyBytes_Check(prefix)) {
-        Py_DECREF(prefix);
+    if (prefix != NULL && !PyBytes_Check(prefix)) {
+        Py_CLEAR(prefix);
         PyErr_SetString(PyExc_TypeError, "checkpoint prefix must be bytes");
+    }
+    prefix_cache_clear(cache);
+    if (prefix == NULL) {
+        Py_DECREF(args[0]);
+        Py_DECREF(args[1]);
+        Py_DECREF(args[2]);
         return NULL;
     }
-    PyObject *offset = PyObject_Str(PyTuple_GET_ITEM(cp, 2));
-    if (offset == NULL) {
-        Py_DECREF(prefix);
-        return NULL;
-    }
-    Py_ssize_t digits_len;
-    const char *digits = PyUnicode_AsUTF8AndSize(offset, &digits_len);
-    PyObject *result = NULL;
-    if (digits != NULL) {
-        Py_ssize_t n = PyBytes_GET_SIZE(prefix);
-        result = PyBytes_FromStringAndSize(NULL, n + digits_len + 1);
-        if (result != NULL) {
-            char *p = PyBytes_AS_STRING(result);
-            memcpy(p, PyBytes_AS_STRING(prefix), (size_t)n);
-            memcpy(p + n, digits, (size_t)digits_len);
-            p[n + digits_len] = '}';
+    cache->source = args[0];
+    cache->key = args[1];
+    cache->path = args[2];
+    cache->prefix = prefix;
+    return prefix;
+}
+
+/* str(offset) as UTF-8: in `small` for an int that fits a long long, else from a str kept in
+ * *owner (new reference, released by the caller). -1 with an exception set on errors. */
+static int offset_digits(PyObject *offset, char *small, size_t small_len, const char **digits,
+                         Py_ssize_t *len, PyObject **owner) {
+    *owner = NULL;
+    if (PyLong_CheckExact(offset)) {
+        int overflow = 0;
+        long long value = PyLong_AsLongLongAndOverflow(offset, &overflow);
+        if (value == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!overflow) {
+            *len = snprintf(small, small_len, "%lld", value);
+            *digits = small;
+            return 0;
         }
     }
-    Py_DECREF(offset);
-    Py_DECREF(prefix);
-    return result;
+    *owner = PyObject_Str(offset);
+    if (*owner == NULL) {
+        return -1;
+    }
+    *digits = PyUnicode_AsUTF8AndSize(*owner, len);
+    if (*digits == NULL) {
+        Py_CLEAR(*owner);
+        return -1;
+    }
+    return 0;
 }
 
 /* One record's wire form: canonical[:-1] + ',"h":"' + hex(digest) + '"}'. New reference. */
@@ -342,6 +382,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
     memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
 
     Out out = {.array = args[12], .held = 0, .len = 0};
+    PrefixCache cache = {NULL, NULL, NULL, NULL};
     if (out_hold(&out) < 0) {
         return NULL;
     }
@@ -393,17 +434,21 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         Py_DECREF(canonical);
         PyObject *cp = PyObject_GetAttr(item, str_checkpoint);
         Py_DECREF(item);
-        PyObject *cp_raw = NULL;
+        PyObject *prefix = NULL, *digits_owner = NULL;
+        char small[24];
+        const char *digits = NULL;
+        Py_ssize_t digits_len = 0;
         if (wire == NULL || cp == NULL) {
             goto fail_record;
         }
         Py_ssize_t cp_len = 0;
         if (cp != Py_None) {
-            cp_raw = checkpoint_bytes(cp, cp_prefix);
-            if (cp_raw == NULL) {
+            prefix = checkpoint_prefix(&cache, cp, cp_prefix);
+            if (prefix == NULL || offset_digits(PyTuple_GET_ITEM(cp, 2), small, sizeof small,
+                                                &digits, &digits_len, &digits_owner) < 0) {
                 goto fail_record;
             }
-            cp_len = PyBytes_GET_SIZE(cp_raw);
+            cp_len = PyBytes_GET_SIZE(prefix) + digits_len + 1;
             if (cp_len > MAX_CP) {
                 PyErr_SetString(PyExc_ValueError, "checkpoint longer than 65535 bytes");
                 goto fail_record;
@@ -428,7 +473,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
             Py_DECREF(seq_obj);
             Py_DECREF(wire);
             Py_DECREF(cp);
-            Py_XDECREF(cp_raw);
+            Py_XDECREF(digits_owner);
             break;
         }
         if (out_reserve(&out, frame_len) < 0) {
@@ -440,8 +485,13 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         memcpy(body + 8, digest, DIGEST);
         put_u16(body + 40, (uint16_t)cp_len);
         if (cp_len) {
-            memcpy(body + BODY_HEAD, PyBytes_AS_STRING(cp_raw), (size_t)cp_len);
+            unsigned char *at = body + BODY_HEAD;
+            Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+            memcpy(at, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
+            memcpy(at + prefix_len, digits, (size_t)digits_len);
+            at[prefix_len + digits_len] = '}';
         }
+        Py_CLEAR(digits_owner);
         memcpy(body + BODY_HEAD + cp_len, PyBytes_AS_STRING(wire), (size_t)PyBytes_GET_SIZE(wire));
         put_u32(frame, (uint32_t)body_len);
         put_u32(frame + 4, frame_crc(body, (size_t)body_len));
@@ -457,7 +507,6 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         Py_DECREF(seq_obj);
         Py_DECREF(wire);
         Py_DECREF(cp);
-        Py_XDECREF(cp_raw);
         out.len += frame_len;
         memcpy(prev, digest, DIGEST);
         seq += 1;
@@ -470,12 +519,13 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         Py_DECREF(seq_obj);
         Py_XDECREF(wire);
         Py_XDECREF(cp);
-        Py_XDECREF(cp_raw);
+        Py_XDECREF(digits_owner);
         goto done;
     }
     result = Py_BuildValue("(nnOOO)", i, out.len, entries, cps, segment_full ? Py_True : Py_False);
 done:
     out_release(&out);
+    prefix_cache_clear(&cache);
     Py_XDECREF(entries);
     Py_XDECREF(cps);
     return result;

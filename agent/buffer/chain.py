@@ -25,7 +25,9 @@ page fault per 4 KiB of frames, twice with the copy into ``bytes``). The compile
 frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the checkpoints the records
 carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is replaced by
 ``on_error(record, exc)``, which returns the canonical encoding to chain instead.
-``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset.
+``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset; it must be a pure
+function: the compiled loop asks again only when those objects change (a chunk's records share
+them).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import struct
+import sys
 import zlib
 from typing import Any
 
@@ -69,7 +71,9 @@ values = st.recursive(
     max_leaves=8,
 )
 records = st.dictionaries(texts.filter(lambda k: k not in ("seq", "h")), values, max_size=5)
-checkpoints = st.none() | st.builds(Checkpoint, texts, texts, st.integers(0, 2**62), texts)
+# Offsets past a long long and negative ones too (the compiled loop formats those that fit).
+offsets = st.integers(0, 2**62) | st.integers(-(2**70), 2**70)
+checkpoints = st.none() | st.builds(Checkpoint, texts, texts, offsets, texts)
 pendings = st.lists(st.builds(Pending, records, checkpoints), max_size=12)
 
 
@@ -393,3 +397,95 @@ def test_a_callback_cannot_resize_out_under_the_compiled_loop() -> None:
     (_, expected, *_), _ = run(link_py, items)
     assert (end, bytes(out[:size])) == (2, expected)
     out.clear()  # released: resizable again
+
+
+# --- checkpoint prefixes: made once per run of records sharing source, key and path objects ----
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_checkpoints_of_interleaved_files_get_their_own_prefix(link: Link | None) -> None:
+    """Records of two files, in runs and alternating (the compiled loop keeps the last prefix,
+    by the identity of source, key and path): each frame has its own file's checkpoint, and
+    offsets past a long long are written as str() writes them."""
+    assert link is not None
+    a = Checkpoint("app", "1:2:aa", 0, "/var/log/a.log")
+    b = Checkpoint("app", "1:3:bb", 0, "/var/log/b.log")
+    b_again = b._replace(key="".join(["1:3:", "bb"]))  # an equal key, another object
+    order = [a, a, a, b, a, b, b, a, None, a, b_again, b]
+    items = [
+        Pending({"msg": f"{i}"}, None if cp is None else cp._replace(offset=10 * i))
+        for i, cp in enumerate(order)
+    ] + [Pending({"msg": "far"}, a._replace(offset=2**63 + 3))]
+    (_, data, _, _, _), _ = run(link, items)
+    (_, expected, _, _, _), _ = run(link_py, items)
+    assert data == expected
+    at, got = 0, []
+    while at < len(data):
+        frame = segment.parse_frame(data, at)
+        assert frame is not None
+        got.append(segment.decode_checkpoint(frame.checkpoint) if frame.checkpoint else None)
+        at = frame.end
+    assert got == [item.checkpoint for item in items]
+
+
+@needs_compiled
+def test_the_compiled_loop_asks_for_a_prefix_only_when_the_file_changes() -> None:
+    assert COMPILED is not None
+    calls: list[tuple[str, str, str]] = []
+
+    def counted(source: str, key: str, path: str) -> bytes:
+        calls.append((source, key, path))
+        return segment.checkpoint_prefix(source, key, path)
+
+    a = Checkpoint("app", "1:2:aa", 0, "/var/log/a.log")
+    b = Checkpoint("app", "1:3:bb", 0, "/var/log/b.log")
+    items = [Pending({"msg": "x"}, cp._replace(offset=i)) for i, cp in enumerate([a, a, b, b, a])]
+    COMPILED(items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, counted,
+             stand_in, bytearray())  # fmt: skip
+    assert calls == [("app", "1:2:aa", "/var/log/a.log"), ("app", "1:3:bb", "/var/log/b.log"),
+                     ("app", "1:2:aa", "/var/log/a.log")]  # fmt: skip
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_a_failing_or_wrong_checkpoint_prefix_raises(link: Link | None) -> None:
+    assert link is not None
+    items = [Pending({"msg": "x"}, Checkpoint("s", "k", 1, "/p"))]
+
+    def broken(source: str, key: str, path: str) -> bytes:
+        raise RuntimeError("no prefix")
+
+    def text(source: str, key: str, path: str) -> Any:
+        return "not bytes"
+
+    with pytest.raises(RuntimeError, match="no prefix"):
+        link(copy.deepcopy(items), 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
+             broken, stand_in, bytearray())  # fmt: skip
+    with pytest.raises(TypeError):
+        link(copy.deepcopy(items), 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
+             text, stand_in, bytearray())  # fmt: skip
+
+
+@needs_compiled
+def test_the_compiled_loop_leaks_no_references_to_checkpoint_parts() -> None:
+    """The prefix cache holds source, key and path only while link runs, also when it fails."""
+    assert COMPILED is not None
+    source, key, path = (f"{name}-{id(object())}" for name in ("src", "key", "path"))
+    held = (source, key, path)
+
+    def once(on_error: Any) -> None:
+        assert COMPILED is not None
+        items = [Pending({"msg": m}, Checkpoint(source, key, i, path))
+                 for i, m in enumerate(["a", "b", "\ud800", "c"])]  # fmt: skip
+        with contextlib.suppress(RuntimeError):
+            COMPILED(items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
+                     segment.checkpoint_prefix, on_error, bytearray())  # fmt: skip
+
+    def refuse(record: dict[str, Any], exc: TypeError) -> bytes:
+        raise RuntimeError("refused")
+
+    for on_error in (stand_in, refuse):
+        once(on_error)  # warm up: checkpoint_prefix's lru_cache keeps the first call's arguments
+        before = [sys.getrefcount(obj) for obj in held]
+        for _ in range(3):
+            once(on_error)
+        assert [sys.getrefcount(obj) for obj in held] == before
