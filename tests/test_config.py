@@ -94,6 +94,9 @@ def test_wrong_type_is_named_with_its_dotted_path(tmp_path: Path) -> None:
     assert "expected int, got str" in str(info.value)
 
 
+LEVEL = "sinks.central.compression_level"
+
+
 @pytest.mark.parametrize(
     ("mutation", "field"),
     [
@@ -111,6 +114,17 @@ def test_wrong_type_is_named_with_its_dotted_path(tmp_path: Path) -> None:
         (('state_dir = "/var/lib/tailseal"', "heartbeat = -1"), "heartbeat"),
         (('state_dir = "/var/lib/tailseal"', "heartbeat = 0.01"), "heartbeat"),
         (('state_dir = "/var/lib/tailseal"', 'heartbeat = "often"'), "heartbeat"),
+        (("[sinks.central]", "[sinks.central]\ncompression_level = 20"), LEVEL),
+        (("[sinks.central]", "[sinks.central]\ncompression_level = -8"), LEVEL),
+        (("[sinks.central]", '[sinks.central]\ncompression_level = "fast"'), LEVEL),
+        (
+            ("[sinks.central]", '[sinks.central]\ncompression = "gzip"\ncompression_level = 0'),
+            LEVEL,
+        ),
+        (
+            ("[sinks.central]", '[sinks.central]\ncompression = "none"\ncompression_level = 1'),
+            LEVEL,
+        ),
     ],
 )
 def test_invalid_values_name_their_field(
@@ -119,6 +133,21 @@ def test_invalid_values_name_their_field(
     with pytest.raises(ConfigError) as info:
         load_agent_config(write(tmp_path, VALID.replace(*mutation)), environ={})
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("table", "level"),
+    [("", None), ("compression_level = -7", -7), ("compression_level = 19", 19),
+     ('compression = "gzip"\ncompression_level = 9', 9)],
+)  # fmt: skip
+def test_compression_level_defaults_to_the_codecs_and_takes_its_range(
+    tmp_path: Path, table: str, level: int | None
+) -> None:
+    text = VALID.replace("[sinks.central]", f"[sinks.central]\n{table}")
+    assert (
+        load_agent_config(write(tmp_path, text), environ={}).sinks["central"].compression_level
+        == level
+    )
 
 
 def test_missing_sources_and_sinks_are_errors() -> None:

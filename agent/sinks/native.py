@@ -75,7 +75,9 @@ class NativeSink:
         self.last_error = ""
         self._token = self._read_token()
         # Level 1: a little larger than 3 on log text, and much cheaper per batch.
-        self._zstd = zstandard.ZstdCompressor(level=1)
+        level = config.compression_level
+        self._zstd = zstandard.ZstdCompressor(level=1 if level is None else level)
+        self._gzip_level = 1 if level is None else level
 
     async def run(self) -> None:
         """Ship until the buffer is closed and everything in it is acknowledged.
@@ -328,7 +330,7 @@ class NativeSink:
         # The trailing b"" gives the final newline in the one join: no second copy of the body.
         body = b"\n".join([orjson.dumps(header), *batch.records, b""])
         if self.config.compression == "gzip":
-            return gzip.compress(body, compresslevel=1), ENCODINGS["gzip"]
+            return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
         return body, ENCODINGS["none"]
 
     def _zstd_body(self, header: bytes, records: list[bytes]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -108,15 +109,20 @@ async def test_records_are_shipped_and_acked_in_order(
         await collector.stop()
 
 
-@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize(
+    ("compression", "level"),
+    [("zstd", None), ("zstd", -7), ("zstd", 19), ("gzip", None), ("gzip", 9), ("none", None)],
+)
 async def test_each_compression_is_accepted(
-    rig: Rig, tmp_path: Path, tls_files: TlsFiles, compression: str
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles, compression: str, level: int | None
 ) -> None:
     """600 records a batch: zstd bodies are fed to the compressor 256 records at a time."""
     collector, url = await start_collector(tmp_path, tls_files)
     try:
         await rig.commit(1200)
-        sink = rig.sink(url, tls_files, compression=compression, max_batch_records=600)
+        sink = rig.sink(
+            url, tls_files, compression=compression, compression_level=level, max_batch_records=600
+        )
         await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
         assert sink.batches_sent == 2
         lines = await collector.store.read_records(rig.buffer.stream_id)
@@ -497,3 +503,24 @@ async def test_zstd_body_is_one_sized_frame_of_the_plain_body(
     assert plain.endswith(b"\n")
     assert zstandard.frame_content_size(body) == len(plain)
     assert zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False) == plain
+
+
+@pytest.mark.parametrize(("compression", "fast", "small"), [("zstd", -7, 19), ("gzip", 1, 9)])
+async def test_compression_level_is_applied(
+    rig: Rig, tls_files: TlsFiles, compression: str, fast: int, small: int
+) -> None:
+    """The configured level reaches the codec: the fastest level packs the same body less."""
+    records = [
+        orjson.dumps({"msg": f"GET /api/items/{i % 97} 200", "seq": i + 1}) for i in range(3000)
+    ]
+    batch = Batch(1, 3000, bytes(32), bytes(32), records, [bytes(32)] * 3000)
+    bodies = {}
+    for level in (fast, small):
+        sink = rig.sink(
+            "https://127.0.0.1:9", tls_files, compression=compression, compression_level=level
+        )
+        bodies[level], _ = sink._encode(batch)
+    plain, _ = rig.sink("https://127.0.0.1:9", tls_files, compression="none")._encode(batch)
+    assert len(bodies[fast]) > len(bodies[small])
+    decode = zstandard.ZstdDecompressor().decompress if compression == "zstd" else gzip.decompress
+    assert decode(bodies[fast]) == decode(bodies[small]) == plain
