@@ -1,27 +1,27 @@
-"""The optional C module ``agent._speedups`` (``agent/_speedups.c``), or None.
+"""The optional C modules (``agent/_speedups.c``, ``agent/sources/_speedups.c``), or None.
 
-It is built by ``pip install`` where a C compiler and the OpenSSL and zlib headers are at hand,
-and skipped (the install goes on) where not. Its functions stand in for Python ones that stay
-as the reference and the fallback: ``buffer.chain.link_py``, ``buffer.segment.parse_run_py``
-and ``collector.batch.verify_wire_py``. Setting
-``TAILSEAL_PURE_PYTHON`` (to anything) runs the Python ones even where it was built.
+They are built by ``pip install`` where a C compiler and the OpenSSL and zlib headers are at hand,
+and skipped (the install goes on) where not. Their functions stand in for Python ones that stay
+as the reference and the fallback: ``buffer.chain.link_py``, ``buffer.segment.parse_run_py``,
+``collector.batch.verify_wire_py`` and ``sources.tailed.cut_plain_py``. Setting
+``TAILSEAL_PURE_PYTHON`` (to anything) runs the Python ones even where they were built.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 
-def _load() -> ModuleType | None:
+def load(name: str) -> ModuleType | None:
+    """The compiled module ``name``; None where it was not built or TAILSEAL_PURE_PYTHON is set."""
     if os.environ.get("TAILSEAL_PURE_PYTHON"):
         return None
     try:
-        from agent import _speedups  # type: ignore[attr-defined]
+        return importlib.import_module(name)
     except ImportError:
         return None
-    module: ModuleType = _speedups
-    return module
 
 
-MODULE = _load()
+MODULE = load("agent._speedups")

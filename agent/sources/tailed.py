@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 
+from agent.compiled import load
 from agent.record import Record, now_rfc3339
 from agent.sources import Checkpoint, Pending
 from agent.sources.identity import make_key, parse_key
@@ -76,13 +77,10 @@ def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it
 
 
 def _compiled() -> Cut | None:
-    if os.environ.get("TAILSEAL_PURE_PYTHON"):
+    module = load("agent.sources._speedups")
+    if module is None:
         return None
-    try:
-        from agent.sources import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    compiled: Cut = _speedups.cut_plain
+    compiled: Cut = module.cut_plain
     return compiled
 
 
