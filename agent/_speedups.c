@@ -36,7 +36,8 @@ static PyObject *option_kwnames;
 
 /* The frames of one link() call, written into the caller's bytearray. It stays exported (a
  * Py_buffer held) while link() runs, so code it calls back cannot resize it under us; it is
- * released only to grow it, when no Python code runs. */
+ * released only to grow it, when no Python code runs. A bytearray exactly: a subclass may define
+ * __buffer__ (3.12+), whose buffer need not be its bytes nor grow when they are resized. */
 typedef struct {
     PyObject *array;
     Py_buffer view;
@@ -73,10 +74,15 @@ static int out_reserve(Out *out, Py_ssize_t more) {
         cap = cap > PY_SSIZE_T_MAX / 2 ? want : cap * 2;
     }
     out_release(out);
-    if (PyByteArray_Resize(out->array, cap) < 0) {
+    if (PyByteArray_Resize(out->array, cap) < 0 || out_hold(out) < 0) {
         return -1;
     }
-    return out_hold(out);
+    if (out->view.len < want) { /* not a buffer of the bytearray's own bytes: never write past it */
+        out_release(out);
+        PyErr_SetString(PyExc_SystemError, "out did not grow");
+        return -1;
+    }
+    return 0;
 }
 
 static void put_u16(unsigned char *p, uint16_t v) {
@@ -374,8 +380,8 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
         return NULL;
     }
-    if (!PyByteArray_Check(args[12])) {
-        PyErr_SetString(PyExc_TypeError, "out must be a bytearray");
+    if (!PyByteArray_CheckExact(args[12])) {
+        PyErr_SetString(PyExc_TypeError, "out must be a bytearray (not a subclass)");
         return NULL;
     }
     unsigned char prev[DIGEST];

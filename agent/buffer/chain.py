@@ -19,8 +19,9 @@ chaining it after ``prev``. It stops
 
 It writes the frames made at the start of ``out``, a ``bytearray`` the caller keeps from commit to
 commit (grown when they do not fit, never shrunk: a fresh buffer per commit cost the writer a
-page fault per 4 KiB of frames, twice with the copy into ``bytes``). The compiled loop holds
-``out`` exported while it runs, so code it calls back cannot resize it (BufferError). It returns
+page fault per 4 KiB of frames, twice with the copy into ``bytes``); not a subclass, whose
+``__buffer__`` could hand the compiled loop other memory. Both loops hold ``out`` exported while
+they run, so code they call back cannot resize it (BufferError). It returns
 ``(next, size, entries, checkpoints, segment_full)``: the index to go on from, the length of the
 frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the checkpoints the records
 carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is replaced by
@@ -73,8 +74,8 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
         raise ValueError("prev must be 32 bytes")
     if start < 0:  # not an index from the end: items before it were committed already
         raise ValueError("start must not be negative")
-    if not isinstance(out, bytearray):
-        raise TypeError("out must be a bytearray")
+    if type(out) is not bytearray:  # a subclass may have a __buffer__ of its own (3.12+)
+        raise TypeError("out must be a bytearray (not a subclass)")
     frames: list[bytes] = []
     entries: list[Entry] = []
     cps: list[Checkpoint] = []
@@ -87,39 +88,42 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     )
     index = start
     segment_full = False
-    while index < len(items):
-        if room - size <= 0:
-            break
-        item = items[index]
-        record = item.record
-        record["seq"] = seq + 1
-        try:
-            canonical = dumps(record, option=option)  # never b"{}": it holds "seq"
-        except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
-            canonical = on_error(record, exc)
-        digest = sha(prev + canonical).digest()
-        wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
-        cp = item.checkpoint
-        cp_bytes = (
-            b""
-            if cp is None
-            else cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
-        )
-        body = pack_body(seq + 1, digest, len(cp_bytes)) + cp_bytes + wire
-        frame = pack_head(len(body), crc(body)) + body
-        if used + size > 0 and used + size + len(frame) > limit:
-            segment_full = True
-            break
-        seq += 1
-        prev = digest
-        frames.append(frame)
-        entries.append((seq, digest, wire))
-        if cp is not None:
-            cps.append(cp)
-        size += len(frame)
-        index += 1
-        if one:
-            break
+    # Exported while the loop runs, as the compiled loop holds it: code it calls back gets
+    # BufferError if it resizes out, in both.
+    with memoryview(out):
+        while index < len(items):
+            if room - size <= 0:
+                break
+            item = items[index]
+            record = item.record
+            record["seq"] = seq + 1
+            try:
+                canonical = dumps(record, option=option)  # never b"{}": it holds "seq"
+            except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
+                canonical = on_error(record, exc)
+            digest = sha(prev + canonical).digest()
+            wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
+            cp = item.checkpoint
+            cp_bytes = (
+                b""
+                if cp is None
+                else cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
+            )
+            body = pack_body(seq + 1, digest, len(cp_bytes)) + cp_bytes + wire
+            frame = pack_head(len(body), crc(body)) + body
+            if used + size > 0 and used + size + len(frame) > limit:
+                segment_full = True
+                break
+            seq += 1
+            prev = digest
+            frames.append(frame)
+            entries.append((seq, digest, wire))
+            if cp is not None:
+                cps.append(cp)
+            size += len(frame)
+            index += 1
+            if one:
+                break
     data = b"".join(frames)
     if len(out) < len(data):
         out.extend(bytes(len(data) - len(out)))

@@ -149,12 +149,17 @@ def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
     hashes: list[bytes] = []
     records: list[bytes] = []
     ends: list[int] = []
+    # Its bytes, whatever the view's format and shape (len() counts items or rows), as the
+    # compiled loop takes the buffer; it refuses a non-contiguous one with the same error.
     view = memoryview(data)
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    view = view.cast("B")
     unpack_head, unpack_body = HEADER.unpack_from, BODY_HEAD.unpack_from
     head, body_head, crc32 = HEADER.size, BODY_HEAD.size, zlib.crc32
-    size, pos = len(data), 0
+    size, pos = len(view), 0
     while pos + head <= size and len(seqs) < limit_records:
-        length, crc = unpack_head(data, pos)
+        length, crc = unpack_head(view, pos)
         if length < body_head or length > MAX_FRAME_BYTES:
             raise CorruptFrameError(pos, f"impossible length {length}")
         start = pos + head
@@ -163,7 +168,7 @@ def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
             break
         if crc32(view[start:end]) != crc:
             raise CorruptFrameError(pos, "checksum mismatch")
-        seq, h, cp_len = unpack_body(data, start)
+        seq, h, cp_len = unpack_body(view, start)
         if body_head + cp_len > length:
             raise CorruptFrameError(pos, "checkpoint overruns frame")
         seqs.append(seq)

@@ -350,6 +350,10 @@ class Buffer:
                 if segment_full:
                     self._new_segment()
         except OSError as exc:
+            # The error's traceback holds the views _flush and write_all made of ``frames``,
+            # which stays exported while it lives: _commit keeps it across its retry, whose
+            # link would get BufferError growing it. The retry takes a fresh buffer.
+            self._frames = bytearray()
             raise _WriteFailedError(done, exc) from exc
         finally:
             if len(frames) > _KEEP_FRAMES_BUFFER:

@@ -257,11 +257,16 @@ static PyObject *cut_plain(PyObject *Py_UNUSED(module), PyObject *const *args, P
         }
         return NULL;
     }
-    Py_ssize_t max_line = PyLong_AsSsize_t(args[9]);
+    /* Any int, as the Python loop compares it: one past a long long limits no line (or all). */
+    int overflow = 0;
+    long long max_line = PyLong_AsLongLongAndOverflow(args[9], &overflow);
     if (max_line == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (longest_line(p, n) > max_line) {
+    if (overflow) {
+        max_line = overflow < 0 ? LLONG_MIN : LLONG_MAX;
+    }
+    if ((long long)longest_line(p, n) > max_line) {
         Py_RETURN_NONE; /* before any record is made, as the Python loop */
     }
     Py_ssize_t record_at = 0, checkpoint_at = 0;

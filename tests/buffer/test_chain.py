@@ -272,6 +272,41 @@ def test_parse_run_reads_what_the_writer_wrote(compiled: bool) -> None:
     )
 
 
+def outcome(data: object, compiled: bool) -> object:
+    """``parsed``, or the type and message of any other error it raised."""
+    try:
+        return parsed(data, 10, compiled)  # type: ignore[arg-type]
+    except (BufferError, TypeError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda data: memoryview(data).cast("I"),
+        lambda data: memoryview(data).cast("B", (4, len(data) // 4)),
+        lambda data: memoryview(data)[::2],
+        lambda data: memoryview(data)[:12:2],
+        lambda data: memoryview(data)[::-1],
+    ],
+    ids=["items-of-4-bytes", "rows", "non-contiguous", "short-non-contiguous", "reversed"],
+)
+def test_parse_run_takes_any_views_bytes_as_the_reference_does(view: Any) -> None:
+    """The compiled loop parses a buffer's bytes, whatever the view's format and shape, and
+    refuses a non-contiguous one: so must the reference (``len()`` of such a view counts its
+    items or rows, which lost every frame, and a short non-contiguous one was parsed)."""
+    data = frames_of([5, 6, 7])
+    data += bytes(-len(data) % 8)  # whole items and rows
+    whole = parsed(data, 10, compiled=False)
+    assert isinstance(whole, segment.Run)
+    assert whole.seqs == [5, 6, 7]
+    expected = outcome(view(data), compiled=True)
+    assert outcome(view(data), compiled=False) == expected
+    if not isinstance(expected, tuple):
+        assert expected == whole
+
+
 @needs_compiled
 @settings(max_examples=500, deadline=None)
 @given(data=st.binary(max_size=2100), skip=st.integers(0, 15))
@@ -378,11 +413,12 @@ def test_out_is_grown_reused_and_only_its_start_is_written(link: Link | None) ->
     assert big[size:] == b"\x5a" * (len(big) - size)
 
 
-@needs_compiled
-def test_a_callback_cannot_resize_out_under_the_compiled_loop() -> None:
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+def test_a_callback_cannot_resize_out_under_either_loop(link: Link | None) -> None:
     """``out`` is exported while link runs: code it calls back (here on_error) gets BufferError
-    instead of freeing the memory the loop writes into, and ``out`` is usable again after."""
-    assert COMPILED is not None
+    instead of freeing the memory the compiled loop writes into, from the reference loop too
+    (it is what the tests hold the compiled one to), and ``out`` is usable again after."""
+    assert link is not None
     out = bytearray(16)
 
     def shrinking(record: dict[str, Any], exc: TypeError) -> bytes:
@@ -392,11 +428,35 @@ def test_a_callback_cannot_resize_out_under_the_compiled_loop() -> None:
     items = [Pending({"msg": "x"}, None), Pending({"msg": "\ud800"}, None)]
     args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
     with pytest.raises(BufferError):
-        COMPILED(copy.deepcopy(items), *args, shrinking, out)
-    end, size, *_ = COMPILED(copy.deepcopy(items), *args, stand_in, out)
+        link(copy.deepcopy(items), *args, shrinking, out)
+    end, size, *_ = link(copy.deepcopy(items), *args, stand_in, out)
     (_, expected, *_), _ = run(link_py, items)
     assert (end, bytes(out[:size])) == (2, expected)
     out.clear()  # released: resizable again
+
+
+class OtherBuffer(bytearray):
+    """A bytearray whose buffer is another, smaller one (``__buffer__`` is used from 3.12 on)."""
+
+    small = bytearray(16)
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return memoryview(self.small)
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+@pytest.mark.parametrize("out", [OtherBuffer(), OtherBuffer(64)], ids=["empty", "64 bytes"])
+def test_out_must_be_a_bytearray_not_a_subclass(link: Link | None, out: bytearray) -> None:
+    """Both loops refuse a bytearray subclass before making anything: its buffer need not be its
+    bytes nor grow with them (on 3.12 the compiled loop wrote a 200 KB frame past the end of
+    ``OtherBuffer.small`` and crashed)."""
+    assert link is not None
+    items = [Pending({"msg": "x" * 200_000}, None)]
+    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    with pytest.raises(TypeError, match="bytearray"):
+        link(items, *args, stand_in, out)
+    assert "seq" not in items[0].record
+    assert OtherBuffer.small == bytearray(16)
 
 
 # --- checkpoint prefixes: made once per run of records sharing source, key and path objects ----

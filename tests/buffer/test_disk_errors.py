@@ -103,6 +103,31 @@ async def test_eio_on_fsync_rewrites_the_commit_exactly_once(tmp_path: Path) -> 
     assert_chain(frames, buf.stream_id)
 
 
+async def test_a_retry_after_eio_may_grow_the_frames_buffer(tmp_path: Path) -> None:
+    """The failed commit's error, which the writer keeps across its retry, holds views of the
+    frames buffer the failed write was made from. A retry that must grow it (here its second
+    segment's frame, which the failed attempt never got to, is bigger than the buffer) got
+    BufferError, which ended the writer task: it must commit instead."""
+    io = FailingFsync(failures=0)
+    run = await start(tmp_path, FAST_RETRY, io)  # segments of 16 KiB
+    buf = run.buffer
+    await run.commit(pending(1))
+    io.failures = 1
+    # A small frame that fits the segment (its fsync fails), then a 100 KB one: the next segment.
+    await buf.emit(pending(1, start=1) + pending(1, start=2, size=100_000))
+    await eventually(lambda: buf.last_seq == 3 or run.task.done(), timeout=10, what="the retry")
+    assert not run.task.done(), run.task
+    assert buf.stats.write_errors == 1
+    await run.close()
+    frames = stored(tmp_path)
+    assert [orjson.loads(f.record)["msg"] for f in frames[:3]] == [
+        "line 0",
+        "line 1",
+        "line 2" + "x" * 100_000,
+    ]
+    assert_chain(frames, buf.stream_id)
+
+
 class FailingWrite(SegmentIO):
     def __init__(self) -> None:
         self.fail = False

@@ -285,6 +285,18 @@ def test_the_compiled_cut_leaks_no_references() -> None:
 
 
 @needs_compiled
+@pytest.mark.parametrize("max_line", [2**63 - 1, 2**63, 2**70, -1, -(2**63), -(2**70)])
+def test_a_max_line_past_a_long_long_compares_as_in_the_python_loop(max_line: int) -> None:
+    """``max_line`` is any int to the Python loop: one past a long long limits no line (or every
+    chunk, negative), in the compiled loop too (it raised OverflowError, for every chunk)."""
+    assert COMPILED is not None
+    for data in (b"abc\nde\n", b"abc\nrest", b"", b"no newline"):
+        expected = cut(cut_plain_py, data, 5, max_line=max_line)
+        assert_same(expected, cut(COMPILED, data, 5, max_line=max_line))
+        assert (expected[0] is None) == (max_line < 0)
+
+
+@needs_compiled
 def test_wrong_argument_types_raise_type_errors() -> None:
     assert COMPILED is not None
     call: Any = COMPILED
