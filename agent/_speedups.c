@@ -562,8 +562,11 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
     }
     PyObject *data_obj = args[0], *error = args[3];
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
     long long max_frame = PyLong_AsLongLong(args[2]);
-    if (PyErr_Occurred()) {
+    if (max_frame == -1 && PyErr_Occurred()) {
         return NULL;
     }
     /* Any contiguous buffer (the reader's window is a view of a bytearray it keeps). Held

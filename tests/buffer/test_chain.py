@@ -549,3 +549,18 @@ def test_the_compiled_loop_leaks_no_references_to_checkpoint_parts() -> None:
         for _ in range(3):
             once(on_error)
         assert [sys.getrefcount(obj) for obj in held] == before
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("limit", "max_frame", "error"),
+    [("10", 5, TypeError), (10, "5", TypeError), (2**70, 5, OverflowError),
+     (10, 2**70, OverflowError), ("10", 2**70, TypeError)],
+)  # fmt: skip
+def test_compiled_parse_run_refuses_bad_limits_with_the_first_error(
+    limit: Any, max_frame: Any, error: type[Exception]
+) -> None:
+    """Each conversion is checked before the next runs (no C call with an exception set)."""
+    assert SPEEDUPS is not None
+    with pytest.raises(error):
+        SPEEDUPS.parse_run(frames_of([1]), limit, max_frame, segment.CorruptFrameError)
