@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
 import time
@@ -38,7 +37,7 @@ from agent.config import (
 )
 from agent.errors import ConfigError
 from agent.sinks.native import NativeSink
-from agent.sources import Checkpoints, Emit, Forget, Pending
+from agent.sources import Checkpoints, Emit, Pending
 from agent.sources.file import FileSource
 from agent.sources.journald import JournaldSource
 from agent.transforms import TransformChain, enrich
@@ -51,18 +50,12 @@ Phase = Literal["starting", "running", "draining", "drained", "stopped"]
 
 
 def make_source(
-    name: str,
-    config: SourceConfig,
-    checkpoints: Checkpoints,
-    emit: Emit,
-    stop: asyncio.Event,
-    *,
-    forget: Forget | None = None,
+    name: str, config: SourceConfig, checkpoints: Checkpoints, emit: Emit, stop: asyncio.Event
 ) -> FileSource | JournaldSource:
     """The source for one ``[sources.NAME]`` table."""
     if isinstance(config, JournaldSourceConfig):
         return JournaldSource(name, config, checkpoints, emit, stop)
-    return FileSource(name, config, checkpoints, emit, stop, forget=forget)
+    return FileSource(name, config, checkpoints, emit, stop)
 
 
 async def first_of(*events: asyncio.Event, within: float | None = None) -> None:
@@ -303,10 +296,7 @@ class Agent:
         stop = asyncio.Event()
         chain = transforms.build(name, config)
         transformed = Transformed(chain, buffer.emit, config.parser.audit_timeout)
-        forget = functools.partial(buffer.forget_checkpoints, name)
-        source = make_source(
-            name, config, buffer.checkpoints_for(name), transformed.emit, stop, forget=forget
-        )
+        source = make_source(name, config, buffer.checkpoints_for(name), transformed.emit, stop)
         task = group.create_task(source.run(), name=f"source:{name}")
         flusher = None
         if chain.audit is not None:

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -101,8 +100,6 @@ class Buffer:
         self.changed = asyncio.Condition()
         self._seal_reason = ""
         self._emitted = self._taken = self._committed = 0  # batches, for barrier()
-        # forget_checkpoints() not applied yet: (batches emitted before it, source, keys)
-        self._forgets: list[tuple[int, str, set[str]]] = []
         self._drop_gaps: list[Record] = []  # drop gap records not yet dropped themselves
 
     # --- opening -------------------------------------------------------------------------------
@@ -167,32 +164,6 @@ class Buffer:
             self._emitted += 1
             await self._queue.put(batch)
 
-    def forget_checkpoints(self, source: str, keys: Callable[[str], bool], also: str = "") -> None:
-        """Drop ``source``'s checkpoints whose key ``keys`` matches now (and ``also``), once every
-        batch emitted before this call is committed: their file is gone for good (unlinked and
-        read to its end), so nothing may resume from them, not even a new file that reuses its
-        inode. The map would otherwise grow by a key or two per rotated-away generation, and the
-        summary with it. A source's last checkpoint is kept: it also marks that the source has
-        started before (without one, ``read_from`` applies as at a first start)."""
-        with self.lock:
-            doomed = {k for s, k in self.checkpoints if s == source and keys(k)}
-        if also:
-            doomed.add(also)
-        self._forgets.append((self._emitted, source, doomed))
-        self._apply_forgets()
-
-    def _apply_forgets(self) -> None:
-        ready = [f for f in self._forgets if f[0] <= self._committed]
-        if not ready:
-            return
-        self._forgets = [f for f in self._forgets if f[0] > self._committed]
-        with self.lock:
-            for _, source, doomed in ready:
-                kept = [k for s, k in self.checkpoints if s == source and k not in doomed]
-                if kept:  # else the source's last checkpoints stay: see forget_checkpoints
-                    for key in doomed:
-                        self.checkpoints.pop((source, key), None)
-
     async def barrier(self) -> None:
         """Return once every batch emitted before this call is committed (or the buffer closed):
         a stopped source's checkpoints are then in the buffer, ready for its successor."""
@@ -247,7 +218,6 @@ class Buffer:
                 items = await self._make_room() + items
                 items = await self._commit(items, bounded=True)
             self._committed = self._taken
-            self._apply_forgets()
             async with self.changed:
                 self.changed.notify_all()
         seal = special.seal(self._seal_reason, self.stats.records, self.last_seq)

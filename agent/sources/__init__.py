@@ -43,8 +43,5 @@ class Pending:
 
 
 Emit = Callable[[list[Pending]], Awaitable[None]]
-# Drop the checkpoints of a file that is gone for good: keys matching the predicate, and the one
-# named (the buffer's ``forget_checkpoints`` for this source).
-Forget = Callable[[Callable[[str], bool], str], None]
 # The checkpoints a source resumes from: key -> last committed Checkpoint.
 Checkpoints = Mapping[str, Checkpoint]

@@ -46,9 +46,8 @@ Not covered yet: writes to a file reached through a symlink into an unwatched di
 (Kubernetes ``/var/log/containers``) are seen by polling only; compressed siblings are never read
 (a generation compressed before it was read is lost unaccounted, as is one deleted before it was
 read); rotated generations are recognized only under the names in ``identity.ROTATED_NAME`` (or,
-for a followed file, any name extending its name); the checkpoints of a file are dropped
-(``forget``) only when it is retired with no name left: one renamed out of the globs, or deleted
-while closed as idle, keeps them.
+for a followed file, any name extending its name); buffer checkpoints of files long gone are
+never pruned (the buffer's checkpoint map grows by one or two keys per file generation).
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import now_rfc3339
-from agent.sources import Checkpoint, Checkpoints, Emit, Forget, Pending, identity, rotated
+from agent.sources import Checkpoint, Checkpoints, Emit, Pending, identity, rotated
 from agent.sources.globs import Globs
 from agent.sources.multiline import Grouper
 from agent.sources.tailed import TailedFile, gap_record
@@ -94,10 +93,8 @@ class FileSource:
         stop: asyncio.Event,
         *,
         observer_factory: Callable[[], BaseObserver] = Observer,
-        forget: Forget | None = None,
     ) -> None:
         self._name = name
-        self._forget_checkpoints = forget
         self._observer_factory = observer_factory  # a seam for the polling-fallback test
         self._config = config
         self._emit = emit
@@ -428,16 +425,7 @@ class FileSource:
         if group is not None and group.holding:
             await self._emit(group.flush())
         self._generations.shipped(tailed.key, tailed.consumed, tailed.path)
-        unlinked = await in_thread(_unlinked, tailed.fd)
         await in_thread(self._forget, tailed)
-        if unlinked and self._forget_checkpoints is not None:
-            ident = tailed.ident  # every key this inode had: before a truncation or key upgrade too
-
-            def of_this_file(key: str) -> bool:
-                parsed = identity.parse_key(key)
-                return parsed is not None and parsed.ident == ident
-
-            self._forget_checkpoints(of_this_file, tailed.key)
 
     def _forget(self, tailed: TailedFile) -> None:
         if tailed.fd >= 0:
@@ -472,12 +460,3 @@ class FileSource:
         if subject not in self._warned:
             self._warned.add(subject)
             _log.warning("file source %s: " + message, self._name, *args)
-
-
-def _unlinked(fd: int) -> bool:
-    """Whether the open file ``fd`` has no name left (deleted, not renamed): it can never be seen
-    again, so its checkpoints can go once its last records are committed."""
-    try:
-        return fd >= 0 and os.fstat(fd).st_nlink == 0
-    except OSError:
-        return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -16,7 +16,7 @@ from agent.buffer.wal import Buffer
 from agent.config import BufferConfig
 from agent.errors import StateError
 from agent.record import expected_h, genesis
-from agent.sources import Checkpoint, Pending
+from agent.sources import Checkpoint
 from tests.buffer.harness import SINKS, Running, assert_chain, pending, start, stored
 
 
@@ -263,51 +263,3 @@ async def test_record_the_encoder_refuses_ships_as_a_stand_in(tmp_path: Path) ->
         assert buffer.checkpoints_for("s")["1:2"].offset == 30  # past the bad line's
     finally:
         buffer.stop()
-
-
-def file_records(n: int, key: str, start: int = 0) -> list[Pending]:
-    return [
-        Pending({"msg": f"{key} {i}", "src": "s"}, Checkpoint("s", key, (i + 1) * 10, "/x"))
-        for i in range(start, start + n)
-    ]
-
-
-def of_ident(ident: str) -> Callable[[str], bool]:
-    return lambda key: key.rsplit(":", 2)[0] == ident
-
-
-async def test_forgotten_checkpoints_leave_the_map_after_their_records_commit(
-    tmp_path: Path,
-) -> None:
-    """A file gone for good: its keys (both fingerprints of inode 1:2) leave the map, though its
-    last batch was still queued when forget was called (forgetting first would let that commit
-    put the key back); then the deletion summary no longer holds them, so a reopen neither."""
-    config = BufferConfig(segment_bytes=4096)
-    run = await start(tmp_path, config)
-    buf = run.buffer
-    await run.commit(file_records(3, "1:2:4:aa") + file_records(3, "1:3:4:cc"))
-    await buf.emit(file_records(2, "1:2:64:bb", start=3))  # queued, not committed yet
-    buf.forget_checkpoints("s", of_ident("1:2"), "1:2:64:bb")
-    await buf.barrier()
-    assert set(buf.checkpoints_for("s")) == {"1:3:4:cc"}
-    for i in range(6):  # fill segments with the other file's records, then delete them all
-        await run.commit(file_records(20, "1:3:4:cc", start=3 + i * 20))
-    await buf.ack("a", buf.last_seq, buf.last_h)
-    await buf.ack("b", buf.last_seq, buf.last_h)
-    await run.close()
-    reopened = Buffer.open(tmp_path, config, SINKS)
-    try:
-        assert set(reopened.checkpoints_for("s")) == {"1:3:4:cc"}
-    finally:
-        reopened.stop()
-
-
-async def test_a_sources_last_checkpoints_are_kept(running: Running) -> None:
-    """They also mark that the source has started before (read_from applies only at a first
-    start): forgetting every key a source has leaves them; other sources are not touched."""
-    buf = running.buffer
-    await running.commit(file_records(2, "1:2:4:aa") + pending(1, source="other"))
-    buf.forget_checkpoints("s", of_ident("1:2"), "1:2:4:aa")
-    await buf.barrier()
-    assert set(buf.checkpoints_for("s")) == {"1:2:4:aa"}
-    assert set(buf.checkpoints_for("other")) == {"1:2"}
