@@ -34,6 +34,9 @@ except ImportError:  # built without a compiler: the fallback is all there is to
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="agent._speedups not built")
 SORT = orjson.OPT_SORT_KEYS
 PREV = bytes(range(32))
+# link's arguments between items and cp_prefix for a call that commits everything it is given:
+# from the start, seq 0, after PREV, room and segment to spare, not one at a time, orjson.
+WHOLE = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT)
 # What link made: as it returns it, with the frames it wrote into ``out`` in place of their size.
 Made = tuple[int, bytes, list[Entry], list[Checkpoint], bool]
 
@@ -127,8 +130,7 @@ def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
 
     bad = [Pending({"msg": "\ud800"}, None)]
     with pytest.raises(RuntimeError, match="no stand-in"):
-        link(bad, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-             segment.checkpoint_prefix, refuse, bytearray())  # fmt: skip
+        link(bad, *WHOLE, segment.checkpoint_prefix, refuse, bytearray())
     with pytest.raises(ValueError, match="encoder broke"):
         link([Pending({"msg": "x"}, None)], 0, 0, PREV, 1 << 30, 0, 1 << 30, False, broken,
              SORT, segment.checkpoint_prefix, stand_in, bytearray())  # fmt: skip
@@ -343,9 +345,8 @@ def test_an_item_taken_out_of_items_midway_is_still_linked(link: Link | None) ->
         return stand_in(record, exc)
 
     end, _, entries, cps, full = link(
-        items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-        segment.checkpoint_prefix, clearing, bytearray(),
-    )  # fmt: skip
+        items, *WHOLE, segment.checkpoint_prefix, clearing, bytearray()
+    )
     assert (end, [e[0] for e in entries], cps, full) == (1, [1], [cp], False)
 
 
@@ -402,7 +403,7 @@ def test_out_is_grown_reused_and_only_its_start_is_written(link: Link | None) ->
     items = [Pending({"msg": f"line {i}"}, Checkpoint("s", "k", i, "/p")) for i in range(300)]
     (_, expected, *_), _ = run(link_py, items)
     out = bytearray()
-    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    args = (*WHOLE, segment.checkpoint_prefix)
     end, size, *_ = link(copy.deepcopy(items), *args, stand_in, out)
     assert (end, bytes(out[:size])) == (300, expected)
     big = bytearray(b"\x5a" * (4 * len(expected)))
@@ -426,7 +427,7 @@ def test_a_callback_cannot_resize_out_under_either_loop(link: Link | None) -> No
         return stand_in(record, exc)
 
     items = [Pending({"msg": "x"}, None), Pending({"msg": "\ud800"}, None)]
-    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    args = (*WHOLE, segment.checkpoint_prefix)
     with pytest.raises(BufferError):
         link(copy.deepcopy(items), *args, shrinking, out)
     end, size, *_ = link(copy.deepcopy(items), *args, stand_in, out)
@@ -452,7 +453,7 @@ def test_out_must_be_a_bytearray_not_a_subclass(link: Link | None, out: bytearra
     ``OtherBuffer.small`` and crashed)."""
     assert link is not None
     items = [Pending({"msg": "x" * 200_000}, None)]
-    args = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, segment.checkpoint_prefix)
+    args = (*WHOLE, segment.checkpoint_prefix)
     with pytest.raises(TypeError, match="bytearray"):
         link(items, *args, stand_in, out)
     assert "seq" not in items[0].record
@@ -500,8 +501,7 @@ def test_the_compiled_loop_asks_for_a_prefix_only_when_the_file_changes() -> Non
     a = Checkpoint("app", "1:2:aa", 0, "/var/log/a.log")
     b = Checkpoint("app", "1:3:bb", 0, "/var/log/b.log")
     items = [Pending({"msg": "x"}, cp._replace(offset=i)) for i, cp in enumerate([a, a, b, b, a])]
-    COMPILED(items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT, counted,
-             stand_in, bytearray())  # fmt: skip
+    COMPILED(items, *WHOLE, counted, stand_in, bytearray())
     assert calls == [("app", "1:2:aa", "/var/log/a.log"), ("app", "1:3:bb", "/var/log/b.log"),
                      ("app", "1:2:aa", "/var/log/a.log")]  # fmt: skip
 
@@ -518,11 +518,9 @@ def test_a_failing_or_wrong_checkpoint_prefix_raises(link: Link | None) -> None:
         return "not bytes"
 
     with pytest.raises(RuntimeError, match="no prefix"):
-        link(copy.deepcopy(items), 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-             broken, stand_in, bytearray())  # fmt: skip
+        link(copy.deepcopy(items), *WHOLE, broken, stand_in, bytearray())
     with pytest.raises(TypeError):
-        link(copy.deepcopy(items), 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-             text, stand_in, bytearray())  # fmt: skip
+        link(copy.deepcopy(items), *WHOLE, text, stand_in, bytearray())
 
 
 @needs_compiled
@@ -537,8 +535,7 @@ def test_the_compiled_loop_leaks_no_references_to_checkpoint_parts() -> None:
         items = [Pending({"msg": m}, Checkpoint(source, key, i, path))
                  for i, m in enumerate(["a", "b", "\ud800", "c"])]  # fmt: skip
         with contextlib.suppress(RuntimeError):
-            COMPILED(items, 0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT,
-                     segment.checkpoint_prefix, on_error, bytearray())  # fmt: skip
+            COMPILED(items, *WHOLE, segment.checkpoint_prefix, on_error, bytearray())
 
     def refuse(record: dict[str, Any], exc: TypeError) -> bytes:
         raise RuntimeError("refused")

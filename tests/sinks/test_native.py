@@ -84,6 +84,12 @@ async def start_collector(tmp_path: Path, tls: TlsFiles, **limits: int) -> tuple
     return collector, f"https://127.0.0.1:{port}"
 
 
+async def assert_stored_in_order(collector: Collector, rig: Rig, count: int) -> None:
+    """The collector holds the ``count`` records ``Rig.commit`` made, in order."""
+    lines = await collector.store.read_records(rig.buffer.stream_id)
+    assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(count)]
+
+
 async def run_until(sink: NativeSink, condition: object, what: str) -> None:
     task = asyncio.create_task(sink.run())
     try:
@@ -103,8 +109,7 @@ async def test_records_are_shipped_and_acked_in_order(
         sink = rig.sink(url, tls_files, max_batch_records=500)
         await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
         assert sink.batches_sent == 3
-        lines = await collector.store.read_records(rig.buffer.stream_id)
-        assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(1200)]
+        await assert_stored_in_order(collector, rig, 1200)
     finally:
         await collector.stop()
 
@@ -125,8 +130,7 @@ async def test_each_compression_is_accepted(
         )
         await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
         assert sink.batches_sent == 2
-        lines = await collector.store.read_records(rig.buffer.stream_id)
-        assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(1200)]
+        await assert_stored_in_order(collector, rig, 1200)
     finally:
         await collector.stop()
 
