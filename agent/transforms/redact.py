@@ -11,7 +11,9 @@ when the base64 decodes to ``user:pass``), URL credentials, JWTs, private key bl
 vendor token shapes, plus configured patterns (a ``(?P<secret>...)`` group limits the
 replacement to that group, otherwise the whole match goes). Each built-in rule has cheap
 lower-case trigger substrings, so a line without any trigger costs one ``lower()`` and a few
-``in`` tests; a rule whose pattern is slow may add a prefilter (a cheaper necessary condition).
+``in`` tests; a rule whose pattern is slow may add a prefilter (a cheaper necessary condition on
+ASCII text), which also decides whether a value holding only that rule's triggers is suspect at
+all ("Failed password for root" holds "pass", but no ``password=``).
 
 Batches: ``Redactor.suspects`` answers "holds a trigger?" for many strings in one pass (Hyperscan
 for big batches, ``str.find`` over the joined strings for small ones), and ``redact_batch`` uses
@@ -210,27 +212,65 @@ def _mask_trail(text: str) -> str:
     return text[:start] + REDACTED + text[end:] if end > start else text
 
 
-def _cover(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+def _cover(rules: tuple[Rule, ...], *, beside: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The fewest lower-case words such that every line some rule can match holds one: the
-    rules' own triggers, minus any that contains a shorter one ("sshpass" holds "pass"). AWS key
-    ids are upper case and found by their own regex instead."""
+    rules' own triggers, minus any that contains a shorter one ("--pass" holds "-pass") or a
+    word of ``beside`` (a line holding that is found by it). AWS key ids are upper case and
+    found by their own regex instead."""
     words = {w for rule in rules if rule.name != "aws_access_key" for w in rule.triggers}
-    return tuple(sorted(w for w in words if not any(o != w and o in w for o in words)))
+    return tuple(
+        sorted(
+            w
+            for w in words
+            if not any(o != w and o in w for o in words) and not any(o in w for o in beside)
+        )
+    )
 
 
 # The fast path. Python's ``re`` is slow at alternations of literals; ``in`` over one
 # ``lower()`` copy is several times faster, and one Hyperscan pass over a whole batch faster still.
-_FAST_WORDS = _cover(BUILTIN_RULES)
+#
+# A value is suspect when it may hold a secret: it holds a word of ``_FAST_WORDS`` or an AWS key
+# id, or a word of ``_GATED_WORDS`` (the triggers of rules with a prefilter) confirmed by
+# ``_confirmed``. The gate matters for auth logs, where "Failed password for ..." and the parsed
+# method "password" hold "pass" but never a ``password=`` assignment: checking the prefilter once
+# per such value costs far less than running the rules on it and walking its record's fields.
+_GATED = tuple(rule for rule in BUILTIN_RULES if rule.prefilter is not None)
+_FAST_WORDS = _cover(tuple(rule for rule in BUILTIN_RULES if rule.prefilter is None))
+_GATED_WORDS = _cover(_GATED, beside=_FAST_WORDS)
+_PREFILTERS = tuple(rule.prefilter for rule in _GATED if rule.prefilter is not None)
 _FAST_AWS = re.compile(rf"(?:{_AWS_PREFIX})[A-Z0-9]{{16}}")
 
 
+def _confirmed(value: str) -> bool:
+    """Whether ``value``, which holds a word of ``_GATED_WORDS``, is suspect: unless it is ASCII
+    and no prefilter finds anything in it lowered (a prefilter is a necessary condition of its
+    rule on ASCII text only, which is also when ``Redactor.text`` consults it)."""
+    if not value.isascii():
+        return True
+    low = value.lower()
+    return any(prefilter.search(low) for prefilter in _PREFILTERS)
+
+
 def _suspect(value: str) -> bool:
-    return any(map(value.lower().__contains__, _FAST_WORDS)) or bool(_FAST_AWS.search(value))
+    low = value.lower()
+    if any(map(low.__contains__, _FAST_WORDS)) or _FAST_AWS.search(value):
+        return True
+    return any(map(low.__contains__, _GATED_WORDS)) and _confirmed(value)
 
 
-def _suspects(values: list[str]) -> bytearray:
-    """``_suspect`` of each value (1 or 0): the reference the batch scanners must agree with."""
-    return bytearray(map(_suspect, values))
+def _unconfirmed(value: str) -> bool:
+    """``_suspect`` without the gate: any trigger word at all. For JSON texts (``may_hold``),
+    where escapes (``\\"``, ``\\t``) can hide the separator a prefilter looks for."""
+    low = value.lower()
+    words = (*_FAST_WORDS, *_GATED_WORDS)
+    return any(map(low.__contains__, words)) or bool(_FAST_AWS.search(value))
+
+
+def _suspects(values: list[str], *, confirm: bool = True) -> bytearray:
+    """``_suspect`` of each value (1 or 0), or ``_unconfirmed`` if not ``confirm``: the reference
+    the batch scanners must agree with."""
+    return bytearray(map(_suspect if confirm else _unconfirmed, values))
 
 
 def _ends(values: Sequence[Sized]) -> list[int]:
@@ -243,13 +283,25 @@ def _mark(offsets: list[int], ends: list[int], flags: bytearray) -> None:
         flags[bisect_right(ends, at)] = 1
 
 
+def _gate(
+    offsets: list[int], ends: list[int], values: list[str], flags: bytearray, confirm: bool
+) -> None:
+    """Flag the values holding a gated word at ``offsets`` (as ``_mark``), once ``_confirmed``."""
+    if not confirm:
+        _mark(offsets, ends, flags)
+        return
+    for i in {bisect_right(ends, at) for at in offsets}:
+        if not flags[i] and _confirmed(values[i]):
+            flags[i] = 1
+
+
 def _find_aws(text: str, values: list[str], flags: bytearray) -> None:
     """Flag the values holding an AWS key id, ``text`` being them joined by "\\n"."""
     if starts := [m.start() for m in _FAST_AWS.finditer(text)]:
         _mark(starts, _ends(values), flags)
 
 
-def _find_suspects(values: list[str]) -> bytearray:
+def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
     """``_suspects`` by ``str.find`` over the values joined: a pass per word over the batch, not
     one per value. No word holds the "\\n" that joins them, so a hit lies inside one value.
     Non-ASCII values are lowered one by one, as ``_suspect`` does (lowering can change lengths
@@ -261,13 +313,19 @@ def _find_suspects(values: list[str]) -> bytearray:
     else:
         lowered = [v.lower() for v in values]
         low, ends = "\n".join(lowered), _ends(lowered)
-    for word in _FAST_WORDS:
-        at = low.find(word)
-        while at >= 0:  # after a hit, on from the next value: one hit per word and value
-            i = bisect_right(ends, at)
-            flags[i] = 1
-            at = low.find(word, ends[i])
+    gated: list[int] = []
+    for words, found in ((_FAST_WORDS, None), (_GATED_WORDS, gated)):
+        for word in words:
+            at = low.find(word)
+            while at >= 0:  # after a hit, on from the next value: one hit per word and value
+                i = bisect_right(ends, at)
+                if found is None:
+                    flags[i] = 1
+                else:
+                    found.append(at)
+                at = low.find(word, ends[i])
     _find_aws(text, values, flags)
+    _gate(gated, ends, values, flags, confirm)
     return flags
 
 
@@ -279,16 +337,18 @@ class _BatchScanner:
     (on ASCII text, what ``str.lower`` gives); AWS key id prefixes, case-sensitive, are in the
     database too, and a value with one is checked with the regex. Otherwise values are lowered
     by Python (``str.lower`` is what the triggers assume, e.g. the Kelvin sign lowers to "k"),
-    scanned as UTF-8, and the AWS regex runs over the original text. (The whole AWS regex in the
-    database would take ~50 ms to compile, literals ~1 ms.) One scanner (and its scratch
-    space) per ``Redactor``, which one thread drives at a time.
+    scanned as UTF-8, and the AWS regex runs over the original text. Values with a gated word
+    are confirmed one by one (``_gate``). (The whole AWS regex in the database would take ~50 ms
+    to compile, literals ~1 ms.) One scanner (and its scratch space) per ``Redactor``, which one
+    thread drives at a time.
     """
 
     def __init__(self) -> None:
         import hyperscan
 
         self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        words = [re.escape(word).encode() for word in _FAST_WORDS]
+        words = [re.escape(word).encode() for word in (*_FAST_WORDS, *_GATED_WORDS)]
+        self.gated_id = len(_FAST_WORDS)  # ids from here on are gated words
         self.aws_id = len(words)  # ids from here on are AWS key id prefixes
         prefixes = [prefix.encode() for prefix in _AWS_PREFIX.split("|")]
         self.db.compile(
@@ -297,29 +357,33 @@ class _BatchScanner:
             flags=[hyperscan.HS_FLAG_CASELESS] * len(words) + [0] * len(prefixes),
         )
 
-    def __call__(self, values: list[str]) -> bytearray:
+    def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
         flags = bytearray(len(values))
         text = "\n".join(values)
         hits: list[int] = []  # offsets of the last byte of each trigger word found
+        gated: list[int] = []  # and of each gated word
         prefixes: list[int] = []  # and of each AWS key id prefix
-        aws_id = self.aws_id
+        gated_id, aws_id = self.gated_id, self.aws_id
 
         def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
-            (prefixes if id_ >= aws_id else hits).append(end - 1)
+            (prefixes if id_ >= aws_id else gated if id_ >= gated_id else hits).append(end - 1)
 
         if text.isascii():
             self.db.scan(text.encode("ascii"), match_event_handler=hit)
-            if hits or prefixes:  # where values end matters only then: most batches are clean
+            if hits or gated or prefixes:  # where values end matters only then: most are clean
                 ends = _ends(values)
                 _mark(hits, ends, flags)
                 for at in prefixes:
                     i = bisect_right(ends, at)
                     flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
+                _gate(gated, ends, values, flags, confirm)
             return flags
         lowered = [v.lower().encode("utf-8", "surrogatepass") for v in values]
         self.db.scan(b"\n".join(lowered), match_event_handler=hit)
-        _mark(hits, _ends(lowered) if hits else [], flags)
+        ends = _ends(lowered) if hits or gated else []
+        _mark(hits, ends, flags)
         _find_aws(text, values, flags)
+        _gate(gated, ends, values, flags, confirm)
         return flags
 
 
@@ -338,20 +402,23 @@ class Redactor:
         )
 
     def suspect(self, value: str) -> bool:
-        """Whether ``value`` holds a trigger of any rule (always, with configured patterns)."""
+        """Whether ``value`` may hold a secret (see ``_suspect``; always, with configured
+        patterns)."""
         return bool(self.custom) or _suspect(value)
 
-    def suspects(self, values: list[str]) -> bytearray:
-        """:meth:`suspect` of each of ``values`` (1 or 0), in one pass over all of them."""
+    def suspects(self, values: list[str], *, confirm: bool = True) -> bytearray:
+        """:meth:`suspect` of each of ``values`` (1 or 0), in one pass over all of them.
+        ``confirm=False``: any trigger word counts (no prefilter gate), for texts such as JSON
+        in which a secret's separator may appear escaped."""
         if self.custom:
             return bytearray(b"\x01" * len(values))
         if len(values) < _FIND_MIN:
-            return _suspects(values)
+            return _suspects(values, confirm=confirm)
         if len(values) < _SCAN_MIN or not _HYPERSCAN:
-            return _find_suspects(values)
+            return _find_suspects(values, confirm=confirm)
         if self._scanner is None:
             self._scanner = _BatchScanner()
-        return self._scanner(values)
+        return self._scanner(values, confirm=confirm)
 
     def text(self, value: str, *, suspect: bool | None = None) -> str:
         """``value`` with every secret replaced (the same object when there was none).

@@ -114,6 +114,20 @@ def test_secret_in_a_nested_parsed_field_of_a_big_batch_is_redacted_and_tagged()
     assert all("tags" not in p.record for i, p in enumerate(out) if i != 123)
 
 
+def test_a_separator_escaped_in_json_does_not_hide_a_parsed_secret() -> None:
+    """A decoded field holds ``password<TAB>=...`` while the JSON text holds ``password\\t=``,
+    which no prefilter matches: the JSON pre-check counts the word alone."""
+    chain = build("s", source_config(format="json"))
+    lines = [json.dumps({"n": i, "cmd": "ls"}) for i in range(100)]
+    lines[42] = json.dumps({"n": 42, "cmd": 'login password\t="hunter2hunter2"'})
+    lines[43] = json.dumps({"n": 43, "cmd": "auth password\t= hunter2hunter2"})
+    out = chain.apply([Pending(line_record(line), None) for line in lines])
+    for at in (42, 43):
+        assert "hunter2" not in out[at].record["json"]["cmd"], out[at].record
+        assert "redacted" in out[at].record["tags"]
+    assert chain.stats.redacted == 2
+
+
 def test_secret_in_a_field_parsed_from_a_suspect_msg_is_redacted_in_both() -> None:
     chain = build("s", source_config(format="auth"))
     sudo = (
