@@ -117,6 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _version(_args: argparse.Namespace) -> int:
     from agent.compiled import MODULE
     from agent.sources import tailed
+    from agent.transforms import syslog
 
     # Which hot loops run compiled (an install without a C compiler runs them in Python).
     def said(compiled: bool) -> str:
@@ -124,7 +125,8 @@ def _version(_args: argparse.Namespace) -> int:
 
     print(f"tailseal {__version__}")
     print(f"hot loops: buffer and collector {said(MODULE is not None)}, ", end="")
-    print(f"file source {said(tailed.speedups())}")
+    print(f"file source {said(tailed.speedups())}, ", end="")
+    print(f"syslog header {said(syslog.speedups())}")
     return 0
 
 

@@ -1,9 +1,11 @@
-"""The optional C modules (``agent/_speedups.c``, ``agent/sources/_speedups.c``), or None.
+"""The optional C modules (``agent/_speedups.c``, ``agent/sources/_speedups.c``,
+``agent/transforms/_speedups.c``), or None.
 
 They are built by ``pip install`` where a C compiler and the OpenSSL and zlib headers are at hand,
 and skipped (the install goes on) where not. Their functions stand in for Python ones that stay
 as the reference and the fallback: ``buffer.chain.link_py``, ``buffer.segment.parse_run_py``,
-``collector.batch.verify_wire_py`` and ``sources.tailed.cut_plain_py``. Setting
+``collector.batch.verify_wire_py``, ``sources.tailed.cut_plain_py`` and
+``transforms.syslog.split_bsd_py``/``split_iso_py``. Setting
 ``TAILSEAL_PURE_PYTHON`` (to anything) runs the Python ones even where they were built.
 """
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import NamedTuple
 
+from agent.compiled import load
 from agent.record import Record
 
 Clock = Callable[[], datetime]
@@ -62,6 +63,40 @@ _RFC5424 = re.compile(
 )
 _DAY = timedelta(days=1)
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
+
+# The groups of a BSD (RFC 3164) / RFC 3339 header: (pri, stamp, mon, day, time, frac, host, prog,
+# pid, body) and (pri, stamp, host, prog, pid, body).
+BsdGroups = tuple[str | None, str, str, str, str, str | None, str | None, str, str | None, str]
+IsoGroups = tuple[str | None, str, str | None, str, str | None, str]
+
+
+def split_bsd_py(line: str) -> BsdGroups | None:
+    """``_RFC3164.match(line).groups()``, or None: the reference for the compiled ``split_bsd``
+    (``_speedups.c``) and the fallback where it was not built."""
+    m = _RFC3164.match(line)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+def split_iso_py(line: str) -> IsoGroups | None:
+    """``_RFC3339.match(line).groups()``, or None (as ``split_bsd_py``)."""
+    m = _RFC3339.match(line)
+    return None if m is None else m.groups()  # type: ignore[return-value]
+
+
+def _compiled() -> tuple[Callable[[str], BsdGroups | None], Callable[[str], IsoGroups | None]]:
+    module = load("agent.transforms._speedups")
+    if module is None:
+        return split_bsd_py, split_iso_py
+    return module.split_bsd, module.split_iso
+
+
+# Only for an exact str (the compiled ones refuse others): msg is one, from a decode or orjson.
+split_bsd, split_iso = _compiled()
+
+
+def speedups() -> bool:
+    """Whether the compiled header split is in use."""
+    return split_bsd is not split_bsd_py
 
 
 class Header(NamedTuple):
@@ -227,11 +262,12 @@ class SyslogParser:
                 return self._rfc5424(m)
             close = line.find(">", 1, 5)
             first = line[close + 1 : close + 2] if close > 0 else ""
+        exact = type(line) is str  # a subclass takes the regex, which slices it as re does
         if first.isdigit():
-            m = _RFC3339.match(line)
-            return self._rfc3339(m) if m else None
-        m = _RFC3164.match(line)
-        return self._rfc3164(m) if m else None
+            iso = (split_iso if exact else split_iso_py)(line)
+            return self._rfc3339(iso) if iso else None
+        bsd = (split_bsd if exact else split_bsd_py)(line)
+        return self._rfc3164(bsd) if bsd else None
 
     def apply(self, record: Record, head: Header) -> None:
         """Move ``head`` into ECS fields of ``record`` (``msg`` stays the whole line)."""
@@ -267,8 +303,8 @@ class SyslogParser:
                 syslog["structured_data"] = sd
         log["syslog"] = syslog
 
-    def _rfc3164(self, m: re.Match[str]) -> Header | None:
-        pri, stamp, mon, day, hms, frac, host, prog, pid, body = m.groups()
+    def _rfc3164(self, groups: BsdGroups) -> Header | None:
+        pri, stamp, mon, day, hms, frac, host, prog, pid, body = groups
         if stamp != self._cache_key:
             month = _MONTHS.get(mon)
             if month is None:
@@ -339,8 +375,8 @@ class SyslogParser:
         except (OverflowError, OSError):  # Jan 1 of year 1 east of UTC (OSError: local time)
             return None
 
-    def _rfc3339(self, m: re.Match[str]) -> Header | None:
-        pri, stamp, host, prog, pid, body = m.groups()
+    def _rfc3339(self, groups: IsoGroups) -> Header | None:
+        pri, stamp, host, prog, pid, body = groups
         if stamp != self._cache_key:
             ts = self._iso.to_utc(stamp, self.tz)
             if ts is None:
