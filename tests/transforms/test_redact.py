@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agent.record import Record
 from agent.sources import Pending
-from agent.transforms import TransformChain, redact
+from agent.transforms import TransformChain, rules, suspects
 from agent.transforms.redact import REDACTED, Redactor
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -197,7 +197,7 @@ ASCII_VALUES = st.lists(
     max_size=20,
 )
 
-SCANNER = redact._BatchScanner()
+SCANNER = suspects._BatchScanner()
 
 
 # Gated words with and without what their rule's prefilter looks for, also behind non-ASCII.
@@ -215,9 +215,9 @@ def test_batch_scans_agree_with_the_per_line_check(values: list[str], confirm: b
     """Hyperscan and ``str.find`` over the joined batch flag exactly the lines the per-line
     check flags: also with non-ASCII text whose lowering changes lengths or makes ASCII
     ("\u212a" -> "k"), with gated words confirmed or not."""
-    expected = redact._suspects(values, confirm=confirm)
+    expected = suspects._suspects(values, confirm=confirm)
     assert SCANNER(values, confirm=confirm) == expected
-    assert redact._find_suspects(values, confirm=confirm) == expected
+    assert suspects._find_suspects(values, confirm=confirm) == expected
     assert Redactor().suspects(values, confirm=confirm) == expected
 
 
@@ -253,7 +253,7 @@ KEY_SOUP = st.lists(
 def test_a_rule_prefilter_never_skips_a_match(text: str) -> None:
     """A prefilter is a necessary condition: on ASCII text, wherever the rule's pattern
     matches, the prefilter finds something in the lowered text."""
-    for rule in redact.BUILTIN_RULES:
+    for rule in rules.BUILTIN_RULES:
         if rule.prefilter is not None and rule.pattern.search(text):
             assert rule.prefilter.search(text.lower()), (rule.name, text)
 
@@ -270,8 +270,8 @@ def test_a_value_found_clean_holds_nothing_the_rules_would_redact(value: str) ->
     """The suspect check only lets the rules skip values they would leave alone: whatever the
     rules change is suspect (also where a prefilter gates a trigger word)."""
     if Redactor().text(value, suspect=True) != value:
-        assert redact._suspect(value), value
-        assert redact._unconfirmed(value), value
+        assert suspects._suspect(value), value
+        assert suspects._unconfirmed(value), value
 
 
 def test_big_batches_use_the_scanner_and_agree() -> None:
@@ -280,21 +280,21 @@ def test_big_batches_use_the_scanner_and_agree() -> None:
     lines[250] = "key AKIA" + "Q" * 16
     redactor = Redactor()
     flags = redactor.suspects(lines)
-    assert redactor._scanner is not None
+    assert redactor._suspects.scanner is not None
     assert [i for i, flag in enumerate(flags) if flag] == [7, 250]
 
 
 def test_the_trigger_cover_holds_a_word_of_every_rule() -> None:
     """Dropping a trigger that holds a shorter one loses no line: every rule's triggers each
     contain some word of the cover."""
-    for rule in redact.BUILTIN_RULES:
+    for rule in rules.BUILTIN_RULES:
         if rule.name == "aws_access_key":
             continue  # found by its own case-sensitive regex
-        words = redact._FAST_WORDS if rule.prefilter is None else redact._GATED_WORDS
+        words = suspects._FAST_WORDS if rule.prefilter is None else suspects._GATED_WORDS
         for trigger in rule.triggers:
             # a gated trigger may be left to an ungated word it holds ("secret")
-            assert any(w in trigger for w in (*words, *redact._FAST_WORDS)), (rule.name, trigger)
-    assert not set(redact._FAST_WORDS) & set(redact._GATED_WORDS)
+            assert any(w in trigger for w in (*words, *suspects._FAST_WORDS)), (rule.name, trigger)
+    assert not set(suspects._FAST_WORDS) & set(suspects._GATED_WORDS)
 
 
 def test_kelvin_sign_token_is_still_redacted() -> None:

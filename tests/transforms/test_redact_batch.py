@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agent.record import Record
 from agent.sources import Pending
-from agent.transforms import build, redact
+from agent.transforms import build, suspects
 from agent.transforms.redact import REDACTED, Redactor
 from agent.transforms.redact_batch import may_hold, redact_records
 from tests.transforms.corpus import line_record
@@ -90,7 +90,7 @@ def test_batch_walk_equals_redacting_record_by_record(
     """Small batches and ones past the Hyperscan threshold (``_SCAN_MIN`` msgs), with split
     parts (their carry runs through both in the same order), surrogates, the Kelvin sign,
     values orjson cannot encode and configured patterns (every value suspect)."""
-    size = redact._SCAN_MIN + 6 if big else len(drawn)
+    size = suspects._SCAN_MIN + 6 if big else len(drawn)
     batch = [copy.deepcopy(drawn[i % len(drawn)]) for i in range(size)]
     expected = copy.deepcopy(batch)
     count = one_by_one(expected, patterns, fields_from_msg)
@@ -192,7 +192,7 @@ def test_json_check_flags_every_object_holding_a_suspect_string(objects: list[An
     whatever orjson escapes (quotes, backslashes, control characters, none in a trigger)."""
     flags = may_hold(Redactor(), objects)
     for obj, flag in zip(objects, flags, strict=True):
-        if any(map(redact._suspect, strings(obj))):
+        if any(map(suspects._suspect, strings(obj))):
             assert flag, obj
 
 
@@ -219,7 +219,7 @@ def test_chain_apply_equals_the_chain_one_record_at_a_time(
 ) -> None:
     """``apply`` (parse all, then the batch walk) against calling the chain on each record
     (parse, then ``Redactor.record``): same records, same counters."""
-    lines = [drawn[i % len(drawn)] for i in range(redact._SCAN_MIN + 6 if big else len(drawn))]
+    lines = [drawn[i % len(drawn)] for i in range(suspects._SCAN_MIN + 6 if big else len(drawn))]
     batch_chain = build("s", source_config(patterns, format=fmt))
     record_chain = build("s", source_config(patterns, format=fmt))
     out = batch_chain.apply([Pending(line_record(line), None) for line in lines])

@@ -1,0 +1,145 @@
+"""The built-in redaction rules: what a secret looks like, and the words that announce one.
+
+Role: data for ``redact.py`` (which applies the rules) and ``suspects.py`` (which finds the values
+some rule may change). Each ``Rule`` has a pattern whose ``secret`` group (or whole match) is
+replaced by ``REDACTED``, lower-case trigger substrings one of which every match contains, an
+optional ``check`` of a match (``basic`` credentials must decode to ``user:pass``) and an
+optional prefilter: a cheap necessary condition on ASCII text, searched in its lowered copy.
+
+Invariants: every match of a rule's pattern holds one of its triggers in ``str.lower()`` of the
+text; on ASCII text, its prefilter finds something wherever the pattern matches (tests hold both).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REDACTED = "[REDACTED]"
+
+
+def _basic(m: re.Match[str]) -> bool:
+    """``Basic <b64>`` is a credential only if it decodes to ``user:password``."""
+    token = m["secret"]
+    try:
+        return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    pattern: re.Pattern[str]
+    triggers: tuple[str, ...]  # lower-case substrings one of which every match contains
+    check: Callable[[re.Match[str]], bool] | None = None
+    # Searched in the lower-cased text of an ASCII value: no hit means ``pattern`` cannot match
+    # (a cheap necessary condition where ``pattern`` is slow, as case-insensitive ones are).
+    prefilter: re.Pattern[str] | None = None
+
+
+AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
+_KV_KEYS = (
+    r"password|passwd|passphrase|pass|secret|secret_?key|api_?key|apikey|access_?token"
+    r"|auth_?token|refresh_?token|client_?secret|private_?key|token"
+)
+BUILTIN_RULES: tuple[Rule, ...] = (
+    Rule(
+        "private_key",
+        re.compile(
+            r"(?P<secret>-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z))",
+            re.S,
+        ),
+        ("private key",),
+    ),
+    Rule(
+        "aws_access_key",
+        re.compile(rf"(?<![A-Za-z0-9])(?P<secret>(?:{AWS_PREFIX})[A-Z0-9]{{16}})(?![A-Za-z0-9])"),
+        tuple(p.lower() for p in AWS_PREFIX.split("|")),
+    ),
+    Rule(
+        "aws_secret_key",
+        re.compile(
+            r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})"
+        ),
+        ("secret",),
+    ),
+    Rule(
+        "jwt",
+        re.compile(r"(?P<secret>eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"),
+        ("eyj",),
+    ),
+    Rule(
+        "authorization",
+        re.compile(
+            r"(?i)(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z-]{1,20}\s+)?"
+            r"(?P<secret>[^\s\"',;]{1,8192})"
+        ),
+        ("authorization",),
+    ),
+    Rule(
+        "bearer",
+        re.compile(r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,8192})"),
+        ("bearer",),
+    ),
+    Rule(
+        "basic",
+        re.compile(r"(?i)\bbasic\s+(?P<secret>[A-Za-z0-9+/]{4,8192}={0,2})"),
+        ("basic",),
+        _basic,
+    ),
+    Rule(
+        "url_credentials",
+        # Starts with a literal so ``re`` can skip ahead with a fast substring search.
+        re.compile(r"://[^\s/:@]{0,256}:(?P<secret>[^\s/]{1,256})@"),
+        ("://",),
+    ),
+    Rule(
+        "password_option",
+        re.compile(r"(?i)(?<![\w-])--?(?:password|passwd|pass)(?:=|\s+)(?P<secret>[^\s;&|]+)"),
+        ("-pass", "--pass"),
+    ),
+    Rule(
+        "password_assignment",
+        re.compile(
+            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[:=]\s*"
+            r"(?P<secret>\"[^\"]{1,8192}\"|'[^']{1,8192}'|[^\s,;&\"'}]{1,8192})"
+        ),
+        ("pass", "secret", "token", "apikey", "api_key", "private"),
+        # Every key ends in one of these words and is followed by the separator.
+        prefilter=re.compile(r"(?:pass(?:word|wd|phrase)?|secret|key|token)[\"']?\s*[:=]"),
+    ),
+    Rule(
+        "mysql_password",
+        re.compile(
+            r"\b(?:mysql\w*|mariadb\w*|mysqldump|mysqladmin)\b[^|;&\n]{0,1024}?\s-p"
+            r"(?P<secret>[^\s|;&]+)"
+        ),
+        ("mysql", "mariadb"),
+    ),
+    Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*(?P<secret>\S+)"), ("sshpass",)),
+    Rule(
+        "vendor_token",
+        re.compile(
+            r"(?<![A-Za-z0-9])(?P<secret>gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_\w{40,255}"
+            r"|xox[abposr]-[A-Za-z0-9-]{10,255}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{16,255}"
+            r"|glpat-[0-9A-Za-z_-]{20})"
+        ),
+        (
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "xox",
+            "aiza",
+            "sk_live_",
+            "glpat-",
+        ),
+    ),
+)

@@ -1,0 +1,226 @@
+"""Suspects: which strings may hold a secret, found for many strings in one pass.
+
+Role: ``Suspects(values)`` answers, for each value, whether some built-in rule (``rules.py``) may
+change it, so that ``Redactor`` runs the rules only on those and ``redact_batch`` walks only the
+records holding one. Hyperscan over a big batch joined by "\\n", ``str.find`` over a small one,
+a check per value below that: the same answers (tests hold them equal to ``_suspects``).
+
+A value is suspect when it holds a word of ``_FAST_WORDS`` (the triggers of rules without a
+prefilter) or an AWS key id, or a word of ``_GATED_WORDS`` (the triggers of rules with one)
+confirmed by ``_confirmed``. The gate matters for auth logs, where "Failed password for ..."
+and the parsed method "password" hold "pass" but never a ``password=`` assignment: checking
+the prefilter once per such value costs far less than running the rules on it and walking its
+record's fields. ``confirm=False`` counts the words alone, for JSON texts (``may_hold``).
+
+State: a ``Suspects`` makes its Hyperscan scanner (and scratch space) for its first big batch;
+one thread drives it at a time, as the ``Redactor`` that owns it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from bisect import bisect_right
+from collections.abc import Sequence, Sized
+from itertools import accumulate, repeat
+from operator import add
+
+from agent.transforms.rules import AWS_PREFIX, BUILTIN_RULES, Rule
+
+# Without a hyperscan wheel for the platform, the pure-Python scan gives the same answers.
+_HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
+# Smaller batches (a trickle of lines) are scanned with ``str.find``: the scanner pays off on
+# big ones, and loading its library costs ~6 MB of RSS that an idle agent need not carry.
+_SCAN_MIN = 64
+_FIND_MIN = 4  # below this, one ``_suspect`` per value beats joining them for ``_find_suspects``
+
+
+def _cover(rules: tuple[Rule, ...], *, beside: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The fewest lower-case words such that every line some rule can match holds one: the
+    rules' own triggers, minus any that contains a shorter one ("--pass" holds "-pass") or a
+    word of ``beside`` (a line holding that is found by it). AWS key ids are upper case and
+    found by their own regex instead."""
+    words = {w for rule in rules if rule.name != "aws_access_key" for w in rule.triggers}
+    return tuple(
+        sorted(
+            w
+            for w in words
+            if not any(o != w and o in w for o in words) and not any(o in w for o in beside)
+        )
+    )
+
+
+# The fast path. Python's ``re`` is slow at alternations of literals; ``in`` over one
+# ``lower()`` copy is several times faster, and one Hyperscan pass over a whole batch faster still.
+_GATED = tuple(rule for rule in BUILTIN_RULES if rule.prefilter is not None)
+_FAST_WORDS = _cover(tuple(rule for rule in BUILTIN_RULES if rule.prefilter is None))
+_GATED_WORDS = _cover(_GATED, beside=_FAST_WORDS)
+_PREFILTERS = tuple(rule.prefilter for rule in _GATED if rule.prefilter is not None)
+_FAST_AWS = re.compile(rf"(?:{AWS_PREFIX})[A-Z0-9]{{16}}")
+
+
+def _confirmed(value: str) -> bool:
+    """Whether ``value``, which holds a word of ``_GATED_WORDS``, is suspect: unless it is ASCII
+    and no prefilter finds anything in it lowered (a prefilter is a necessary condition of its
+    rule on ASCII text only, which is also when ``Redactor.text`` consults it)."""
+    if not value.isascii():
+        return True
+    low = value.lower()
+    return any(prefilter.search(low) for prefilter in _PREFILTERS)
+
+
+def _suspect(value: str) -> bool:
+    low = value.lower()
+    if any(map(low.__contains__, _FAST_WORDS)) or _FAST_AWS.search(value):
+        return True
+    return any(map(low.__contains__, _GATED_WORDS)) and _confirmed(value)
+
+
+def _unconfirmed(value: str) -> bool:
+    """``_suspect`` without the gate: any trigger word at all. For JSON texts (``may_hold``),
+    where escapes (``\\"``, ``\\t``) can hide the separator a prefilter looks for."""
+    low = value.lower()
+    words = (*_FAST_WORDS, *_GATED_WORDS)
+    return any(map(low.__contains__, words)) or bool(_FAST_AWS.search(value))
+
+
+def _suspects(values: list[str], *, confirm: bool = True) -> bytearray:
+    """``_suspect`` of each value (1 or 0), or ``_unconfirmed`` if not ``confirm``: the reference
+    the batch scanners must agree with."""
+    return bytearray(map(_suspect if confirm else _unconfirmed, values))
+
+
+def _ends(values: Sequence[Sized]) -> list[int]:
+    """Where each of ``values`` ends once they are joined by one separator (one past it)."""
+    return list(accumulate(map(add, map(len, values), repeat(1))))
+
+
+def _mark(offsets: list[int], ends: list[int], flags: bytearray) -> None:
+    for at in offsets:  # value i ends at ends[i]
+        flags[bisect_right(ends, at)] = 1
+
+
+def _gate(
+    offsets: list[int], ends: list[int], values: list[str], flags: bytearray, confirm: bool
+) -> None:
+    """Flag the values holding a gated word at ``offsets`` (as ``_mark``), once ``_confirmed``."""
+    if not confirm:
+        _mark(offsets, ends, flags)
+        return
+    for i in {bisect_right(ends, at) for at in offsets}:
+        if not flags[i] and _confirmed(values[i]):
+            flags[i] = 1
+
+
+def _find_aws(text: str, values: list[str], flags: bytearray) -> None:
+    """Flag the values holding an AWS key id, ``text`` being them joined by "\\n"."""
+    if starts := [m.start() for m in _FAST_AWS.finditer(text)]:
+        _mark(starts, _ends(values), flags)
+
+
+def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
+    """``_suspects`` by ``str.find`` over the values joined: a pass per word over the batch, not
+    one per value. No word holds the "\\n" that joins them, so a hit lies inside one value.
+    Non-ASCII values are lowered one by one, as ``_suspect`` does (lowering can change lengths
+    and context: "\\u0130" lowers to two characters)."""
+    flags = bytearray(len(values))
+    text = "\n".join(values)
+    if text.isascii():
+        low, ends = text.lower(), _ends(values)
+    else:
+        lowered = [v.lower() for v in values]
+        low, ends = "\n".join(lowered), _ends(lowered)
+    gated: list[int] = []
+    for words, found in ((_FAST_WORDS, None), (_GATED_WORDS, gated)):
+        for word in words:
+            at = low.find(word)
+            while at >= 0:  # after a hit, on from the next value: one hit per word and value
+                i = bisect_right(ends, at)
+                if found is None:
+                    flags[i] = 1
+                else:
+                    found.append(at)
+                at = low.find(word, ends[i])
+    _find_aws(text, values, flags)
+    _gate(gated, ends, values, flags, confirm)
+    return flags
+
+
+class _BatchScanner:
+    """``_suspects`` in one Hyperscan pass over a batch's values joined by "\\n" (which no
+    trigger word holds, so a hit's offset says which value holds it).
+
+    An ASCII batch (the common case) is scanned as it is, the words matching ASCII-caselessly
+    (on ASCII text, what ``str.lower`` gives); AWS key id prefixes, case-sensitive, are in the
+    database too, and a value with one is checked with the regex. Otherwise values are lowered
+    by Python (``str.lower`` is what the triggers assume, e.g. the Kelvin sign lowers to "k"),
+    scanned as UTF-8, and the AWS regex runs over the original text. Values with a gated word
+    are confirmed one by one (``_gate``). (The whole AWS regex in the database would take ~50 ms
+    to compile, literals ~1 ms.) One scanner (and its scratch space) per ``Redactor``, which one
+    thread drives at a time.
+    """
+
+    def __init__(self) -> None:
+        import hyperscan
+
+        self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        words = [re.escape(word).encode() for word in (*_FAST_WORDS, *_GATED_WORDS)]
+        self.gated_id = len(_FAST_WORDS)  # ids from here on are gated words
+        self.aws_id = len(words)  # ids from here on are AWS key id prefixes
+        prefixes = [prefix.encode() for prefix in AWS_PREFIX.split("|")]
+        self.db.compile(
+            expressions=words + prefixes,
+            ids=list(range(len(words) + len(prefixes))),
+            flags=[hyperscan.HS_FLAG_CASELESS] * len(words) + [0] * len(prefixes),
+        )
+
+    def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
+        flags = bytearray(len(values))
+        text = "\n".join(values)
+        hits: list[int] = []  # offsets of the last byte of each trigger word found
+        gated: list[int] = []  # and of each gated word
+        prefixes: list[int] = []  # and of each AWS key id prefix
+        gated_id, aws_id = self.gated_id, self.aws_id
+
+        def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            (prefixes if id_ >= aws_id else gated if id_ >= gated_id else hits).append(end - 1)
+
+        if text.isascii():
+            self.db.scan(text.encode("ascii"), match_event_handler=hit)
+            if hits or gated or prefixes:  # where values end matters only then: most are clean
+                ends = _ends(values)
+                _mark(hits, ends, flags)
+                for at in prefixes:
+                    i = bisect_right(ends, at)
+                    flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
+                _gate(gated, ends, values, flags, confirm)
+            return flags
+        lowered = [v.lower().encode("utf-8", "surrogatepass") for v in values]
+        self.db.scan(b"\n".join(lowered), match_event_handler=hit)
+        ends = _ends(lowered) if hits or gated else []
+        _mark(hits, ends, flags)
+        _find_aws(text, values, flags)
+        _gate(gated, ends, values, flags, confirm)
+        return flags
+
+
+class Suspects:
+    """``_suspects`` of a batch by the cheapest scan for its size."""
+
+    __slots__ = ("_scanner",)
+
+    def __init__(self) -> None:
+        self._scanner: _BatchScanner | None = None  # made for the first big batch
+
+    @property
+    def scanner(self) -> _BatchScanner | None:
+        return self._scanner
+
+    def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
+        if len(values) < _FIND_MIN:
+            return _suspects(values, confirm=confirm)
+        if len(values) < _SCAN_MIN or not _HYPERSCAN:
+            return _find_suspects(values, confirm=confirm)
+        if self._scanner is None:
+            self._scanner = _BatchScanner()
+        return self._scanner(values, confirm=confirm)
