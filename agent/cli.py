@@ -175,6 +175,7 @@ def _check(path: Path, *, collector: bool) -> int:
 
 
 def _run_agent(path: Path, level: str) -> int:
+    from agent.affinity import Affinity
     from agent.config import load_agent_config
     from agent.pipeline import Lifecycle
     from agent.service import run_service
@@ -182,12 +183,14 @@ def _run_agent(path: Path, level: str) -> int:
 
     config = load_agent_config(path)
     setup_logging(level)
+    affinity = Affinity(config.cpu_affinity)
+    affinity.start()  # before any worker thread starts: they inherit it
 
     async def main() -> int:
         life = Lifecycle()
         _on_signals(life.signal)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, life.reload.set)
-        return await run_service(config, life, path)
+        return await run_service(config, life, path, affinity)
 
     return _run_loop(main)
 

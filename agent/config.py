@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 
+from agent import affinity
 from agent.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -187,6 +188,9 @@ class AgentConfig(_Section, frozen=True):
     # an idle host's stream stays ``live`` at the collector (``silent_after``, default 300 s) and
     # ``silent`` means gone. 0 = never.
     heartbeat: float = 120.0
+    # "none" (the OS places threads), "auto" (one CPU, followed) or CPUs ("0-3", [0, 1]): see
+    # agent/affinity.py for why one CPU costs the GIL-bound agent less per line.
+    cpu_affinity: str | list[int] = "none"
     buffer: BufferConfig = BufferConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     control: ControlConfig = ControlConfig()
@@ -356,6 +360,10 @@ def parse_agent_config(
     config = msgspec.structs.replace(config, sources=sources, sinks=sinks)
     _check_agent(config)
     _check_heartbeat(config.heartbeat)
+    try:
+        affinity.parse(config.cpu_affinity)
+    except ValueError as exc:
+        raise ConfigError("cpu_affinity", str(exc)) from None
     return config
 
 

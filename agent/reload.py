@@ -19,6 +19,7 @@ RESTART_ONLY = (
     "state_dir",
     "host_name",
     "heartbeat",
+    "cpu_affinity",
     "buffer",
     "shutdown",
     "control",

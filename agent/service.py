@@ -1,10 +1,11 @@
 """The agent process: the pipeline plus its control plane, in one TaskGroup.
 
 Around ``Agent.run`` (the pipeline) run the control endpoint, the systemd notifier, the
-termination watchers and the force-exit guard. The pipeline's end ends them: watchers and the
-notifier are cancelled, the control endpoint closes after its drain responses are finished.
-A second SIGTERM/SIGINT exits at once with ``os._exit``: state-safe because every record and
-position acknowledged is already on disk (the same guarantee the SIGKILL tests check).
+termination watchers, the force-exit guard and (``cpu_affinity = "auto"``) the CPU follower.
+The pipeline's end ends them: watchers, the notifier and the follower are cancelled, the control
+endpoint closes after its drain responses are finished. A second SIGTERM/SIGINT exits at once
+with ``os._exit``: state-safe because every record and position acknowledged is already on disk
+(the same guarantee the SIGKILL tests check).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.affinity import Affinity
 from agent.config import AgentConfig
 from agent.control import ControlServer
 from agent.pipeline import EX_NOT_DRAINED, Agent, Lifecycle
@@ -25,7 +27,12 @@ from agent.termination import watchers
 log = logging.getLogger(__name__)
 
 
-async def run_service(config: AgentConfig, life: Lifecycle, config_path: Path | None = None) -> int:
+async def run_service(
+    config: AgentConfig,
+    life: Lifecycle,
+    config_path: Path | None = None,
+    affinity: Affinity | None = None,
+) -> int:
     agent = Agent(config, config_path)
     control = ControlServer(config, agent, life)
     notifier = SdNotify()
@@ -43,6 +50,8 @@ async def run_service(config: AgentConfig, life: Lifecycle, config_path: Path | 
                     notifier.run(agent, life, config.shutdown.timeout), name="sd-notify"
                 ),
             ]
+            if affinity is not None and affinity.auto:
+                helpers.append(group.create_task(affinity.follow(life.stop), name="affinity"))
             interval = config.termination.poll_interval
             for watcher in watchers.build(config.termination):
                 watch = _after_start(life, watcher, interval, on_notice)

@@ -23,6 +23,7 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     out = tmp_path / "results.json"
     args = ["--scenario", "auth", "--lines", "3000", "--repeat", "2", "--latency-seconds", "1"]
     args += ["--idle-seconds", "1", "--drain-lines", "3000", "--json", str(out)]
+    args += ["--cpu-affinity", "auto"]  # the agent's setting, passed on to every run
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", *args],
         cwd=ROOT,
@@ -48,5 +49,6 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     assert results["idle"]["rss_mb"] > 10
     assert results["drain"]["lines"] == 3000
     assert results["drain"]["mb_per_s"] > 0
+    assert results["cpu_affinity"] == "auto"
     assert "auth" in proc.stdout
     assert "latency at" in proc.stdout

@@ -1,0 +1,204 @@
+"""CPU affinity: keep the agent's threads on one CPU (``cpu_affinity``), or on the CPUs given.
+
+Why: the agent runs Python in one thread at a time (the GIL), spread over the event loop and
+its worker threads (reads, transforms, commits, encoding). When they run on different CPUs,
+every hand-off of the GIL wakes a thread on another CPU, and each record's objects move between
+CPU caches as it passes from stage to stage. On a 2-core VM that cost about a fifth of the
+agent's CPU per line (issue #11: bench.run raw 4.6-4.7 agent CPU-seconds per million lines with
+the agent on one CPU, 5.0-6.2 without). What runs without the GIL (zstd, fsync, TLS) loses the
+second CPU, which at the default compression level costs less than that.
+
+Settings:
+* ``"none"`` (the default): the OS places the threads, as for any process.
+* ``"auto"``: one CPU, chosen among those the process may use (its affinity at start, e.g. a
+  container's cpuset): the least busy at start; every ``FOLLOW_INTERVAL`` seconds the agent moves
+  to another CPU when what else runs on its own keeps it busier, by ``MARGIN``, than that one.
+* a CPU list, ``"0"``, ``"2,3"``, ``"0-3"`` (as taskset takes it) or ``[0, 1]``: the threads may
+  run on those CPUs; an error at start if none of them is available to the process.
+
+Linux only (``sched_setaffinity``, ``/proc``); elsewhere "auto" and CPU lists are ignored with a
+warning. Threads inherit the affinity of the thread that starts them, and every thread of the
+agent descends from the main thread; ``pin`` still sets it on every thread that exists.
+
+State: an ``Affinity`` belongs to the agent process's main task; ``follow`` is its only task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL = 10.0  # seconds between looks at the CPUs' load ("auto")
+MARGIN = 0.25  # a move needs the other CPU idler than our own is busy with others by this much
+START_SAMPLE = 0.1  # seconds of load measured at start to choose the first CPU
+MAX_CPU = 4095  # the highest CPU number a list may name (the kernel's default NR_CPUS is lower)
+
+TASKS = Path("/proc/self/task")  # one entry per thread of this process
+_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
+
+Setting = str | list[int]
+# /proc/stat per CPU: cpu -> (busy, total) jiffies
+Stat = dict[int, tuple[int, int]]
+
+
+def parse(setting: Setting) -> str | frozenset[int]:
+    """``"none"``, ``"auto"`` or the set of CPUs a list names; ValueError saying what is wrong."""
+    if isinstance(setting, list):
+        if not setting:
+            raise ValueError("an empty CPU list: name at least one CPU, or use 'none'")
+        cpus = frozenset(setting)
+    elif setting in ("none", "auto"):
+        return setting
+    elif _LIST.fullmatch(setting):
+        cpus = frozenset()
+        for part in setting.split(","):
+            first, _, last = part.partition("-")
+            low, high = int(first), int(last or first)
+            if low > high:
+                raise ValueError(f"the range {part!r} runs backwards")
+            if high > MAX_CPU:
+                raise ValueError(f"CPU {high} is past the highest CPU number ({MAX_CPU})")
+            cpus |= frozenset(range(low, high + 1))
+    else:
+        raise ValueError(
+            f"{setting!r} is not 'none', 'auto' or a CPU list such as '0', '2,3' or '0-3'"
+        )
+    if min(cpus) < 0 or max(cpus) > MAX_CPU:
+        raise ValueError(f"CPU numbers go from 0 to {MAX_CPU}")
+    return cpus
+
+
+def read_stat(path: str = "/proc/stat") -> Stat:
+    """Busy and total jiffies of each CPU that is online (busy: all but idle and iowait)."""
+    out: Stat = {}
+    with Path(path).open(encoding="ascii") as stat:
+        for line in stat:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            ticks = [int(v) for v in rest.split()]
+            idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+            out[int(name[3:])] = (sum(ticks[:8]) - idle, sum(ticks[:8]))
+    return out
+
+
+def busy_between(before: Stat, after: Stat) -> dict[int, float]:
+    """The share of time each CPU online in both was busy between the two readings."""
+    share: dict[int, float] = {}
+    for cpu, (busy, total) in after.items():
+        if cpu in before:
+            was_busy, was_total = before[cpu]
+            elapsed = total - was_total
+            share[cpu] = (busy - was_busy) / elapsed if elapsed > 0 else 0.0
+    return share
+
+
+def choose(current: int | None, busy: dict[int, float], own: float, allowed: frozenset[int]) -> int:
+    """The CPU to run on: the least busy allowed one, counting on our own CPU only what others
+    run there (``own``: the share of it the agent used). We stay unless another is idler than
+    that by ``MARGIN``, so the agent does not wander between CPUs that are about as busy."""
+    known = sorted(cpu for cpu in allowed if cpu in busy)
+    if not known:
+        return current if current is not None else min(allowed)
+    best = min(known, key=lambda cpu: (busy[cpu], cpu))
+    if current is None or current not in busy:
+        return best
+    others_here = max(busy[current] - own, 0.0)
+    return best if busy[best] + MARGIN < others_here else current
+
+
+def pin(cpus: frozenset[int]) -> int:
+    """Restrict every thread of this process to ``cpus``; how many threads were set."""
+    done = 0
+    for task in TASKS.iterdir():
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+            done += 1
+    return done
+
+
+@dataclass
+class Affinity:
+    """The agent's ``cpu_affinity`` in effect."""
+
+    setting: Setting = "none"
+    stat: Callable[[], Stat] = read_stat
+    interval: float = FOLLOW_INTERVAL
+    cpu: int | None = None  # "auto": the CPU the agent runs on
+    allowed: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def auto(self) -> bool:
+        return self.setting == "auto" and self.cpu is not None
+
+    def start(self) -> None:
+        """Apply the setting; ConfigError if a CPU list names no CPU this process may use."""
+        mode = parse(self.setting)
+        if mode == "none":
+            return
+        if not hasattr(os, "sched_setaffinity") or not TASKS.is_dir():
+            log.warning("cpu_affinity %r: not supported on this platform; ignored", self.setting)
+            return
+        self.allowed = frozenset(os.sched_getaffinity(0))
+        if isinstance(mode, frozenset):
+            usable = mode & self.allowed
+            if not usable:
+                raise ConfigError(
+                    "cpu_affinity",
+                    f"none of CPUs {_text(mode)} is available to this process "
+                    f"(it may use {_text(self.allowed)})",
+                )
+            pin(usable)
+            log.info("cpu_affinity: threads run on CPUs %s", _text(usable))
+            return
+        if len(self.allowed) == 1:
+            log.info("cpu_affinity auto: the process may use one CPU only (%s)", *self.allowed)
+            return
+        before = self.stat()
+        time.sleep(START_SAMPLE)
+        self._move(choose(None, busy_between(before, self.stat()), 0.0, self.allowed))
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """With "auto": every ``interval`` s, move to a CPU idler than ours, until ``stop``."""
+        if not self.auto:
+            return
+        before, own_before, at = self.stat(), time.process_time(), time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+            now, own_now, at_now = self.stat(), time.process_time(), time.monotonic()
+            own = (own_now - own_before) / max(at_now - at, 1e-9)
+            chosen = choose(self.cpu, busy_between(before, now), own, self.allowed)
+            if chosen != self.cpu:
+                self._move(chosen)
+            before, own_before, at = now, own_now, at_now
+
+    def _move(self, cpu: int) -> None:
+        threads = pin(frozenset((cpu,)))
+        if self.cpu is None:
+            log.info("cpu_affinity auto: %d threads run on CPU %d", threads, cpu)
+        else:
+            log.info("cpu_affinity auto: CPU %d is busy with other work; now on %d", self.cpu, cpu)
+        self.cpu = cpu
+
+
+def _text(cpus: frozenset[int]) -> str:
+    """CPUs as a short list, "0-3,6"."""
+    parts: list[str] = []
+    for cpu in sorted(cpus):
+        if parts and cpu - 1 == int(parts[-1].rpartition("-")[2]):
+            parts[-1] = f"{parts[-1].partition('-')[0]}-{cpu}"
+        else:
+            parts.append(str(cpu))
+    return ",".join(parts)
