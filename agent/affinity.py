@@ -3,16 +3,19 @@
 Why: the agent runs Python in one thread at a time (the GIL), spread over the event loop and
 its worker threads (reads, transforms, commits, encoding). When they run on different CPUs,
 every hand-off of the GIL wakes a thread on another CPU, and each record's objects move between
-CPU caches as it passes from stage to stage. On a 2-core VM that cost about a fifth of the
-agent's CPU per line (issue #11: bench.run raw 4.6-4.7 agent CPU-seconds per million lines with
-the agent on one CPU, 5.0-6.2 without). What runs without the GIL (zstd, fsync, TLS) loses the
-second CPU, which at the default compression level costs less than that.
+CPU caches as it passes from stage to stage. On a 2-core VM (issue #11, bench.run medians of 3)
+one CPU saved 4-13% of the agent's CPU per line (raw 5.40 agent CPU-seconds per million lines
+against 5.82, api 11.88 against 13.58), single runs up to ~20%. What runs without the GIL (zstd,
+fsync, TLS) loses the second CPU, which costs less than that at the default compression level,
+except when a backlog is shipped with no new input: so the drain gets every CPU back.
 
 Settings:
 * ``"none"`` (the default): the OS places the threads, as for any process.
 * ``"auto"``: one CPU, chosen among those the process may use (its affinity at start, e.g. a
   container's cpuset): the least busy at start; every ``FOLLOW_INTERVAL`` seconds the agent moves
   to another CPU when what else runs on its own keeps it busier, by ``MARGIN``, than that one.
+  In drain mode (a stop, a termination notice) the threads get all those CPUs back: then the
+  backlog's shipping rate matters, not the CPU per line.
 * a CPU list, ``"0"``, ``"2,3"``, ``"0-3"`` (as taskset takes it) or ``[0, 1]``: the threads may
   run on those CPUs; an error at start if none of them is available to the process.
 
@@ -169,20 +172,28 @@ class Affinity:
         time.sleep(START_SAMPLE)
         self._move(choose(None, busy_between(before, self.stat()), 0.0, self.allowed))
 
-    async def follow(self, stop: asyncio.Event) -> None:
-        """With "auto": every ``interval`` s, move to a CPU idler than ours, until ``stop``."""
+    async def follow(self, drain: asyncio.Event) -> None:
+        """With "auto": every ``interval`` s, move to a CPU idler than ours. Once ``drain`` is
+        set (a stop, a termination notice), give the threads back every CPU they were allowed
+        and return: a backlog to ship before the host goes away drains faster when compression
+        and TLS can use the other CPUs (bench.run drain: 61.7 MB/s spread, 50.5 on one CPU)."""
         if not self.auto:
             return
         before, own_before, at = self.stat(), time.process_time(), time.monotonic()
-        while not stop.is_set():
+        while not drain.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+                await asyncio.wait_for(drain.wait(), self.interval)
+            if drain.is_set():
+                break
             now, own_now, at_now = self.stat(), time.process_time(), time.monotonic()
             own = (own_now - own_before) / max(at_now - at, 1e-9)
             chosen = choose(self.cpu, busy_between(before, now), own, self.allowed)
             if chosen != self.cpu:
                 self._move(chosen)
             before, own_before, at = now, own_now, at_now
+        pin(self.allowed)
+        self.cpu = None
+        log.info("cpu_affinity auto: draining; threads may run on CPUs %s", _text(self.allowed))
 
     def _move(self, cpu: int) -> None:
         threads = pin(frozenset((cpu,)))

@@ -51,7 +51,7 @@ async def run_service(
                 ),
             ]
             if affinity is not None and affinity.auto:
-                helpers.append(group.create_task(affinity.follow(life.stop), name="affinity"))
+                helpers.append(group.create_task(affinity.follow(life.drain), name="affinity"))
             interval = config.termination.poll_interval
             for watcher in watchers.build(config.termination):
                 watch = _after_start(life, watcher, interval, on_notice)

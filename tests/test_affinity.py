@@ -175,24 +175,30 @@ print("started on", affinity.cpu, flush=True)
 worker = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
 worker.start()  # a thread from before the move: it moves too
 
+def threads() -> str:
+    tasks = os.listdir("/proc/self/task")
+    on = sorted({c for t in tasks for c in os.sched_getaffinity(int(t))})
+    return f"threads {len(tasks)} on {on}"
+
 async def main() -> None:
-    stop = asyncio.Event()
-    follow = asyncio.create_task(affinity.follow(stop))
+    drain = asyncio.Event()
+    follow = asyncio.create_task(affinity.follow(drain))
     while affinity.cpu == a:
         await asyncio.sleep(0.01)
-    stop.set()
+    print("moved:", threads(), flush=True)
+    drain.set()
     await follow
+    print("drained:", threads(), flush=True)
 
 asyncio.run(main())
-tasks = os.listdir("/proc/self/task")
-print("threads", len(tasks), "on", sorted({c for t in tasks for c in os.sched_getaffinity(int(t))}))
 """
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
-def test_auto_follows_to_an_idler_cpu_with_every_thread() -> None:
+def test_auto_follows_to_an_idler_cpu_with_every_thread_and_lets_go_to_drain() -> None:
     """The real start and follow loop, fed /proc/stat readings in which the first CPU turns busy
-    with other work: the agent's threads, older ones included, move to the idle one."""
+    with other work: the agent's threads, older ones included, move to the idle one; in drain
+    mode they may run on every CPU again."""
     cpus = sorted(os.sched_getaffinity(0))
     a, b = cpus[0], cpus[-1]
     proc = subprocess.run(
@@ -207,4 +213,10 @@ def test_auto_follows_to_an_idler_cpu_with_every_thread() -> None:
     assert f"cpu_affinity auto: 1 threads run on CPU {a}" in out
     assert f"started on {a}" in out
     assert f"cpu_affinity auto: CPU {a} is busy with other work; now on {b}" in out
-    assert out[-1] == f"threads 2 on [{b}]"
+    assert f"moved: threads 2 on [{b}]" in out
+    # drain mode: the threads get back every CPU the process was allowed at start
+    assert out[-1] == f"drained: threads 2 on {cpus}"
+    assert (
+        f"cpu_affinity auto: draining; threads may run on CPUs {affinity._text(frozenset(cpus))}"
+        in out
+    )

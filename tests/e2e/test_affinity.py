@@ -4,6 +4,7 @@ and a CPU list naming no CPU the process may use stops it with a configuration e
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def thread_cpus(pid: int) -> dict[str, frozenset[int]]:
     return found
 
 
-def running_agent(tmp_path: Path, collector: CollectorProcess, setting: str) -> AgentProcess:
+def running_agent(
+    tmp_path: Path, collector: CollectorProcess, setting: str, tables: str = ""
+) -> AgentProcess:
     """An agent with ``cpu_affinity`` = ``setting`` that has shipped some lines (its worker
     threads have started by then)."""
     (tmp_path / "agent").mkdir(parents=True)
@@ -42,6 +45,7 @@ def running_agent(tmp_path: Path, collector: CollectorProcess, setting: str) -> 
         collector,
         sources={"app": [str(tmp_path / "logs" / "*.log")]},
         env={"TAILSEAL_CPU_AFFINITY": setting},
+        tables=tables,
     )
     write_lines(tmp_path / "logs" / "app.log", lines(0, 2000))
     agent.start()
@@ -57,10 +61,10 @@ def running_agent(tmp_path: Path, collector: CollectorProcess, setting: str) -> 
 
 
 @pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs to tell pinned from not")
-def test_auto_puts_every_thread_of_the_agent_on_one_allowed_cpu(
+def test_auto_puts_every_thread_on_one_allowed_cpu_until_the_drain(
     tmp_path: Path, collector: CollectorProcess
 ) -> None:
-    agent = running_agent(tmp_path, collector, "auto")
+    agent = running_agent(tmp_path, collector, "auto", "[shutdown]\ntimeout = 5")
     assert agent.proc is not None
     threads = thread_cpus(agent.proc.pid)
     assert len(threads) >= 3  # the loop and worker threads, not only the main one
@@ -68,7 +72,16 @@ def test_auto_puts_every_thread_of_the_agent_on_one_allowed_cpu(
     assert len(cpus) == 1
     assert cpus <= set(ALLOWED)
     assert "cpu_affinity auto" in (tmp_path / "agent" / "agent.log").read_text()
-    assert agent.terminate() == 0
+    # Draining (the seal cannot ship: the collector is down), the threads get every CPU back.
+    collector.stop()
+    agent.proc.send_signal(signal.SIGTERM)
+    pid = agent.proc.pid
+    eventually_sync(
+        lambda: set(thread_cpus(pid).values()) == {frozenset(ALLOWED)},
+        timeout=10,
+        what="the draining agent's threads to be allowed every CPU",
+    )
+    assert agent.proc.wait(timeout=60) == 75  # the seal stayed unshipped
 
 
 @pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs to tell pinned from not")
