@@ -146,7 +146,10 @@ class Affinity:
         return self.setting == "auto" and self.cpu is not None
 
     def start(self) -> None:
-        """Apply the setting; ConfigError if a CPU list names no CPU this process may use."""
+        """Apply the setting; ConfigError if a CPU list names no CPU this process may use. Where
+        the OS refuses (a sandbox may deny sched_setaffinity) or /proc/stat cannot be read, the
+        agent runs on as with "none", saying so: placement is an optimisation, never a reason
+        not to ship."""
         mode = parse(self.setting)
         if mode == "none":
             return
@@ -162,38 +165,66 @@ class Affinity:
                     f"none of CPUs {_text(mode)} is available to this process "
                     f"(it may use {_text(self.allowed)})",
                 )
-            pin(usable)
+            try:
+                pin(usable)
+            except OSError as exc:
+                self._refused(exc)
+                return
             log.info("cpu_affinity: threads run on CPUs %s", _text(usable))
             return
         if len(self.allowed) == 1:
             log.info("cpu_affinity auto: the process may use one CPU only (%s)", *self.allowed)
             return
-        before = self.stat()
-        time.sleep(START_SAMPLE)
-        self._move(choose(None, busy_between(before, self.stat()), 0.0, self.allowed))
+        try:
+            before = self.stat()
+            time.sleep(START_SAMPLE)
+            self._move(choose(None, busy_between(before, self.stat()), 0.0, self.allowed))
+        except (OSError, ValueError, IndexError) as exc:  # ValueError, IndexError: odd /proc/stat
+            self._refused(exc)
 
     async def follow(self, drain: asyncio.Event) -> None:
         """With "auto": every ``interval`` s, move to a CPU idler than ours. Once ``drain`` is
         set (a stop, a termination notice), give the threads back every CPU they were allowed
         and return: a backlog to ship before the host goes away drains faster when compression
-        and TLS can use the other CPUs (bench.run drain: 61.7 MB/s spread, 50.5 on one CPU)."""
+        and TLS can use the other CPUs (bench.run drain: 61.7 MB/s spread, 50.5 on one CPU).
+        Never raises for the OS's sake (it runs in the agent's task group): a failure to read
+        the load or to move ends the following where the threads are."""
         if not self.auto:
             return
+        try:
+            await self._follow(drain)
+        except (OSError, ValueError, IndexError) as exc:
+            log.warning("cpu_affinity auto: stopped following the load (%s)", exc)
+            await drain.wait()
+        try:
+            pin(self.allowed)
+        except OSError as exc:
+            self._refused(exc)
+            return
+        self.cpu = None
+        log.info("cpu_affinity auto: draining; threads may run on CPUs %s", _text(self.allowed))
+
+    async def _follow(self, drain: asyncio.Event) -> None:
         before, own_before, at = self.stat(), time.process_time(), time.monotonic()
         while not drain.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(drain.wait(), self.interval)
             if drain.is_set():
-                break
+                return
             now, own_now, at_now = self.stat(), time.process_time(), time.monotonic()
             own = (own_now - own_before) / max(at_now - at, 1e-9)
             chosen = choose(self.cpu, busy_between(before, now), own, self.allowed)
             if chosen != self.cpu:
                 self._move(chosen)
             before, own_before, at = now, own_now, at_now
-        pin(self.allowed)
+
+    def _refused(self, exc: BaseException) -> None:
+        log.warning(
+            "cpu_affinity %r: cannot be applied (%s); threads run where the OS puts them",
+            self.setting,
+            exc,
+        )
         self.cpu = None
-        log.info("cpu_affinity auto: draining; threads may run on CPUs %s", _text(self.allowed))
 
     def _move(self, cpu: int) -> None:
         threads = pin(frozenset((cpu,)))

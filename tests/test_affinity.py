@@ -220,3 +220,62 @@ def test_auto_follows_to_an_idler_cpu_with_every_thread_and_lets_go_to_drain() -
         f"cpu_affinity auto: draining; threads may run on CPUs {affinity._text(frozenset(cpus))}"
         in out
     )
+
+
+def test_auto_runs_on_unpinned_when_the_load_cannot_be_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def unreadable() -> affinity.Stat:
+        raise PermissionError(13, "Permission denied", "/proc/stat")
+
+    before = os.sched_getaffinity(0)
+    chosen = affinity.Affinity("auto", stat=unreadable)
+    with caplog.at_level("WARNING", logger="agent.affinity"):
+        chosen.start()  # no exception: placement is an optimisation
+    assert not chosen.auto
+    assert os.sched_getaffinity(0) == before
+    assert "cannot be applied" in caplog.text
+    assert "Permission denied" in caplog.text
+
+
+FAILING_FOLLOW = """
+import asyncio, itertools, logging, os, sys
+from agent.affinity import Affinity
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+a, b = int(sys.argv[1]), int(sys.argv[2])
+readings = iter([{a: (0, 100), b: (0, 100)}, {a: (0, 200), b: (100, 200)}])
+
+def stat():
+    try:
+        return next(readings)
+    except StopIteration:
+        raise OSError(5, "Input/output error") from None
+
+affinity = Affinity("auto", stat=stat, interval=0.01)
+affinity.start()
+
+async def main() -> None:
+    drain = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, drain.set)
+    await affinity.follow(drain)  # must not raise: it runs in the agent's task group
+
+asyncio.run(main())
+print("allowed", sorted(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_a_failing_load_reading_ends_the_following_not_the_agent() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    proc = subprocess.run(
+        [sys.executable, "-c", FAILING_FOLLOW, str(cpus[0]), str(cpus[-1])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert "cpu_affinity auto: stopped following the load ([Errno 5] Input/output error)" in out
+    assert out[-1] == f"allowed {cpus}"  # the drain still gave every CPU back
