@@ -15,15 +15,7 @@ from agent import affinity
 from agent.affinity import MARGIN, busy_between, choose, parse, read_stat
 from agent.config import parse_agent_config
 from agent.errors import ConfigError
-
-BASE = """
-[sources.app]
-type = "file"
-paths = ["/var/log/app.log"]
-[sinks.central]
-type = "tailseal"
-endpoint = "https://collector:8443"
-"""
+from tests.test_config import VALID
 
 
 @pytest.mark.parametrize(
@@ -76,7 +68,7 @@ def test_settings_refused_say_why(setting: str | list[int], says: str) -> None:
     ],
 )
 def test_config_takes_the_setting(line: str, expected: object) -> None:
-    config = parse_agent_config(tomllib.loads(line + "\n" + BASE), {})
+    config = parse_agent_config(tomllib.loads(line + "\n" + VALID), {})
     assert config.cpu_affinity == expected
 
 
@@ -91,11 +83,11 @@ def test_config_takes_the_setting(line: str, expected: object) -> None:
 )
 def test_config_refuses_bad_settings_naming_the_key(line: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
-        parse_agent_config(tomllib.loads(line + "\n" + BASE), {})
+        parse_agent_config(tomllib.loads(line + "\n" + VALID), {})
 
 
 def test_an_environment_override_sets_it() -> None:
-    config = parse_agent_config(tomllib.loads(BASE), {"TAILSEAL_CPU_AFFINITY": "[2, 3]"})
+    config = parse_agent_config(tomllib.loads(VALID), {"TAILSEAL_CPU_AFFINITY": "[2, 3]"})
     assert config.cpu_affinity == [2, 3]
 
 
@@ -156,6 +148,20 @@ def test_cpu_lists_are_written_short() -> None:
     assert affinity._text(frozenset({5})) == "5"
 
 
+def run_script(script: str, *cpus: int) -> list[str]:
+    """Run ``script`` in a fresh interpreter (its pinning must not touch the test process)
+    with ``cpus`` as arguments; its output lines."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *map(str, cpus)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
 FOLLOW = """
 import asyncio, itertools, logging, os, sys, threading
 from agent.affinity import Affinity
@@ -201,15 +207,7 @@ def test_auto_follows_to_an_idler_cpu_with_every_thread_and_lets_go_to_drain() -
     mode they may run on every CPU again."""
     cpus = sorted(os.sched_getaffinity(0))
     a, b = cpus[0], cpus[-1]
-    proc = subprocess.run(
-        [sys.executable, "-c", FOLLOW, str(a), str(b)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout.splitlines()
+    out = run_script(FOLLOW, a, b)
     assert f"cpu_affinity auto: 1 threads run on CPU {a}" in out
     assert f"started on {a}" in out
     assert f"cpu_affinity auto: CPU {a} is busy with other work; now on {b}" in out
@@ -268,14 +266,6 @@ print("allowed", sorted(os.sched_getaffinity(0)))
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
 def test_a_failing_load_reading_ends_the_following_not_the_agent() -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    proc = subprocess.run(
-        [sys.executable, "-c", FAILING_FOLLOW, str(cpus[0]), str(cpus[-1])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout.splitlines()
+    out = run_script(FAILING_FOLLOW, cpus[0], cpus[-1])
     assert "cpu_affinity auto: stopped following the load ([Errno 5] Input/output error)" in out
     assert out[-1] == f"allowed {cpus}"  # the drain still gave every CPU back
