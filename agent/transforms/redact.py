@@ -38,7 +38,7 @@ from functools import partial
 from agent.record import Record
 from agent.transforms.fields import tag
 from agent.transforms.redact_batch import fields_may_hold, redact_fields
-from agent.transforms.rules import BUILTIN_RULES, REDACTED, Rule
+from agent.transforms.rules import BUILTIN_RULES, REDACTED, Rule, caseless
 from agent.transforms.suspects import Suspects, _suspect
 
 __all__ = ["BUILTIN_RULES", "REDACTED", "Redactor", "Rule"]
@@ -110,7 +110,8 @@ class Redactor:
         copy and a scan per call, the largest part of redaction on clean lines)."""
         if not (self.suspect(value) if suspect is None else suspect):
             return value  # the common case
-        low = now = value.lower()  # rules are chosen by ``low``; ``now`` follows the rewrites
+        low, now = caseless(value), value.lower()  # rules are chosen by ``low``; ``now``
+        # (for prefilters, on ASCII text only) follows the rewrites
         ascii_text = value.isascii()
         for triggers, prefilter, sub, replace in self._plan:
             if triggers:

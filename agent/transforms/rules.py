@@ -6,7 +6,7 @@ replaced by ``REDACTED``, lower-case trigger substrings one of which every match
 optional ``check`` of a match (``basic`` credentials must decode to ``user:pass``) and an
 optional prefilter: a cheap necessary condition on ASCII text, searched in its lowered copy.
 
-Invariants: every match of a rule's pattern holds one of its triggers in ``str.lower()`` of the
+Invariants: every match of a rule's pattern holds one of its triggers in ``caseless()`` of the
 text; on ASCII text, its prefilter finds something wherever the pattern matches (tests hold both).
 """
 
@@ -19,6 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 REDACTED = "[REDACTED]"
+
+# Python's ``(?i)`` matches these as the ASCII letters they fold to (long s, dotless i, dotted
+# capital I), but ``str.lower()`` keeps the first two and makes two characters of the third:
+# "pa\u017fsword=x" is a password a rule redacts, yet "pass" is not in its lower().
+_FOLD = str.maketrans({"\u017f": "s", "\u0131": "i", "\u0130": "i"})
+
+
+def caseless(text: str) -> str:
+    """``text`` lowered as trigger words are looked for in it: ``str.lower()``, after folding the
+    characters a ``(?i)`` rule matches as ASCII letters that lower() does not turn into them.
+    (Every other character whose case folds onto an ASCII letter, as the Kelvin sign onto "k",
+    lowers to it.)"""
+    return text.lower() if text.isascii() else text.translate(_FOLD).lower()
 
 
 def _basic(m: re.Match[str]) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Sequence, Sized
 from itertools import accumulate, repeat
 from operator import add
 
-from agent.transforms.rules import AWS_PREFIX, BUILTIN_RULES, Rule
+from agent.transforms.rules import AWS_PREFIX, BUILTIN_RULES, Rule, caseless
 
 # Without a hyperscan wheel for the platform, the pure-Python scan gives the same answers.
 _HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
@@ -70,7 +70,7 @@ def _confirmed(value: str) -> bool:
 
 
 def _suspect(value: str) -> bool:
-    low = value.lower()
+    low = caseless(value)
     if any(map(low.__contains__, _FAST_WORDS)) or _FAST_AWS.search(value):
         return True
     return any(map(low.__contains__, _GATED_WORDS)) and _confirmed(value)
@@ -79,7 +79,7 @@ def _suspect(value: str) -> bool:
 def _unconfirmed(value: str) -> bool:
     """``_suspect`` without the gate: any trigger word at all. For JSON texts (``may_hold``),
     where escapes (``\\"``, ``\\t``) can hide the separator a prefilter looks for."""
-    low = value.lower()
+    low = caseless(value)
     words = (*_FAST_WORDS, *_GATED_WORDS)
     return any(map(low.__contains__, words)) or bool(_FAST_AWS.search(value))
 
@@ -121,14 +121,14 @@ def _find_aws(text: str, values: list[str], flags: bytearray) -> None:
 def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
     """``_suspects`` by ``str.find`` over the values joined: a pass per word over the batch, not
     one per value. No word holds the "\\n" that joins them, so a hit lies inside one value.
-    Non-ASCII values are lowered one by one, as ``_suspect`` does (lowering can change lengths
-    and context: "\\u0130" lowers to two characters)."""
+    Non-ASCII values are made ``caseless`` one by one, as ``_suspect`` does, and where each ends
+    is counted in those (lowering may change lengths: str.lower() makes two of "\\u0130")."""
     flags = bytearray(len(values))
     text = "\n".join(values)
     if text.isascii():
         low, ends = text.lower(), _ends(values)
     else:
-        lowered = [v.lower() for v in values]
+        lowered = [caseless(v) for v in values]
         low, ends = "\n".join(lowered), _ends(lowered)
     gated: list[int] = []
     for words, found in ((_FAST_WORDS, None), (_GATED_WORDS, gated)):
@@ -152,8 +152,8 @@ class _BatchScanner:
 
     An ASCII batch (the common case) is scanned as it is, the words matching ASCII-caselessly
     (on ASCII text, what ``str.lower`` gives); AWS key id prefixes, case-sensitive, are in the
-    database too, and a value with one is checked with the regex. Otherwise values are lowered
-    by Python (``str.lower`` is what the triggers assume, e.g. the Kelvin sign lowers to "k"),
+    database too, and a value with one is checked with the regex. Otherwise values are made
+    ``caseless`` by Python (what the triggers assume: the Kelvin sign lowers to "k"),
     scanned as UTF-8, and the AWS regex runs over the original text. Values with a gated word
     are confirmed one by one (``_gate``). (The whole AWS regex in the database would take ~50 ms
     to compile, literals ~1 ms.) One scanner (and its scratch space) per ``Redactor``, which one
@@ -195,7 +195,7 @@ class _BatchScanner:
                     flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
                 _gate(gated, ends, values, flags, confirm)
             return flags
-        lowered = [v.lower().encode("utf-8", "surrogatepass") for v in values]
+        lowered = [caseless(v).encode("utf-8", "surrogatepass") for v in values]
         self.db.scan(b"\n".join(lowered), match_event_handler=hit)
         ends = _ends(lowered) if hits or gated else []
         _mark(hits, ends, flags)

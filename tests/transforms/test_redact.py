@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import string
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent.record import Record
 from agent.sources import Pending
-from agent.transforms import TransformChain, rules, suspects
+from agent.transforms import TransformChain, redact, rules, suspects
 from agent.transforms.redact import REDACTED, Redactor
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -181,7 +182,9 @@ def test_private_key_split_over_three_parts_is_masked_in_the_middle_part() -> No
 TRIGGERISH = st.sampled_from(
     ["pass", "PASS", "tOkEn", "secret", "xox", "eyJ", "://", "ghp_", "AKIA", "AKIA" + "Z" * 16]
 )
-ODD = st.sampled_from(["\n", "\u212a", "İ", "é", "\ufffd", "日本", "\x00", "ǅ", "ﬀ"])
+ODD = st.sampled_from(
+    ["\n", "\u212a", "İ", "é", "\ufffd", "日本", "\x00", "ǅ", "ﬀ", "\u017f", "\u0131"]
+)
 VALUES = st.lists(
     st.lists(st.one_of(st.text(max_size=12), TRIGGERISH, ODD), max_size=6).map("".join),
     max_size=20,
@@ -258,20 +261,67 @@ def test_a_rule_prefilter_never_skips_a_match(text: str) -> None:
             assert rule.prefilter.search(text.lower()), (rule.name, text)
 
 
-@settings(max_examples=1000, deadline=None)
+def unconditional(value: str) -> str:
+    """The reference: every built-in rule applied in order, no trigger or prefilter consulted."""
+    for rule in rules.BUILTIN_RULES:
+        value = rule.pattern.sub(partial(redact._replace, rule=rule), value)
+    return value
+
+
+# Characters a (?i) rule matches as the ASCII letters s and i, which str.lower() does not give.
+FOLDED = {"s": ["\u017f"], "i": ["\u0131", "\u0130"], "I": ["\u0130"], "S": ["\u017f"]}
+
+
+@st.composite
+def folded(draw: st.DrawFn, text: st.SearchStrategy[str]) -> str:
+    """``text`` with some of its s/i letters spelled as long s, dotless i or dotted capital I."""
+    value = draw(text)
+    return "".join(draw(st.sampled_from([c, *FOLDED[c]])) if c in FOLDED else c for c in value)
+
+
+@settings(max_examples=1500, deadline=None)
 @given(
     value=st.one_of(
         KEY_SOUP,
         secret_lines().map(lambda case: case[0]),
         st.lists(st.one_of(KEY_SOUP, GATEDISH, ODD, st.text(max_size=6)), max_size=6).map("".join),
+        folded(st.one_of(KEY_SOUP, secret_lines().map(lambda case: case[0]))),
     )
 )
-def test_a_value_found_clean_holds_nothing_the_rules_would_redact(value: str) -> None:
-    """The suspect check only lets the rules skip values they would leave alone: whatever the
-    rules change is suspect (also where a prefilter gates a trigger word)."""
-    if Redactor().text(value, suspect=True) != value:
+def test_the_gated_rules_redact_what_every_rule_run_unconditionally_redacts(value: str) -> None:
+    """Triggers, prefilters and the suspect check only let the rules skip values they would
+    leave alone: redacting equals running every rule on everything (also where a prefilter
+    gates a trigger word, and with letters that (?i) folds but lower() keeps: "pa\\u017fsword")."""
+    expected = unconditional(value)
+    assert Redactor().text(value) == expected, value
+    if expected != value:
         assert suspects._suspect(value), value
         assert suspects._unconfirmed(value), value
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "pa\u017fsword=hunter2",
+        "pr\u0130vate_key=hunter2",
+        "Author\u0131zation: hunter2",
+        "--pa\u017fs hunter2",
+        "aws_\u017fecret_key=" + "A" * 40,
+        "ba\u017fic dXNlcjpwYXNz",
+    ],
+)
+def test_secrets_spelled_with_letters_lower_keeps_are_redacted(line: str) -> None:
+    redactor = Redactor()
+    assert "hunter2" not in redactor.text(line)
+    assert unconditional(line) == redactor.text(line) != line
+    batch = [f"line {i}" for i in range(80)]  # the Hyperscan path, and the str.find one
+    for size in (80, 10):
+        values = [*batch[:size], line]
+        assert redactor.suspects(values)[-1] == 1
+        chain = TransformChain("s", None, Redactor())
+        out = chain.apply([Pending(rec(v), None) for v in values])
+        assert "hunter2" not in out[-1].record["msg"]
+        assert "redacted" in out[-1].record["tags"]
 
 
 def test_big_batches_use_the_scanner_and_agree() -> None:
