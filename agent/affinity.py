@@ -20,8 +20,12 @@ Settings:
   run on those CPUs; an error at start if none of them is available to the process.
 
 Linux only (``sched_setaffinity``, ``/proc``); elsewhere "auto" and CPU lists are ignored with a
-warning. Threads inherit the affinity of the thread that starts them, and every thread of the
-agent descends from the main thread; ``pin`` still sets it on every thread that exists.
+warning. Where ``/proc/stat`` does not list every CPU the process may use (LXCFS numbers a
+container's CPUs from 0), its load figures cannot be trusted and "auto" leaves placement to the OS.
+If the agent's CPUs are changed from outside (taskset, a cpuset update, a CPU going offline),
+"auto" leaves them so and stops following. Threads inherit the affinity of the thread that
+starts them, and every thread of the agent descends from the main thread; ``pin`` still sets it
+on every thread that exists.
 
 State: an ``Affinity`` belongs to the agent process's main task; ``follow`` is its only task.
 """
@@ -177,6 +181,13 @@ class Affinity:
             return
         try:
             before = self.stat()
+            if not self.allowed <= before.keys():
+                log.warning(
+                    "cpu_affinity auto: /proc/stat does not show CPUs %s as this process sees them"
+                    " (a container's own view, as LXCFS gives); placement is left to the OS",
+                    _text(self.allowed),
+                )
+                return
             time.sleep(START_SAMPLE)
             self._move(choose(None, busy_between(before, self.stat()), 0.0, self.allowed))
         except (OSError, ValueError, IndexError) as exc:  # ValueError, IndexError: odd /proc/stat
@@ -192,10 +203,14 @@ class Affinity:
         if not self.auto:
             return
         try:
-            await self._follow(drain)
+            outside = await self._follow(drain)
         except (OSError, ValueError, IndexError) as exc:
             log.warning("cpu_affinity auto: stopped following the load (%s)", exc)
+            outside = False
+        if not drain.is_set():
             await drain.wait()
+        if outside:  # someone else placed the threads (taskset, a cpuset change): theirs to keep
+            return
         try:
             pin(self.allowed)
         except OSError as exc:
@@ -204,19 +219,31 @@ class Affinity:
         self.cpu = None
         log.info("cpu_affinity auto: draining; threads may run on CPUs %s", _text(self.allowed))
 
-    async def _follow(self, drain: asyncio.Event) -> None:
+    async def _follow(self, drain: asyncio.Event) -> bool:
+        """Follow the load until ``drain``; True if it stopped because the threads' affinity was
+        changed from outside (then it is left as it is)."""
         before, own_before, at = self.stat(), time.process_time(), time.monotonic()
         while not drain.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(drain.wait(), self.interval)
             if drain.is_set():
-                return
+                return False
+            actual = frozenset(os.sched_getaffinity(0))
+            if self.cpu is None or actual != {self.cpu}:
+                log.warning(
+                    "cpu_affinity auto: the agent was placed on CPUs %s from outside (an operator,"
+                    " a cpuset change, a CPU going offline); it stays there, no longer following",
+                    _text(actual),
+                )
+                self.cpu = None
+                return True
             now, own_now, at_now = self.stat(), time.process_time(), time.monotonic()
             own = (own_now - own_before) / max(at_now - at, 1e-9)
             chosen = choose(self.cpu, busy_between(before, now), own, self.allowed)
             if chosen != self.cpu:
                 self._move(chosen)
             before, own_before, at = now, own_now, at_now
+        return False
 
     def _refused(self, exc: BaseException) -> None:
         log.warning(

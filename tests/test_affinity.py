@@ -269,3 +269,51 @@ def test_a_failing_load_reading_ends_the_following_not_the_agent() -> None:
     out = run_script(FAILING_FOLLOW, cpus[0], cpus[-1])
     assert "cpu_affinity auto: stopped following the load ([Errno 5] Input/output error)" in out
     assert out[-1] == f"allowed {cpus}"  # the drain still gave every CPU back
+
+
+OUTSIDE = """
+import asyncio, itertools, logging, os, sys
+from agent.affinity import Affinity
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+a, b = int(sys.argv[1]), int(sys.argv[2])
+quiet = {a: (0, 100), b: (0, 100)}
+readings = itertools.chain([quiet, {a: (0, 200), b: (100, 200)}], itertools.repeat(quiet))
+affinity = Affinity("auto", stat=lambda: next(readings), interval=0.01)
+affinity.start()
+
+async def main() -> None:
+    drain = asyncio.Event()
+    follow = asyncio.create_task(affinity.follow(drain))
+    os.sched_setaffinity(0, {b})  # an operator's taskset, a cpuset change
+    while affinity.cpu is not None:
+        await asyncio.sleep(0.01)
+    drain.set()
+    await follow
+
+asyncio.run(main())
+print("after the drain", sorted(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_auto_leaves_a_placement_made_from_outside_alone() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    a, b = cpus[0], cpus[-1]
+    out = run_script(OUTSIDE, a, b)
+    assert f"cpu_affinity auto: 1 threads run on CPU {a}" in out
+    assert any(f"placed on CPUs {b} from outside" in line for line in out), out
+    assert out[-1] == f"after the drain [{b}]"  # not given every CPU back: not ours to undo
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to tell")
+def test_auto_leaves_placement_to_the_os_where_proc_stat_numbers_cpus_its_own_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = os.sched_getaffinity(0)
+    renumbered = affinity.Affinity("auto", stat=lambda: {0: (0, 100)})  # as LXCFS shows CPU 0
+    with caplog.at_level("WARNING", logger="agent.affinity"):
+        renumbered.start()
+    assert not renumbered.auto
+    assert os.sched_getaffinity(0) == before
+    assert "does not show CPUs" in caplog.text
