@@ -55,7 +55,11 @@ def _cover(rules: tuple[Rule, ...], *, beside: tuple[str, ...] = ()) -> tuple[st
 _GATED = tuple(rule for rule in BUILTIN_RULES if rule.prefilter is not None)
 _FAST_WORDS = _cover(tuple(rule for rule in BUILTIN_RULES if rule.prefilter is None))
 _GATED_WORDS = _cover(_GATED, beside=_FAST_WORDS)
-_PREFILTERS = tuple(rule.prefilter for rule in _GATED if rule.prefilter is not None)
+# The gated rules' prefilters as one pattern, searched in the lowered text (re.IGNORECASE on the
+# text itself would spare the copy, but it costs re its literal-prefix search: twice as slow).
+_GATE = re.compile(
+    "|".join(f"(?:{rule.prefilter.pattern})" for rule in _GATED if rule.prefilter is not None)
+)
 _FAST_AWS = re.compile(rf"(?:{AWS_PREFIX})[A-Z0-9]{{16}}")
 
 
@@ -63,10 +67,7 @@ def _confirmed(value: str) -> bool:
     """Whether ``value``, which holds a word of ``_GATED_WORDS``, is suspect: unless it is ASCII
     and no prefilter finds anything in it lowered (a prefilter is a necessary condition of its
     rule on ASCII text only, which is also when ``Redactor.text`` consults it)."""
-    if not value.isascii():
-        return True
-    low = value.lower()
-    return any(prefilter.search(low) for prefilter in _PREFILTERS)
+    return not value.isascii() or _GATE.search(value.lower()) is not None
 
 
 def _suspect(value: str) -> bool:
