@@ -243,3 +243,26 @@ def test_times_a_record_cannot_hold_are_not_a_header_and_never_raise(line: str) 
     assert record["msg"] == line
     assert "parse_failure" in record["tags"]
     assert chain.stats.parser_errors == 0  # a bad time is the input's fault, not a parser bug
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Local", "+05:45", "-11:00", "America/New_York"])
+def test_the_system_clock_gives_the_years_an_injected_clock_gives(zone: str) -> None:
+    """The default clock is read as time.time() (bounds as POSIX times); an injected one as a
+    datetime: every month and day of a BSD line gets the same year and time either way."""
+    tz = parse_timezone(zone)
+    system = SyslogParser(tz)
+    injected = SyslogParser(tz, clock=lambda: datetime.now(UTC))
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    checked = 0
+    for month in months:
+        for day in (1, 2, 15, 28, 29, 30, 31):
+            for second in (0, 1):
+                line = f"{month} {day:2d} 10:00:{second:02d} host prog: text"
+                mine, theirs = system.header(line), injected.header(line)
+                assert (mine.ts if mine else None) == (theirs.ts if theirs else None), line
+                checked += mine is not None
+    assert checked > 150  # not only invalid dates
+    this_year = datetime.now(UTC).astimezone(tz).year
+    head = system.header(datetime.now(UTC).astimezone(tz).strftime("%b %d %H:%M:%S h p: x"))
+    assert head is not None
+    assert head.ts.startswith(str(this_year))
