@@ -82,20 +82,33 @@ class ReferenceTail:
             while self.bytes > self.max_bytes // 2 and self.entries:
                 self.bytes -= len(self.entries.pop(0)[2])
 
+    def forget_through(self, seq: int) -> None:
+        while self.entries and self.entries[0][0] <= seq:
+            self.bytes -= len(self.entries.pop(0)[2])
+
 
 @settings(max_examples=300, deadline=None)
 @given(
     batches=st.lists(st.lists(st.integers(0, 50), max_size=12), min_size=1, max_size=12),
     max_bytes=st.integers(0, 300),
+    forget=st.lists(st.integers(-3, 8), min_size=12, max_size=12),
 )
-def test_hot_tail_trims_as_the_plain_loop(batches: list[list[int]], max_bytes: int) -> None:
+def test_hot_tail_trims_and_forgets_as_the_plain_loop(
+    batches: list[list[int]], max_bytes: int, forget: list[int]
+) -> None:
+    """Also forget_through (segments deleted) between batches: the running sizes the trim
+    bisects stay those of the entries held."""
     tail, reference = HotTail(max_bytes), ReferenceTail(max_bytes)
     seq = 0
-    for sizes in batches:
+    for sizes, back in zip(batches, forget, strict=False):
         entries = [(seq + i, b"h", b"x" * n) for i, n in enumerate(sizes, start=1)]
         seq += len(sizes)
         tail.extend(entries)
         reference.extend(entries)
+        assert tail._entries == reference.entries
+        assert tail._bytes == reference.bytes
+        tail.forget_through(seq - back)
+        reference.forget_through(seq - back)
         assert tail._entries == reference.entries
         assert tail._bytes == reference.bytes
 
