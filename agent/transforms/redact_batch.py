@@ -23,6 +23,8 @@ State: none beyond one call; a ``Slots`` belongs to the call that made it.
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import repeat
+from operator import contains
 from typing import TYPE_CHECKING, Any
 
 from orjson import dumps
@@ -151,6 +153,17 @@ def fields_may_hold(redactor: Redactor, records: list[Record]) -> bytearray:
     return may_hold(redactor, [{k: v for k, v in r.items() if k not in skip} for r in records])
 
 
+def _ones(first: bytearray, second: bytearray) -> list[int]:
+    """The indexes where ``first`` or ``second`` holds 1, in order (both are mostly 0)."""
+    found: set[int] = set()
+    for flags in (first, second):
+        at = flags.find(1)
+        while at >= 0:
+            found.add(at)
+            at = flags.find(1, at + 1)
+    return sorted(found)
+
+
 def _texts(msgs: list[Any]) -> list[str]:
     """``msgs`` with "" for any that is not a str (those have nothing to redact)."""
     if set(map(type, msgs)) == {str}:
@@ -189,12 +202,15 @@ def redact_records(redactor: Redactor, records: list[Record], *, fields_from_msg
     # Split parts take the per-record path whatever they hold: it also moves the carry.
     todo: list[tuple[Record, object, int, int]]
     if fields_from_msg:
-        msgs = [record.get("msg") for record in records]
+        # map() over the records, not a Python loop: this runs for every line of a batch, and
+        # most are clean; only the hits and the tagged records are looked at one by one.
+        msgs = list(map(dict.get, records, repeat("msg")))
         hits = redactor.suspects(_texts(msgs))
+        tagged = bytearray(map(contains, records, repeat("tags")))
         todo = [
-            (r, m, hit, hit)
-            for r, m, hit in zip(records, msgs, hits, strict=True)
-            if hit or ("tags" in r and "split" in r["tags"])
+            (records[i], msgs[i], hits[i], hits[i])
+            for i in _ones(hits, tagged)
+            if hits[i] or "split" in records[i]["tags"]
         ]
     else:
         hits = may_hold(redactor, records)
