@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from agent.record import Record
 from agent.transforms.fields import put
@@ -147,15 +148,13 @@ def _sshd(body: str, record: Record) -> bool:
         m = pattern.match(body)
         if m is None:
             continue
-        ip, port = m.group("ip", "port")  # every pattern has both (groupdict costs more)
-        _source(record, ip, port)
-        if kind not in _NO_USER:
-            user = m["user"]
-            if user:
-                _node(record, "user")["name"] = user
-        if kind == "login":
-            _login(m, record)
+        if kind == "login":  # the commonest sshd line: its groups in one call, not by name
+            _login(m.groups(), record)
         else:
+            ip, port = m.group("ip", "port")  # every pattern has both (groupdict costs more)
+            _source(record, ip, port)
+            if kind not in _NO_USER and (user := m["user"]):
+                _node(record, "user")["name"] = user
             _event(record, *_SSHD_EVENTS[kind])
         if body.endswith("[preauth]"):
             _system_auth(record, "ssh")["preauth"] = True
@@ -163,8 +162,13 @@ def _sshd(body: str, record: Record) -> bool:
     return False
 
 
-def _login(m: re.Match[str], record: Record) -> None:
-    ok = m["event"] == "Accepted"
+def _login(groups: tuple[str | Any, ...], record: Record) -> None:
+    """An "Accepted/Failed <method> for ..." line: the groups of its pattern, in order."""
+    event, method, invalid, user, ip, port, sig = groups
+    _source(record, ip, port)
+    if user:
+        _node(record, "user")["name"] = user
+    ok = event == "Accepted"
     _event(
         record,
         "authentication",
@@ -172,7 +176,6 @@ def _login(m: re.Match[str], record: Record) -> None:
         "ssh_login",
         "success" if ok else "failure",
     )
-    method, invalid, sig = m.group("method", "invalid", "sig")
     ssh = _system_auth(record, "ssh")
     ssh["method"] = method
     if sig:
