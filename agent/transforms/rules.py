@@ -119,8 +119,10 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         "password_assignment",
         re.compile(
-            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[:=]\s*"
-            r"(?P<secret>\"[^\"]{1,8192}\"|'[^']{1,8192}'|[^\s,;&\"'}]{1,8192})"
+            # A quoted value's quotes stay (outside the secret): a redacted JSON line or
+            # password="..." assignment keeps its shape, '"password": "[REDACTED]"'.
+            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[:=]\s*[\"']?"
+            r"(?P<secret>(?<=\")[^\"]{1,8192}(?=\")|(?<=')[^']{1,8192}(?=')|[^\s,;&\"'}]{1,8192})"
         ),
         ("pass", "secret", "token", "apikey", "api_key", "private"),
         # Every key ends in one of these words and is followed by the separator.

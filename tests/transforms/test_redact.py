@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import string
 from functools import partial
 
@@ -131,6 +132,38 @@ def test_key_names_and_schemes_stay_readable() -> None:
     assert redactor.text("login password=hunter2 ok") == f"login password={REDACTED} ok"
     assert redactor.text("Authorization: Bearer abcdefghij") == f"Authorization: Bearer {REDACTED}"
     assert redactor.text("git https://u:pw@h/x") == f"git https://u:{REDACTED}@h/x"
+
+
+@pytest.mark.parametrize(
+    ("line", "redacted"),
+    [
+        ('password="hunter2 hunter2"', f'password="{REDACTED}"'),
+        ("db_password='hunter2' ok", f"db_password='{REDACTED}' ok"),
+        ('"api_key": "k-123", "n": 1', f'"api_key": "{REDACTED}", "n": 1'),
+        ('token="unterminated', f'token="{REDACTED}'),  # was left whole: no closing quote
+        ('password=""', 'password=""'),  # nothing to hide
+    ],
+)
+def test_a_quoted_value_keeps_its_quotes(line: str, redacted: str) -> None:
+    assert Redactor().text(line) == redacted
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secrets=st.dictionaries(
+        st.sampled_from(["password", "api_key", "client_secret", "token"]),
+        st.text(alphabet=string.ascii_letters + string.digits + " @:;,&}'=", min_size=1),
+        min_size=1,
+    ),
+    plain=st.dictionaries(
+        st.sampled_from(["user", "path", "msg"]), st.text(alphabet=string.ascii_letters + " ")
+    ),
+)
+def test_a_redacted_json_line_stays_json(secrets: dict[str, str], plain: dict[str, str]) -> None:
+    """The secrets of a JSON line become "[REDACTED]" strings; the line still parses."""
+    line = json.dumps({**secrets, **plain, "n": 1})
+    out = json.loads(Redactor().text(line))
+    assert out == {**dict.fromkeys(secrets, REDACTED), **plain, "n": 1}, line
 
 
 @pytest.mark.parametrize(
