@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -409,6 +410,8 @@ class Agent:
             "notices": [n["notice"] for n in self.notices],
             "reloads": dict(self.reloads),
             "exit_code": life.exit_code,
+            # Where the agent's (main) thread may run: with cpu_affinity = "auto", its one CPU.
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
         }
 
     def _source_status(self, name: str) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def render(status: dict[str, Any]) -> str:
     used = 100 * buffer["bytes"] / buffer["max_bytes"] if buffer["max_bytes"] else 0
     lines = [
         f"tailseal: {status['phase']}" + (f" ({status['reason']})" if status["reason"] else ""),
-        f"stream {status['stream']}  seq {status['last_seq']}  head {status['head'][:16]}",
+        f"stream {status['stream']}  seq {status['last_seq']}  head {status['head'][:16]}"
+        + (f"  cpus {','.join(map(str, status['cpus']))}" if status.get("cpus") else ""),
         f"buffer {_size(buffer['bytes'])} of {_size(buffer['max_bytes'])} ({used:.1f}%)"
         + ("  BLOCKED: full" if buffer["blocked"] else "")
         + (f"  WRITE ERROR: {buffer['write_error']}" if buffer["write_error"] else ""),

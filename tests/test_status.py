@@ -41,3 +41,10 @@ def test_quarantined_records_and_the_reason_are_shown() -> None:
         "  central -> https://c: acked seq 30, backlog 0 records  QUARANTINED: 2 records"
         "  last error: collector refused record 8 for good"
     ) in text
+
+
+def test_the_cpus_the_agent_may_run_on_are_shown_when_known() -> None:
+    pinned = {**status(quarantined=0), "cpus": [1]}
+    assert f"stream s-1  seq 30  head {'ab' * 8}  cpus 1\n" in render(pinned) + "\n"
+    unknown = {**status(quarantined=0), "cpus": []}  # no sched_getaffinity on the platform
+    assert "cpus" not in render(unknown)

@@ -71,6 +71,7 @@ def test_auto_puts_every_thread_on_one_allowed_cpu_until_the_drain(
     (cpus,) = set(threads.values())
     assert len(cpus) == 1
     assert cpus <= set(ALLOWED)
+    assert agent.status()["cpus"] == sorted(cpus)  # /status and `tailseal status` say where
     assert "cpu_affinity auto" in (tmp_path / "agent" / "agent.log").read_text()
     # Draining (the seal cannot ship: the collector is down), the threads get every CPU back.
     collector.stop()
@@ -97,6 +98,7 @@ def test_a_cpu_list_is_applied_to_every_thread_and_none_leaves_them_free(
     free = running_agent(tmp_path / "free", collector, "none")
     assert free.proc is not None
     assert set(thread_cpus(free.proc.pid).values()) == {frozenset(ALLOWED)}
+    assert free.status()["cpus"] == ALLOWED
     assert free.terminate() == 0
 
 
