@@ -162,9 +162,25 @@ def run_script(script: str, *cpus: int) -> list[str]:
     return proc.stdout.splitlines()
 
 
-FOLLOW = """
+# Scripts wait for what the follower says (its log lines), not for time to pass.
+SAID = """
+class Said(logging.Handler):
+    def __init__(self, words, event):
+        super().__init__()
+        self.words, self.event = words, event
+
+    def emit(self, record):
+        if self.words in record.getMessage():
+            self.event.set()  # the follower logs from the event loop's own thread
+"""
+
+FOLLOW = (
+    """
 import asyncio, itertools, logging, os, sys, threading
 from agent.affinity import Affinity
+"""
+    + SAID
+    + """
 
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 a, b = int(sys.argv[1]), int(sys.argv[2])
@@ -187,10 +203,10 @@ def threads() -> str:
     return f"threads {len(tasks)} on {on}"
 
 async def main() -> None:
-    drain = asyncio.Event()
+    drain, moved = asyncio.Event(), asyncio.Event()
+    logging.getLogger("agent.affinity").addHandler(Said("now on", moved))
     follow = asyncio.create_task(affinity.follow(drain))
-    while affinity.cpu == a:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(moved.wait(), 30)
     print("moved:", threads(), flush=True)
     drain.set()
     await follow
@@ -198,6 +214,7 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
@@ -271,9 +288,13 @@ def test_a_failing_load_reading_ends_the_following_not_the_agent() -> None:
     assert out[-1] == f"allowed {cpus}"  # the drain still gave every CPU back
 
 
-OUTSIDE = """
+OUTSIDE = (
+    """
 import asyncio, itertools, logging, os, sys
 from agent.affinity import Affinity
+"""
+    + SAID
+    + """
 
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 a, b = int(sys.argv[1]), int(sys.argv[2])
@@ -283,17 +304,18 @@ affinity = Affinity("auto", stat=lambda: next(readings), interval=0.01)
 affinity.start()
 
 async def main() -> None:
-    drain = asyncio.Event()
+    drain, noticed = asyncio.Event(), asyncio.Event()
+    logging.getLogger("agent.affinity").addHandler(Said("from outside", noticed))
     follow = asyncio.create_task(affinity.follow(drain))
     os.sched_setaffinity(0, {b})  # an operator's taskset, a cpuset change
-    while affinity.cpu is not None:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(noticed.wait(), 30)
     drain.set()
     await follow
 
 asyncio.run(main())
 print("after the drain", sorted(os.sched_getaffinity(0)))
 """
+)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
