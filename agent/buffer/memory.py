@@ -39,7 +39,6 @@ class HotTail:
         # cut by bisection instead of summing every entry held (~12k of them at 4 MiB).
         self._ends: list[int] = []
         self._base = 0  # the running count before _entries[0]
-        self._bytes = 0
 
     def extend(self, entries: list[Entry]) -> None:
         if not entries:
@@ -47,7 +46,6 @@ class HotTail:
         self._entries.extend(entries)
         start = self._ends[-1] if self._ends else self._base
         self._ends.extend(islice(accumulate(map(len, map(_WIRE, entries)), initial=start), 1, None))
-        self._bytes = self._ends[-1] - self._base
         if self._bytes > self.max_bytes:
             # Trim to half at once: trimming costs a list shift, so do it rarely. The cut is
             # the first entry whose running size takes what is left to half or below.
@@ -61,7 +59,11 @@ class HotTail:
             self._base = self._ends[cut - 1]
             del self._entries[:cut]
             del self._ends[:cut]
-            self._bytes = self._ends[-1] - self._base if self._ends else 0
+
+    @property
+    def _bytes(self) -> int:
+        """Wire bytes of the entries held."""
+        return self._ends[-1] - self._base if self._ends else 0
 
     def after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:
         """Consecutive entries after ``after_seq``; None unless the next one is held here."""
