@@ -29,7 +29,7 @@ from agent.buffer import special
 from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.config import TailsealSinkConfig
-from agent.errors import PermanentError, RetryableError
+from agent.errors import RetryableError
 from agent.record import now_rfc3339
 from agent.retry import Backoff
 from agent.sources import Pending
@@ -67,7 +67,8 @@ class NativeSink:
         self.batches_sent = 0
         self.records_acked = 0
         self.bytes_acked = 0
-        self.retries: dict[str, int] = {}  # by reason: network, busy, auth, rejected, unacked
+        # by reason: network, busy, auth, rejected, unacked, too_large
+        self.retries: dict[str, int] = {}
         self.relinks = 0  # 409s: the collector held another position in the chain
         self.quarantined = 0  # records the collector refused for good, kept on disk
         self._gap_records: set[asyncio.Task[None]] = set()  # quarantine gaps on their way in
@@ -142,12 +143,13 @@ class NativeSink:
             started = time.monotonic()
             try:
                 await self._post(session, current)
-            except _TooLargeError:
+            except _TooLargeError as too_large:
                 if len(batch.records) == 1:
-                    raise PermanentError(
-                        f"sink {self.name}: collector refuses record seq {batch.first_seq} as "
-                        "too large"
-                    ) from None
+                    # No split can help: the collector will never take this record as it is
+                    # (a line near max_line_bytes against a smaller body limit). Like a record
+                    # it refuses by seq, it is kept here and accounted by a gap record, so the
+                    # records after it still ship.
+                    return _Quarantine(batch, 413, too_large.error)
                 halves = batch.split()
                 pending[:0] = [
                     _Encoded(half, *await in_thread(self._encode, half)) for half in halves
@@ -287,7 +289,16 @@ class NativeSink:
         if status == 409 and isinstance(reply.get("expected"), int):
             raise _RelinkError(reply["expected"])
         if status == 413:
-            raise _TooLargeError
+            reason = str(reply.get("error") or "request body too large")
+            if len(batch.records) == 1 and _json(batch.records[0]).get("type") == "gap":
+                # Quarantining a gap record would commit another one: retried instead, loudly.
+                raise RetryableError(
+                    f"collector refuses gap record seq {batch.first_seq} "
+                    f"({len(batch.records[0])} bytes) as too large ({reason}): its body limit "
+                    "is too small for any record",
+                    reason="too_large",
+                )
+            raise _TooLargeError(reason)
         if status in (401, 403):
             self._token = self._read_token()
             raise RetryableError(
@@ -399,7 +410,11 @@ async def _settle(task: asyncio.Task[_Encoded | None]) -> None:
 
 
 class _TooLargeError(Exception):
-    pass
+    """413: the batch is too large for the collector (``error``: its reason)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _RelinkError(Exception):

@@ -459,6 +459,98 @@ async def test_records_the_collector_refuses_are_quarantined_and_the_rest_ships(
     assert report.sealed
 
 
+@pytest.mark.parametrize(
+    ("compression", "limits", "error"),
+    [
+        ("none", {"max_body_bytes": 8000}, "body exceeds 8000 bytes"),
+        ("zstd", {"max_decompressed_bytes": 8000}, "decompressed body exceeds 8000 bytes"),
+    ],
+)
+async def test_a_single_record_too_large_for_the_collector_is_quarantined(
+    tmp_path: Path,
+    tls_files: TlsFiles,
+    compression: str,
+    limits: dict[str, int],
+    error: str,
+) -> None:
+    """A record the collector refuses as too large even alone (413 to a batch of one) cannot be
+    split further: it is kept in state_dir/quarantine and accounted by a gap record, and the
+    records after it ship. Before, the sink raised and took the agent down with it, and every
+    restart met the same record: nothing after it ever shipped."""
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", BufferConfig(), ["central"])
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    collector, url = await start_collector(tmp_path, tls_files, **limits)
+    huge = "x" * 20_000
+    try:
+        await rig.commit(5)
+        await buffer.emit([Pending({"msg": huge}, None)])
+        await rig.commit(5, start=5)  # seqs 7-11; the gap record will be 12
+        sink = rig.sink(url, tls_files, compression=compression)
+        # 11 records + the gap record for seq 6.
+        await run_until(sink, lambda: buffer.cursors["central"][0] == 12, "all but seq 6")
+        assert sink.quarantined == 1
+        assert sink.retries == {}
+        await buffer.close("test")
+        await rig.writer
+        rig.drain.set()
+        await asyncio.wait_for(rig.sink(url, tls_files, compression=compression).run(), 30)
+        lines = await collector.store.read_records(buffer.stream_id)
+        report = verify_stream(tmp_path / "collector" / "streams" / buffer.stream_id)
+    finally:
+        await collector.stop()
+        await asyncio.to_thread(buffer.stop)
+    records = [orjson.loads(line) for line in lines]
+    assert [r["seq"] for r in records] == [s for s in range(1, 14) if s != 6]
+    assert [r["msg"] for r in records[:10]] == [f"line {i}" for i in range(10)]
+    gap = records[10]
+    assert (gap["type"], gap["reason"], gap["gap"]["from_seq"]) == ("gap", "collector_rejected", 6)
+    assert error in gap["msg"]
+    kept = orjson.loads(await asyncio.to_thread(Path(gap["gap"]["kept"]).read_bytes))
+    assert (kept["seq"], kept["status"], kept["error"]) == (6, 413, error)
+    assert orjson.loads(kept["record"])["msg"] == huge
+    assert sorted((f.kind, f.seq) for f in report.findings) == [("gap", 12), ("skip", 6)]
+    assert report.ok(allow_unsealed=False)
+    assert report.sealed
+
+
+async def test_a_gap_record_refused_as_too_large_is_retried_not_quarantined(
+    rig: Rig, tls_files: TlsFiles
+) -> None:
+    """A collector (or a proxy before it) whose limit refuses every record: the first record is
+    quarantined, but its gap record is not (that would commit another gap, without end); it is
+    retried with backoff under the reason "too_large", the sink keeps running, nothing else is
+    skipped and the gap record stays in the buffer."""
+    answers: list[bytes] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        answers.append(await request.read())
+        return web.Response(status=413, text="<html>413 Request Entity Too Large</html>")
+
+    app = web.Application()
+    app.router.add_post("/v1/batches", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await rig.commit(1)
+        sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
+        await run_until(sink, lambda: sink.retries.get("too_large", 0) >= 3, "gap retried")
+        assert sink.quarantined == 1
+        assert "gap record seq 2" in sink.last_error
+        assert "as too large" in sink.last_error
+        assert await rig.acked() == 0
+        assert rig.buffer.last_seq == 2  # the record and its gap: no gap of the gap
+        kept = rig.buffer.directory.parent / "quarantine" / "central" / f"{1:020d}.json"
+        entry = orjson.loads(kept.read_bytes())
+        assert (entry["status"], entry["error"]) == (413, "request body too large")
+        # Every request after the quarantine carried the gap record alone.
+        assert all(b'"type":"gap"' in body for body in answers[1:])
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
     rig: Rig, tls_files: TlsFiles
 ) -> None:
