@@ -13,6 +13,14 @@ limits the replacement to that group, otherwise the whole match goes). Each buil
 cheap lower-case trigger substrings and may add a prefilter (a cheaper necessary condition on
 ASCII text); ``text`` runs a rule only when they allow.
 
+Escaped quotes: a JSON line's msg holds its strings escaped, so ``export TOKEN="x"`` logged by a
+shell hook reads ``export TOKEN=\\"x\\"``. The built-in rules see each ``\\"`` as one quote
+character (``rules.escapes_view``): the secret between escaped quotes goes whole and the redacted
+line still parses, decoding to what the same command redacted on its own gives. (Before, the
+rules took the backslash for the whole value and shipped the secret after it.) Command-line
+values (``--password``, ``mysql -p``, ``sshpass -p``) stop before a JSON string's closing quote
+for the same reason. Configured patterns see the text as it is.
+
 Suspects (``suspects.py``): which strings may hold a secret at all, answered for many strings in
 one pass (Hyperscan for big batches, ``str.find`` over the joined strings for small ones); a
 value holding only a prefiltered rule's trigger is suspect only when the prefilter agrees
@@ -33,16 +41,21 @@ that runs the source's chain; it holds at most one entry per file being split.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 
 from agent.record import Record
 from agent.transforms.fields import tag
 from agent.transforms.redact_batch import fields_may_hold, redact_fields
-from agent.transforms.rules import BUILTIN_RULES, REDACTED, Rule, caseless
+from agent.transforms.rules import BUILTIN_RULES, REDACTED, Rule, caseless, escapes_view, unview
 from agent.transforms.suspects import Suspects, _suspect
 
 __all__ = ["BUILTIN_RULES", "REDACTED", "Redactor", "Rule"]
 
+# Per rule: its triggers, prefilter, pattern.sub and the replacement function for it.
+_Plan = tuple[
+    tuple[tuple[str, ...], re.Pattern[str] | None, Callable[..., str], Callable[..., str]], ...
+]
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
 _KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 
@@ -54,6 +67,25 @@ def _replace(m: re.Match[str], rule: Rule) -> str:
         return REDACTED
     base = m.start()
     return m[0][: m.start("secret") - base] + REDACTED + m[0][m.end("secret") - base :]
+
+
+def _apply(plan: _Plan, value: str, low: str, ascii_text: bool) -> str:
+    """``value`` rewritten by each rule of ``plan`` whose triggers are in ``low`` and whose
+    prefilter (consulted if ``ascii_text``) finds something in it as rewritten so far."""
+    now = value.lower()
+    for triggers, prefilter, sub, replace in plan:
+        if triggers:
+            for word in triggers:
+                if word in low:
+                    break
+            else:
+                continue
+            if prefilter is not None and ascii_text and prefilter.search(now) is None:
+                continue
+        new = sub(replace, value)
+        if new is not value:
+            value, now = new, new.lower()
+    return value
 
 
 def _mask_lead(text: str) -> str:
@@ -84,10 +116,15 @@ class Redactor:
         self.rules = BUILTIN_RULES + self.custom
         self._carry: dict[str, tuple[int, str, bool]] = {}  # path -> (next part, tail, in key)
         self._suspects = Suspects()
-        # Per rule, in order: what ``text`` needs, bound once instead of per call.
-        self._plan = tuple(
-            (rule.triggers, rule.prefilter, rule.pattern.sub, partial(_replace, rule=rule))
-            for rule in self.rules
+        # Per rule, in order: what ``text`` needs, bound once instead of per call. The built-in
+        # rules read escaped quotes as quotes (``escapes_view``); configured patterns were
+        # written against the text as it is and see it so.
+        self._builtin_plan, self._custom_plan = (
+            tuple(
+                (rule.triggers, rule.prefilter, rule.pattern.sub, partial(_replace, rule=rule))
+                for rule in rules
+            )
+            for rules in (BUILTIN_RULES, self.custom)
         )
 
     def suspect(self, value: str) -> bool:
@@ -110,21 +147,17 @@ class Redactor:
         copy and a scan per call, the largest part of redaction on clean lines)."""
         if not (self.suspect(value) if suspect is None else suspect):
             return value  # the common case
-        low, now = caseless(value), value.lower()  # rules are chosen by ``low``; ``now``
-        # (for prefilters, on ASCII text only) follows the rewrites
-        ascii_text = value.isascii()
-        for triggers, prefilter, sub, replace in self._plan:
-            if triggers:
-                for word in triggers:
-                    if word in low:
-                        break
-                else:
-                    continue
-                if prefilter is not None and ascii_text and prefilter.search(now) is None:
-                    continue
-            new = sub(replace, value)
-            if new is not value:
-                value, now = new, new.lower()
+        low = caseless(value)  # rules are chosen by the triggers in ``low``
+        ascii_text = value.isascii()  # where prefilters hold (an escapes_view is not ASCII)
+        view = escapes_view(value)
+        if view is None:
+            value = _apply(self._builtin_plan, value, low, ascii_text)
+        else:
+            new = _apply(self._builtin_plan, view, low, ascii_text)
+            if new is not view:
+                value = unview(new)
+        if self._custom_plan:
+            value = _apply(self._custom_plan, value, low, ascii_text)  # no triggers
         return value
 
     def record(

@@ -34,6 +34,29 @@ def caseless(text: str) -> str:
     return text.lower() if text.isascii() else text.translate(_FOLD).lower()
 
 
+# An escaped quote (``\\"``, as in a JSON string or a shell word) and an escaped backslash, as the
+# built-in rules see them: one character each (Unicode private use), which the rules take for a
+# quote and for a plain character. ``password=\\"hunter2\\"`` inside a JSON line then reads as
+# ``password="hunter2"`` does, instead of as a one-character value ``\\``.
+ESCAPED_QUOTE, ESCAPED_BACKSLASH = "\ue000", "\ue001"
+_ESCAPE = re.compile(r'\\["\\]')
+_ESCAPED = {'\\"': ESCAPED_QUOTE, "\\\\": ESCAPED_BACKSLASH}.__getitem__
+
+
+def escapes_view(text: str) -> str | None:
+    """``text`` with each ``\\"`` and ``\\\\`` (paired left to right, as JSON does) made one
+    character, for the built-in rules; None when it holds no escaped quote, or already holds one
+    of those characters (then the rules see it as it is)."""
+    if '\\"' not in text or ESCAPED_QUOTE in text or ESCAPED_BACKSLASH in text:
+        return None
+    return _ESCAPE.sub(lambda m: _ESCAPED(m[0]), text)
+
+
+def unview(view: str) -> str:
+    """The text an ``escapes_view`` stands for, with whatever the rules replaced in it."""
+    return view.replace(ESCAPED_QUOTE, '\\"').replace(ESCAPED_BACKSLASH, "\\\\")
+
+
 def _basic(m: re.Match[str]) -> bool:
     """``Basic <b64>`` is a credential only if it decodes to ``user:password``."""
     token = m["secret"]
@@ -52,6 +75,28 @@ class Rule:
     # Searched in the lower-cased text of an ASCII value: no hit means ``pattern`` cannot match
     # (a cheap necessary condition where ``pattern`` is slow, as case-insensitive ones are).
     prefilter: re.Pattern[str] | None = None
+
+
+# A command-line secret: in quotes (which stay, outside the secret; a value in escaped quotes
+# ends at the next one), or bare up to whitespace or a character of ``stop``, with quoted pieces
+# glued on (the shell's -pab"c d"). A glued piece holds no "," or "}", so the bare value of a JSON
+# line's '"cmd":"mysql -ppw"}' stops before the closing quote and the redacted line still parses.
+_QUOTED = (
+    r"(?<=\")[^\"]{1,8192}(?=\")|(?<=')[^']{1,8192}(?=')"
+    r"|(?<=\ue000)[^\ue000\"]{1,8192}(?=\ue000)"
+)
+
+# A bare value right after an opening quote does not start with what follows a JSON string's
+# closing quote ('{"cmd":"mysql -p"}': no value there, and the "}" is not one).
+_AFTER_OPENER = r"(?:(?<![\"'\ue000])|(?![,}\]]))"
+
+
+def _argument(stop: str) -> str:
+    bare = rf"[^\s{stop}\"'\ue000]{{1,8192}}"
+    glued = "|".join(
+        rf"{q}[^\s{stop}{q}{x},}}]{{0,8192}}{q}" for q, x in (('"', ""), ("'", ""), ("\ue000", '"'))
+    )
+    return rf"[\"'\ue000]?(?P<secret>{_QUOTED}|{_AFTER_OPENER}{bare}(?:{glued})*)"
 
 
 AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
@@ -77,7 +122,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         "aws_secret_key",
         re.compile(
-            r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})"
+            r"(?i)aws_?secret_?(?:access_?)?key[\"'\ue000]?\s*[:=]\s*[\"'\ue000]?"
+            r"(?P<secret>[A-Za-z0-9/+=]{40})"
         ),
         ("secret",),
     ),
@@ -89,8 +135,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         "authorization",
         re.compile(
-            r"(?i)(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:[A-Za-z-]{1,20}\s+)?"
-            r"(?P<secret>[^\s\"',;]{1,8192})"
+            r"(?i)(?:proxy-)?authorization[\"'\ue000]?\s*[:=]\s*[\"'\ue000]?"
+            r"(?:[A-Za-z-]{1,20}\s+)?(?P<secret>" + _AFTER_OPENER + r"[^\s\"',;\ue000]{1,8192})"
         ),
         ("authorization",),
     ),
@@ -113,30 +159,34 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "password_option",
-        re.compile(r"(?i)(?<![\w-])--?(?:password|passwd|pass)(?:=|\s+)(?P<secret>[^\s;&|]+)"),
+        re.compile(r"(?i)(?<![\w-])--?(?:password|passwd|pass)(?:=|\s+)" + _argument(";&|")),
         ("-pass", "--pass"),
     ),
     Rule(
         "password_assignment",
         re.compile(
             # A quoted value's quotes stay (outside the secret): a redacted JSON line or
-            # password="..." assignment keeps its shape, '"password": "[REDACTED]"'.
-            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[:=]\s*[\"']?"
-            r"(?P<secret>(?<=\")[^\"]{1,8192}(?=\")|(?<=')[^']{1,8192}(?=')|[^\s,;&\"'}]{1,8192})"
+            # password="..." assignment keeps its shape, '"password": "[REDACTED]"'. A value
+            # in escaped quotes (ESCAPED_QUOTE) ends at the next one, or at a JSON string's end.
+            rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"'\ue000]?\s*[:=]\s*[\"'\ue000]?"
+            rf"(?P<secret>{_QUOTED}|[^\s,;&\"'}}\ue000]{{1,8192}})"
         ),
         ("pass", "secret", "token", "apikey", "api_key", "private"),
-        # Every key ends in one of these words and is followed by the separator.
-        prefilter=re.compile(r"(?:pass(?:word|wd|phrase)?|secret|key|token)[\"']?\s*[:=]"),
+        # Every key ends in one of these words and is followed by the separator (its closing
+        # quote may be escaped: ``\\"`` in raw text, ESCAPED_QUOTE in an escapes_view).
+        prefilter=re.compile(
+            r"(?:pass(?:word|wd|phrase)?|secret|key|token)(?:\\?[\"']|\ue000)?\s*[:=]"
+        ),
     ),
     Rule(
         "mysql_password",
         re.compile(
             r"\b(?:mysql\w*|mariadb\w*|mysqldump|mysqladmin)\b[^|;&\n]{0,1024}?\s-p"
-            r"(?P<secret>[^\s|;&]+)"
+            + _argument("|;&")
         ),
         ("mysql", "mariadb"),
     ),
-    Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*(?P<secret>\S+)"), ("sshpass",)),
+    Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*" + _argument("")), ("sshpass",)),
     Rule(
         "vendor_token",
         re.compile(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import string
 from functools import partial
 
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.config import FileSourceConfig, ParserConfig
 from agent.record import Record
 from agent.sources import Pending
-from agent.transforms import TransformChain, redact, rules, suspects
+from agent.transforms import TransformChain, make_parser, redact, rules, suspects
 from agent.transforms.redact import REDACTED, Redactor
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -277,7 +279,9 @@ KEY_SOUP = st.lists(
         st.sampled_from(
             ["password", "PassWD", "Secret_KEY", "api_key", "Token", "client_secret", "pass"]
         ),
-        st.sampled_from(["refresh_token", "PRIVATEKEY", "_", "'", '"', " ", "\t", ":", "=", "}"]),
+        st.sampled_from(
+            ["refresh_token", "PRIVATEKEY", "_", "'", '"', '\\"', "\\", " ", "\t", ":", "=", "}"]
+        ),
         st.text(alphabet=string.printable, max_size=5),
     ),
     max_size=8,
@@ -295,10 +299,13 @@ def test_a_rule_prefilter_never_skips_a_match(text: str) -> None:
 
 
 def unconditional(value: str) -> str:
-    """The reference: every built-in rule applied in order, no trigger or prefilter consulted."""
+    """The reference: every built-in rule applied in order, no trigger or prefilter consulted
+    (to the escapes_view of ``value``, as ``Redactor.text`` applies them)."""
+    view = rules.escapes_view(value)
+    subject = value if view is None else view
     for rule in rules.BUILTIN_RULES:
-        value = rule.pattern.sub(partial(redact._replace, rule=rule), value)
-    return value
+        subject = rule.pattern.sub(partial(redact._replace, rule=rule), subject)
+    return subject if view is None else rules.unview(subject)
 
 
 # Characters a (?i) rule matches as the ASCII letters s and i, which str.lower() does not give.
@@ -410,3 +417,109 @@ def test_a_secret_anywhere_in_a_batch_is_redacted(
         else:
             assert pending.record["msg"] == line
     assert chain.stats.records == len(lines)
+
+
+# Where shell and JSON logs hold a secret in quotes, which a JSON line escapes (\\"): each of
+# these leaked from a JSON line's msg before (the rules took the backslash for the whole value,
+# or the escaped key's quote hid the separator from the prefilter), or from the plain line.
+PW = "hunter2hunter2"
+QUOTED_SECRETS = [
+    f'export API_KEY="{PW}"',
+    f'mysql -u root password="{PW}" db',
+    f'curl -H "Authorization: Bearer {PW}" https://example.com',
+    f'echo \'{{"password": "{PW}"}}\' > conf.json',
+    f'deploy --password="{PW} {PW}x" now',  # a space inside the quotes
+    f'mysql -u root -p"{PW} {PW}x" app',
+    f"sshpass -p '{PW} {PW}x' ssh host",
+    f'aws_secret_access_key="{"A" * 40}"',
+    f"mysql -u root -p{PW}",  # at a JSON string's end: the closing quote stays
+]
+
+
+def shell_chain() -> TransformChain:
+    config = FileSourceConfig(paths=["/x"], parser=ParserConfig(format="shell"))
+    return TransformChain("s", make_parser(config)[0], Redactor())
+
+
+@pytest.mark.parametrize("command", QUOTED_SECRETS)
+def test_a_quoted_secret_does_not_leak_from_a_json_line(command: str) -> None:
+    """The secret is gone from the plain command and from a JSON line's msg, which still parses
+    and decodes to the redacted command (the parsed field)."""
+    redactor = Redactor()
+    plain = redactor.text(command)
+    assert PW not in plain, plain
+    assert "A" * 40 not in plain
+    line = json.dumps({"ts": "2024-05-01T12:00:00Z", "user": "alice", "cmd": command})
+    [out] = shell_chain().apply([Pending(rec(line), None)])
+    record = out.record
+    assert PW not in record["msg"], record["msg"]
+    assert "A" * 40 not in record["msg"]
+    assert json.loads(record["msg"])["cmd"] == record["process"]["command_line"] == plain
+    assert "redacted" in record["tags"]
+
+
+def test_a_json_value_holding_an_escaped_quote_is_redacted_whole() -> None:
+    """'"password": "a\\"b"' was cut at the escaped quote, leaking what follows it."""
+    line = json.dumps({"password": f'a"{PW}', "user": "alice"})
+    redacted = Redactor().text(line)
+    assert json.loads(redacted) == {"password": REDACTED, "user": "alice"}
+
+
+@st.composite
+def commands(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A secret line, or one whose secret sits in quotes (or escaped quotes)."""
+    line, pieces = draw(secret_lines())
+    if draw(st.booleans()):
+        pw = draw(tokens(ALNUM + "!@#%^*()-_+ ", 12, 32).filter(lambda p: p.strip() == p))
+        form = draw(
+            st.sampled_from(
+                [
+                    'export TOKEN="{}"',
+                    "password='{}'",
+                    '--password "{}"',
+                    'mysql -h db -p"{}"',
+                    'Authorization: "Bearer {}"',
+                    "x secret: '{}' y",
+                ]
+            )
+        )
+        if form.startswith("Authorization"):  # a scheme and one token
+            pw = pw.replace(" ", "")
+        line, pieces = form.format(pw), [p for p in pw.split(" ") if len(p) >= 8] or [pw]
+    return line, pieces
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=commands(), key=st.sampled_from(["cmd", "message", "args"]))
+def test_a_secret_in_a_json_string_is_redacted_as_in_the_plain_line(
+    case: tuple[str, list[str]], key: str
+) -> None:
+    """A JSON line holding a secret line as a string: its redacted text parses, holds no piece
+    of the secret, and (where the line holds no backslash, whose escape changes what the rules
+    see) decodes to exactly the plain line redacted."""
+    line, pieces = case
+    redactor = Redactor()
+    encoded = json.dumps({"user": "alice", key: line})
+    redacted = redactor.text(encoded)
+    decoded = json.loads(redacted)[key]
+    assert not leaks(redacted, pieces, encoded), redacted
+    assert not leaks(decoded, pieces, line), decoded
+    if "\\" not in line:
+        assert decoded == redactor.text(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab\\\"' =", max_size=30))
+def test_an_escapes_view_stands_for_its_text(text: str) -> None:
+    """Escapes pair left to right (a backslash escaped, then a quote is a quote), and the view
+    gives back its text exactly."""
+    pairs = "a" + rules.ESCAPED_BACKSLASH + '"b' + rules.ESCAPED_QUOTE
+    assert rules.escapes_view('a\\\\"b\\"') == pairs
+    view = rules.escapes_view(text)
+    if view is None:
+        assert '\\"' not in text
+        return
+    assert rules.unview(view) == text
+    assert view.count(rules.ESCAPED_QUOTE) + view.count(rules.ESCAPED_BACKSLASH) == len(
+        re.findall(r'\\["\\]', text)
+    )
