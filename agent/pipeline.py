@@ -38,7 +38,7 @@ from agent.config import (
 )
 from agent.errors import ConfigError
 from agent.sinks.native import NativeSink
-from agent.sources import Checkpoints, Emit, Pending
+from agent.sources import Emit, Pending
 from agent.sources.file import FileSource
 from agent.sources.journald import JournaldSource
 from agent.transforms import TransformChain, enrich
@@ -51,12 +51,13 @@ Phase = Literal["starting", "running", "draining", "drained", "stopped"]
 
 
 def make_source(
-    name: str, config: SourceConfig, checkpoints: Checkpoints, emit: Emit, stop: asyncio.Event
+    name: str, config: SourceConfig, buffer: Buffer, emit: Emit, stop: asyncio.Event
 ) -> FileSource | JournaldSource:
-    """The source for one ``[sources.NAME]`` table."""
+    """The source for one ``[sources.NAME]`` table, resuming from ``buffer``'s checkpoints."""
+    checkpoints = buffer.checkpoints_for(name)
     if isinstance(config, JournaldSourceConfig):
         return JournaldSource(name, config, checkpoints, emit, stop)
-    return FileSource(name, config, checkpoints, emit, stop)
+    return FileSource(name, config, checkpoints, emit, stop, store=buffer)
 
 
 async def first_of(*events: asyncio.Event, within: float | None = None) -> None:
@@ -297,7 +298,7 @@ class Agent:
         stop = asyncio.Event()
         chain = transforms.build(name, config)
         transformed = Transformed(chain, buffer.emit, config.parser.audit_timeout)
-        source = make_source(name, config, buffer.checkpoints_for(name), transformed.emit, stop)
+        source = make_source(name, config, buffer, transformed.emit, stop)
         task = group.create_task(source.run(), name=f"source:{name}")
         flusher = None
         if chain.audit is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -155,6 +156,14 @@ class Buffer:
     def checkpoints_for(self, source: str) -> dict[str, Checkpoint]:
         with self.lock:
             return {key: cp for (src, key), cp in self.checkpoints.items() if src == source}
+
+    def forget_checkpoints(self, source: str, keys: Collection[str]) -> int:
+        """Drop ``source``'s checkpoints ``keys`` (of files gone, ``sources/forget.py``) from the
+        map; ``checkpoints.json`` loses them when segments are next deleted. A record of one
+        still on its way in puts it back. Returns how many were held."""
+        with self.lock:
+            dropped = [self.checkpoints.pop((source, key), None) for key in keys]
+        return sum(cp is not None for cp in dropped)
 
     # --- the writer task ----------------------------------------------------------------------
 

@@ -46,8 +46,8 @@ Not covered yet: writes to a file reached through a symlink into an unwatched di
 (Kubernetes ``/var/log/containers``) are seen by polling only; compressed siblings are never read
 (a generation compressed before it was read is lost unaccounted, as is one deleted before it was
 read); rotated generations are recognized only under the names in ``identity.ROTATED_NAME`` (or,
-for a followed file, any name extending its name); buffer checkpoints of files long gone are
-never pruned (the buffer's checkpoint map grows by one or two keys per file generation).
+for a followed file, any name extending its name). The checkpoints of files gone are forgotten
+(``forget.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from watchdog.observers.api import BaseObserver
 from agent.config import FileSourceConfig
 from agent.record import now_rfc3339
 from agent.sources import Checkpoint, Checkpoints, Emit, Pending, identity, rotated
+from agent.sources.forget import PRUNE_EVERY, CheckpointStore, prunable
 from agent.sources.globs import Globs
 from agent.sources.multiline import Grouper
 from agent.sources.tailed import TailedFile, gap_record
@@ -92,9 +93,12 @@ class FileSource:
         emit: Emit,
         stop: asyncio.Event,
         *,
+        store: CheckpointStore | None = None,
         observer_factory: Callable[[], BaseObserver] = Observer,
     ) -> None:
         self._name = name
+        self._store = store  # where checkpoints of files gone are forgotten (``forget.py``)
+        self._pruned_at = 0.0
         self._observer_factory = observer_factory  # a seam for the polling-fallback test
         self._config = config
         self._emit = emit
@@ -204,6 +208,19 @@ class FileSource:
         if not final:
             await self._flush_stale()
             await self._close_idle()
+            if self._store is not None and (first or now - self._pruned_at >= PRUNE_EVERY):
+                self._pruned_at = now
+                await in_thread(self._prune, self._store)
+
+    def _prune(self, store: CheckpointStore) -> None:
+        """Forget the checkpoints of files gone (worker thread)."""
+        held = store.checkpoints_for(self._name)
+        following = {tailed.key for tailed in self._files.values()}
+        dead = prunable(held, following, self._config.fingerprint_bytes)
+        if dead:
+            store.forget_checkpoints(self._name, dead)
+            self._generations.forget(dead, [cp for key, cp in held.items() if key not in dead])
+            _log.info("file source %s: forgot checkpoints of %d gone files", self._name, len(dead))
 
     # --- discovery (worker thread) -------------------------------------------------------------
 

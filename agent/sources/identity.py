@@ -26,7 +26,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from agent.sources import Checkpoint
@@ -101,6 +101,12 @@ class KnownHeads:
         old = known.get(parsed.digest)
         if old is None or cp.offset > old.offset:
             known[parsed.digest] = cp
+
+    def discard(self, keys: Collection[str]) -> None:
+        """Forget the content known through the checkpoints ``keys``."""
+        for known in self._by_length.values():
+            for digest in [d for d, cp in known.items() if cp.key in keys]:
+                del known[digest]
 
     def merge(self, other: KnownHeads) -> None:
         for length, known in other._by_length.items():

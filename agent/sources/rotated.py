@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from agent.sources import Checkpoint
 from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
@@ -66,6 +66,19 @@ class Generations:
 
     def add_resume(self, cp: Checkpoint, ident: str) -> None:
         self._by_ident.setdefault(ident, []).append(cp)
+
+    def forget(self, keys: Collection[str], live: Iterable[Checkpoint]) -> None:
+        """Drop the checkpoints ``keys`` (files gone); ``live``: the source's other ones, kept
+        known (one may share its fingerprint with a dropped one: a copy)."""
+        for ident, cps in list(self._by_ident.items()):
+            kept = [cp for cp in cps if cp.key not in keys]
+            if kept:
+                self._by_ident[ident] = kept
+            else:
+                del self._by_ident[ident]
+        self.known.discard(keys)
+        for cp in live:
+            self.known.add(cp)
 
     def shipped(self, key: str, offset: int, path: str) -> None:
         """Content up to ``offset`` of the file with ``key`` is shipped (retired, truncated)."""
