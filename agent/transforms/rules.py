@@ -77,13 +77,25 @@ class Rule:
     prefilter: re.Pattern[str] | None = None
 
 
-# A command-line secret: in quotes (which stay, outside the secret; a value in escaped quotes
-# ends at the next one), or bare up to whitespace or a character of ``stop``, with quoted pieces
-# glued on (the shell's -pab"c d"). A glued piece holds no "," or "}", so the bare value of a JSON
-# line's '"cmd":"mysql -ppw"}' stops before the closing quote and the redacted line still parses.
+# A value in quotes (which stay, outside the secret): "..." or '...', or between escaped quotes
+# (ESCAPED_QUOTE) inside a JSON string. Not the punctuation between two JSON strings: in
+# '{"msg":"Enter password:","level":"info"}' the "," is no quoted value (its closing quote opens
+# the next string), while in '{"password": ","}' it is. Possessive runs: a
+# quoted value can end only at the next quote, and a scan that fails there gives up at once
+# instead of retrying every shorter length.
+_NOT_JSON_PUNCTUATION = r"(?![\s,:{}\[\]]*\"(?![\s,:}\]]|$))"
 _QUOTED = (
-    r"(?<=\")[^\"]{1,8192}(?=\")|(?<=')[^']{1,8192}(?=')"
-    r"|(?<=\ue000)[^\ue000\"]{1,8192}(?=\ue000)"
+    rf"(?<=\"){_NOT_JSON_PUNCTUATION}[^\"]{{1,8192}}+(?=\")"
+    rf"|(?<=')[^']{{1,8192}}+(?=')"
+    rf"|(?<=\ue000)[^\ue000\"]{{1,8192}}+(?=\ue000)"
+)
+# ... whose closing quote also ends the word (the end, whitespace, a separator, or a JSON
+# string's end): -p"S3cr3t"Tail and the shell's 'ab'"'"'cd' are one word, not a quoted value.
+_WORD_END = r"(?:$|[\s,;&|}\])]|\"(?:$|[,}\]]))"
+_QUOTED_WORD = (
+    rf"(?<=\"){_NOT_JSON_PUNCTUATION}[^\"]{{1,8192}}+(?=\"{_WORD_END})"
+    rf"|(?<=')[^']{{1,8192}}+(?='{_WORD_END})"
+    rf"|(?<=\ue000)[^\ue000\"]{{1,8192}}+(?=\ue000{_WORD_END})"
 )
 
 # A bare value right after an opening quote does not start with what follows a JSON string's
@@ -92,11 +104,12 @@ _AFTER_OPENER = r"(?:(?<![\"'\ue000])|(?![,}\]]))"
 
 
 def _argument(stop: str) -> str:
-    bare = rf"[^\s{stop}\"'\ue000]{{1,8192}}"
-    glued = "|".join(
-        rf"{q}[^\s{stop}{q}{x},}}]{{0,8192}}{q}" for q, x in (('"', ""), ("'", ""), ("\ue000", '"'))
-    )
-    return rf"[\"'\ue000]?(?P<secret>{_QUOTED}|{_AFTER_OPENER}{bare}(?:{glued})*)"
+    """A command-line secret (``--password``, ``mysql -p``, ``sshpass -p``): quoted, or the whole
+    word up to whitespace or a character of ``stop``, quotes and all (the shell's Pa\\"ss,
+    It\\'s, -p"a"b), except a double quote that ends a JSON string ('"cmd":"mysql -ppw"}'): it
+    is followed by ",", "}", "]" or the end, and stays."""
+    bare = rf"(?:[^\s{stop}\"]|\"(?![,}}\]]|$))+"
+    return rf"[\"'\ue000]?(?P<secret>{_QUOTED_WORD}|{_AFTER_OPENER}{bare})"
 
 
 AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
