@@ -57,7 +57,8 @@ def make_source(
     checkpoints = buffer.checkpoints_for(name)
     if isinstance(config, JournaldSourceConfig):
         return JournaldSource(name, config, checkpoints, emit, stop)
-    return FileSource(name, config, checkpoints, emit, stop, store=buffer)
+    spool = str(buffer.directory.parent / "spool")  # state_dir/spool: compressed generations
+    return FileSource(name, config, checkpoints, emit, stop, store=buffer, spool_dir=spool)
 
 
 async def first_of(*events: asyncio.Event, within: float | None = None) -> None:

@@ -42,12 +42,18 @@ the ``run()`` task. Worker threads touch it only while ``run()`` awaits them, on
 never after ``run()`` returned: a cancelled await still waits for its thread. The watchdog thread
 touches only a coalescing flag and wakes ``run()`` through ``loop.call_soon_threadsafe``.
 
+Compressed generations (``.gz``, ``.bz2``, ``.xz``, ``.zst``: logrotate's ``compress``) are read
+like the others where ``rotated.py`` plans them (a checkpointed file compressed while the agent
+was down resumes at its checkpoint; a generation never read is read from 0): decompressed into an
+anonymous file in the spool directory, keyed and fingerprinted by their decompressed content;
+damaged data ships up to the damage, with a warning. A glob never follows a compressed file.
+
 Not covered yet: writes to a file reached through a symlink into an unwatched directory
-(Kubernetes ``/var/log/containers``) are seen by polling only; compressed siblings are never read
-(a generation compressed before it was read is lost unaccounted, as is one deleted before it was
-read); rotated generations are recognized only under the names in ``identity.ROTATED_NAME`` (or,
-for a followed file, any name extending its name). The checkpoints of files gone are forgotten
-(``forget.py``).
+(Kubernetes ``/var/log/containers``) are seen by polling only; a generation deleted before it was
+read, or compressed by a tool not read here (lz4, zip, compress), is lost unaccounted; a
+copytruncate copy is matched only uncompressed; rotated generations are recognized only under the
+names in ``identity.ROTATED_NAME`` (or, for a followed file, any name extending its name). The
+checkpoints of files gone are forgotten (``forget.py``).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,9 +101,13 @@ class FileSource:
         stop: asyncio.Event,
         *,
         store: CheckpointStore | None = None,
+        spool_dir: str = "",
         observer_factory: Callable[[], BaseObserver] = Observer,
     ) -> None:
         self._name = name
+        # Where compressed generations are decompressed to be read (anonymous files, gone when
+        # closed); "" = the system's temporary directory.
+        self._spool_dir = spool_dir or tempfile.gettempdir()
         self._store = store  # where checkpoints of files gone are forgotten (``forget.py``)
         self._pruned_at = 0.0
         self._observer_factory = observer_factory  # a seam for the polling-fallback test
@@ -230,6 +241,14 @@ class FileSource:
         watcher.watch_new_roots()
         found: dict[str, str] = {}
         for path in self._globs.match():
+            if identity.READABLE_COMPRESSED.search(path):  # exclude_rotated = false, say
+                self._warn_once(
+                    path,
+                    "not following %s: compressed files are read only as the rotated "
+                    "generations of a file followed",
+                    path,
+                )
+                continue
             try:
                 st = Path(path).stat()
             except OSError:
@@ -271,24 +290,31 @@ class FileSource:
         if self._fds >= self._config.max_open_files and not self._make_room():
             self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
             return None
+        compressed = identity.READABLE_COMPRESSED.search(path) is not None
+        if compressed and start is None:
+            return None  # only as a rotated generation, from a planned offset
         try:
-            # O_NONBLOCK: should the name turn into a FIFO after the stat, open must not hang.
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            st = os.fstat(fd)
-            head = identity.read_head(fd, st.st_size, self._config.fingerprint_bytes)
+            if compressed:
+                fd, st, size = self._spool(path, start or 0)
+            else:
+                # O_NONBLOCK: should the name turn into a FIFO after the stat, open must not hang.
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                st = os.fstat(fd)
+                size = st.st_size
+            head = identity.read_head(fd, size, self._config.fingerprint_bytes)
         except OSError as exc:
             self._warn_once(path, "cannot open %s: %s", path, exc)
             return None
         self._warned.discard(path)
         ident = f"{st.st_dev}:{st.st_ino}"
-        if ident in self._files or not stat.S_ISREG(st.st_mode):
+        if ident in self._files or not stat.S_ISREG(st.st_mode) or (compressed and not size):
             os.close(fd)
             return ident
         config = self._config
         tailed = TailedFile(
             self._name, config.max_line_bytes, config.fingerprint_bytes, path, ident, fd, 0, 0.0
         )
-        tailed.grew_at, tailed.seen_size = time.monotonic(), st.st_size
+        tailed.grew_at, tailed.seen_size = time.monotonic(), size
         resume = self._generations.resume(ident, head) if start is None else None
         if start is not None:
             tailed.read_pos = start
@@ -303,6 +329,18 @@ class FileSource:
         self._files[ident] = tailed
         self._fds += 1
         return ident
+
+    def _spool(self, path: str, start: int) -> tuple[int, os.stat_result, int]:
+        """A compressed generation, decompressed into an anonymous file in the spool directory
+        (``identity.spool``): its descriptor, the compressed file's stat (its identity) and the
+        size of its content, or 0 when nothing is left to read from ``start``."""
+        fd, st, damage = identity.spool(
+            path, start, self._config.fingerprint_bytes, self._spool_dir
+        )
+        if damage:
+            self._warn_once(path, "%s is damaged; shipping what decompresses: %s", path, damage)
+        size = os.fstat(fd).st_size
+        return fd, st, size if size > start else 0
 
     def _reopen(self, tailed: TailedFile, path: str) -> None:
         """Reopen a file closed while idle, if ``path`` still is that file."""

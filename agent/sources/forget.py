@@ -8,7 +8,8 @@ go, so without forgetting, the map grows for as long as the agent's state lives.
 A checkpoint is *gone* when no file in its path's directory starts with the bytes its key's
 fingerprint covers (a legacy key without a fingerprint: when no file there has its inode), or when
 that directory no longer exists. A file that still holds those bytes (the file itself, a rename
-within the directory, a copytruncate copy) keeps it: it says how much of that content shipped.
+within the directory, a copytruncate copy, a generation compressed since, once decompressed)
+keeps it: it says how much of that content shipped.
 Anything unsure is kept: a key that is not a file's, a directory that cannot be read, a file that
 cannot be opened. Forgetting a checkpoint whose content turned up again elsewhere could only
 re-ship that content (duplicates, never a loss).
@@ -31,7 +32,13 @@ from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from agent.sources import Checkpoint
-from agent.sources.identity import ParsedKey, parse_key, read_head
+from agent.sources.identity import (
+    READABLE_COMPRESSED,
+    ParsedKey,
+    decompressed_head,
+    parse_key,
+    read_head,
+)
 
 PRUNE_EVERY = 600.0  # seconds between two passes of a running source
 
@@ -66,6 +73,8 @@ class _Directory:
         return self._heads
 
     def _head(self, path: str) -> bytes | None:
+        if READABLE_COMPRESSED.search(path):  # a generation compressed since: its content
+            return decompressed_head(path, self._fp_bytes)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:

@@ -22,18 +22,31 @@ worker threads and holds no state of its own beyond the objects the source owns.
 
 from __future__ import annotations
 
+import bz2
+import errno
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import re
 import stat
+import tempfile
+import zlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+
+import zstandard
 
 from agent.sources import Checkpoint
 
 # Names logrotate (and friends) give rotated files: numbered, dated (dateext), compressed.
 ROTATED_NAME = re.compile(r"(\.\d{1,3}|-\d{8}(\d{2,6})?|\.(gz|xz|zst|bz2|lz4|zip|Z))$")
 _COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2|lz4|zip|Z)$")
+# The compressed generations that are read (decompressed): logrotate's compresscmd choices.
+# lz4, zip and .Z (compress) are not: such a sibling is left alone.
+READABLE_COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2)$")
+_DECOMPRESS_CHUNK = 1 << 16  # read1: what one read of the file gives, so damage costs little
 
 
 def fingerprint(head: bytes) -> str:
@@ -133,19 +146,120 @@ def read_head(fd: int, size: int, limit: int) -> bytes:
 class Sibling:
     path: str
     ident: str
-    size: int
+    size: int  # on disk: of a compressed sibling, compressed
     mtime_ns: int
+
+    @property
+    def compressed(self) -> bool:
+        return READABLE_COMPRESSED.search(self.path) is not None
+
+
+Decompressed = io.BufferedIOBase | zstandard.ZstdDecompressionReader
+
+
+def open_decompressed(path: str) -> Decompressed:
+    """A stream of the decompressed content of ``path`` (named ``.gz``, ``.bz2``, ``.xz`` or
+    ``.zst``; every member or frame, as the tools read them). Raises OSError if it cannot be
+    opened; reading damaged data raises an error of the codec's (see ``DECOMPRESS_ERRORS``)."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if path.endswith(".xz"):
+        return lzma.open(path, "rb")
+    raw = open(path, "rb")  # noqa: SIM115 -- the reader owns it (closefd)
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+
+
+# What reading a damaged compressed file raises (besides OSError: gzip's BadGzipFile is one).
+DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def decompressed_head(path: str, limit: int) -> bytes | None:
+    """The first ``limit`` bytes of the decompressed content of ``path``; None if unreadable."""
+    try:
+        with open_decompressed(path) as stream:
+            return _read_up_to(stream, limit)
+    except DECOMPRESS_ERRORS:
+        return None
+
+
+def decompressed_size(path: str) -> int | None:
+    """The size of the decompressed content of ``path`` (one pass, nothing kept): up to the
+    damage, if its data is damaged part way; None if it cannot be read at all."""
+    size = 0
+    try:
+        with open_decompressed(path) as stream:
+            while chunk := stream.read1(_DECOMPRESS_CHUNK):
+                size += len(chunk)
+    except DECOMPRESS_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return None
+    return size
+
+
+def _read_up_to(stream: Decompressed, limit: int) -> bytes:
+    parts: list[bytes] = []
+    want = limit
+    while want > 0 and (chunk := stream.read(want)):
+        parts.append(chunk)
+        want -= len(chunk)
+    return b"".join(parts)
+
+
+def spool(path: str, start: int, fp_bytes: int, directory: str) -> tuple[int, os.stat_result, str]:
+    """The decompressed content of ``path`` as an anonymous file in ``directory``, to be read
+    from ``start``: its first ``fp_bytes`` (the fingerprint) and everything from ``start`` on,
+    at their own offsets (what lies between is a hole: no disk is spent on it). Returns its
+    descriptor, the stat of ``path`` (its identity) and, if the data is damaged part way, the
+    codec's error (what decompressed before it is there). OSError: ``path`` or the spool."""
+    compressed = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(compressed)
+    finally:
+        os.close(compressed)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # noqa: PTH103
+    with tempfile.TemporaryFile(dir=directory) as out:
+        fd = os.dup(out.fileno())
+    try:
+        damage = _decompress_into(path, fd, start, fp_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st, damage
+
+
+def _decompress_into(path: str, fd: int, start: int, fp_bytes: int) -> str:
+    offset = 0
+    try:
+        with open_decompressed(path) as stream:
+            while chunk := stream.read1(_DECOMPRESS_CHUNK):
+                end = offset + len(chunk)
+                if offset < fp_bytes:
+                    os.pwrite(fd, chunk[: fp_bytes - offset], offset)
+                if end > start:
+                    skip = max(0, start - offset)
+                    os.pwrite(fd, chunk[skip:], offset + skip)
+                offset = end
+    except DECOMPRESS_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the file or the spool (disk full), not the data
+        return f"{type(exc).__name__}: {exc} (after {offset} bytes)"
+    return ""
 
 
 def siblings(path: str) -> list[Sibling]:
-    """Uncompressed regular files next to ``path`` whose name extends its name: where rotation
-    puts its older generations (``app.log.1``, ``app.log-20240101``). Oldest first."""
+    """Regular files next to ``path`` whose name extends its name: where rotation puts its
+    older generations (``app.log.1``, ``app.log-20240101``, ``app.log.2.gz``). Oldest first."""
     directory = os.path.dirname(path)  # noqa: PTH120
     return entries(directory, lambda other: other != path and other.startswith(path))
 
 
 def entries(directory: str, wanted: Callable[[str], bool]) -> list[Sibling]:
-    """The uncompressed regular files in ``directory`` whose path is ``wanted``. Oldest first."""
+    """The regular files in ``directory`` whose path is ``wanted``, uncompressed or in a
+    compression that is read (``READABLE_COMPRESSED``). Oldest first."""
     try:
         names = os.listdir(directory or ".")  # noqa: PTH208 -- names only, no Path per entry
     except OSError:
@@ -153,7 +267,9 @@ def entries(directory: str, wanted: Callable[[str], bool]) -> list[Sibling]:
     found = []
     for other in names:
         full = os.path.join(directory, other)  # noqa: PTH118
-        if _COMPRESSED.search(other) or not wanted(full):
+        if (_COMPRESSED.search(other) and not READABLE_COMPRESSED.search(other)) or not wanted(
+            full
+        ):
             continue
         try:
             st = os.stat(full)  # noqa: PTH116

@@ -20,6 +20,9 @@ reading it from 0 can never duplicate a line. Four situations:
 * **Copytruncate** (``copy_of``): the copy is the newest sibling that starts with the truncated
   generation's first bytes and holds at least what we read of it.
 
+A compressed sibling (``app.log.2.gz``; ``identity.READABLE_COMPRESSED``) is matched by its
+decompressed first bytes, and a checkpoint's offset is compared with its decompressed size.
+
 State ownership: owned by the file source's ``run()`` task; used from its worker threads only
 while ``run()`` awaits them.
 """
@@ -31,7 +34,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from agent.sources import Checkpoint
-from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
+from agent.sources.identity import (
+    KnownHeads,
+    Sibling,
+    decompressed_head,
+    decompressed_size,
+    entries,
+    match,
+    parse_key,
+    siblings,
+)
 
 # File and directory mtimes come from a coarse clock (a few ms behind time.time_ns()).
 _CLOCK_SLACK_NS = 100_000_000
@@ -100,7 +112,7 @@ class Generations:
                     unknown.append(sib)
                     continue
                 newest = max(newest, sib.mtime_ns)
-                if cp.offset < sib.size:
+                if cp.offset < _content_size(sib):
                     plan.append((sib.path, cp.offset))
             newer = [s for s in unknown if 0 <= newest <= s.mtime_ns]
             plan += self._unknown(newer, self.known, live)
@@ -181,8 +193,19 @@ class Generations:
         return [s for s in siblings(path) if s.ident not in open_idents]
 
     def _head(self, sib: Sibling) -> bytes | None:
+        if sib.compressed:
+            return decompressed_head(sib.path, self._fp_bytes)
         try:
             with open(sib.path, "rb") as f:
                 return f.read(self._fp_bytes)
         except OSError:
             return None
+
+
+def _content_size(sib: Sibling) -> int:
+    """The bytes ``sib`` holds (decompressed: one pass, only for a sibling a checkpoint matched,
+    at a restart); -1 if unreadable."""
+    if not sib.compressed:
+        return sib.size
+    size = decompressed_size(sib.path)
+    return -1 if size is None else size

@@ -67,6 +67,9 @@ class Tail(GatedEmit):
             lambda: len(self.records) >= count, timeout=DEADLINE, what=f"{count} records"
         )
 
+    async def wait_for(self, condition: Callable[[], bool], what: str = "condition") -> None:
+        await eventually(condition, timeout=DEADLINE, what=what)
+
     async def finish(self) -> None:
         """Stop the source; it must return promptly, after its final sweep."""
         self.stop.set()
@@ -82,12 +85,19 @@ async def tailing(
     *,
     gate_open: bool = True,
     observer_factory: Callable[[], BaseObserver] = Observer,
+    spool_dir: str = "",
 ) -> AsyncIterator[Tail]:
     tail = Tail()
     if not gate_open:
         tail.gate.clear()
     source = FileSource(
-        "app", config, checkpoints or {}, tail.emit, tail.stop, observer_factory=observer_factory
+        "app",
+        config,
+        checkpoints or {},
+        tail.emit,
+        tail.stop,
+        observer_factory=observer_factory,
+        spool_dir=spool_dir,
     )
     tail.task = asyncio.create_task(source.run())
     try:

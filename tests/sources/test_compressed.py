@@ -1,0 +1,155 @@
+"""Compressed rotated generations (logrotate's ``compress``): real files, a real file source."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import logging
+import lzma
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from agent.sources import Checkpoint
+from agent.sources.forget import gone
+from agent.sources.identity import make_key
+from tests.sources.tailing import Tail, append, identity, key_of, make_config, tailing
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "zst": zstandard.compress,
+}
+
+
+def lines(prefix: str, count: int, start: int = 0) -> bytes:
+    return b"".join(f"{prefix}{i}\n".encode() for i in range(start, start + count))
+
+
+def compress(path: Path, suffix: str) -> Path:
+    """As logrotate's compress does: ``path`` is replaced by ``path.suffix``."""
+    target = path.with_name(f"{path.name}.{suffix}")
+    target.write_bytes(COMPRESSORS[suffix](path.read_bytes()))
+    path.unlink()
+    return target
+
+
+def last_checkpoints(tail: Tail) -> dict[str, Checkpoint]:
+    return {cp.key: cp for cp in tail.checkpoints()}
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+async def test_a_file_compressed_while_the_agent_was_down_resumes_at_its_checkpoint(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Read up to l4; while the agent is down, l5..l14 are written, the file is rotated and
+    compressed at once (no delaycompress) and a new one started. On restart l5..l14 come from
+    the compressed generation, at their own offsets, then the new file: nothing twice, nothing
+    lost. A second restart ships nothing again."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("l", 10))
+    checkpoint = Checkpoint("app", key_of(log), len(lines("l", 5)), str(log))
+    append(log, lines("l", 5, start=10))
+    log.rename(tmp_path / "app.log.1")
+    packed = compress(tmp_path / "app.log.1", suffix)
+    log.write_bytes(lines("n", 2))
+    config = make_config(tmp_path)
+    async with tailing(config, {"k": checkpoint}, spool_dir=str(tmp_path / "spool")) as tail:
+        await tail.wait_records(12)
+    assert sorted(tail.msgs) == sorted([f"l{i}" for i in range(5, 15)] + ["n0", "n1"])
+    from_packed = [r for r in tail.records if r["log"]["file"]["path"] == str(packed)]
+    assert [r["msg"] for r in from_packed] == [f"l{i}" for i in range(5, 15)]
+    content = lines("l", 15)
+    assert [r["log"]["offset"] for r in from_packed] == [
+        content.index(f"l{i}\n".encode()) for i in range(5, 15)
+    ]
+    key = make_key(identity(packed), content[:1024])
+    assert last_checkpoints(tail)[key] == Checkpoint("app", key, len(content), str(packed))
+    assert list((tmp_path / "spool").iterdir()) == []  # anonymous files only, closed
+
+    async with tailing(config, last_checkpoints(tail), spool_dir=str(tmp_path / "spool")) as again:
+        append(log, b"n2\n")
+        await again.wait_records(1)
+    assert again.msgs == ["n2"]
+
+
+async def test_a_generation_compressed_before_it_was_ever_read_ships_from_its_start(
+    tmp_path: Path,
+) -> None:
+    """Two rotations while the agent is down: the generation written between them was never
+    read, and it is compressed now. Newer than the checkpointed one, it ships whole."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("a", 3))
+    checkpoint = Checkpoint("app", key_of(log), len(lines("a", 3)), str(log))  # read to its end
+    log.rename(tmp_path / "app.log.1")
+    compress(tmp_path / "app.log.1", "gz").rename(tmp_path / "app.log.2.gz")
+    log.write_bytes(lines("b", 3))
+    log.rename(tmp_path / "app.log.1")
+    compress(tmp_path / "app.log.1", "gz")
+    log.write_bytes(lines("c", 1))
+    async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+        await tail.wait_records(4)
+    assert sorted(tail.msgs) == ["b0", "b1", "b2", "c0"]
+
+
+async def test_a_damaged_compressed_generation_ships_what_decompresses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("l", 2))
+    checkpoint = Checkpoint("app", key_of(log), len(lines("l", 1)), str(log))
+    append(log, lines("l", 4000, start=2))
+    log.rename(tmp_path / "app.log.1")
+    packed = compress(tmp_path / "app.log.1", "gz")
+    packed.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])  # cut off mid-stream
+    log.write_bytes(b"after\n")
+    with caplog.at_level(logging.WARNING):
+        async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+            await tail.wait_records(2)
+            await tail.wait_for(lambda: "after" in tail.msgs)
+    shipped = [r for r in tail.records if r["msg"] != "after"]
+    assert len(shipped) > 100, "nothing decompressed"
+    assert len(shipped) < 4001
+    # In order from l1; the line the damage cut ships as far as it goes, tagged partial.
+    whole = [r["msg"] for r in shipped if "partial" not in r.get("tags", [])]
+    assert whole == [f"l{i}" for i in range(1, 1 + len(whole))]
+    cut = shipped[len(whole) :]
+    assert len(cut) <= 1
+    assert all(f"l{len(whole) + 1}".startswith(r["msg"]) for r in cut)
+    assert any(
+        "is damaged" in r.getMessage() and str(packed) in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_a_glob_never_follows_a_compressed_file_as_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A glob matching a compressed file (exclude_rotated = false) gets a warning, not its
+    bytes as lines."""
+    (tmp_path / "old.log.gz").write_bytes(gzip.compress(b"inside\n"))
+    hour_ago = time.time() - 3600  # history: not a generation rotated away since the start
+    os.utime(tmp_path / "old.log.gz", (hour_ago, hour_ago))
+    (tmp_path / "app.log").write_bytes(b"plain\n")
+    with caplog.at_level(logging.WARNING):
+        async with tailing(make_config(tmp_path, "*", exclude_rotated=False)) as tail:
+            await tail.wait_records(1)
+    assert tail.msgs == ["plain"]
+    warned = [r.getMessage() for r in caplog.records if "not following" in r.getMessage()]
+    assert len(warned) == 1  # once, not every round
+    assert f"not following {tmp_path / 'old.log.gz'}: compressed files are read" in warned[0]
+
+
+def test_the_checkpoint_of_a_generation_compressed_since_is_not_forgotten(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("l", 3))
+    held = Checkpoint("app", key_of(log), 6, str(log))
+    log.rename(tmp_path / "app.log.1")
+    compress(tmp_path / "app.log.1", "xz")
+    assert gone([held], 1024) == set()
+    (tmp_path / "app.log.1.xz").unlink()
+    assert gone([held], 1024) == {held.key}
