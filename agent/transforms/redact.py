@@ -220,7 +220,7 @@ class Redactor:
         reach = 0
         for rule in self.rules:
             for m in rule.pattern.finditer(window):
-                if m.start() < cut < m.end():
+                if m.start() < cut < m.end() and (rule.check is None or rule.check(m)):
                     reach = max(reach, m.end() - cut)
         return REDACTED + msg[reach:] if reach else msg
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.hostile import SHAPES
 from bench.run import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,3 +36,19 @@ def test_bench_stages_ships_every_line_through_every_stage() -> None:
         assert row["lines"] == row["shipped"] == 3000, row
         assert set(row["cpu_us_per_line"]) == STAGES, row
         assert row["total_cpu_us_per_line"] > 0, row
+
+
+@pytest.mark.timeout(120)
+def test_bench_hostile_times_every_shape() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.hostile", "--bytes", "4096"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [row["shape"] for row in rows] == list(SHAPES)
+    assert all(row["bytes"] == 4096 and row["cpu_ms"] >= 0 for row in rows)
