@@ -110,6 +110,7 @@ class FileSource:
         self._spool_dir = spool_dir or tempfile.gettempdir()
         self._store = store  # where checkpoints of files gone are forgotten (``forget.py``)
         self._pruned_at = 0.0
+        self._suspects: set[str] = set()  # keys the last pass found gone
         self._observer_factory = observer_factory  # a seam for the polling-fallback test
         self._config = config
         self._emit = emit
@@ -227,7 +228,8 @@ class FileSource:
         """Forget the checkpoints of files gone (worker thread)."""
         held = store.checkpoints_for(self._name)
         following = {tailed.key for tailed in self._files.values()}
-        dead = prunable(held, following, self._config.fingerprint_bytes)
+        gone = prunable(held, following, self._config.fingerprint_bytes)
+        dead, self._suspects = gone & self._suspects, gone - self._suspects  # twice in a row
         if dead:
             store.forget_checkpoints(self._name, dead)
             self._generations.forget(dead, [cp for key, cp in held.items() if key not in dead])

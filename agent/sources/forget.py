@@ -10,13 +10,17 @@ fingerprint covers (a legacy key without a fingerprint: when no file there has i
 that directory no longer exists. A file that still holds those bytes (the file itself, a rename
 within the directory, a copytruncate copy, a generation compressed since, once decompressed)
 keeps it: it says how much of that content shipped.
-Anything unsure is kept: a key that is not a file's, a directory that cannot be read, a file that
-cannot be opened. Forgetting a checkpoint whose content turned up again elsewhere could only
-re-ship that content (duplicates, never a loss).
+Anything unsure is kept: a key that is not a file's, a directory that cannot be read, any key of
+a directory holding a file whose first bytes cannot be read (it may be any of them). Forgetting a
+checkpoint whose content turned up again elsewhere could only re-ship that content (duplicates,
+never a loss).
 
 The file source asks at its first round and then every ``PRUNE_EVERY`` seconds (``FileSource``,
-``_prune``); its own files being read are not asked about. A source keeps at least one checkpoint:
-one with none at all counts as starting for the first time, where ``read_from`` applies.
+``_prune``), and forgets a checkpoint only when two passes in a row found it gone: a directory
+that is empty or missing for a while (a filesystem mounted late at boot, a network share
+reconnecting) keeps its checkpoints. Its own files being read are not asked about. A source keeps
+at least one checkpoint: one with none at all counts as starting for the first time, where
+``read_from`` applies.
 
 Blocking I/O on the paths given; runs in the file source's worker threads.
 """
@@ -56,6 +60,7 @@ class _Directory:
 
     def __init__(self, directory: str, fp_bytes: int) -> None:
         self.idents: set[str] = set()
+        self.unsure = False  # a file whose first bytes could not be read: it may be any
         self._paths: list[str] = []
         self._heads: list[bytes] | None = None
         self._fp_bytes = fp_bytes
@@ -69,7 +74,9 @@ class _Directory:
 
     def heads(self) -> list[bytes]:
         if self._heads is None:
-            self._heads = [head for path in self._paths if (head := self._head(path)) is not None]
+            heads = [self._head(path) for path in self._paths]
+            self.unsure = None in heads
+            self._heads = [head for head in heads if head is not None]
         return self._heads
 
     def _head(self, path: str) -> bytes | None:
@@ -109,7 +116,9 @@ def gone(checkpoints: Iterable[Checkpoint], fp_bytes: int) -> set[str]:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 dead.update(key for key, _ in keys)
             continue  # unreadable: kept
-        dead.update(key for key, parsed in keys if not _alive(parsed, files))
+        gone_here = {key for key, parsed in keys if not _alive(parsed, files)}
+        if not files.unsure:  # else a file we could not read may hold any of them: kept
+            dead |= gone_here
     return dead
 
 

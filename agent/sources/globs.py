@@ -53,8 +53,11 @@ class Globs:
         return list(paths)
 
     def rotated_of(self, path: str) -> bool:
-        """Whether ``path`` is a rotated name (``app.log.1``) of a name the globs match."""
-        base = ROTATED_NAME.sub("", path)
+        """Whether ``path`` is a rotated name (``app.log.1``, ``app.log.1.gz``,
+        ``app.log-20240101.gz``) of a name the globs match."""
+        base = path
+        while (shorter := ROTATED_NAME.sub("", base)) != base:
+            base = shorter
         return (
             base != path
             and any(fnmatch.fnmatchcase(base, p) for p in self.patterns)

@@ -277,5 +277,9 @@ def entries(directory: str, wanted: Callable[[str], bool]) -> list[Sibling]:
             continue
         if stat.S_ISREG(st.st_mode):
             found.append(Sibling(full, f"{st.st_dev}:{st.st_ino}", st.st_size, st.st_mtime_ns))
+    # A generation both plain and compressed (gzip still writing, or gzip -k) is read plain,
+    # once: the compressed copy holds the same content.
+    plain = {s.path for s in found if not s.compressed}
+    found = [s for s in found if not (s.compressed and s.path.rsplit(".", 1)[0] in plain)]
     found.sort(key=lambda s: s.mtime_ns)
     return found

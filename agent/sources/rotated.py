@@ -18,7 +18,7 @@ reading it from 0 can never duplicate a line. Four situations:
   them (a file written and renamed or copytruncated between two scans). Copies of the
   generation we are reading are not unknown: its head is matched too.
 * **Copytruncate** (``copy_of``): the copy is the newest sibling that starts with the truncated
-  generation's first bytes and holds at least what we read of it.
+  generation's first bytes and holds at least what we read of it (compressed: decompressed).
 
 A compressed sibling (``app.log.2.gz``; ``identity.READABLE_COMPRESSED``) is matched by its
 decompressed first bytes, and a checkpoint's offset is compared with its decompressed size.
@@ -29,9 +29,11 @@ while ``run()`` awaits them.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 
 from agent.sources import Checkpoint
 from agent.sources.identity import (
@@ -44,6 +46,8 @@ from agent.sources.identity import (
     parse_key,
     siblings,
 )
+
+_log = logging.getLogger(__name__)
 
 # File and directory mtimes come from a coarse clock (a few ms behind time.time_ns()).
 _CLOCK_SLACK_NS = 100_000_000
@@ -71,6 +75,7 @@ class Generations:
         # Unknown siblings whose content a followed file holds too, not yet read from it (a
         # copy made before its truncation): decided again at every sweep.
         self._deferred: dict[str, Sibling] = {}
+        self._undecodable: set[str] = set()  # compressed siblings whose head does not decompress
 
     def resume(self, ident: str, head: bytes) -> Checkpoint | None:
         """The checkpoint a newly opened file continues (each inode's are consulted once)."""
@@ -162,13 +167,19 @@ class Generations:
 
     def copy_of(self, path: str, head: bytes, read_to: int) -> Sibling | None:
         """The copy (possibly already being read) of the generation that started with ``head``,
-        if it holds at least ``read_to`` bytes."""
+        if it holds at least ``read_to`` bytes. A compressed copy (copytruncate + compress) is
+        returned with ``size`` its decompressed size."""
         for sib in reversed(siblings(path)):  # newest first
-            if sib.size < read_to:
+            if not sib.compressed and sib.size < read_to:
                 continue
             got = self._head(sib)
-            if got is not None and got.startswith(head):
+            if got is None or not got.startswith(head):
+                continue
+            if not sib.compressed:
                 return sib
+            content = replace(sib, size=_content_size(sib))
+            if content.size >= read_to:
+                return content
         return None
 
     def _unknown(self, found: Iterable[Sibling], known: KnownHeads, live: LiveHeads) -> Plan:
@@ -194,7 +205,15 @@ class Generations:
 
     def _head(self, sib: Sibling) -> bytes | None:
         if sib.compressed:
-            return decompressed_head(sib.path, self._fp_bytes)
+            head = decompressed_head(sib.path, self._fp_bytes)
+            if head is None and sib.path not in self._undecodable:
+                self._undecodable.add(sib.path)  # said once per file
+                _log.warning(
+                    "file source %s: rotated generation %s does not decompress; not read",
+                    self._source,
+                    sib.path,
+                )
+            return head
         try:
             with open(sib.path, "rb") as f:
                 return f.read(self._fp_bytes)

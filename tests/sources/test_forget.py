@@ -121,8 +121,13 @@ async def until(condition: Callable[[], object], what: str) -> None:
     await eventually(lambda: bool(condition()), timeout=DEADLINE, what=what)
 
 
+@pytest.fixture
+def prune_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file, "PRUNE_EVERY", 0.0)  # every round, not every ten minutes
+
+
 async def test_a_restarted_source_forgets_files_gone_and_the_summary_loses_them(
-    tmp_path: Path,
+    tmp_path: Path, prune_every_round: None
 ) -> None:
     state, logs = tmp_path / "state", tmp_path / "logs"
     logs.mkdir()
@@ -151,7 +156,9 @@ async def test_a_restarted_source_forgets_files_gone_and_the_summary_loses_them(
         await asyncio.to_thread(reopened.stop)
 
 
-async def test_a_source_whose_files_are_all_gone_still_counts_as_started(tmp_path: Path) -> None:
+async def test_a_source_whose_files_are_all_gone_still_counts_as_started(
+    tmp_path: Path, prune_every_round: None
+) -> None:
     """read_from = "end" applies only at a source's first start: after every file it read was
     deleted, a file created while the agent was down still ships from its first line."""
     state, logs = tmp_path / "state", tmp_path / "logs"
@@ -179,9 +186,8 @@ async def test_a_source_whose_files_are_all_gone_still_counts_as_started(tmp_pat
 
 
 async def test_a_running_source_forgets_a_deleted_file_once_it_is_retired(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, prune_every_round: None
 ) -> None:
-    monkeypatch.setattr(file, "PRUNE_EVERY", 0.0)  # every round, not every ten minutes
     state, logs = tmp_path / "state", tmp_path / "logs"
     logs.mkdir()
     run = await start(state)
@@ -199,3 +205,43 @@ async def test_a_running_source_forgets_a_deleted_file_once_it_is_retired(
         assert known.find(b"k1\n") is not None
         assert set(run.buffer.checkpoints_for("app")) == {key_of(logs / "keep.log")}
     await run.close()
+
+
+async def test_a_directory_empty_at_the_start_keeps_its_checkpoints(tmp_path: Path) -> None:
+    """A filesystem mounted late at boot: at the source's first pass its directory is empty, and
+    its files are back before the next pass (ten minutes on). Nothing is forgotten, nothing is
+    shipped again (found by review: the first pass used to forget them all)."""
+    state, mnt = tmp_path / "state", tmp_path / "mnt"
+    mnt.mkdir()
+    run = await start(state)
+    (mnt / "app.log").write_bytes(b"".join(b"m%d\n" % i for i in range(100)))
+    (mnt / "b.log").write_bytes(b"b0\n")
+    config = make_config(mnt)
+    async with tailing_into(run.buffer, config):
+        await until(lambda: len(shipped(state)) == 101, "all")
+    held = set(run.buffer.checkpoints_for("app"))
+    (tmp_path / "real").mkdir()
+    for name in ("app.log", "b.log"):
+        (mnt / name).rename(tmp_path / "real" / name)  # not mounted yet
+    async with tailing_into(run.buffer, config) as source:
+        # All gone but the newest, which a source always keeps.
+        await until(lambda: len(source._suspects & held) == 1, "the first pass found them gone")
+        for name in ("app.log", "b.log"):
+            (tmp_path / "real" / name).rename(mnt / name)  # mounted now
+        append(mnt / "app.log", b"m100\n")
+        await until(lambda: len(shipped(state)) == 102, "m100")
+    assert shipped(state)[-1] == "m100"
+    assert set(run.buffer.checkpoints_for("app")) >= held
+    await run.close()
+
+
+def test_a_directory_holding_an_unreadable_file_keeps_its_checkpoints(tmp_path: Path) -> None:
+    """A file whose first bytes cannot be read (here a compressed one damaged in its header;
+    also a file that cannot be opened) may be any of the files gone: none is forgotten."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"line\n")
+    held = cp(log)
+    log.unlink()
+    assert gone([held], 1024) == {held.key}
+    (tmp_path / "other.log.1.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    assert gone([held], 1024) == set()
