@@ -78,6 +78,7 @@ from agent.record import now_rfc3339
 from agent.sources import Checkpoint, Checkpoints, Emit, Pending, identity, rotated
 from agent.sources.forget import PRUNE_EVERY, CheckpointStore, prunable
 from agent.sources.globs import Globs
+from agent.sources.identity import Sibling
 from agent.sources.multiline import Grouper
 from agent.sources.tailed import TailedFile, gap_record
 from agent.sources.watch import Watcher
@@ -285,10 +286,13 @@ class FileSource:
         watcher.paths = frozenset(found.values())
         return found
 
-    def _open(self, path: str, *, first: bool, start: int | None = None) -> str | None:
+    def _open(
+        self, path: str, *, first: bool, start: int | None = None, planned: str = ""
+    ) -> str | None:
         """Open ``path`` and register it under the identity of what was opened (the name may
         have been rotated since it was stat'ed); return that identity. ``start``: the offset
-        to read from (a rotated sibling); otherwise its checkpoint, or 0, or its end."""
+        to read from (a rotated sibling, whose identity was ``planned``: another file now
+        there is left to the next round); otherwise its checkpoint, or 0, or its end."""
         if self._fds >= self._config.max_open_files and not self._make_room():
             self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
             return None
@@ -297,12 +301,15 @@ class FileSource:
             return None  # only as a rotated generation, from a planned offset
         try:
             if compressed:
-                fd, st, size = self._spool(path, start or 0)
+                fd, st, size = self._spool(path, start or 0, planned)
             else:
                 # O_NONBLOCK: should the name turn into a FIFO after the stat, open must not hang.
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
                 st = os.fstat(fd)
                 size = st.st_size
+                if planned and f"{st.st_dev}:{st.st_ino}" != planned:
+                    os.close(fd)  # rotated again since it was found: the next round sees it
+                    return None
             head = identity.read_head(fd, size, self._config.fingerprint_bytes)
         except OSError as exc:
             self._warn_once(path, "cannot open %s: %s", path, exc)
@@ -332,15 +339,15 @@ class FileSource:
         self._fds += 1
         return ident
 
-    def _spool(self, path: str, start: int) -> tuple[int, os.stat_result, int]:
+    def _spool(self, path: str, start: int, planned: str) -> tuple[int, os.stat_result, int]:
         """A compressed generation, decompressed into an anonymous file in the spool directory
         (``identity.spool``): its descriptor, the compressed file's stat (its identity) and the
         size of its content, or 0 when nothing is left to read from ``start``."""
-        fd, st, damage = identity.spool(
-            path, start, self._config.fingerprint_bytes, self._spool_dir
+        fd, st, short = identity.spool(
+            path, start, self._config.fingerprint_bytes, self._spool_dir, planned
         )
-        if damage:
-            self._warn_once(path, "%s is damaged; shipping what decompresses: %s", path, damage)
+        if short:
+            self._warn_once(path, "%s is read only in part: %s", path, short)
         size = os.fstat(fd).st_size
         return fd, st, size if size > start else 0
 
@@ -399,8 +406,10 @@ class FileSource:
                     heads.add(Checkpoint(self._name, key, 0, tailed.path))
         return heads
 
-    def _adopt(self, path: str, start: int) -> None:
-        ident = self._open(path, first=False, start=start)
+    def _adopt(self, sibling: Sibling, start: int) -> None:
+        """Read the rotated ``sibling`` from ``start``, if the file at its path still is it."""
+        path = sibling.path
+        ident = self._open(path, first=False, start=start, planned=sibling.ident)
         adopted = self._files.get(ident or "")
         if adopted is not None and adopted.in_set_mtime == 0:
             adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
@@ -452,7 +461,7 @@ class FileSource:
         copy = await in_thread(generations.copy_of, old.path, old.head, old.read_to)
         lost_from = old.read_to
         if copy is not None:
-            await in_thread(self._adopt, copy.path, old.read_to)
+            await in_thread(self._adopt, copy, old.read_to)
             lost_from = max(lost_from, copy.size)
         if old.seen_size <= lost_from:
             return []

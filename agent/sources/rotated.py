@@ -42,6 +42,7 @@ from agent.sources.identity import (
     decompressed_head,
     decompressed_size,
     entries,
+    gzip_size,
     match,
     parse_key,
     siblings,
@@ -51,7 +52,7 @@ _log = logging.getLogger(__name__)
 
 # File and directory mtimes come from a coarse clock (a few ms behind time.time_ns()).
 _CLOCK_SLACK_NS = 100_000_000
-Plan = list[tuple[str, int]]  # (path, offset to read it from)
+Plan = list[tuple[Sibling, int]]  # (sibling, offset to read it from)
 # The current first bytes of the files being followed, read only when needed.
 LiveHeads = Callable[[], KnownHeads]
 
@@ -105,10 +106,14 @@ class Generations:
     def on_restart(self, open_idents: set[str], live: LiveHeads) -> Plan:
         bases, self._bases = self._bases, []
         plan: Plan = []
+        seen: set[str] = set()  # a sibling of two bases (app.log, app.log.1) is judged once
         for base in bases:
             unknown: list[Sibling] = []
             newest = -1
             for sib in self._candidates(base, open_idents):
+                if sib.path in seen:
+                    continue
+                seen.add(sib.path)
                 head = self._head(sib)
                 if head is None:
                     continue
@@ -117,8 +122,8 @@ class Generations:
                     unknown.append(sib)
                     continue
                 newest = max(newest, sib.mtime_ns)
-                if cp.offset < _content_size(sib):
-                    plan.append((sib.path, cp.offset))
+                if _may_hold_more(sib, cp.offset):
+                    plan.append((sib, cp.offset))
             newer = [s for s in unknown if 0 <= newest <= s.mtime_ns]
             plan += self._unknown(newer, self.known, live)
         return plan
@@ -196,7 +201,7 @@ class Generations:
             if live_heads.find(head) is not None:
                 self._deferred[sib.path] = sib
             else:
-                plan.append((sib.path, 0))
+                plan.append((sib, 0))
         return plan
 
     @staticmethod
@@ -219,6 +224,17 @@ class Generations:
                 return f.read(self._fp_bytes)
         except OSError:
             return None
+
+
+def _may_hold_more(sib: Sibling, offset: int) -> bool:
+    """Whether ``sib`` may hold bytes past ``offset``. For a compressed one, without reading it
+    whole where its format says its size (gzip: the last member's size, modulo 4 GiB, in its
+    last four bytes; equal to ``offset`` means read to its end): the spool finds out otherwise,
+    in the one pass that reads the rest."""
+    if not sib.compressed:
+        return offset < sib.size
+    size = gzip_size(sib.path) if sib.path.endswith(".gz") else None
+    return size is None or size != offset % (1 << 32)
 
 
 def _content_size(sib: Sibling) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bz2
 import gzip
 import logging
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from agent.sources import Checkpoint
+from agent.sources import Checkpoint, Pending
+from agent.sources import identity as identity_module
+from agent.sources.file import FileSource
 from agent.sources.forget import gone
-from agent.sources.identity import make_key
+from agent.sources.identity import Sibling, make_key, spool
 from tests.sources.tailing import Tail, append, identity, key_of, make_config, tailing
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -72,10 +75,13 @@ async def test_a_file_compressed_while_the_agent_was_down_resumes_at_its_checkpo
     assert last_checkpoints(tail)[key] == Checkpoint("app", key, len(content), str(packed))
     assert list((tmp_path / "spool").iterdir()) == []  # anonymous files only, closed
 
+    (tmp_path / "spool").rmdir()
     async with tailing(config, last_checkpoints(tail), spool_dir=str(tmp_path / "spool")) as again:
         append(log, b"n2\n")
         await again.wait_records(1)
     assert again.msgs == ["n2"]
+    # A gzip file says its size: one read to its end is not decompressed again to find out.
+    assert (tmp_path / "spool").exists() == (suffix != "gz")
 
 
 async def test_a_generation_compressed_before_it_was_ever_read_ships_from_its_start(
@@ -122,7 +128,8 @@ async def test_a_damaged_compressed_generation_ships_what_decompresses(
     assert len(cut) <= 1
     assert all(f"l{len(whole) + 1}".startswith(r["msg"]) for r in cut)
     assert any(
-        "is damaged" in r.getMessage() and str(packed) in r.getMessage() for r in caplog.records
+        "read only in part" in r.getMessage() and str(packed) in r.getMessage()
+        for r in caplog.records
     )
 
 
@@ -228,3 +235,52 @@ async def test_a_generation_whose_start_does_not_decompress_is_reported(
     assert tail.msgs == ["n0"]
     said = [r.getMessage() for r in caplog.records if str(packed) in r.getMessage()]
     assert said == [f"file source app: rotated generation {packed} does not decompress; not read"]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_a_sibling_rotated_again_between_its_planning_and_its_opening_is_not_read(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Planned under one identity, found under another at its path when opened (logrotate ran
+    meanwhile): not read from the planned offset, which is not its own (found by review)."""
+    planned = tmp_path / f"app.log.1{suffix}"
+    planned.write_bytes(gzip.compress(lines("l", 3)) if suffix else lines("l", 3))
+    stale = Sibling(str(planned), identity(planned), planned.stat().st_size, 0)
+    planned.rename(tmp_path / f"app.log.2{suffix}")
+    planned.write_bytes(gzip.compress(lines("n", 3)) if suffix else lines("n", 3))
+    if suffix:
+        with pytest.raises(FileNotFoundError):
+            spool(str(planned), 3, 1024, str(tmp_path / "spool"), stale.ident)
+    source = FileSource("app", make_config(tmp_path), {}, _never, asyncio.Event())
+    source._adopt(stale, 3)
+    assert source._files == {}
+    source._adopt(Sibling(str(planned), identity(planned), 0, 0), 3)  # what is there now
+    assert [f.path for f in source._files.values()] == [str(planned)]
+    for tailed in source._files.values():
+        os.close(tailed.fd)
+
+
+async def _never(batch: list[Pending]) -> None:
+    raise AssertionError("nothing is read here")
+
+
+async def test_the_spool_stops_short_of_filling_its_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generation that decompresses to more than the spool's filesystem can spare (a bomb, or
+    just huge) is read only as far as it fits, with a warning: the buffer's disk stays usable."""
+    monkeypatch.setattr(identity_module, "SPOOL_RESERVE", 1.0)  # no room at all
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("l", 1000))  # past the fingerprint, which is always spooled
+    checkpoint = Checkpoint("app", key_of(log), log.stat().st_size, str(log))
+    append(log, lines("l", 1000, start=1000))
+    log.rename(tmp_path / "app.log.1")
+    packed = compress(tmp_path / "app.log.1", "gz")
+    log.write_bytes(b"n0\n")
+    with caplog.at_level(logging.WARNING):
+        async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+            await tail.wait_records(1)
+    assert tail.msgs == ["n0"]
+    said = [r.getMessage() for r in caplog.records if str(packed) in r.getMessage()]
+    assert len(said) == 1
+    assert "read only in part: the spool's filesystem" in said[0]
