@@ -45,15 +45,15 @@ touches only a coalescing flag and wakes ``run()`` through ``loop.call_soon_thre
 Compressed generations (``.gz``, ``.bz2``, ``.xz``, ``.zst``: logrotate's ``compress``) are read
 like the others where ``rotated.py`` plans them (a checkpointed file compressed while the agent
 was down resumes at its checkpoint; a generation never read is read from 0): decompressed into an
-anonymous file in the spool directory, keyed and fingerprinted by their decompressed content;
-damaged data ships up to the damage, with a warning. A glob never follows a compressed file.
+anonymous file in the spool directory (``compressed.py``), keyed and fingerprinted by their
+decompressed content; damaged data ships up to the damage, with a warning. A glob never follows
+a compressed file.
 
 Not covered yet: writes to a file reached through a symlink into an unwatched directory
 (Kubernetes ``/var/log/containers``) are seen by polling only; a generation deleted before it was
-read, or compressed by a tool not read here (lz4, zip, compress), is lost unaccounted; a
-copytruncate copy is matched only uncompressed; rotated generations are recognized only under the
-names in ``identity.ROTATED_NAME`` (or, for a followed file, any name extending its name). The
-checkpoints of files gone are forgotten (``forget.py``).
+read, or compressed by a tool not read here (lz4, zip, compress), is lost unaccounted; rotated
+generations are recognized only under the names in ``identity.ROTATED_NAME`` (or, for a followed
+file, any name extending its name). The checkpoints of files gone are forgotten (``forget.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import now_rfc3339
-from agent.sources import Checkpoint, Checkpoints, Emit, Pending, identity, rotated
+from agent.sources import Checkpoint, Checkpoints, Emit, Pending, compressed, identity, rotated
 from agent.sources.forget import PRUNE_EVERY, CheckpointStore, prunable
 from agent.sources.globs import Globs
 from agent.sources.identity import Sibling
@@ -296,11 +296,11 @@ class FileSource:
         if self._fds >= self._config.max_open_files and not self._make_room():
             self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
             return None
-        compressed = identity.READABLE_COMPRESSED.search(path) is not None
-        if compressed and start is None:
+        packed = identity.READABLE_COMPRESSED.search(path) is not None
+        if packed and start is None:
             return None  # only as a rotated generation, from a planned offset
         try:
-            if compressed:
+            if packed:
                 fd, st, size = self._spool(path, start or 0, planned)
             else:
                 # O_NONBLOCK: should the name turn into a FIFO after the stat, open must not hang.
@@ -316,7 +316,7 @@ class FileSource:
             return None
         self._warned.discard(path)
         ident = f"{st.st_dev}:{st.st_ino}"
-        if ident in self._files or not stat.S_ISREG(st.st_mode) or (compressed and not size):
+        if ident in self._files or not stat.S_ISREG(st.st_mode) or (packed and not size):
             os.close(fd)
             return ident
         config = self._config
@@ -341,9 +341,9 @@ class FileSource:
 
     def _spool(self, path: str, start: int, planned: str) -> tuple[int, os.stat_result, int]:
         """A compressed generation, decompressed into an anonymous file in the spool directory
-        (``identity.spool``): its descriptor, the compressed file's stat (its identity) and the
+        (``compressed.spool``): its descriptor, the compressed file's stat (its identity) and the
         size of its content, or 0 when nothing is left to read from ``start``."""
-        fd, st, short = identity.spool(
+        fd, st, short = compressed.spool(
             path, start, self._config.fingerprint_bytes, self._spool_dir, planned
         )
         if short:

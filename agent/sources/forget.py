@@ -36,13 +36,8 @@ from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from agent.sources import Checkpoint
-from agent.sources.identity import (
-    READABLE_COMPRESSED,
-    ParsedKey,
-    decompressed_head,
-    parse_key,
-    read_head,
-)
+from agent.sources.compressed import decompressed_head
+from agent.sources.identity import READABLE_COMPRESSED, ParsedKey, parse_key, read_head
 
 PRUNE_EVERY = 600.0  # seconds between two passes of a running source
 

@@ -22,22 +22,12 @@ worker threads and holds no state of its own beyond the objects the source owns.
 
 from __future__ import annotations
 
-import bz2
-import errno
-import gzip
 import hashlib
-import io
-import lzma
 import os
 import re
 import stat
-import tempfile
-import zlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
-
-import zstandard
 
 from agent.sources import Checkpoint
 
@@ -47,7 +37,6 @@ _COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2|lz4|zip|Z)$")
 # The compressed generations that are read (decompressed): logrotate's compresscmd choices.
 # lz4, zip and .Z (compress) are not: such a sibling is left alone.
 READABLE_COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2)$")
-_DECOMPRESS_CHUNK = 1 << 16  # read1: what one read of the file gives, so damage costs little
 
 
 def fingerprint(head: bytes) -> str:
@@ -153,169 +142,6 @@ class Sibling:
     @property
     def compressed(self) -> bool:
         return READABLE_COMPRESSED.search(self.path) is not None
-
-
-Decompressed = io.BufferedIOBase | zstandard.ZstdDecompressionReader
-
-
-def open_decompressed(path: str, raw: BinaryIO | None = None) -> Decompressed:
-    """A stream of the decompressed content of ``path`` (named ``.gz``, ``.bz2``, ``.xz`` or
-    ``.zst``; every member or frame, as the tools read them), read from ``raw`` when given (the
-    stream closes it). Raises OSError if it cannot be opened; reading damaged data raises an
-    error of the codec's (see ``DECOMPRESS_ERRORS``)."""
-    if raw is None:
-        raw = open(path, "rb")  # noqa: SIM115 -- the stream owns it
-    try:
-        if path.endswith(".gz"):
-            return _owning(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
-        if path.endswith(".bz2"):
-            return _owning(bz2.BZ2File(raw, "rb"), raw)
-        if path.endswith(".xz"):
-            return _owning(lzma.LZMAFile(raw, "rb"), raw)
-        decompressor = zstandard.ZstdDecompressor()
-        return decompressor.stream_reader(raw, read_across_frames=True, closefd=True)
-    except BaseException:
-        raw.close()
-        raise
-
-
-def _owning(stream: io.BufferedIOBase, raw: BinaryIO) -> io.BufferedIOBase:
-    """``stream``, closing ``raw`` when it is closed (the codecs leave a file object given)."""
-    close = stream.close
-
-    def close_both() -> None:
-        try:
-            close()
-        finally:
-            raw.close()
-
-    stream.close = close_both  # type: ignore[method-assign]
-    return stream
-
-
-# What reading a damaged compressed file raises (besides OSError: gzip's BadGzipFile is one).
-DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
-
-
-def decompressed_head(path: str, limit: int) -> bytes | None:
-    """The first ``limit`` bytes of the decompressed content of ``path``; None if unreadable."""
-    try:
-        with open_decompressed(path) as stream:
-            return _read_up_to(stream, limit)
-    except DECOMPRESS_ERRORS:
-        return None
-
-
-def decompressed_size(path: str) -> int | None:
-    """The size of the decompressed content of ``path`` (one pass, nothing kept): up to the
-    damage, if its data is damaged part way; None if it cannot be read at all."""
-    size = 0
-    try:
-        with open_decompressed(path) as stream:
-            while chunk := stream.read1(_DECOMPRESS_CHUNK):
-                size += len(chunk)
-    except DECOMPRESS_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            return None
-    return size
-
-
-def gzip_size(path: str) -> int | None:
-    """The size its last member says a gzip file decompresses to, modulo 2**32 (ISIZE, its last
-    four bytes): the whole size for the single member a compressing tool writes."""
-    try:
-        with open(path, "rb") as f:
-            if f.seek(0, os.SEEK_END) < 18:  # header and trailer of the smallest member
-                return None
-            f.seek(-4, os.SEEK_END)
-            return int.from_bytes(f.read(4), "little")
-    except OSError:
-        return None
-
-
-def _read_up_to(stream: Decompressed, limit: int) -> bytes:
-    parts: list[bytes] = []
-    want = limit
-    while want > 0 and (chunk := stream.read(want)):
-        parts.append(chunk)
-        want -= len(chunk)
-    return b"".join(parts)
-
-
-def spool(
-    path: str, start: int, fp_bytes: int, directory: str, ident: str = ""
-) -> tuple[int, os.stat_result, str]:
-    """The decompressed content of ``path`` as an anonymous file in ``directory``, to be read
-    from ``start``: its first ``fp_bytes`` (the fingerprint) and everything from ``start`` on,
-    at their own offsets (what lies between is a hole: no disk is spent on it). Returns its
-    descriptor, the stat of the file decompressed (its identity) and, if the data is damaged
-    part way or the spool ran short of space, why the rest is not there. ``ident``: the
-    identity planned; another file now at ``path`` raises FileNotFoundError. OSError: ``path``
-    or the spool. The file is read through the one descriptor its identity was taken from."""
-    raw = open(path, "rb", buffering=0)  # noqa: SIM115 -- the stream below closes it
-    try:
-        st = os.fstat(raw.fileno())
-        _check_planned(path, st, ident)
-        os.makedirs(directory, mode=0o700, exist_ok=True)  # noqa: PTH103
-        with tempfile.TemporaryFile(dir=directory) as out:
-            fd = os.dup(out.fileno())
-    except BaseException:
-        raw.close()
-        raise
-    try:
-        stream = open_decompressed(path, raw)
-        with stream:
-            why = _decompress_into(stream, fd, start, fp_bytes, directory)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st, why
-
-
-def _check_planned(path: str, st: os.stat_result, ident: str) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    if ident and f"{st.st_dev}:{st.st_ino}" != ident:
-        raise FileNotFoundError(errno.ENOENT, "rotated again since it was found", path)
-
-
-# The spool stops short of filling its filesystem (the buffer's): it leaves this share free.
-SPOOL_RESERVE = 0.10
-
-
-def _decompress_into(
-    stream: Decompressed, fd: int, start: int, fp_bytes: int, directory: str
-) -> str:
-    offset = 0
-    room = _spool_room(directory)
-    try:
-        while chunk := stream.read1(_DECOMPRESS_CHUNK):
-            end = offset + len(chunk)
-            if offset < fp_bytes:
-                os.pwrite(fd, chunk[: fp_bytes - offset], offset)
-            if end > start:
-                skip = max(0, start - offset)
-                if len(chunk) - skip > room:  # checked again before giving up: others free
-                    room = _spool_room(directory)
-                    if len(chunk) - skip > room:
-                        return (
-                            f"the spool's filesystem ({directory}) would fall below "
-                            f"{SPOOL_RESERVE:.0%} free (after {offset} bytes)"
-                        )
-                os.pwrite(fd, chunk[skip:], offset + skip)
-                room -= len(chunk) - skip
-            offset = end
-    except DECOMPRESS_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the file or the spool (disk full), not the data
-        return f"{type(exc).__name__}: {exc} (after {offset} bytes)"
-    return ""
-
-
-def _spool_room(directory: str) -> int:
-    """Bytes the spool may still write in ``directory``'s filesystem."""
-    fs = os.statvfs(directory)
-    return fs.f_bavail * fs.f_frsize - int(fs.f_blocks * fs.f_frsize * SPOOL_RESERVE)
 
 
 def siblings(path: str) -> list[Sibling]:

@@ -36,17 +36,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 
 from agent.sources import Checkpoint
-from agent.sources.identity import (
-    KnownHeads,
-    Sibling,
-    decompressed_head,
-    decompressed_size,
-    entries,
-    gzip_size,
-    match,
-    parse_key,
-    siblings,
-)
+from agent.sources.compressed import decompressed_head, decompressed_size, gzip_size
+from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
 
 _log = logging.getLogger(__name__)
 

@@ -220,9 +220,19 @@ class Redactor:
         reach = 0
         for rule in self.rules:
             for m in rule.pattern.finditer(window):
-                if m.start() < cut < m.end() and (rule.check is None or rule.check(m)):
+                if m.end() <= cut or (rule.check is not None and not rule.check(m)):
+                    continue
+                if m.start() < cut or not self._found_alone(rule, msg, m.start() - cut):
+                    # Across the boundary, or after it but a secret only with what precedes
+                    # it (mysql ... -p<pw>: the client's name is in the last part).
                     reach = max(reach, m.end() - cut)
         return REDACTED + msg[reach:] if reach else msg
+
+    @staticmethod
+    def _found_alone(rule: Rule, msg: str, at: int) -> bool:
+        """Whether ``rule`` finds its match at ``at`` in ``msg`` without the parts before."""
+        alone = rule.pattern.match(msg, at)
+        return alone is not None and (rule.check is None or rule.check(alone))
 
     @staticmethod
     def _opens_key(msg: str, inside: bool) -> bool:

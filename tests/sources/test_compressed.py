@@ -16,10 +16,11 @@ import pytest
 import zstandard
 
 from agent.sources import Checkpoint, Pending
-from agent.sources import identity as identity_module
+from agent.sources import compressed as compressed_module
+from agent.sources.compressed import spool
 from agent.sources.file import FileSource
 from agent.sources.forget import gone
-from agent.sources.identity import Sibling, make_key, spool
+from agent.sources.identity import Sibling, make_key
 from tests.sources.tailing import Tail, append, identity, key_of, make_config, tailing
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -269,7 +270,7 @@ async def test_the_spool_stops_short_of_filling_its_filesystem(
 ) -> None:
     """A generation that decompresses to more than the spool's filesystem can spare (a bomb, or
     just huge) is read only as far as it fits, with a warning: the buffer's disk stays usable."""
-    monkeypatch.setattr(identity_module, "SPOOL_RESERVE", 1.0)  # no room at all
+    monkeypatch.setattr(compressed_module, "SPOOL_RESERVE", 1.0)  # no room at all
     log = tmp_path / "app.log"
     log.write_bytes(lines("l", 1000))  # past the fingerprint, which is always spooled
     checkpoint = Checkpoint("app", key_of(log), log.stat().st_size, str(log))

@@ -9,7 +9,7 @@ import string
 from functools import partial
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import FileSourceConfig, ParserConfig
@@ -117,6 +117,8 @@ def test_no_known_secret_shape_survives(case: tuple[str, list[str]]) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(case=secret_lines(), cut=st.floats(0, 1))
+# The client's name in the first part, its -p<pw> in the second (mysql matched from the -p).
+@example(case=("mysql -u root -h db -p000000000000 app", ["000000000000"]), cut=0.25)
 def test_split_at_the_line_limit_does_not_defeat_redaction(
     case: tuple[str, list[str]], cut: float
 ) -> None:
