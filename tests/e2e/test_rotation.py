@@ -17,6 +17,7 @@ line boundaries: a reader never sees half a line (which would ship as a ``partia
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import threading
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from tests.e2e.harness import AgentProcess, CollectorProcess
 from tests.support import eventually_sync
@@ -172,3 +174,38 @@ def test_rotation_under_load_with_sigkills_loses_and_duplicates_nothing(
         assert not outside, f"{len(outside)} lines lost outside copytruncate windows: {outside[:5]}"
         assert all(g["bytes"] % LINE == 0 and g["from_offset"] % LINE == 0 for g in gaps), gaps
         assert sum(g["bytes"] for g in gaps) // LINE <= len(missing)
+
+
+@pytest.mark.parametrize("codec", ["gz", "zst"])
+def test_a_generation_rotated_and_compressed_while_the_agent_was_killed_ships_once(
+    tmp_path: Path, collector: CollectorProcess, agent: AgentProcess, codec: str
+) -> None:
+    """kill -9; lines are written, then logrotate's compress (no delaycompress) rotates the file
+    and compresses it at once, and a new file starts; the agent comes back. The collector holds
+    every line once: the rest of the old generation is read from the compressed file (spooled
+    under state_dir/spool, which is left empty), then the new file."""
+    log = tmp_path / "logs" / "app.log"
+    log.write_bytes(b"".join(line(n) for n in range(1000)))
+    agent.start()
+    eventually_sync(lambda: collector.held() >= 1000, timeout=30, what="the first 1000 lines")
+    agent.kill()
+    with log.open("ab") as out:
+        out.write(b"".join(line(n) for n in range(1000, 2000)))
+    rotated = log.with_name("app.log.1")
+    log.rename(rotated)
+    packed = rotated.with_name(f"app.log.1.{codec}")
+    data = rotated.read_bytes()
+    packed.write_bytes(gzip.compress(data) if codec == "gz" else zstandard.compress(data))
+    rotated.unlink()
+    log.write_bytes(b"".join(line(n) for n in range(2000, 2100)))
+    agent.start()
+    eventually_sync(lambda: collector.held() >= 2100, timeout=60, what="all 2100 lines")
+    assert agent.terminate() == 0, agent.log_tail()
+    records = collector.records()
+    found = numbers(records)
+    assert sorted(found) == list(range(2100))
+    assert set(found.values()) == {1}
+    paths = {r["log"]["file"]["path"] for r in records if r.get("src") == "app"}
+    assert paths == {str(log), str(packed)}
+    assert not [r for r in records if r.get("type") == "gap"]
+    assert list((agent.root / "state" / "spool").iterdir()) == []
