@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"source", "transforms", "buffer", "reader", "encode"}
 
 
-@pytest.mark.timeout(120)
-def test_bench_stages_ships_every_line_through_every_stage() -> None:
+def run_bench(module: str, *args: str) -> list[dict[str, Any]]:
+    """Run ``python -m module args`` from the repository; its JSON lines."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.stages", "--scenario", "all", "--lines", "3000"],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,7 +31,12 @@ def test_bench_stages_ships_every_line_through_every_stage() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.timeout(120)
+def test_bench_stages_ships_every_line_through_every_stage() -> None:
+    rows = run_bench("bench.stages", "--scenario", "all", "--lines", "3000")
     assert [row["scenario"] for row in rows] == list(SCENARIOS)
     for row in rows:
         assert row["lines"] == row["shipped"] == 3000, row
@@ -40,15 +46,6 @@ def test_bench_stages_ships_every_line_through_every_stage() -> None:
 
 @pytest.mark.timeout(120)
 def test_bench_hostile_times_every_shape() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.hostile", "--bytes", "4096"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    rows = run_bench("bench.hostile", "--bytes", "4096")
     assert [row["shape"] for row in rows] == list(SHAPES)
     assert all(row["bytes"] == 4096 and row["cpu_ms"] >= 0 for row in rows)

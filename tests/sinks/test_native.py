@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import gzip
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -19,7 +20,7 @@ from agent.buffer import segment
 from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
-from agent.collector.verify import verify_stream
+from agent.collector.verify import StreamReport, verify_stream
 from agent.config import BufferConfig, CollectorConfig, TailsealSinkConfig, TlsConfig, TokenConfig
 from agent.sinks.native import NativeSink
 from agent.sources import Pending
@@ -88,6 +89,39 @@ async def assert_stored_in_order(collector: Collector, rig: Rig, count: int) -> 
     """The collector holds the ``count`` records ``Rig.commit`` made, in order."""
     lines = await collector.store.read_records(rig.buffer.stream_id)
     assert [orjson.loads(line)["msg"] for line in lines] == [f"line {i}" for i in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def answering(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[int]:
+    """A plain-HTTP server on a loopback port answering POST /v1/batches with ``handler``
+    (a proxy, a broken collector); yields its port."""
+    app = web.Application()
+    app.router.add_post("/v1/batches", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def seal_and_ship(
+    rig: Rig, collector: Collector, sink: NativeSink
+) -> tuple[list[dict[str, Any]], StreamReport]:
+    """Close the buffer (its seal committed), ship the rest with ``sink`` in drain mode; the
+    records the collector holds, and ``tailseal verify``'s report of the stream."""
+    await rig.buffer.close("test")
+    await rig.writer
+    rig.drain.set()
+    await asyncio.wait_for(sink.run(), timeout=30)
+    stream = rig.buffer.stream_id
+    lines = await collector.store.read_records(stream)
+    report = verify_stream(Path(collector.config.storage_dir) / "streams" / stream)
+    return [orjson.loads(line) for line in lines], report
 
 
 async def run_until(sink: NativeSink, condition: object, what: str) -> None:
@@ -423,16 +457,10 @@ async def test_records_the_collector_refuses_are_quarantined_and_the_rest_ships(
         await run_until(sink, lambda: buffer.cursors["central"][0] == 24, "all but 4 shipped")
         assert sink.quarantined == 4
         assert sink.retries == {}  # a refusal by seq is not retried
-        await buffer.close("test")
-        await rig.writer
-        rig.drain.set()
-        await asyncio.wait_for(rig.sink(url, tls_files).run(), timeout=30)
-        lines = await collector.store.read_records(buffer.stream_id)
-        report = verify_stream(tmp_path / "collector" / "streams" / buffer.stream_id)
+        records, report = await seal_and_ship(rig, collector, rig.sink(url, tls_files))
     finally:
         await collector.stop()
         await asyncio.to_thread(buffer.stop)
-    records = [orjson.loads(line) for line in lines]
     held = [r["seq"] for r in records]
     assert held == [s for s in range(1, 26) if s not in refused]  # 20 + 4 gaps + the seal
     gaps = [r for r in records if r.get("type") == "gap"]
@@ -490,16 +518,11 @@ async def test_a_single_record_too_large_for_the_collector_is_quarantined(
         await run_until(sink, lambda: buffer.cursors["central"][0] == 12, "all but seq 6")
         assert sink.quarantined == 1
         assert sink.retries == {}
-        await buffer.close("test")
-        await rig.writer
-        rig.drain.set()
-        await asyncio.wait_for(rig.sink(url, tls_files, compression=compression).run(), 30)
-        lines = await collector.store.read_records(buffer.stream_id)
-        report = verify_stream(tmp_path / "collector" / "streams" / buffer.stream_id)
+        final = rig.sink(url, tls_files, compression=compression)
+        records, report = await seal_and_ship(rig, collector, final)
     finally:
         await collector.stop()
         await asyncio.to_thread(buffer.stop)
-    records = [orjson.loads(line) for line in lines]
     assert [r["seq"] for r in records] == [s for s in range(1, 14) if s != 6]
     assert [r["msg"] for r in records[:10]] == [f"line {i}" for i in range(10)]
     gap = records[10]
@@ -526,14 +549,7 @@ async def test_a_gap_record_refused_as_too_large_is_retried_not_quarantined(
         answers.append(await request.read())
         return web.Response(status=413, text="<html>413 Request Entity Too Large</html>")
 
-    app = web.Application()
-    app.router.add_post("/v1/batches", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with answering(refuse) as port:
         await rig.commit(1)
         sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
         await run_until(sink, lambda: sink.retries.get("too_large", 0) >= 3, "gap retried")
@@ -547,8 +563,6 @@ async def test_a_gap_record_refused_as_too_large_is_retried_not_quarantined(
         assert (entry["status"], entry["error"]) == (413, "request body too large")
         # Every request after the quarantine carried the gap record alone.
         assert all(b'"type":"gap"' in body for body in answers[1:])
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
@@ -563,14 +577,7 @@ async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
         error = "bad batch header: nope" if len(answers) % 2 else "record 999: not here"
         return web.json_response({"error": error}, status=400)
 
-    app = web.Application()
-    app.router.add_post("/v1/batches", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with answering(refuse) as port:
         await rig.commit(3)
         sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
         await run_until(sink, lambda: len(answers) >= 4, "four refusals")
@@ -578,8 +585,6 @@ async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
         assert sink.retries["rejected"] >= 3
         assert await rig.acked() == 0
         assert not (rig.buffer.directory.parent / "quarantine").exists()
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("count", [1, 255, 256, 257, 1000])

@@ -43,6 +43,30 @@ def compress(path: Path, suffix: str) -> Path:
     return target
 
 
+def rotated_gz(tmp_path: Path, read: bytes, content: bytes) -> tuple[Path, Checkpoint]:
+    """app.log held ``content``, of which ``read`` shipped; then it was rotated and compressed,
+    and a new app.log holds "n0". Returns the compressed file and the checkpoint."""
+    log = tmp_path / "app.log"
+    log.write_bytes(read)
+    checkpoint = Checkpoint("app", key_of(log), len(read), str(log))
+    log.write_bytes(content)
+    log.rename(tmp_path / "app.log.1")
+    packed = compress(tmp_path / "app.log.1", "gz")
+    log.write_bytes(b"n0\n")
+    return packed, checkpoint
+
+
+async def said_about(
+    tmp_path: Path, checkpoint: Checkpoint, path: Path, caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """Run the source until "n0" ships (nothing else may); what it logged about ``path``."""
+    with caplog.at_level(logging.WARNING):
+        async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+            await tail.wait_records(1)
+    assert tail.msgs == ["n0"]
+    return [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+
+
 def last_checkpoints(tail: Tail) -> dict[str, Checkpoint]:
     return {cp.key: cp for cp in tail.checkpoints()}
 
@@ -223,18 +247,9 @@ async def test_a_generation_whose_start_does_not_decompress_is_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Damage in the first bytes leaves nothing to match or read: said, not silent."""
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("l", 3))
-    checkpoint = Checkpoint("app", key_of(log), 3, str(log))
-    log.rename(tmp_path / "app.log.1")
-    packed = compress(tmp_path / "app.log.1", "gz")
+    packed, checkpoint = rotated_gz(tmp_path, lines("l", 3), lines("l", 3))
     packed.write_bytes(packed.read_bytes()[:12] + b"\xff" * 40)  # header kept, deflate garbage
-    log.write_bytes(b"n0\n")
-    with caplog.at_level(logging.WARNING):
-        async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
-            await tail.wait_records(1)
-    assert tail.msgs == ["n0"]
-    said = [r.getMessage() for r in caplog.records if str(packed) in r.getMessage()]
+    said = await said_about(tmp_path, checkpoint, packed, caplog)
     assert said == [f"file source app: rotated generation {packed} does not decompress; not read"]
 
 
@@ -271,17 +286,8 @@ async def test_the_spool_stops_short_of_filling_its_filesystem(
     """A generation that decompresses to more than the spool's filesystem can spare (a bomb, or
     just huge) is read only as far as it fits, with a warning: the buffer's disk stays usable."""
     monkeypatch.setattr(compressed_module, "SPOOL_RESERVE", 1.0)  # no room at all
-    log = tmp_path / "app.log"
-    log.write_bytes(lines("l", 1000))  # past the fingerprint, which is always spooled
-    checkpoint = Checkpoint("app", key_of(log), log.stat().st_size, str(log))
-    append(log, lines("l", 1000, start=1000))
-    log.rename(tmp_path / "app.log.1")
-    packed = compress(tmp_path / "app.log.1", "gz")
-    log.write_bytes(b"n0\n")
-    with caplog.at_level(logging.WARNING):
-        async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
-            await tail.wait_records(1)
-    assert tail.msgs == ["n0"]
-    said = [r.getMessage() for r in caplog.records if str(packed) in r.getMessage()]
+    # Past the fingerprint, which is always spooled.
+    packed, checkpoint = rotated_gz(tmp_path, lines("l", 1000), lines("l", 2000))
+    said = await said_about(tmp_path, checkpoint, packed, caplog)
     assert len(said) == 1
     assert "read only in part: the spool's filesystem" in said[0]
