@@ -154,6 +154,7 @@ def _decompress_into(
     stream: Decompressed, fd: int, start: int, fp_bytes: int, directory: str
 ) -> str:
     offset = 0
+    lines_end = 0  # just after the last newline spooled from ``start`` on
     room = _spool_room(directory)
     try:
         while chunk := stream.read1(_DECOMPRESS_CHUNK):
@@ -165,12 +166,18 @@ def _decompress_into(
                 if len(chunk) - skip > room:  # checked again before giving up: others free
                     room = _spool_room(directory)
                     if len(chunk) - skip > room:
+                        # End on a whole line: the rest is read at the next start, not cut.
+                        os.ftruncate(fd, max(lines_end, min(offset, fp_bytes)))
                         return (
                             f"the spool's filesystem ({directory}) would fall below "
-                            f"{SPOOL_RESERVE:.0%} free (after {offset} bytes)"
+                            f"{SPOOL_RESERVE:.0%} free (after {lines_end or start} bytes); "
+                            "the rest is read at the next start"
                         )
                 os.pwrite(fd, chunk[skip:], offset + skip)
                 room -= len(chunk) - skip
+                newline = chunk.rfind(b"\n", skip)
+                if newline >= 0:
+                    lines_end = offset + newline + 1
             offset = end
     except DECOMPRESS_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno is not None:

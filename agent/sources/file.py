@@ -90,6 +90,15 @@ _log = logging.getLogger(__name__)
 _ROUND_CHUNKS = 16
 
 
+def _moved(sibling: Sibling) -> bool:
+    """Whether the file at ``sibling``'s path is no longer it (or there is none)."""
+    try:
+        st = os.stat(sibling.path)  # noqa: PTH116
+    except OSError:
+        return True
+    return f"{st.st_dev}:{st.st_ino}" != sibling.ident
+
+
 class FileSource:
     """Tails ``config.paths`` (globs minus ``config.exclude``) until ``stop`` is set."""
 
@@ -406,15 +415,30 @@ class FileSource:
                     heads.add(Checkpoint(self._name, key, 0, tailed.path))
         return heads
 
-    def _adopt(self, sibling: Sibling, start: int) -> None:
-        """Read the rotated ``sibling`` from ``start``, if the file at its path still is it."""
-        path = sibling.path
-        ident = self._open(path, first=False, start=start, planned=sibling.ident)
+    def _adopt(self, sibling: Sibling, start: int) -> bool:
+        """Read the rotated ``sibling`` from ``start``; True once it is open. Rotated again
+        since it was found (another file at its path), it is looked for where it went: renamed
+        (its inode) or compressed (its content, known by a checkpoint at ``start``)."""
+        ident = self._open(sibling.path, first=False, start=start, planned=sibling.ident)
+        if ident is None and _moved(sibling):
+            moved = self._generations.relocate(sibling, start, set(self._files))
+            if moved is None:
+                self._warn_once(
+                    sibling.path,
+                    "%s was rotated again before it could be read, and is not found beside it",
+                    sibling.path,
+                )
+                return False
+            sibling = moved
+            ident = self._open(sibling.path, first=False, start=start, planned=sibling.ident)
         adopted = self._files.get(ident or "")
-        if adopted is not None and adopted.in_set_mtime == 0:
+        if adopted is None:
+            return False
+        if adopted.in_set_mtime == 0:
             adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
             self._adopted = True
-            _log.info("file source %s: reading rotated %s from %d", self._name, path, start)
+            _log.info("file source %s: reading rotated %s from %d", self._name, sibling.path, start)
+        return True
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -460,8 +484,7 @@ class FileSource:
         generations.shipped(old.key, old.read_to, old.path)
         copy = await in_thread(generations.copy_of, old.path, old.head, old.read_to)
         lost_from = old.read_to
-        if copy is not None:
-            await in_thread(self._adopt, copy, old.read_to)
+        if copy is not None and await in_thread(self._adopt, copy, old.read_to):
             lost_from = max(lost_from, copy.size)
         if old.seen_size <= lost_from:
             return []

@@ -10,10 +10,11 @@ fingerprint covers (a legacy key without a fingerprint: when no file there has i
 that directory no longer exists. A file that still holds those bytes (the file itself, a rename
 within the directory, a copytruncate copy, a generation compressed since, once decompressed)
 keeps it: it says how much of that content shipped.
-Anything unsure is kept: a key that is not a file's, a directory that cannot be read, any key of
-a directory holding a file whose first bytes cannot be read (it may be any of them). Forgetting a
-checkpoint whose content turned up again elsewhere could only re-ship that content (duplicates,
-never a loss).
+Anything unsure is kept: a key that is not a file's, a directory that cannot be read, the keys
+of a file whose first bytes cannot be read (``/var/log/btmp`` for an agent not in its group: it
+holds its own keys, not those of the whole directory). A file's shorter key is gone once its full
+key holds the same bytes. Forgetting a checkpoint whose content turned up again elsewhere could
+only re-ship that content (duplicates, never a loss).
 
 The file source asks at its first round and then every ``PRUNE_EVERY`` seconds (``FileSource``,
 ``_prune``), and forgets a checkpoint only when two passes in a row found it gone: a directory
@@ -55,23 +56,29 @@ class _Directory:
 
     def __init__(self, directory: str, fp_bytes: int) -> None:
         self.idents: set[str] = set()
-        self.unsure = False  # a file whose first bytes could not be read: it may be any
-        self._paths: list[str] = []
-        self._heads: list[bytes] | None = None
+        self.unreadable: set[str] = set()  # identities of files whose first bytes are unknown
+        self._files: list[tuple[str, str]] = []  # (path, identity)
+        self._heads: list[tuple[str, bytes]] | None = None
         self._fp_bytes = fp_bytes
         with os.scandir(directory or ".") as found:
             for entry in found:
                 with contextlib.suppress(OSError):  # gone meanwhile, a dangling link
                     st = entry.stat()  # follows a symlink (/var/log/containers)
                     if stat.S_ISREG(st.st_mode):
-                        self.idents.add(f"{st.st_dev}:{st.st_ino}")
-                        self._paths.append(entry.path)
+                        ident = f"{st.st_dev}:{st.st_ino}"
+                        self.idents.add(ident)
+                        self._files.append((entry.path, ident))
 
-    def heads(self) -> list[bytes]:
+    def heads(self) -> list[tuple[str, bytes]]:
+        """(identity, first bytes) of each file whose first bytes could be read."""
         if self._heads is None:
-            heads = [self._head(path) for path in self._paths]
-            self.unsure = None in heads
-            self._heads = [head for head in heads if head is not None]
+            self._heads = []
+            for path, ident in self._files:
+                head = self._head(path)
+                if head is None:
+                    self.unreadable.add(ident)
+                else:
+                    self._heads.append((ident, head))
         return self._heads
 
     def _head(self, path: str) -> bytes | None:
@@ -90,10 +97,33 @@ class _Directory:
             os.close(fd)
 
 
-def _alive(parsed: ParsedKey, files: _Directory) -> bool:
-    if parsed.length == 0:
-        return parsed.ident in files.idents
-    return any(parsed.matches(head) for head in files.heads())
+def _gone_here(keys: list[tuple[str, ParsedKey]], files: _Directory) -> set[str]:
+    """Of ``keys`` (of checkpoints in this directory), those gone: no file holds the bytes
+    their fingerprint covers (a legacy key: no file has its inode), or a longer key of the same
+    file holds them too (its first key covered only its first line: once a file has its full
+    key, the shorter one says nothing more, and a first line many files share, a CSV header,
+    would keep it forever). A file whose first bytes cannot be read keeps its own keys."""
+    heads = files.heads()
+    dead: set[str] = set()
+    in_own_file: set[str] = set()  # keys the file with their identity still holds
+    longest: dict[str, int] = {}  # identity -> its file's longest key
+    for key, parsed in keys:
+        if parsed.length == 0:
+            if parsed.ident not in files.idents:
+                dead.add(key)
+            continue
+        if parsed.ident in files.unreadable:
+            continue
+        holders = [ident for ident, head in heads if parsed.matches(head)]
+        if not holders:
+            dead.add(key)
+        elif parsed.ident in holders:
+            in_own_file.add(key)
+            longest[parsed.ident] = max(longest.get(parsed.ident, 0), parsed.length)
+    for key, parsed in keys:
+        if key in in_own_file and longest[parsed.ident] > parsed.length:
+            dead.add(key)  # superseded by its file's longer key
+    return dead
 
 
 def gone(checkpoints: Iterable[Checkpoint], fp_bytes: int) -> set[str]:
@@ -111,9 +141,7 @@ def gone(checkpoints: Iterable[Checkpoint], fp_bytes: int) -> set[str]:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 dead.update(key for key, _ in keys)
             continue  # unreadable: kept
-        gone_here = {key for key, parsed in keys if not _alive(parsed, files)}
-        if not files.unsure:  # else a file we could not read may hold any of them: kept
-            dead |= gone_here
+        dead |= _gone_here(keys, files)
     return dead
 
 

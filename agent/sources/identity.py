@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from agent.sources import Checkpoint
+from agent.sources.compressed import decompressed_head
 
 # Names logrotate (and friends) give rotated files: numbered, dated (dateext), compressed.
 ROTATED_NAME = re.compile(r"(\.\d{1,3}|-\d{8}(\d{2,6})?|\.(gz|xz|zst|bz2|lz4|zip|Z))$")
@@ -37,6 +38,7 @@ _COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2|lz4|zip|Z)$")
 # The compressed generations that are read (decompressed): logrotate's compresscmd choices.
 # lz4, zip and .Z (compress) are not: such a sibling is left alone.
 READABLE_COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2)$")
+_SAME_START = 4096  # bytes compared to tell X.gz the compressed copy of X
 
 
 def fingerprint(head: bytes) -> str:
@@ -172,8 +174,23 @@ def entries(directory: str, wanted: Callable[[str], bool]) -> list[Sibling]:
         if stat.S_ISREG(st.st_mode):
             found.append(Sibling(full, f"{st.st_dev}:{st.st_ino}", st.st_size, st.st_mtime_ns))
     # A generation both plain and compressed (gzip still writing, or gzip -k) is read plain,
-    # once: the compressed copy holds the same content.
+    # once: the compressed copy starts with the same bytes. (By name alone, an older X.gz would
+    # hide behind a newer X.)
     plain = {s.path for s in found if not s.compressed}
-    found = [s for s in found if not (s.compressed and s.path.rsplit(".", 1)[0] in plain)]
+    found = [s for s in found if not (s.compressed and _same_start(s.path, plain))]
     found.sort(key=lambda s: s.mtime_ns)
     return found
+
+
+def _same_start(packed: str, plain: set[str]) -> bool:
+    """Whether ``packed`` (``X.gz``) has a plain ``X`` beside it with the same first bytes."""
+    name = packed.rsplit(".", 1)[0]
+    if name not in plain:
+        return False
+    try:
+        with open(name, "rb") as f:
+            head = f.read(_SAME_START)
+    except OSError:
+        return False
+    inside = decompressed_head(packed, len(head))
+    return inside is not None and inside == head and len(head) > 0

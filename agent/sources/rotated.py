@@ -161,6 +161,26 @@ class Generations:
             known.add(Checkpoint(self._source, key, 0, path))
         return self._unknown(found, known, live)
 
+    def relocate(self, sibling: Sibling, offset: int, open_idents: set[str]) -> Sibling | None:
+        """Where ``sibling``, planned from ``offset``, went when rotated again: beside it, the
+        file with its inode (renamed), or one whose first bytes a checkpoint at ``offset``
+        knows (compressed since)."""
+        directory = os.path.dirname(sibling.path)  # noqa: PTH120
+        found = entries(directory, lambda path: path != sibling.path)
+        for candidate in reversed(found):  # newest first
+            if candidate.ident == sibling.ident:
+                return candidate
+        for candidate in reversed(found):
+            if candidate.ident in open_idents:
+                continue
+            head = self._head(candidate)
+            if head is None:
+                continue
+            cp = match(self._by_ident.get(sibling.ident, ()), head) or self.known.find(head)
+            if cp is not None and cp.offset == offset:
+                return candidate
+        return None
+
     def copy_of(self, path: str, head: bytes, read_to: int) -> Sibling | None:
         """The copy (possibly already being read) of the generation that started with ``head``,
         if it holds at least ``read_to`` bytes. A compressed copy (copytruncate + compress) is

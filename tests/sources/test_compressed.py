@@ -254,26 +254,30 @@ async def test_a_generation_whose_start_does_not_decompress_is_reported(
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_a_sibling_rotated_again_between_its_planning_and_its_opening_is_not_read(
+def test_a_sibling_rotated_again_between_its_planning_and_its_opening_is_found_again(
     tmp_path: Path, suffix: str
 ) -> None:
-    """Planned under one identity, found under another at its path when opened (logrotate ran
-    meanwhile): not read from the planned offset, which is not its own (found by review)."""
+    """Planned under one identity, another file is at its path when it is opened (logrotate ran
+    meanwhile): that file is not read from the planned offset, which is not its own; the planned
+    one is read where it went, renamed (found by review: first read wrongly, then not at all)."""
     planned = tmp_path / f"app.log.1{suffix}"
     planned.write_bytes(gzip.compress(lines("l", 3)) if suffix else lines("l", 3))
     stale = Sibling(str(planned), identity(planned), planned.stat().st_size, 0)
-    planned.rename(tmp_path / f"app.log.2{suffix}")
+    moved = tmp_path / f"app.log.2{suffix}"
+    planned.rename(moved)
     planned.write_bytes(gzip.compress(lines("n", 3)) if suffix else lines("n", 3))
     if suffix:
         with pytest.raises(FileNotFoundError):
             spool(str(planned), 3, 1024, str(tmp_path / "spool"), stale.ident)
     source = FileSource("app", make_config(tmp_path), {}, _never, asyncio.Event())
-    source._adopt(stale, 3)
+    assert source._adopt(stale, 3)
+    [tailed] = source._files.values()
+    assert (tailed.path, tailed.ident, tailed.read_pos) == (str(moved), stale.ident, 3)
+    os.close(tailed.fd)
+    source._files.clear()
+    moved.unlink()  # gone for good: not read, and said
+    assert not source._adopt(stale, 3)
     assert source._files == {}
-    source._adopt(Sibling(str(planned), identity(planned), 0, 0), 3)  # what is there now
-    assert [f.path for f in source._files.values()] == [str(planned)]
-    for tailed in source._files.values():
-        os.close(tailed.fd)
 
 
 async def _never(batch: list[Pending]) -> None:
@@ -284,10 +288,38 @@ async def test_the_spool_stops_short_of_filling_its_filesystem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A generation that decompresses to more than the spool's filesystem can spare (a bomb, or
-    just huge) is read only as far as it fits, with a warning: the buffer's disk stays usable."""
+    just huge) is read only as far as it fits, in whole lines, with a warning: the buffer's disk
+    stays usable. The rest is read at the next start, when there is room."""
     monkeypatch.setattr(compressed_module, "SPOOL_RESERVE", 1.0)  # no room at all
     # Past the fingerprint, which is always spooled.
     packed, checkpoint = rotated_gz(tmp_path, lines("l", 1000), lines("l", 2000))
-    said = await said_about(tmp_path, checkpoint, packed, caplog)
+    said = await said_about(tmp_path, checkpoint, packed, caplog)  # only n0: no cut line
     assert len(said) == 1
     assert "read only in part: the spool's filesystem" in said[0]
+    monkeypatch.undo()
+    async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+        await tail.wait_records(1001)
+    assert sorted(tail.msgs) == sorted([f"l{i}" for i in range(1000, 2000)] + ["n0"])
+
+
+async def test_a_compressed_generation_is_not_hidden_by_a_different_plain_one(
+    tmp_path: Path,
+) -> None:
+    """app.log.1.gz, the checkpointed generation, and app.log.1, a newer one never read (a
+    config switched to delaycompress): both are read. The plain one hides the compressed one
+    only when it holds the same content (found by review: by name alone, both were lost)."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("l", 5))
+    checkpoint = Checkpoint("app", key_of(log), len(lines("l", 5)), str(log))
+    append(log, lines("l", 10, start=5))
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(log.read_bytes()))
+    log.unlink()
+    log.write_bytes(lines("y", 3))  # the next generation
+    log.rename(tmp_path / "app.log.1")
+    now = time.time()  # both rotated while the agent was down, the .gz first
+    os.utime(tmp_path / "app.log.1.gz", (now - 7200, now - 7200))
+    os.utime(tmp_path / "app.log.1", (now - 3600, now - 3600))
+    log.write_bytes(b"n0\n")
+    async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
+        await tail.wait_records(14)
+    assert sorted(tail.msgs) == sorted([f"l{i}" for i in range(5, 15)] + ["y0", "y1", "y2", "n0"])
