@@ -101,6 +101,61 @@ def gzip_size(path: str) -> int | None:
         return None
 
 
+def xz_size(path: str) -> int | None:
+    """The size an xz file decompresses to, from its index (read from its end: two reads), when
+    the file is one stream without padding, as xz writes it, and the index's CRC32 holds; else
+    None (the size is then found by decompressing)."""
+    tail = _xz_index(path)
+    if tail is None:
+        return None
+    total, index = tail
+    if zlib.crc32(index[:-4]) != int.from_bytes(index[-4:], "little") or index[0] != 0:
+        return None
+    numbers = _varints(index[1:-4])
+    if numbers is None:
+        return None
+    blocks = sum((unpadded + 3) // 4 * 4 for unpadded in numbers[1::2])
+    if 12 + blocks + len(index) + 12 != total:
+        return None  # several streams, or padding: not this simple shape
+    return sum(numbers[2::2])
+
+
+def _xz_index(path: str) -> tuple[int, bytes] | None:
+    """The size of an xz file and the index its stream footer points to."""
+    try:
+        with open(path, "rb") as f:
+            total = f.seek(0, os.SEEK_END)
+            if total < 32:
+                return None
+            f.seek(total - 12)
+            footer = f.read(12)
+            index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+            if footer[10:] != b"YZ" or index_size + 24 > total:
+                return None
+            f.seek(total - 12 - index_size)
+            return total, f.read(index_size)
+    except OSError:
+        return None
+
+
+def _varints(data: bytes) -> list[int] | None:
+    """xz's multibyte integers in ``data``, then only zero padding; None if malformed."""
+    numbers: list[int] = []
+    value = shift = 0
+    for at, byte in enumerate(data):
+        value |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            if shift > 63:
+                return None
+            continue
+        numbers.append(value)
+        value = shift = 0
+        if numbers[0] * 2 + 1 == len(numbers):
+            return numbers if not any(data[at + 1 :]) else None
+    return None
+
+
 def _read_up_to(stream: Decompressed, limit: int) -> bytes:
     parts: list[bytes] = []
     want = limit

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 
 from agent.sources import Checkpoint
-from agent.sources.compressed import decompressed_head, decompressed_size, gzip_size
+from agent.sources.compressed import decompressed_head, decompressed_size, gzip_size, xz_size
 from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
 
 _log = logging.getLogger(__name__)
@@ -240,10 +240,13 @@ class Generations:
 def _may_hold_more(sib: Sibling, offset: int) -> bool:
     """Whether ``sib`` may hold bytes past ``offset``. For a compressed one, without reading it
     whole where its format says its size (gzip: the last member's size, modulo 4 GiB, in its
-    last four bytes; equal to ``offset`` means read to its end): the spool finds out otherwise,
-    in the one pass that reads the rest."""
+    last four bytes, equal to ``offset`` meaning read to its end; xz: its index): the spool
+    finds out otherwise, in the one pass that reads the rest."""
     if not sib.compressed:
         return offset < sib.size
+    if sib.path.endswith(".xz"):
+        size = xz_size(sib.path)
+        return size is None or offset < size
     size = gzip_size(sib.path) if sib.path.endswith(".gz") else None
     return size is None or size != offset % (1 << 32)
 

@@ -8,21 +8,25 @@ import gzip
 import logging
 import lzma
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.sources import Checkpoint, Pending
 from agent.sources import compressed as compressed_module
-from agent.sources.compressed import spool
+from agent.sources.compressed import decompressed_size, spool, xz_size
 from agent.sources.file import FileSource
 from agent.sources.forget import gone
 from agent.sources.identity import Sibling, make_key
 from tests.sources.tailing import Tail, append, identity, key_of, make_config, tailing
 
+CHECKS = [lzma.CHECK_NONE, lzma.CHECK_CRC32, lzma.CHECK_CRC64, lzma.CHECK_SHA256]
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gz": gzip.compress,
     "bz2": bz2.compress,
@@ -105,8 +109,8 @@ async def test_a_file_compressed_while_the_agent_was_down_resumes_at_its_checkpo
         append(log, b"n2\n")
         await again.wait_records(1)
     assert again.msgs == ["n2"]
-    # A gzip file says its size: one read to its end is not decompressed again to find out.
-    assert (tmp_path / "spool").exists() == (suffix != "gz")
+    # gzip and xz files say their size: one read to its end is not decompressed again.
+    assert (tmp_path / "spool").exists() == (suffix not in ("gz", "xz"))
 
 
 async def test_a_generation_compressed_before_it_was_ever_read_ships_from_its_start(
@@ -323,3 +327,19 @@ async def test_a_compressed_generation_is_not_hidden_by_a_different_plain_one(
     async with tailing(make_config(tmp_path), {"k": checkpoint}) as tail:
         await tail.wait_records(14)
     assert sorted(tail.msgs) == sorted([f"l{i}" for i in range(5, 15)] + ["y0", "y1", "y2", "n0"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=200_000), preset=st.integers(0, 3), check=st.sampled_from(CHECKS))
+def test_an_xz_files_index_gives_its_size(data: bytes, preset: int, check: int) -> None:
+    """Read from the index at its end, the size equals what decompressing counts; a file of two
+    streams, or damaged at its end, gives None (the restart then decompresses to find out)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "app.log.1.xz"
+        packed = lzma.compress(data, preset=preset, check=check)
+        path.write_bytes(packed)
+        assert xz_size(str(path)) == decompressed_size(str(path)) == len(data)
+        path.write_bytes(packed + lzma.compress(b"more\n"))
+        assert xz_size(str(path)) is None
+        path.write_bytes(packed[:-13] + bytes([packed[-13] ^ 1]) + packed[-12:])  # index CRC
+        assert xz_size(str(path)) is None
