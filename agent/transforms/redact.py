@@ -32,7 +32,10 @@ Split lines (invariant: redaction is not defeated by the max-line-bytes split): 
 splits an over-long line into parts tagged ``split`` with ``log.part``. Neither part alone can
 tell whether a token at the boundary is a secret, so for split parts the redactor masks the
 token touching each boundary, remembers the tail of each part per file path and masks whatever a
-rule matches across the boundary, and carries "inside a private key block" into the next part.
+rule matches across the boundary, and carries "inside a private key block" into the next part. A
+quoted secret still open at a part's end (``password="a b``) is masked to that end and, in the
+next part, up to its closing quote; so is one whose key ends a part and whose quote opens the
+next.
 
 State: ``_carry`` (file path -> tail of the last split part) is owned by the one task or thread
 that runs the source's chain; it holds at most one entry per file being split.
@@ -57,6 +60,29 @@ _Plan = tuple[
     tuple[tuple[str, ...], re.Pattern[str] | None, Callable[..., str], Callable[..., str]], ...
 ]
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
+# A secret's key with its separator (its own closing quote, if quoted, before it), or -p.
+_KEY_THEN_SEPARATOR = (
+    r"(?i)(?:(?:pass(?:word|wd|phrase)?|secret|token|key|authorization)(?:\\?[\"'])?"
+    r"\s*(?:[:=]\s*|\s+)|-p)"
+)
+# A quote opened after a secret's key or option (password="…, -p"…, Authorization: "…, also
+# escaped in a JSON line) that no quote closes before the end of the text.
+_OPEN_QUOTED_SECRET = re.compile(_KEY_THEN_SEPARATOR + r"(?P<quote>\\?[\"'])[^\"']*\Z")
+# A secret's key, separator and opening quote ("password=\"", "TOKEN=\\\"", "-p'").
+_KEY_QUOTE = re.compile(_KEY_THEN_SEPARATOR + r"(?P<quote>\\?[\"'])")
+
+
+def _quote_opening(tail: str, msg: str) -> tuple[str, int]:
+    """A secret's quoted value opened across the boundary between the last part (``tail``) and
+    ``msg``: the quote that closes it and where in ``msg`` its value starts; ("", 0) if none."""
+    window = tail[-64:] + msg[:64]
+    cut = len(window) - len(msg[:64])
+    for m in _KEY_QUOTE.finditer(window):
+        if m.start() < cut < m.end():
+            return m["quote"], m.end() - cut
+    return "", 0
+
+
 _KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 
 
@@ -114,7 +140,8 @@ class Redactor:
     def __init__(self, patterns: list[str] | tuple[str, ...] = ()) -> None:
         self.custom = tuple(Rule(f"custom{i}", re.compile(p), ()) for i, p in enumerate(patterns))
         self.rules = BUILTIN_RULES + self.custom
-        self._carry: dict[str, tuple[int, str, bool]] = {}  # path -> (next part, tail, in key)
+        self._carry: dict[str, tuple[int, str, bool, str]] = {}  # path -> (next part, tail,
+        # inside a private key, the quote of a quoted secret still open)
         self._suspects = Suspects()
         # Per rule, in order: what ``text`` needs, bound once instead of per call. The built-in
         # rules read escaped quotes as quotes (``escapes_view``); configured patterns were
@@ -202,12 +229,22 @@ class Redactor:
         carried = self._carry.pop(path, None)
         masked = msg
         if carried is not None and carried[0] == part:
+            quote, value = (carried[3], 0) if carried[3] else _quote_opening(carried[1], masked)
+            if quote:  # a quoted secret open across the boundary: masked up to its close
+                close = masked.find(quote, value)
+                masked = REDACTED + (masked[close:] if close >= 0 else "")
             masked = self._continue(masked, carried[1], in_key=carried[2])
         masked = self.text(masked)
         if part > 0:  # the token that starts this part may end a secret begun in the last one
             masked = _mask_lead(masked)
         in_key = self._opens_key(msg, carried[2] if carried else False)
-        self._carry[path] = (part + 1, msg[-_TAIL:], in_key)
+        # A quoted secret still open where this part ends ('password="a b'): the rest of the
+        # part is masked (the rules took only its first word), and the next part up to its close.
+        quote = ""
+        if opened := _OPEN_QUOTED_SECRET.search(masked):
+            quote = opened["quote"]
+            masked = masked[: opened.end("quote")] + REDACTED
+        self._carry[path] = (part + 1, msg[-_TAIL:], in_key, quote)
         return _mask_trail(masked)
 
     def _continue(self, msg: str, tail: str, *, in_key: bool) -> str:
