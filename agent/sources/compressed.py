@@ -1,7 +1,7 @@
 """Compressed rotated generations: reading them decompressed, and spooling one to be tailed.
 
 logrotate's ``compress`` leaves ``app.log.1.gz`` (or ``.bz2``, ``.xz``, ``.zst``: its
-``compresscmd`` choices; ``identity.READABLE_COMPRESSED``). ``rotated.py`` matches such a
+``compresscmd`` choices; ``READABLE_COMPRESSED``). ``rotated.py`` matches such a
 sibling by its decompressed first bytes (``decompressed_head``) and, for gzip, its size from the
 trailer (``gzip_size``); the file source reads one by ``spool``: its content, decompressed into an
 anonymous file under ``state_dir/spool`` with only the fingerprint and the part still to read
@@ -22,6 +22,7 @@ import gzip
 import io
 import lzma
 import os
+import re
 import stat
 import tempfile
 import zlib
@@ -30,6 +31,9 @@ from typing import BinaryIO
 
 import zstandard
 
+# The compressed generations that are read (decompressed): logrotate's compresscmd choices.
+# lz4, zip and .Z (compress) are not: such a sibling is left alone.
+READABLE_COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2)$")
 _DECOMPRESS_CHUNK = 1 << 16  # read1: what one read of the file gives, so damage costs little
 
 Decompressed = io.BufferedIOBase | zstandard.ZstdDecompressionReader
@@ -63,6 +67,27 @@ def _codec(path: str, raw: BinaryIO) -> Decompressed:
 
 # What reading a damaged compressed file raises (besides OSError: gzip's BadGzipFile is one).
 DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def content_head(path: str, limit: int) -> bytes | None:
+    """The first ``limit`` bytes a regular file holds: decompressed for a compressed one
+    (``READABLE_COMPRESSED``); None if they cannot be read. Never blocks on a FIFO."""
+    if READABLE_COMPRESSED.search(path):
+        return decompressed_head(path, limit)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        want = min(st.st_size, limit)
+        return os.pread(fd, want, 0) if want > 0 else b""
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def decompressed_head(path: str, limit: int) -> bytes | None:

@@ -253,7 +253,7 @@ class FileSource:
         watcher.watch_new_roots()
         found: dict[str, str] = {}
         for path in self._globs.match():
-            if identity.READABLE_COMPRESSED.search(path):  # exclude_rotated = false, say
+            if compressed.READABLE_COMPRESSED.search(path):  # exclude_rotated = false, say
                 self._warn_once(
                     path,
                     "not following %s: compressed files are read only as the rotated "
@@ -305,7 +305,7 @@ class FileSource:
         if self._fds >= self._config.max_open_files and not self._make_room():
             self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
             return None
-        packed = identity.READABLE_COMPRESSED.search(path) is not None
+        packed = compressed.READABLE_COMPRESSED.search(path) is not None
         if packed and start is None:
             return None  # only as a rotated generation, from a planned offset
         try:

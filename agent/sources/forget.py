@@ -37,8 +37,8 @@ from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from agent.sources import Checkpoint
-from agent.sources.compressed import decompressed_head
-from agent.sources.identity import READABLE_COMPRESSED, ParsedKey, parse_key, read_head
+from agent.sources.compressed import content_head
+from agent.sources.identity import ParsedKey, parse_key
 
 PRUNE_EVERY = 600.0  # seconds between two passes of a running source
 
@@ -74,27 +74,12 @@ class _Directory:
         if self._heads is None:
             self._heads = []
             for path, ident in self._files:
-                head = self._head(path)
+                head = content_head(path, self._fp_bytes)
                 if head is None:
                     self.unreadable.add(ident)
                 else:
                     self._heads.append((ident, head))
         return self._heads
-
-    def _head(self, path: str) -> bytes | None:
-        if READABLE_COMPRESSED.search(path):  # a generation compressed since: its content
-            return decompressed_head(path, self._fp_bytes)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            return read_head(fd, st.st_size, self._fp_bytes) if stat.S_ISREG(st.st_mode) else None
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
 
 def _gone_here(keys: list[tuple[str, ParsedKey]], files: _Directory) -> set[str]:

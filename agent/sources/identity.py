@@ -30,14 +30,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from agent.sources import Checkpoint
-from agent.sources.compressed import decompressed_head
+from agent.sources.compressed import READABLE_COMPRESSED, content_head
 
 # Names logrotate (and friends) give rotated files: numbered, dated (dateext), compressed.
 ROTATED_NAME = re.compile(r"(\.\d{1,3}|-\d{8}(\d{2,6})?|\.(gz|xz|zst|bz2|lz4|zip|Z))$")
 _COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2|lz4|zip|Z)$")
-# The compressed generations that are read (decompressed): logrotate's compresscmd choices.
-# lz4, zip and .Z (compress) are not: such a sibling is left alone.
-READABLE_COMPRESSED = re.compile(r"\.(gz|xz|zst|bz2)$")
 _SAME_START = 4096  # bytes compared to tell X.gz the compressed copy of X
 
 
@@ -187,10 +184,5 @@ def _same_start(packed: str, plain: set[str]) -> bool:
     name = packed.rsplit(".", 1)[0]
     if name not in plain:
         return False
-    try:
-        with open(name, "rb") as f:
-            head = f.read(_SAME_START)
-    except OSError:
-        return False
-    inside = decompressed_head(packed, len(head))
-    return inside is not None and inside == head and len(head) > 0
+    head = content_head(name, _SAME_START)
+    return bool(head) and content_head(packed, len(head or b"")) == head

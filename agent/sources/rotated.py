@@ -20,7 +20,7 @@ reading it from 0 can never duplicate a line. Four situations:
 * **Copytruncate** (``copy_of``): the copy is the newest sibling that starts with the truncated
   generation's first bytes and holds at least what we read of it (compressed: decompressed).
 
-A compressed sibling (``app.log.2.gz``; ``identity.READABLE_COMPRESSED``) is matched by its
+A compressed sibling (``app.log.2.gz``; ``compressed.READABLE_COMPRESSED``) is matched by its
 decompressed first bytes, and a checkpoint's offset is compared with its decompressed size.
 
 State ownership: owned by the file source's ``run()`` task; used from its worker threads only
@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 
 from agent.sources import Checkpoint
-from agent.sources.compressed import decompressed_head, decompressed_size, gzip_size, xz_size
+from agent.sources.compressed import content_head, decompressed_size, gzip_size, xz_size
 from agent.sources.identity import KnownHeads, Sibling, entries, match, parse_key, siblings
 
 _log = logging.getLogger(__name__)
@@ -220,21 +220,15 @@ class Generations:
         return [s for s in siblings(path) if s.ident not in open_idents]
 
     def _head(self, sib: Sibling) -> bytes | None:
-        if sib.compressed:
-            head = decompressed_head(sib.path, self._fp_bytes)
-            if head is None and sib.path not in self._undecodable:
-                self._undecodable.add(sib.path)  # said once per file
-                _log.warning(
-                    "file source %s: rotated generation %s does not decompress; not read",
-                    self._source,
-                    sib.path,
-                )
-            return head
-        try:
-            with open(sib.path, "rb") as f:
-                return f.read(self._fp_bytes)
-        except OSError:
-            return None
+        head = content_head(sib.path, self._fp_bytes)
+        if head is None and sib.compressed and sib.path not in self._undecodable:
+            self._undecodable.add(sib.path)  # said once per file
+            _log.warning(
+                "file source %s: rotated generation %s does not decompress; not read",
+                self._source,
+                sib.path,
+            )
+        return head
 
 
 def _may_hold_more(sib: Sibling, offset: int) -> bool:

@@ -50,7 +50,15 @@ from functools import partial
 from agent.record import Record
 from agent.transforms.fields import tag
 from agent.transforms.redact_batch import fields_may_hold, redact_fields
-from agent.transforms.rules import BUILTIN_RULES, REDACTED, Rule, caseless, escapes_view, unview
+from agent.transforms.rules import (
+    BUILTIN_RULES,
+    KEY_ENDINGS,
+    REDACTED,
+    Rule,
+    caseless,
+    escapes_view,
+    unview,
+)
 from agent.transforms.suspects import Suspects, _suspect
 
 __all__ = ["BUILTIN_RULES", "REDACTED", "Redactor", "Rule"]
@@ -61,10 +69,7 @@ _Plan = tuple[
 ]
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
 # A secret's key with its separator (its own closing quote, if quoted, before it), or -p.
-_KEY_THEN_SEPARATOR = (
-    r"(?i)(?:(?:pass(?:word|wd|phrase)?|secret|token|key|authorization)(?:\\?[\"'])?"
-    r"\s*(?:[:=]\s*|\s+)|-p)"
-)
+_KEY_THEN_SEPARATOR = rf"(?i)(?:(?:{KEY_ENDINGS}|authorization)(?:\\?[\"'])?\s*(?:[:=]\s*|\s+)|-p)"
 # A quote opened after a secret's key or option (password="…, -p"…, Authorization: "…, also
 # escaped in a JSON line) that no quote closes before the end of the text.
 _OPEN_QUOTED_SECRET = re.compile(_KEY_THEN_SEPARATOR + r"(?P<quote>\\?[\"'])[^\"']*\Z")

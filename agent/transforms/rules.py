@@ -128,6 +128,9 @@ def _argument(stop: str) -> str:
     return rf"[\"'\ue000]?(?P<secret>{_QUOTED_WORD}|{_AFTER_OPENER}{bare})"
 
 
+# What the key of every ``password_assignment`` ends with (its prefilter; split lines in
+# ``redact.py`` look for an open quoted value after these too).
+KEY_ENDINGS = r"pass(?:word|wd|phrase)?|secret|key|token"
 AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
 _KV_KEYS = (
     r"password|passwd|passphrase|pass|secret|secret_?key|api_?key|apikey|access_?token"
@@ -210,9 +213,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         ("pass", "secret", "token", "apikey", "api_key", "private"),
         # Every key ends in one of these words and is followed by the separator (its closing
         # quote may be escaped: ``\\"`` in raw text, ESCAPED_QUOTE in an escapes_view).
-        prefilter=re.compile(
-            r"(?:pass(?:word|wd|phrase)?|secret|key|token)(?:\\?[\"']|\ue000)?\s*[:=]"
-        ),
+        prefilter=re.compile(rf"(?:{KEY_ENDINGS})(?:\\?[\"']|\ue000)?\s*[:=]"),
     ),
     Rule(
         "mysql_password",
