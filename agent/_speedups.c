@@ -7,10 +7,13 @@
  *   frame = u32 body_len | u32 crc32(body) | body                         (little endian)
  *   body  = u64 seq | 32-byte h | u16 cp_len | checkpoint | wire
  *
- * Records are still encoded by orjson (the `dumps` passed in): canonical JSON stays one
- * implementation. What moves here is everything after it: SHA-256 over prev || canonical
- * (OpenSSL, as hashlib uses), the hex digest, the wire form, the checkpoint bytes, crc32 (zlib,
- * as the zlib module uses) and the frame, written into one buffer for the whole run.
+ * Records are encoded by orjson (the `dumps` passed in). What moves here is everything after it:
+ * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the hex digest, the wire form, the
+ * checkpoint bytes, crc32 (zlib, as the zlib module uses) and the frame, written into one buffer
+ * for the whole run. The lines of a PlainRun (a raw source's chunk, agent/sources/__init__.py)
+ * have no record: their canonical JSON is the run's head + offset + the line as a JSON string +
+ * seq + the run's tail, which is orjson's bytes for the record run.records() makes (ASCII lines:
+ * orjson escapes '"', '\\' and the control characters, with \b \t \n \f \r or \u00xx).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +35,8 @@
 #define MAX_CP 0xFFFF
 
 static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
+static PyObject *str_begin, *str_end, *str_offset, *str_data, *str_head, *str_tail, *str_source,
+    *str_key, *str_path;
 static PyObject *option_kwnames;
 
 /* The frames of one link() call, written into the caller's bytearray. It stays exported (a
@@ -246,21 +251,18 @@ static void prefix_cache_clear(PrefixCache *cache) {
     Py_CLEAR(cache->prefix);
 }
 
-/* cp_prefix(source, key, path) for the Checkpoint `cp`: a reference the cache holds, or NULL. */
-static PyObject *checkpoint_prefix(PrefixCache *cache, PyObject *cp, PyObject *cp_prefix) {
-    if (!PyTuple_Check(cp) || PyTuple_GET_SIZE(cp) != 4) {
-        PyErr_SetString(PyExc_TypeError, "checkpoint must be a Checkpoint");
-        return NULL;
-    }
-    PyObject *args[3] = {PyTuple_GET_ITEM(cp, 0), PyTuple_GET_ITEM(cp, 1), PyTuple_GET_ITEM(cp, 3)};
-    if (cache->prefix != NULL && args[0] == cache->source && args[1] == cache->key &&
-        args[2] == cache->path) {
+/* cp_prefix(source, key, path): a reference the cache holds, or NULL. */
+static PyObject *prefix_for(PrefixCache *cache, PyObject *source, PyObject *key, PyObject *path,
+                            PyObject *cp_prefix) {
+    if (cache->prefix != NULL && source == cache->source && key == cache->key &&
+        path == cache->path) {
         return cache->prefix;
     }
-    /* Held: the call below runs Python code, which may drop the tuple's hold on them. */
-    Py_INCREF(args[0]);
-    Py_INCREF(args[1]);
-    Py_INCREF(args[2]);
+    PyObject *args[3] = {source, key, path};
+    /* Held: the call below runs Python code, which may drop its owner's hold on them. */
+    Py_INCREF(source);
+    Py_INCREF(key);
+    Py_INCREF(path);
     PyObject *prefix = PyObject_Vectorcall(cp_prefix, args, 3, NULL);
     if (prefix != NULL && !PyBytes_Check(prefix)) {
         Py_CLEAR(prefix);
@@ -268,16 +270,26 @@ static PyObject *checkpoint_prefix(PrefixCache *cache, PyObject *cp, PyObject *c
     }
     prefix_cache_clear(cache);
     if (prefix == NULL) {
-        Py_DECREF(args[0]);
-        Py_DECREF(args[1]);
-        Py_DECREF(args[2]);
+        Py_DECREF(source);
+        Py_DECREF(key);
+        Py_DECREF(path);
         return NULL;
     }
-    cache->source = args[0];
-    cache->key = args[1];
-    cache->path = args[2];
+    cache->source = source;
+    cache->key = key;
+    cache->path = path;
     cache->prefix = prefix;
     return prefix;
+}
+
+/* cp_prefix(source, key, path) for the Checkpoint `cp`: a reference the cache holds, or NULL. */
+static PyObject *checkpoint_prefix(PrefixCache *cache, PyObject *cp, PyObject *cp_prefix) {
+    if (!PyTuple_Check(cp) || PyTuple_GET_SIZE(cp) != 4) {
+        PyErr_SetString(PyExc_TypeError, "checkpoint must be a Checkpoint");
+        return NULL;
+    }
+    return prefix_for(cache, PyTuple_GET_ITEM(cp, 0), PyTuple_GET_ITEM(cp, 1),
+                      PyTuple_GET_ITEM(cp, 3), cp_prefix);
 }
 
 /* str(offset) as UTF-8: in `small` for an int that fits a long long, else from a str kept in
@@ -309,16 +321,16 @@ static int offset_digits(PyObject *offset, char *small, size_t small_len, const 
     return 0;
 }
 
-/* One record's wire form: canonical[:-1] + ',"h":"' + hex(digest) + '"}'. New reference. */
-static PyObject *wire_form(PyObject *canonical, const unsigned char *digest) {
+/* One record's wire form: canonical[:len - 1] + ',"h":"' + hex(digest) + '"}'. New reference. */
+static PyObject *wire_form(const char *canonical, Py_ssize_t len, const unsigned char *digest) {
     static const char hexdigits[] = "0123456789abcdef";
-    Py_ssize_t n = PyBytes_GET_SIZE(canonical) - 1;
+    Py_ssize_t n = len - 1;
     PyObject *wire = PyBytes_FromStringAndSize(NULL, n + H_OPEN_LEN + 2 * DIGEST + 2);
     if (wire == NULL) {
         return NULL;
     }
     char *p = PyBytes_AS_STRING(wire);
-    memcpy(p, PyBytes_AS_STRING(canonical), (size_t)n);
+    memcpy(p, canonical, (size_t)n);
     p += n;
     memcpy(p, H_OPEN, H_OPEN_LEN);
     p += H_OPEN_LEN;
@@ -331,37 +343,386 @@ static PyObject *wire_form(PyObject *canonical, const unsigned char *digest) {
     return wire;
 }
 
+/* The state of one link() call: the frames made so far (in out), the chain head and seq, and
+ * what goes back to the caller. */
+typedef struct {
+    Out out;
+    PrefixCache cache;
+    PyObject *entries, *cps;
+    unsigned char prev[DIGEST];
+    unsigned long long seq;
+    long long room, used, limit;
+    PyObject *cp_prefix;
+    int segment_full;
+} Linker;
+
+/* Frame one record, canonical[0:n] (a JSON object), as seq + 1 after prev, its checkpoint being
+ * prefix + digits + "}" (none when prefix is NULL). 1: framed; 0: it does not fit the segment
+ * (segment_full is set, nothing made); -1: an error. seq_obj: the record's seq as an int, or
+ * NULL to make it here (borrowed). */
+static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject *seq_obj,
+                        PyObject *prefix, const char *digits, Py_ssize_t digits_len) {
+    unsigned char digest[DIGEST];
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, L->prev, DIGEST);
+    SHA256_Update(&sha, canonical, (size_t)n);
+    SHA256_Final(digest, &sha);
+    Py_ssize_t cp_len = 0;
+    if (prefix != NULL) {
+        cp_len = PyBytes_GET_SIZE(prefix) + digits_len + 1;
+        if (cp_len > MAX_CP) {
+            PyErr_SetString(PyExc_ValueError, "checkpoint longer than 65535 bytes");
+            return -1;
+        }
+    }
+    Py_ssize_t wire_len = n - 1 + H_OPEN_LEN + 2 * DIGEST + 2;
+    Py_ssize_t body_len = BODY_HEAD + cp_len + wire_len;
+    Py_ssize_t frame_len = HEAD + body_len;
+    if ((uint64_t)body_len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "frame body longer than 4 GiB");
+        return -1;
+    }
+    /* used + made > 0 and used + made + frame_len > limit, without overflowing */
+    int past_limit;
+    if (L->used > LLONG_MAX - L->out.len) {
+        past_limit = 1;
+    } else {
+        long long in_segment = L->used + L->out.len;
+        past_limit = in_segment > 0 && (L->limit < in_segment || frame_len > L->limit - in_segment);
+    }
+    if (past_limit) {
+        L->segment_full = 1; /* this record starts the next segment: the caller calls again */
+        return 0;
+    }
+    PyObject *wire = wire_form(canonical, n, digest);
+    if (wire == NULL || out_reserve(&L->out, frame_len) < 0) {
+        Py_XDECREF(wire);
+        return -1;
+    }
+    unsigned char *frame = (unsigned char *)L->out.view.buf + L->out.len;
+    unsigned char *body = frame + HEAD;
+    put_u64(body, (uint64_t)L->seq + 1);
+    memcpy(body + 8, digest, DIGEST);
+    put_u16(body + 40, (uint16_t)cp_len);
+    if (cp_len) {
+        unsigned char *at = body + BODY_HEAD;
+        Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+        memcpy(at, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
+        memcpy(at + prefix_len, digits, (size_t)digits_len);
+        at[prefix_len + digits_len] = '}';
+    }
+    memcpy(body + BODY_HEAD + cp_len, PyBytes_AS_STRING(wire), (size_t)wire_len);
+    put_u32(frame, (uint32_t)body_len);
+    put_u32(frame + 4, frame_crc(body, (size_t)body_len));
+    PyObject *made_seq = seq_obj == NULL ? PyLong_FromUnsignedLongLong(L->seq + 1) : Py_NewRef(seq_obj);
+    PyObject *h = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
+    PyObject *entry = made_seq == NULL || h == NULL ? NULL : PyTuple_Pack(3, made_seq, h, wire);
+    Py_XDECREF(made_seq);
+    Py_XDECREF(h);
+    Py_DECREF(wire);
+    if (entry == NULL || PyList_Append(L->entries, entry) < 0) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    Py_DECREF(entry);
+    L->out.len += frame_len;
+    memcpy(L->prev, digest, DIGEST);
+    L->seq += 1;
+    return 1;
+}
+
+/* One Pending: its record gets seq, is encoded by dumps (or on_error) and framed with its
+ * checkpoint. As frame_record; the checkpoint goes to cps when framed. */
+static int link_pending(Linker *L, PyObject *item, PyObject *dumps, PyObject *option,
+                        PyObject *on_error) {
+    PyObject *record = PyObject_GetAttr(item, str_record);
+    if (record == NULL) {
+        return -1;
+    }
+    PyObject *seq_obj = PyLong_FromUnsignedLongLong(L->seq + 1);
+    if (seq_obj == NULL || PyObject_SetItem(record, str_seq, seq_obj) < 0) {
+        Py_XDECREF(seq_obj);
+        Py_DECREF(record);
+        return -1;
+    }
+    PyObject *canonical = encode(record, dumps, option, on_error);
+    Py_DECREF(record);
+    PyObject *cp = canonical == NULL ? NULL : PyObject_GetAttr(item, str_checkpoint);
+    PyObject *prefix = NULL, *digits_owner = NULL;
+    char small[24];
+    const char *digits = NULL;
+    Py_ssize_t digits_len = 0;
+    int made = -1;
+    if (cp == NULL) {
+        goto done;
+    }
+    if (cp != Py_None) {
+        prefix = checkpoint_prefix(&L->cache, cp, L->cp_prefix);
+        if (prefix == NULL || offset_digits(PyTuple_GET_ITEM(cp, 2), small, sizeof small, &digits,
+                                            &digits_len, &digits_owner) < 0) {
+            goto done;
+        }
+    }
+    made = frame_record(L, PyBytes_AS_STRING(canonical), PyBytes_GET_SIZE(canonical), seq_obj,
+                        prefix, digits, digits_len);
+    if (made == 1 && cp != Py_None && PyList_Append(L->cps, cp) < 0) {
+        made = -1;
+    }
+done:
+    Py_DECREF(seq_obj);
+    Py_XDECREF(canonical);
+    Py_XDECREF(cp);
+    Py_XDECREF(digits_owner);
+    return made;
+}
+
+/* How orjson writes each ASCII byte inside a JSON string: 0 as it is, else the escape's second
+ * character ('u' for \u00XX). A run's lines are ASCII (checked first). */
+static char escapes[128];
+
+static void init_escapes(void) {
+    for (int c = 0; c < 0x20; c++) {
+        escapes[c] = 'u';
+    }
+    escapes['\b'] = 'b';
+    escapes['\t'] = 't';
+    escapes['\n'] = 'n';
+    escapes['\f'] = 'f';
+    escapes['\r'] = 'r';
+    escapes['"'] = '"';
+    escapes['\\'] = '\\';
+}
+
+/* The bytes value of a run's attribute `name` (a new reference), or NULL with an exception set. */
+static PyObject *run_bytes(PyObject *run, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(run, name);
+    if (value != NULL && !PyBytes_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "a run's %U must be bytes", name);
+        Py_CLEAR(value);
+    }
+    return value;
+}
+
+/* Whether the bytes are all ASCII (eight at a time). */
+static int all_ascii(const char *data, Py_ssize_t n) {
+    const unsigned char *s = (const unsigned char *)data;
+    uint64_t any = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        any |= word;
+    }
+    for (; i < n; i++) {
+        any |= s[i];
+    }
+    return (any & UINT64_C(0x8080808080808080)) == 0;
+}
+
+/* The frames of run's lines from text[run.begin] on, while they fit (as link_pending, one per
+ * line); the last line's checkpoint goes to cps. 1: go on with the next item; 0: stop (room,
+ * segment end or `one`); -1: an error. *complete: every line was framed; else *at is where in
+ * the text it stopped (0 when before its first line). */
+static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *complete) {
+    PyObject *text = NULL, *head_obj = NULL, *tail_obj = NULL, *source = NULL, *key = NULL,
+             *path = NULL;
+    char *canonical = NULL;
+    Py_ssize_t capacity = 0;
+    int status = -1;
+    Py_ssize_t begin = -1, end = -1;
+    long long offset = -1;
+    PyObject *values[3] = {NULL, NULL, NULL};
+    PyObject *names[3] = {str_begin, str_end, str_offset};
+    for (int k = 0; k < 3; k++) {
+        values[k] = PyObject_GetAttr(run, names[k]);
+        if (values[k] == NULL || !PyLong_CheckExact(values[k])) {
+            if (values[k] != NULL) {
+                PyErr_SetString(PyExc_TypeError, "a run's begin, end and offset must be ints");
+            }
+            goto done;
+        }
+    }
+    begin = PyLong_AsSsize_t(values[0]);
+    end = PyLong_AsSsize_t(values[1]);
+    offset = PyLong_AsLongLong(values[2]);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    /* Held while the lines are framed: cp_prefix runs Python code, which could rebind them. */
+    text = run_bytes(run, str_data);
+    if (text == NULL) {
+        goto done;
+    }
+    const char *data = PyBytes_AS_STRING(text);
+    Py_ssize_t text_len = PyBytes_GET_SIZE(text);
+    if (begin < 0 || begin >= end || end > text_len || data[end - 1] != '\n' || offset < 0 ||
+        offset > LLONG_MAX - text_len) {
+        PyErr_SetString(PyExc_ValueError, "a run holds whole lines of its data");
+        goto done;
+    }
+    if (!all_ascii(data + begin, end - begin)) {
+        PyErr_SetString(PyExc_ValueError, "a run's lines must be ASCII");
+        goto done;
+    }
+    head_obj = run_bytes(run, str_head);
+    tail_obj = head_obj == NULL ? NULL : run_bytes(run, str_tail);
+    if (tail_obj == NULL) {
+        goto done;
+    }
+    const char *head = PyBytes_AS_STRING(head_obj), *tail = PyBytes_AS_STRING(tail_obj);
+    Py_ssize_t head_len = PyBytes_GET_SIZE(head_obj), tail_len = PyBytes_GET_SIZE(tail_obj);
+    source = PyObject_GetAttr(run, str_source);
+    key = source == NULL ? NULL : PyObject_GetAttr(run, str_key);
+    path = key == NULL ? NULL : PyObject_GetAttr(run, str_path);
+    if (path == NULL) {
+        goto done;
+    }
+    PyObject *prefix = prefix_for(&L->cache, source, key, path, L->cp_prefix);
+    if (prefix == NULL) {
+        goto done;
+    }
+    Py_INCREF(prefix); /* the cache's reference goes when a later prefix replaces it */
+    Py_ssize_t pos = begin;
+    status = 1;
+    while (pos < end) {
+        if (L->room - L->out.len <= 0) {
+            status = 0;
+            break;
+        }
+        if (L->seq == ULLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+            status = -1;
+            break;
+        }
+        const char *line = data + pos;
+        const char *newline = memchr(line, '\n', (size_t)(end - pos));
+        Py_ssize_t line_len = newline - line, escaped = 0;
+        for (Py_ssize_t k = 0; k < line_len; k++) {
+            char e = escapes[(unsigned char)line[k]];
+            escaped += e == 0 ? 1 : e == 'u' ? 6 : 2;
+        }
+        char at_digits[24], seq_digits[24], end_digits[24];
+        int at_len = snprintf(at_digits, sizeof at_digits, "%lld", offset + pos);
+        int seq_len = snprintf(seq_digits, sizeof seq_digits, "%llu", L->seq + 1);
+        int end_len = snprintf(end_digits, sizeof end_digits, "%lld", offset + pos + line_len + 1);
+        static const char msg_open[] = "},\"msg\":\"", seq_open[] = "\",\"seq\":";
+        Py_ssize_t n = head_len + at_len + (Py_ssize_t)(sizeof msg_open - 1) + escaped +
+                       (Py_ssize_t)(sizeof seq_open - 1) + seq_len + tail_len;
+        if (n > capacity) {
+            char *grown = PyMem_Realloc(canonical, (size_t)n);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                status = -1;
+                break;
+            }
+            canonical = grown;
+            capacity = n;
+        }
+        char *p = canonical;
+        memcpy(p, head, (size_t)head_len);
+        p += head_len;
+        memcpy(p, at_digits, (size_t)at_len);
+        p += at_len;
+        memcpy(p, msg_open, sizeof msg_open - 1);
+        p += sizeof msg_open - 1;
+        if (escaped == line_len) {
+            memcpy(p, line, (size_t)line_len);
+            p += line_len;
+        } else {
+            static const char hexdigits[] = "0123456789abcdef";
+            for (Py_ssize_t k = 0; k < line_len; k++) {
+                unsigned char c = (unsigned char)line[k];
+                char e = escapes[c];
+                if (e == 0) {
+                    *p++ = (char)c;
+                } else if (e == 'u') {
+                    memcpy(p, "\\u00", 4);
+                    p[4] = hexdigits[c >> 4];
+                    p[5] = hexdigits[c & 15];
+                    p += 6;
+                } else {
+                    p[0] = '\\';
+                    p[1] = e;
+                    p += 2;
+                }
+            }
+        }
+        memcpy(p, seq_open, sizeof seq_open - 1);
+        p += sizeof seq_open - 1;
+        memcpy(p, seq_digits, (size_t)seq_len);
+        p += seq_len;
+        memcpy(p, tail, (size_t)tail_len);
+        int made = frame_record(L, canonical, n, NULL, prefix, end_digits, end_len);
+        if (made <= 0) {
+            status = made;
+            break;
+        }
+        pos += line_len + 1;
+        if (one) {
+            status = 0;
+            break;
+        }
+    }
+    Py_DECREF(prefix);
+    *complete = pos == end;
+    *at = pos == begin || pos == end ? 0 : pos;
+    if (status >= 0 && pos > begin) { /* the last line's checkpoint stands for the run's */
+        PyObject *cp = PyObject_CallMethod(run, "checkpoint_at", "n", pos);
+        if (cp == NULL || PyList_Append(L->cps, cp) < 0) {
+            status = -1;
+        }
+        Py_XDECREF(cp);
+    }
+done:
+    PyMem_Free(canonical);
+    for (int k = 0; k < 3; k++) {
+        Py_XDECREF(values[k]);
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(head_obj);
+    Py_XDECREF(tail_obj);
+    Py_XDECREF(source);
+    Py_XDECREF(key);
+    Py_XDECREF(path);
+    return status;
+}
+
 PyDoc_STRVAR(link_doc,
              "link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, "
-             "on_error, out)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the same results.");
+             "on_error, out, run_type)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the "
+             "same results.");
 
 static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "link takes 13 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "link takes 14 arguments");
         return NULL;
     }
     PyObject *items = args[0];
     PyObject *prev_obj = args[3];
-    PyObject *dumps = args[8], *option = args[9], *cp_prefix = args[10], *on_error = args[11];
+    PyObject *dumps = args[8], *option = args[9], *on_error = args[11], *run_type = args[13];
+    Linker L = {.out = {.array = args[12], .held = 0, .len = 0},
+                .cache = {NULL, NULL, NULL, NULL},
+                .cp_prefix = args[10]};
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     if (start == -1 && PyErr_Occurred()) {
         return NULL;
     }
     /* seq as the frames hold it: a u64 (a negative one is refused, as struct refuses it) */
-    unsigned long long seq = PyLong_AsUnsignedLongLong(args[2]);
-    if (seq == (unsigned long long)-1 && PyErr_Occurred()) {
+    L.seq = PyLong_AsUnsignedLongLong(args[2]);
+    if (L.seq == (unsigned long long)-1 && PyErr_Occurred()) {
         return NULL;
     }
-    long long room = PyLong_AsLongLong(args[4]);
-    if (room == -1 && PyErr_Occurred()) {
+    L.room = PyLong_AsLongLong(args[4]);
+    if (L.room == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    long long used = PyLong_AsLongLong(args[5]);
-    if (used == -1 && PyErr_Occurred()) {
+    L.used = PyLong_AsLongLong(args[5]);
+    if (L.used == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    long long limit = PyLong_AsLongLong(args[6]);
-    if (limit == -1 && PyErr_Occurred()) {
+    L.limit = PyLong_AsLongLong(args[6]);
+    if (L.limit == -1 && PyErr_Occurred()) {
         return NULL;
     }
     int one = PyObject_IsTrue(args[7]);
@@ -380,160 +741,62 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
         return NULL;
     }
-    if (!PyByteArray_CheckExact(args[12])) {
+    if (!PyByteArray_CheckExact(L.out.array)) {
         PyErr_SetString(PyExc_TypeError, "out must be a bytearray (not a subclass)");
         return NULL;
     }
-    unsigned char prev[DIGEST];
-    memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
-
-    Out out = {.array = args[12], .held = 0, .len = 0};
-    PrefixCache cache = {NULL, NULL, NULL, NULL};
-    if (out_hold(&out) < 0) {
+    if (!PyType_Check(run_type)) {
+        PyErr_SetString(PyExc_TypeError, "run_type must be a type");
         return NULL;
     }
-    PyObject *entries = PyList_New(0);
-    PyObject *cps = PyList_New(0);
+    memcpy(L.prev, PyBytes_AS_STRING(prev_obj), DIGEST);
+    if (out_hold(&L.out) < 0) {
+        return NULL;
+    }
+    L.entries = PyList_New(0);
+    L.cps = PyList_New(0);
     PyObject *result = NULL;
-    int segment_full = 0;
-    Py_ssize_t i = start;
-    if (entries == NULL || cps == NULL) {
+    Py_ssize_t i = start, at = 0;
+    if (L.entries == NULL || L.cps == NULL) {
         goto done;
     }
-    for (; i < PyList_GET_SIZE(items); i++) {
-        if (room - out.len <= 0) {
-            break;
-        }
-        if (seq == ULLONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
-            goto done;
-        }
+    while (i < PyList_GET_SIZE(items)) {
         /* Held: the calls below run Python code (on_error, a record's __setitem__), which may
          * take the item out of `items`. */
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
-        PyObject *record = PyObject_GetAttr(item, str_record);
-        if (record == NULL) {
-            Py_DECREF(item);
-            goto done;
-        }
-        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq + 1);
-        if (seq_obj == NULL || PyObject_SetItem(record, str_seq, seq_obj) < 0) {
-            Py_XDECREF(seq_obj);
-            Py_DECREF(record);
-            Py_DECREF(item);
-            goto done;
-        }
-        PyObject *canonical = encode(record, dumps, option, on_error);
-        Py_DECREF(record);
-        if (canonical == NULL) {
-            Py_DECREF(seq_obj);
-            Py_DECREF(item);
-            goto done;
-        }
-        unsigned char digest[DIGEST];
-        SHA256_CTX sha;
-        SHA256_Init(&sha);
-        SHA256_Update(&sha, prev, DIGEST);
-        SHA256_Update(&sha, PyBytes_AS_STRING(canonical), (size_t)PyBytes_GET_SIZE(canonical));
-        SHA256_Final(digest, &sha);
-        PyObject *wire = wire_form(canonical, digest);
-        Py_DECREF(canonical);
-        PyObject *cp = PyObject_GetAttr(item, str_checkpoint);
-        Py_DECREF(item);
-        PyObject *prefix = NULL, *digits_owner = NULL;
-        char small[24];
-        const char *digits = NULL;
-        Py_ssize_t digits_len = 0;
-        if (wire == NULL || cp == NULL) {
-            goto fail_record;
-        }
-        Py_ssize_t cp_len = 0;
-        if (cp != Py_None) {
-            prefix = checkpoint_prefix(&cache, cp, cp_prefix);
-            if (prefix == NULL || offset_digits(PyTuple_GET_ITEM(cp, 2), small, sizeof small,
-                                                &digits, &digits_len, &digits_owner) < 0) {
-                goto fail_record;
-            }
-            cp_len = PyBytes_GET_SIZE(prefix) + digits_len + 1;
-            if (cp_len > MAX_CP) {
-                PyErr_SetString(PyExc_ValueError, "checkpoint longer than 65535 bytes");
-                goto fail_record;
-            }
-        }
-        Py_ssize_t body_len = BODY_HEAD + cp_len + PyBytes_GET_SIZE(wire);
-        Py_ssize_t frame_len = HEAD + body_len;
-        if ((uint64_t)body_len > UINT32_MAX) {
-            PyErr_SetString(PyExc_ValueError, "frame body longer than 4 GiB");
-            goto fail_record;
-        }
-        /* used + made > 0 and used + made + frame_len > limit, without overflowing */
-        int past_limit;
-        if (used > LLONG_MAX - out.len) {
-            past_limit = 1;
+        int made, complete = 0;
+        if (Py_IS_TYPE(item, (PyTypeObject *)run_type)) {
+            made = link_run(&L, item, one, &at, &complete);
+        } else if (L.room - L.out.len <= 0) {
+            made = 0;
+        } else if (L.seq == ULLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+            made = -1;
         } else {
-            long long in_segment = used + out.len;
-            past_limit = in_segment > 0 && (limit < in_segment || frame_len > limit - in_segment);
+            made = link_pending(&L, item, dumps, option, on_error);
+            complete = made == 1;
+            if (made == 1 && one) {
+                made = 0; /* fsync = "always": one record per call */
+            }
         }
-        if (past_limit) {
-            segment_full = 1; /* this record starts the next segment: the caller calls again */
-            Py_DECREF(seq_obj);
-            Py_DECREF(wire);
-            Py_DECREF(cp);
-            Py_XDECREF(digits_owner);
-            break;
+        Py_DECREF(item);
+        if (made < 0) {
+            goto done;
         }
-        if (out_reserve(&out, frame_len) < 0) {
-            goto fail_record;
-        }
-        unsigned char *frame = (unsigned char *)out.view.buf + out.len;
-        unsigned char *body = frame + HEAD;
-        put_u64(body, (uint64_t)seq + 1);
-        memcpy(body + 8, digest, DIGEST);
-        put_u16(body + 40, (uint16_t)cp_len);
-        if (cp_len) {
-            unsigned char *at = body + BODY_HEAD;
-            Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
-            memcpy(at, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
-            memcpy(at + prefix_len, digits, (size_t)digits_len);
-            at[prefix_len + digits_len] = '}';
-        }
-        Py_CLEAR(digits_owner);
-        memcpy(body + BODY_HEAD + cp_len, PyBytes_AS_STRING(wire), (size_t)PyBytes_GET_SIZE(wire));
-        put_u32(frame, (uint32_t)body_len);
-        put_u32(frame + 4, frame_crc(body, (size_t)body_len));
-        PyObject *h = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
-        PyObject *entry = h == NULL ? NULL : PyTuple_Pack(3, seq_obj, h, wire);
-        Py_XDECREF(h);
-        if (entry == NULL || PyList_Append(entries, entry) < 0 ||
-            (cp != Py_None && PyList_Append(cps, cp) < 0)) {
-            Py_XDECREF(entry);
-            goto fail_record;
-        }
-        Py_DECREF(entry);
-        Py_DECREF(seq_obj);
-        Py_DECREF(wire);
-        Py_DECREF(cp);
-        out.len += frame_len;
-        memcpy(prev, digest, DIGEST);
-        seq += 1;
-        if (one) {
+        if (complete) {
             i++;
+        }
+        if (made == 0) {
             break;
         }
-        continue;
-    fail_record:
-        Py_DECREF(seq_obj);
-        Py_XDECREF(wire);
-        Py_XDECREF(cp);
-        Py_XDECREF(digits_owner);
-        goto done;
     }
-    result = Py_BuildValue("(nnOOO)", i, out.len, entries, cps, segment_full ? Py_True : Py_False);
+    result = Py_BuildValue("(nnnOOO)", i, at, L.out.len, L.entries, L.cps,
+                           L.segment_full ? Py_True : Py_False);
 done:
-    out_release(&out);
-    prefix_cache_clear(&cache);
-    Py_XDECREF(entries);
-    Py_XDECREF(cps);
+    out_release(&L.out);
+    prefix_cache_clear(&L.cache);
+    Py_XDECREF(L.entries);
+    Py_XDECREF(L.cps);
     return result;
 }
 
@@ -839,6 +1102,20 @@ static int exec_module(PyObject *Py_UNUSED(module)) {
     str_type = PyUnicode_InternFromString("type");
     str_gap = PyUnicode_InternFromString("gap");
     str_seal = PyUnicode_InternFromString("seal");
+    str_begin = PyUnicode_InternFromString("begin");
+    str_end = PyUnicode_InternFromString("end");
+    str_offset = PyUnicode_InternFromString("offset");
+    str_data = PyUnicode_InternFromString("data");
+    str_head = PyUnicode_InternFromString("head");
+    str_tail = PyUnicode_InternFromString("tail");
+    str_source = PyUnicode_InternFromString("source");
+    str_key = PyUnicode_InternFromString("key");
+    str_path = PyUnicode_InternFromString("path");
+    init_escapes();
+    if (!str_begin || !str_end || !str_offset || !str_data || !str_head || !str_tail ||
+        !str_source || !str_key || !str_path) {
+        return -1;
+    }
     /* Interned: orjson matches keyword names by identity first. */
     PyObject *option = PyUnicode_InternFromString("option");
     option_kwnames = option == NULL ? NULL : PyTuple_Pack(1, option);

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -38,7 +39,7 @@ from agent.config import (
 )
 from agent.errors import ConfigError
 from agent.sinks.native import NativeSink
-from agent.sources import Emit, Pending
+from agent.sources import Emit, Item, Pending, PlainRun, record_count
 from agent.sources.file import FileSource
 from agent.sources.journald import JournaldSource
 from agent.transforms import TransformChain, enrich
@@ -113,13 +114,18 @@ class Lifecycle:
 _RECORD, _MSG = attrgetter("record"), itemgetter("msg")
 
 
-def _msg_bytes(batch: list[Pending]) -> int:
+def _msg_bytes(batch: Sequence[Item]) -> int:
     """Characters of msg in ``batch`` (the bytes-in metric): map/itemgetter run in C, per batch;
-    a record without msg (a gap, a notice) takes the per-record way."""
+    a record without msg (a gap, a notice) or a run of lines takes the per-item way."""
     try:
         return sum(map(len, map(_MSG, map(_RECORD, batch))))
-    except KeyError:
-        return sum(len(p.record.get("msg", "")) for p in batch)
+    except (KeyError, AttributeError):
+        return sum(
+            item.end - item.begin - item.count
+            if isinstance(item, PlainRun)
+            else len(item.record.get("msg", ""))
+            for item in batch
+        )
 
 
 class Transformed:
@@ -137,12 +143,12 @@ class Transformed:
         self.records_in = 0  # metrics: what the source read
         self.bytes_in = 0
 
-    async def emit(self, batch: list[Pending]) -> None:
-        self.records_in += len(batch)
+    async def emit(self, batch: Sequence[Item]) -> None:
+        self.records_in += record_count(batch)
         self.bytes_in += _msg_bytes(batch)
         async with self.lock:
-            batch = await asyncio.to_thread(self.chain.apply, batch)
-        await self.emit_to(batch)
+            transformed = await asyncio.to_thread(self.chain.apply, batch)
+        await self.emit_to(transformed)
 
     async def flush(self, *, final: bool = False) -> None:
         async with self.lock:

@@ -33,6 +33,7 @@ from agent.buffer.wal import Buffer
 from agent.config import BufferConfig, FileSourceConfig, TailsealSinkConfig, parse_agent_config
 from agent.runtime import tune_gc
 from agent.sinks.native import NativeSink
+from agent.sources.file import cuts_runs
 from agent.sources.tailed import TailedFile
 from agent.transforms import build
 from bench.run import SCENARIOS, generate
@@ -66,6 +67,7 @@ def run_stages(scenario: str, lines: int, work: Path) -> dict[str, Any]:
         0,
         time.monotonic(),
     )
+    tailed.runs = cuts_runs(config)  # as the file source sets it
     times: dict[str, float] = {}
 
     @contextmanager

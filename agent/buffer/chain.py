@@ -7,8 +7,9 @@ Python: the reference the tests hold the compiled one to, byte for byte, and the
 it was not built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
 
 ``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error,
-out)`` walks ``items[start:]`` (``Pending``), giving each record ``seq`` + 1, + 2, ... and
-chaining it after ``prev``. It stops
+out, run_type)`` walks ``items[start:]`` (``Pending``, or ``run_type``: a ``PlainRun``, standing
+for its lines' records), giving each record ``seq`` + 1, + 2, ... and chaining it after ``prev``.
+It stops
 
 * before a record once the frames made reach ``room`` bytes (``room`` - made <= 0);
 * before a record whose frame would take the active segment past ``limit`` bytes, unless the
@@ -22,13 +23,20 @@ commit (grown when they do not fit, never shrunk: a fresh buffer per commit cost
 page fault per 4 KiB of frames, twice with the copy into ``bytes``); not a subclass, whose
 ``__buffer__`` could hand the compiled loop other memory. Both loops hold ``out`` exported while
 they run, so code they call back cannot resize it (BufferError). It returns
-``(next, size, entries, checkpoints, segment_full)``: the index to go on from, the length of the
-frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the checkpoints the records
-carry. ``dumps``/``option`` are orjson's; a record it refuses (a ``TypeError``) is replaced by
-``on_error(record, exc)``, which returns the canonical encoding to chain instead.
-``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset; it must be a pure
-function: the compiled loop asks again only when those objects change (a chunk's records share
-them).
+``(next, at, size, entries, checkpoints, segment_full)``: the index to go on from, and when it
+stopped inside the run there, where in its data it stopped (``run.after(at)`` is what is left;
+else 0); the length of the frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the
+checkpoints the records carry: one per run, its last line's (``run.checkpoint_at``), since only
+the last one of a (source, key) counts. ``dumps``/``option`` are orjson's; a record it refuses (a
+``TypeError``) is replaced by ``on_error(record, exc)``, which returns the canonical encoding to
+chain instead. ``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset; it
+must be a pure function: the compiled loop asks again only when those objects change (a chunk's
+records share them).
+
+A run's lines are encoded by the compiled loop without making their records: ``run.head`` +
+offset + ``},"msg":`` + the line as a JSON string + ``,"seq":`` + seq + ``run.tail``, which is
+orjson's encoding of the record ``run.records()`` makes (tests hold them equal on every byte a
+line can hold). Its lines must be ASCII (ValueError), as the file source makes them.
 """
 
 from __future__ import annotations
@@ -36,26 +44,111 @@ from __future__ import annotations
 import hashlib
 import zlib
 from binascii import hexlify
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from agent.buffer.memory import Entry
 from agent.buffer.segment import BODY_HEAD, HEADER
 from agent.compiled import MODULE
-from agent.sources import Checkpoint, Pending
+from agent.sources import Checkpoint, Item, Pending, PlainRun
 
 Dumps = Callable[..., bytes]
 CpPrefix = Callable[[str, str, str], bytes]
 OnError = Callable[[dict[str, Any], TypeError], bytes]
-Linked = tuple[int, int, list[Entry], list[Checkpoint], bool]
+Linked = tuple[int, int, int, list[Entry], list[Checkpoint], bool]
 Link = Callable[
-    [list[Pending], int, int, bytes, int, int, int, bool, Dumps, int, CpPrefix, OnError, bytearray],
+    [
+        Sequence[Item],  # a list for the compiled one
+        int,
+        int,
+        bytes,
+        int,
+        int,
+        int,
+        bool,
+        Dumps,
+        int,
+        CpPrefix,
+        OnError,
+        bytearray,
+        type[PlainRun],
+    ],
     Linked,
 ]
 
 
+class _Frames:
+    """What one ``link_py`` call made so far: the frames, the chain head and seq."""
+
+    def __init__(  # noqa: PLR0917 -- link's arguments, passed on
+        self,
+        seq: int,
+        prev: bytes,
+        used: int,
+        limit: int,
+        dumps: Dumps,
+        option: int,
+        cp_prefix: CpPrefix,
+        on_error: OnError,
+    ) -> None:
+        self.seq, self.prev, self.used, self.limit = seq, prev, used, limit
+        self.dumps, self.option, self.cp_prefix, self.on_error = dumps, option, cp_prefix, on_error
+        self.frames: list[bytes] = []
+        self.entries: list[Entry] = []
+        self.cps: list[Checkpoint] = []
+        self.size = 0
+
+    def add(self, record: dict[str, Any], cp: Checkpoint | None) -> bool:
+        """Frame ``record`` as the next seq; False (nothing made) if it does not fit the
+        segment."""
+        seq = self.seq + 1
+        record["seq"] = seq
+        try:
+            canonical = self.dumps(record, option=self.option)  # never b"{}": it holds "seq"
+        except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
+            canonical = self.on_error(record, exc)
+        digest = hashlib.sha256(self.prev + canonical).digest()
+        wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
+        cp_bytes = (
+            b""
+            if cp is None
+            else self.cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
+        )
+        body = BODY_HEAD.pack(seq, digest, len(cp_bytes)) + cp_bytes + wire
+        frame = HEADER.pack(len(body), zlib.crc32(body)) + body
+        in_segment = self.used + self.size
+        if in_segment > 0 and in_segment + len(frame) > self.limit:
+            return False
+        self.seq, self.prev = seq, digest
+        self.frames.append(frame)
+        self.entries.append((seq, digest, wire))
+        self.size += len(frame)
+        return True
+
+    def add_run(self, run: PlainRun, room: int, one: bool) -> tuple[int, bool, bool]:
+        """Frame ``run``'s lines while they fit (as ``link``); returns where in its data it
+        stopped, whether to stop, and whether the segment is full."""
+        if not run.data[run.begin : run.end].isascii():
+            raise ValueError("a run's lines must be ASCII")
+        at = run.begin
+        for line in run.records():  # a line's record: the reference for the compiled loop
+            if room - self.size <= 0:
+                return self._ran(run, at), True, False
+            if not self.add(line.record, line.checkpoint):
+                return self._ran(run, at), True, True
+            at += len(line.record["msg"]) + 1
+            if one:
+                return self._ran(run, at), True, False
+        return self._ran(run, at), False, False
+
+    def _ran(self, run: PlainRun, at: int) -> int:
+        if at > run.begin:  # the last line's checkpoint stands for the run's
+            self.cps.append(run.checkpoint_at(at))
+        return at
+
+
 def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands for
-    items: list[Pending],
+    items: Sequence[Item],
     start: int,
     seq: int,
     prev: bytes,
@@ -68,6 +161,7 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     cp_prefix: CpPrefix,
     on_error: OnError,
     out: bytearray,
+    run_type: type[PlainRun],
 ) -> Linked:
     """The reference loop (see the module docstring)."""
     if len(prev) != 32:
@@ -76,59 +170,36 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
         raise ValueError("start must not be negative")
     if type(out) is not bytearray:  # a subclass may have a __buffer__ of its own (3.12+)
         raise TypeError("out must be a bytearray (not a subclass)")
-    frames: list[bytes] = []
-    entries: list[Entry] = []
-    cps: list[Checkpoint] = []
-    size = 0
-    sha, crc, pack_head, pack_body = (
-        hashlib.sha256,
-        zlib.crc32,
-        HEADER.pack,
-        BODY_HEAD.pack,
-    )
-    index = start
-    segment_full = False
+    made = _Frames(seq, prev, used, limit, dumps, option, cp_prefix, on_error)
+    index, at = start, 0
+    segment_full = stop = False
     # Exported while the loop runs, as the compiled loop holds it: code it calls back gets
     # BufferError if it resizes out, in both.
     with memoryview(out):
-        while index < len(items):
-            if room - size <= 0:
-                break
+        while index < len(items) and not stop:
             item = items[index]
-            record = item.record
-            record["seq"] = seq + 1
-            try:
-                canonical = dumps(record, option=option)  # never b"{}": it holds "seq"
-            except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
-                canonical = on_error(record, exc)
-            digest = sha(prev + canonical).digest()
-            wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
-            cp = item.checkpoint
-            cp_bytes = (
-                b""
-                if cp is None
-                else cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
-            )
-            body = pack_body(seq + 1, digest, len(cp_bytes)) + cp_bytes + wire
-            frame = pack_head(len(body), crc(body)) + body
-            if used + size > 0 and used + size + len(frame) > limit:
-                segment_full = True
+            if type(item) is not run_type:
+                pending = cast(Pending, item)
+                if room - made.size <= 0:
+                    break
+                if not made.add(pending.record, pending.checkpoint):
+                    segment_full = True
+                    break
+                if pending.checkpoint is not None:
+                    made.cps.append(pending.checkpoint)
+                index += 1
+                stop = one
+                continue
+            at, stop, segment_full = made.add_run(item, room, one)
+            if at < item.end:  # stopped inside the run (or before it): go on from ``at``
+                at = 0 if at == item.begin else at
                 break
-            seq += 1
-            prev = digest
-            frames.append(frame)
-            entries.append((seq, digest, wire))
-            if cp is not None:
-                cps.append(cp)
-            size += len(frame)
-            index += 1
-            if one:
-                break
-    data = b"".join(frames)
+            index, at = index + 1, 0
+    data = b"".join(made.frames)
     if len(out) < len(data):
         out.extend(bytes(len(data) - len(out)))
     out[: len(data)] = data
-    return index, len(data), entries, cps, segment_full
+    return index, at, len(data), made.entries, made.cps, segment_full
 
 
 link: Link = link_py if MODULE is None else MODULE.link

@@ -15,10 +15,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -30,7 +31,7 @@ from agent.buffer.segment import SegmentInfo
 from agent.config import BufferConfig
 from agent.record import Record
 from agent.retry import Backoff
-from agent.sources import Checkpoint, Pending
+from agent.sources import Checkpoint, Item, Pending, PlainRun, record_count
 from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Buffer:
         self._closing = False
         self._backoff = Backoff(config.retry_initial, config.retry_max)
         # asyncio primitives bind to the running loop on first use, not here (Python >= 3.10).
-        self._queue: asyncio.Queue[list[Pending] | None] = asyncio.Queue(config.queue_batches)
+        self._queue: asyncio.Queue[list[Item] | None] = asyncio.Queue(config.queue_batches)
         self.changed = asyncio.Condition()
         self._seal_reason = ""
         self._emitted = self._taken = self._committed = 0  # batches, for barrier()
@@ -167,11 +168,11 @@ class Buffer:
 
     # --- the writer task ----------------------------------------------------------------------
 
-    async def emit(self, batch: list[Pending]) -> None:
+    async def emit(self, batch: Sequence[Item]) -> None:
         """Hand records to the writer; blocks while the queue is full (backpressure)."""
         if batch:
             self._emitted += 1
-            await self._queue.put(batch)
+            await self._queue.put(list(batch))  # the writer's own: a commit extends it
 
     async def barrier(self) -> None:
         """Return once every batch emitted before this call is committed (or the buffer closed):
@@ -224,7 +225,7 @@ class Buffer:
             self._taken += 1
             items, closing = await self._collect(first)
             while items:
-                items = await self._make_room() + items
+                items = [*await self._make_room(), *items]
                 items = await self._commit(items, bounded=True)
             self._committed = self._taken
             async with self.changed:
@@ -235,14 +236,16 @@ class Buffer:
             self.closed = True
             self.changed.notify_all()
 
-    async def _collect(self, items: list[Pending]) -> tuple[list[Pending], bool]:
-        """Gather queued batches into one commit; with fsync = "interval", wait for more."""
+    async def _collect(self, items: list[Item]) -> tuple[list[Item], bool]:
+        """Gather queued batches into one commit (up to ``max_commit_records`` records, a run
+        counting as its lines); with fsync = "interval", wait for more."""
         limit = self.config.max_commit_records
+        count = record_count(items)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (
             self.config.fsync_interval if self.config.fsync == "interval" else 0
         )
-        while len(items) < limit:
+        while count < limit:
             if not self._queue.empty():
                 more = self._queue.get_nowait()
             elif loop.time() < deadline and not self._closing:
@@ -256,6 +259,7 @@ class Buffer:
                 return items, True
             self._taken += 1
             items.extend(more)
+            count += record_count(more)
         return items, False
 
     async def _make_room(self) -> list[Pending]:
@@ -276,13 +280,13 @@ class Buffer:
             return []
         return [Pending(self._drop_gap(*dropped), None)]
 
-    async def _commit(self, items: list[Pending], *, bounded: bool = False) -> list[Pending]:
+    async def _commit(self, items: list[Item], *, bounded: bool = False) -> list[Item]:
         """Make ``items`` durable; on a write error pause (backoff) and retry the rest.
 
         ``bounded``: stop at ``max_bytes`` and return what is left for after ``_make_room``
         (special records and everything at shutdown are committed regardless).
         """
-        rest: list[Pending] = []
+        rest: list[Item] = []
         while items:
             failed, done = await self._try_write(items, bounded and not self._closing)
             if failed is None:
@@ -311,7 +315,7 @@ class Buffer:
         return rest
 
     async def _try_write(
-        self, items: list[Pending], bounded: bool
+        self, items: list[Item], bounded: bool
     ) -> tuple[_WriteFailedError | None, int]:
         try:
             done = await asyncio.to_thread(self._write, items, bounded)
@@ -321,12 +325,14 @@ class Buffer:
 
     # --- blocking write path (writer thread) ---------------------------------------------------
 
-    def _write(self, items: list[Pending], bounded: bool = False) -> int:
+    def _write(self, items: list[Item], bounded: bool = False) -> int:
         """Chain, encode, write and fsync ``items`` (``bounded``: until ``max_bytes``).
 
         Returns how many were committed; raises _WriteFailedError(done, cause) on I/O errors.
-        The per-record work is ``chain.link`` (compiled when built): one call per segment the
-        commit touches, or per record with fsync = "always".
+        A run committed in part is replaced in ``items`` by what is left of it, once the part is
+        durable: ``items[done:]`` is always what is left. The per-record work is ``chain.link``
+        (compiled when built): one call per segment the commit touches, or per record with
+        fsync = "always".
         """
         done = 0
         room = self.config.max_bytes - self.total_bytes() if bounded else 1 << 62
@@ -336,7 +342,7 @@ class Buffer:
         frames = self._frames
         try:
             while index < len(items) and room > 0:
-                index, size, entries, cps, segment_full = link(
+                index, at, size, entries, cps, segment_full = link(
                     items,
                     index,
                     self.last_seq,
@@ -350,12 +356,15 @@ class Buffer:
                     segment.checkpoint_prefix,
                     self._unencodable,
                     frames,
+                    PlainRun,
                 )
                 if entries:
                     with memoryview(frames) as view:  # released before the next link grows it
                         self._flush(view[:size], entries, cps)
-                    done += len(entries)
                     room -= size
+                if at:  # stopped inside a run, whose lines before ``at`` are now durable
+                    items[index] = cast(PlainRun, items[index]).after(at)
+                done = index
                 if segment_full:
                     self._new_segment()
         except OSError as exc:

@@ -13,9 +13,11 @@ which is how backpressure reaches the source (it stops reading; files stay on di
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+
+import orjson
 
 from agent.record import Record
 
@@ -42,6 +44,115 @@ class Pending:
     checkpoint: Checkpoint | None
 
 
-Emit = Callable[[list[Pending]], Awaitable[None]]
+class PlainRun:
+    """Plain lines of one read chunk on their way to the buffer as one bytes, not a record each.
+
+    A raw source (no parser, no multi-line grouping) hands a chunk of plain lines (ASCII, none
+    longer than ``max_line_bytes``, no "\\r") on as one of these. Its records are exactly those
+    :meth:`records` makes, the ones the file source's cut makes line by line: the line
+    ``data[s:e]`` ("\\n" at ``e``) is ``{"ts": ts, "src": source, "msg": data[s:e].decode(),
+    "log": {"file": {"path": path}, "offset": offset + s}}`` with ``Checkpoint(source, key,
+    offset + e + 1, path)``. The buffer writer (``buffer/chain.py``) encodes them straight from
+    ``data``, and the transform chain makes records only of the lines that may hold a secret: a
+    clean line costs no Python object on its way to its frame.
+
+    ``data[begin:end]`` are its lines, each ending in "\\n" (``begin`` < ``end``); ``data[0]``
+    is at ``offset`` in the file (``data`` may go on past ``end``: the source's unterminated
+    rest). ``head`` and ``tail`` are the canonical JSON (orjson, sorted keys) of its records up
+    to the line's offset and after its seq: the same for all of them. Nothing mutates a run once
+    made; ``after`` and ``part`` make new ones that share ``data``.
+    """
+
+    __slots__ = (
+        *("_count", "begin", "data", "end", "head", "key", "offset", "path", "source"),
+        *("tail", "ts"),
+    )
+
+    def __init__(  # noqa: PLR0917 -- the fields of a record, as cut_plain takes them
+        self,
+        data: bytes,
+        begin: int,
+        end: int,
+        offset: int,
+        ts: str,
+        source: str,
+        key: str,
+        path: str,
+        head_tail: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        if not 0 <= begin < end <= len(data) or data[end - 1] != 10:  # b"\\n"
+            raise ValueError("a run holds whole lines: data[begin:end] must end in a newline")
+        self.data, self.begin, self.end, self.offset = data, begin, end, offset
+        self.ts, self.source, self.key, self.path = ts, source, key, path
+        if head_tail is None:  # raises orjson's TypeError for a str it cannot encode (a surrogate)
+            path_json = orjson.dumps(path)
+            tail = b',"src":' + orjson.dumps(source) + b',"ts":' + orjson.dumps(ts) + b"}"
+            head_tail = (b'{"log":{"file":{"path":' + path_json + b'},"offset":', tail)
+        self.head, self.tail = head_tail
+        self._count = -1
+
+    @property
+    def count(self) -> int:
+        """How many lines (records) it holds."""
+        if self._count < 0:
+            self._count = self.data.count(b"\n", self.begin, self.end)
+        return self._count
+
+    def part(self, begin: int, end: int) -> PlainRun:
+        """The lines ``data[begin:end]`` (whole lines of this run) as a run of their own."""
+        return PlainRun(
+            self.data, begin, end, self.offset, self.ts, self.source, self.key, self.path,
+            (self.head, self.tail),
+        )  # fmt: skip
+
+    def after(self, at: int) -> PlainRun:
+        """The lines from ``data[at]`` on (``at`` starts one of its lines)."""
+        return self.part(at, self.end)
+
+    def checkpoint_at(self, at: int) -> Checkpoint:
+        """The checkpoint of the line that ends just before ``data[at]``."""
+        return Checkpoint(self.source, self.key, self.offset + at, self.path)
+
+    def line(self, begin: int, end: int) -> Pending:
+        """The record of its line ``data[begin:end]`` (``end`` just after its newline)."""
+        log = {"file": {"path": self.path}, "offset": self.offset + begin}
+        msg = self.data[begin : end - 1].decode("ascii")
+        record = {"ts": self.ts, "src": self.source, "msg": msg, "log": log}
+        return Pending(record, Checkpoint(self.source, self.key, self.offset + end, self.path))
+
+    def records(self) -> list[Pending]:
+        """Its records, as the file source's cut makes them (one "file" dict shared)."""
+        file = {"path": self.path}
+        out: list[Pending] = []
+        source, key, path, ts, offset = self.source, self.key, self.path, self.ts, self.offset
+        at = self.begin
+        for msg in self.data[self.begin : self.end - 1].decode("ascii").split("\n"):
+            end = at + len(msg) + 1
+            log = {"file": file, "offset": offset + at}
+            record = {"ts": ts, "src": source, "msg": msg, "log": log}
+            out.append(Pending(record, Checkpoint(source, key, offset + end, path)))
+            at = end
+        return out
+
+
+# What a batch holds: records, and runs of plain lines standing for theirs.
+Item = Pending | PlainRun
+Emit = Callable[[Sequence[Item]], Awaitable[None]]
 # The checkpoints a source resumes from: key -> last committed Checkpoint.
 Checkpoints = Mapping[str, Checkpoint]
+
+
+def materialize(batch: Sequence[Item]) -> list[Pending]:
+    """``batch`` with each run replaced by its records (a new list)."""
+    out: list[Pending] = []
+    for item in batch:
+        if isinstance(item, PlainRun):
+            out.extend(item.records())
+        else:
+            out.append(item)
+    return out
+
+
+def record_count(batch: Sequence[Item]) -> int:
+    """How many records ``batch`` stands for."""
+    return len(batch) + sum(item.count - 1 for item in batch if type(item) is PlainRun)

@@ -353,8 +353,20 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(longest_line_doc,
+             "longest_line(data)\n--\n\nSee agent.sources.tailed.longest_line_py: the same result.");
+
+static PyObject *py_longest_line(PyObject *Py_UNUSED(module), PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "data must be bytes");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(longest_line(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
+}
+
 static PyMethodDef methods[] = {
     {"cut_plain", (PyCFunction)(void (*)(void))cut_plain, METH_FASTCALL, cut_plain_doc},
+    {"longest_line", py_longest_line, METH_O, longest_line_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -66,7 +66,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,17 @@ from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import now_rfc3339
-from agent.sources import Checkpoint, Checkpoints, Emit, Pending, compressed, identity, rotated
+from agent.sources import (
+    Checkpoint,
+    Checkpoints,
+    Emit,
+    Item,
+    Pending,
+    compressed,
+    identity,
+    materialize,
+    rotated,
+)
 from agent.sources.forget import PRUNE_EVERY, CheckpointStore, prunable
 from agent.sources.globs import Globs
 from agent.sources.identity import Sibling
@@ -97,6 +107,13 @@ def _moved(sibling: Sibling) -> bool:
     except OSError:
         return True
     return f"{st.st_dev}:{st.st_ino}" != sibling.ident
+
+
+def cuts_runs(config: FileSourceConfig) -> bool:
+    """Whether the source's plain chunks go on as ``PlainRun``s: where nothing reads their
+    records before the buffer (no parser, no multi-line grouping). The transform chain makes
+    records of the lines that may hold a secret."""
+    return config.parser.format == "none" and not config.multiline_start
 
 
 class FileSource:
@@ -332,6 +349,7 @@ class FileSource:
         tailed = TailedFile(
             self._name, config.max_line_bytes, config.fingerprint_bytes, path, ident, fd, 0, 0.0
         )
+        tailed.runs = cuts_runs(config)
         tailed.grew_at, tailed.seen_size = time.monotonic(), size
         resume = self._generations.resume(ident, head) if start is None else None
         if start is not None:
@@ -464,13 +482,13 @@ class FileSource:
             await self._ship(tailed, batch)
         return True
 
-    async def _ship(self, tailed: TailedFile, batch: list[Pending]) -> None:
+    async def _ship(self, tailed: TailedFile, batch: Sequence[Item]) -> None:
         if self._multiline is not None and batch:
             group = self._groups.get(tailed.ident)
             if group is None:
                 group = Grouper(self._multiline, self._config.max_line_bytes)
                 self._groups[tailed.ident] = group
-            batch = group.feed(batch, time.monotonic())
+            batch = group.feed(materialize(batch), time.monotonic())  # (no runs are cut here)
         if batch:
             await self._emit(batch)
 

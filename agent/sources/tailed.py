@@ -21,6 +21,7 @@ worker thread only while ``run()`` awaits them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from itertools import accumulate
 
 from agent.compiled import load
 from agent.record import Record, now_rfc3339
-from agent.sources import Checkpoint, Pending
+from agent.sources import Checkpoint, Item, Pending, PlainRun
 from agent.sources.identity import make_key, parse_key
 
 Cut = Callable[
@@ -76,6 +77,14 @@ def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it
     return starts[-1]
 
 
+def longest_line_py(data: bytes) -> int:
+    """The length of the longest line of ``data`` that ends in "\\n" (0 if none does): the
+    reference for ``longest_line``, compiled as ``cut_plain`` is."""
+    lines = data.split(b"\n")
+    lines.pop()  # the piece after the last newline
+    return max(map(len, lines), default=0)
+
+
 def _compiled() -> Cut | None:
     module = load("agent.sources._speedups")
     if module is None:
@@ -84,8 +93,17 @@ def _compiled() -> Cut | None:
     return compiled
 
 
+def _compiled_longest() -> Callable[[bytes], int] | None:
+    module = load("agent.sources._speedups")
+    if module is None:
+        return None
+    compiled: Callable[[bytes], int] = module.longest_line
+    return compiled
+
+
 _CUT = _compiled()
 cut_plain: Cut = _CUT or cut_plain_py
+longest_line: Callable[[bytes], int] = _compiled_longest() or longest_line_py
 
 
 def speedups() -> bool:
@@ -136,6 +154,7 @@ class TailedFile:
     truncation: Truncation | None = None  # set by read(), taken by the source
     left_at: float | None = None  # monotonic time it left the glob set; None while in it
     in_set_mtime: int = 0  # mtime (ns) when last seen in the glob set; 0 = never (an orphan)
+    runs: bool = False  # cut plain chunks into a PlainRun, not a record per line
 
     @property
     def consumed(self) -> int:
@@ -154,10 +173,10 @@ class TailedFile:
             self.key = make_key(self.ident, head) if head else ""
             self.key_len = len(head)
 
-    def read(self, chunk: int, end: int | None) -> tuple[list[Pending], int, bool]:
+    def read(self, chunk: int, end: int | None) -> tuple[list[Item], int, bool]:
         """Read one chunk (worker thread), up to ``end``: the size when this drain began, or
         ``None`` on its first call. Returns the records, ``end`` and whether more is left."""
-        out: list[Pending] = []
+        out: list[Item] = []
         size = os.fstat(self.fd).st_size
         # All records of one read share its read time: one clock call per chunk, not per line.
         ts = now_rfc3339()
@@ -184,7 +203,7 @@ class TailedFile:
         # are to be recovered from the copy like any others.
         return size >= n and os.pread(self.fd, n, 0) == self.head
 
-    def _restart(self, ts: str, out: list[Pending]) -> None:
+    def _restart(self, ts: str, out: list[Item]) -> None:
         """The file was truncated in place: ship what we hold, describe the old generation and
         start over at 0 with a new identity."""
         if self.pending:  # already read: ship it rather than drop it
@@ -215,9 +234,10 @@ class TailedFile:
         self.pending, self.part = b"", 0
         return record
 
-    def _cut(self, data: bytes, ts: str, out: list[Pending]) -> None:
-        """Append a record per line that ``data`` completes; keep the unterminated rest as
-        ``pending``, minus the parts of it that are already too long."""
+    def _cut(self, data: bytes, ts: str, out: list[Item]) -> None:
+        """Append a record per line that ``data`` completes (or one ``PlainRun`` for them all,
+        if ``runs``); keep the unterminated rest as ``pending``, minus the parts of it that are
+        already too long."""
         joined = self.pending + data
         offset = self.consumed
         self.read_pos += len(data)
@@ -229,13 +249,23 @@ class TailedFile:
             and joined.isascii()
             and b"\r" not in joined
         ):
+            if self.runs and longest_line(joined) <= self.max_line:
+                with contextlib.suppress(TypeError):  # a path JSON cannot hold: records
+                    out.append(PlainRun(joined, 0, complete, offset, ts, source, key, path))
+                    rest = joined[complete:]
+                    self.pending, _ = self._split(
+                        rest, offset + complete, ts, out, longer_than=self.max_line + 1
+                    )
+                    return
             # The common chunk: plain lines of ASCII, none longer than max_line (cut_plain_py,
             # compiled where built: no bytes object per line). It leaves out the unterminated
             # rest itself.
+            records: list[Pending] = []
             after = cut_plain(
-                joined, ts, source, key, path, offset, Pending, Checkpoint, out, self.max_line
+                joined, ts, source, key, path, offset, Pending, Checkpoint, records, self.max_line
             )
             if after is not None:
+                out += records
                 rest = joined[complete:]
                 self.pending, _ = self._split(rest, after, ts, out, longer_than=self.max_line + 1)
                 return
@@ -261,14 +291,14 @@ class TailedFile:
         # max_line + 1: an unterminated line of exactly the limit may still end in "\r\n".
         self.pending, _ = self._split(rest, offset, ts, out, longer_than=self.max_line + 1)
 
-    def _line(self, line: bytes, offset: int, end: int, ts: str, out: list[Pending]) -> None:
+    def _line(self, line: bytes, offset: int, end: int, ts: str, out: list[Item]) -> None:
         """The records of one complete line (bytes ``offset`` to ``end``), split if too long."""
         line, start = self._split(line, offset, ts, out, longer_than=self.max_line)
         out.append(self._make(line, start, end, ts, part=self.part or None, partial=False))
         self.part = 0
 
     def _split(
-        self, data: bytes, offset: int, ts: str, out: list[Pending], *, longer_than: int
+        self, data: bytes, offset: int, ts: str, out: list[Item], *, longer_than: int
     ) -> tuple[bytes, int]:
         """Emit "split" parts of at most ``max_line`` bytes off the front of ``data`` while it
         is ``longer_than`` bytes; return the rest and its offset."""

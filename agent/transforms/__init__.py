@@ -21,13 +21,13 @@ and ``stats``) belongs to one source and must be driven by one task or thread at
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast, overload
 
 from agent.record import Record
-from agent.sources import Pending
+from agent.sources import Item, Pending, PlainRun, materialize, record_count
 from agent.transforms.access import AccessParser
 from agent.transforms.auditd import AuditParser
 from agent.transforms.auth import parse_auth
@@ -108,32 +108,53 @@ class TransformChain:
             self._redact(self.redactor, record)
         return record
 
-    def apply(self, batch: list[Pending]) -> list[Pending]:
-        """Transform a batch; returns it with any parser-made records inserted in order."""
+    @overload
+    def apply(self, batch: list[Pending]) -> list[Pending]: ...
+    @overload
+    def apply(self, batch: Sequence[Item]) -> list[Item]: ...
+
+    def apply(self, batch: Sequence[Item]) -> list[Item] | list[Pending]:
+        """Transform a batch; returns it with any parser-made records inserted in order.
+
+        Runs of plain lines (``PlainRun``) stay runs when there is no parser: only their lines
+        that may hold a secret are made records, to be redacted as any other. A parser gets
+        records."""
+        runs = PlainRun in set(map(type, batch))
+        if runs and self.parser is not None:
+            batch, runs = materialize(batch), False
         if self.audit is None:
-            self._apply(batch)
-            return batch
-        out: list[Pending] = []
-        for pending in batch:
+            return self._apply(list(batch), runs)
+        out: list[Item] = []
+        for pending in cast(list[Pending], batch):
             self(pending.record)
             out.append(pending)
             out.extend(self._made(self.audit.take()))
         return out
 
-    def _apply(self, batch: list[Pending]) -> None:
+    def _apply(self, batch: list[Item], runs: bool) -> list[Item]:
         """Parse each record, then redact the batch: every string that may need it is found in
         one scan over them all (``redact_records``)."""
-        self.stats.records += len(batch)
         parser, redactor = self.parser, self.redactor
-        if parser is not None:
-            for pending in batch:
-                if isinstance(pending.record.get("msg"), str):
-                    self._parse(parser, pending.record)
-        if redactor is not None:
-            records = list(map(_RECORD, batch))
-            self.stats.redacted += redact_records(
-                redactor, records, fields_from_msg=self.fields_from_msg
-            )
+        if not runs:
+            self.stats.records += len(batch)
+            if parser is not None:
+                for pending in cast(list[Pending], batch):
+                    if isinstance(pending.record.get("msg"), str):
+                        self._parse(parser, pending.record)
+            if redactor is not None:
+                records = list(map(_RECORD, batch))
+                self.stats.redacted += redact_records(
+                    redactor, records, fields_from_msg=self.fields_from_msg
+                )
+            return batch
+        self.stats.records += record_count(batch)
+        if redactor is None:
+            return batch
+        batch = _open_runs(redactor, batch)
+        records = [item.record for item in batch if type(item) is Pending]
+        if records:
+            self.stats.redacted += redact_records(redactor, records, fields_from_msg=True)
+        return batch
 
     def flush(self, *, final: bool = False) -> list[Pending]:
         """Records a parser held back and may now release (all of them when ``final``)."""
@@ -174,6 +195,28 @@ class TransformChain:
         redactor.record(record, fields_from_msg=self.fields_from_msg, suspect=suspect)
         if not had and "redacted" in record.get("tags", ()):
             self.stats.redacted += 1
+
+
+def _open_runs(redactor: Redactor, batch: list[Item]) -> list[Item]:
+    """``batch`` with each line of its runs that may hold a secret taken out as a record of its
+    own, in its place; the lines between stay runs. A clean run is left as it is."""
+    out: list[Item] = []
+    for item in batch:
+        if type(item) is not PlainRun:
+            out.append(item)
+            continue
+        spans = redactor.line_spans(item.data, item.begin, item.end, item.count)
+        done = item.begin
+        for start, newline in spans:
+            if start > done:
+                out.append(item.part(done, start))
+            out.append(item.line(start, newline + 1))
+            done = newline + 1
+        if done == item.begin:
+            out.append(item)  # clean: the common case
+        elif done < item.end:
+            out.append(item.part(done, item.end))
+    return out
 
 
 def make_parser(config: SourceConfig) -> tuple[Parser | None, AuditParser | None]:

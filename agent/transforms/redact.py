@@ -59,7 +59,7 @@ from agent.transforms.rules import (
     escapes_view,
     unview,
 )
-from agent.transforms.suspects import Suspects, _suspect
+from agent.transforms.suspects import Suspects, _suspect, every_line
 
 __all__ = ["BUILTIN_RULES", "REDACTED", "Redactor", "Rule"]
 
@@ -171,6 +171,13 @@ class Redactor:
         if self.custom:
             return bytearray(b"\x01" * len(values))
         return self._suspects(values, confirm=confirm)
+
+    def line_spans(self, data: bytes, begin: int, end: int, count: int) -> list[tuple[int, int]]:
+        """The lines of ``data[begin:end]`` (``count`` ASCII lines, each ending in "\\n") that
+        :meth:`suspects` flags, as the (start, newline) offsets of each in ``data``."""
+        if self.custom:
+            return every_line(data, begin, end)
+        return self._suspects.spans(data, begin, end, count)
 
     def text(self, value: str, *, suspect: bool | None = None) -> str:
         """``value`` with every secret replaced (the same object when there was none).

@@ -24,6 +24,7 @@ from bisect import bisect_right
 from collections.abc import Sequence, Sized
 from itertools import accumulate, repeat
 from operator import add
+from typing import cast
 
 from agent.transforms.rules import AWS_PREFIX, BUILTIN_RULES, Rule, caseless
 
@@ -147,6 +148,13 @@ def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
     return flags
 
 
+def every_line(data: bytes, begin: int, end: int) -> list[tuple[int, int]]:
+    """The (start, newline) offsets in ``data`` of each line of ``data[begin:end]`` (whole
+    lines, each ending in "\\n")."""
+    stops = [at for at, byte in enumerate(data[begin:end], begin) if byte == 10]
+    return list(zip([begin, *(stop + 1 for stop in stops[:-1])], stops, strict=True))
+
+
 class _BatchScanner:
     """``_suspects`` in one Hyperscan pass over a batch's values joined by "\\n" (which no
     trigger word holds, so a hit's offset says which value holds it).
@@ -189,12 +197,7 @@ class _BatchScanner:
         if text.isascii():
             self.db.scan(text.encode("ascii"), match_event_handler=hit)
             if hits or gated or prefixes:  # where values end matters only then: most are clean
-                ends = _ends(values)
-                _mark(hits, ends, flags)
-                for at in prefixes:
-                    i = bisect_right(ends, at)
-                    flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
-                _gate(gated, ends, values, flags, confirm)
+                self._ascii(values, flags, hits, gated, prefixes, confirm)
             return flags
         lowered = [caseless(v).encode("utf-8", "surrogatepass") for v in values]
         self.db.scan(b"\n".join(lowered), match_event_handler=hit)
@@ -203,6 +206,55 @@ class _BatchScanner:
         _find_aws(text, values, flags)
         _gate(gated, ends, values, flags, confirm)
         return flags
+
+    def spans(self, data: bytes, begin: int, end: int) -> list[tuple[int, int]]:
+        """The lines of ``data[begin:end]`` (ASCII, each ending in "\\n") that ``__call__``
+        flags, as the (start, newline) offsets of each in ``data``, in order. One scan over the
+        bytes in place; only a line a hit falls in is looked at (most lines hold none)."""
+        hits: list[int] = []
+        gated: list[int] = []
+        prefixes: list[int] = []
+        gated_id, aws_id = self.gated_id, self.aws_id
+
+        def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            (prefixes if id_ >= aws_id else gated if id_ >= gated_id else hits).append(end - 1)
+
+        with memoryview(data) as view:  # scan takes any buffer; its stub says bytes or str
+            self.db.scan(cast(bytes, view[begin:end]), match_event_handler=hit)
+        if not (hits or gated or prefixes):
+            return []
+        found: dict[int, int] = {}  # start -> newline of each line flagged
+
+        def bounds(at: int) -> tuple[int, int]:  # the line ``at`` (relative to begin) is in
+            at += begin
+            return data.rfind(b"\n", begin, at) + 1 or begin, data.find(b"\n", at, end)
+
+        for at in hits:
+            start, stop = bounds(at)
+            found[start] = stop
+        for offsets, check in ((prefixes, _FAST_AWS.search), (gated, _confirmed)):
+            for at in offsets:
+                start, stop = bounds(at)
+                if start not in found and check(data[start:stop].decode("ascii")):
+                    found[start] = stop
+        return sorted(found.items())
+
+    @staticmethod
+    def _ascii(  # noqa: PLR0917 -- what one scan found, passed on
+        values: list[str],
+        flags: bytearray,
+        hits: list[int],
+        gated: list[int],
+        prefixes: list[int],
+        confirm: bool,
+    ) -> None:
+        """Flag the ASCII values the offsets found in them joined by "\\n" say may hold one."""
+        ends = _ends(values)
+        _mark(hits, ends, flags)
+        for at in prefixes:
+            i = bisect_right(ends, at)
+            flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
+        _gate(gated, ends, values, flags, confirm)
 
 
 class Suspects:
@@ -216,6 +268,19 @@ class Suspects:
     @property
     def scanner(self) -> _BatchScanner | None:
         return self._scanner
+
+    def spans(self, data: bytes, begin: int, end: int, count: int) -> list[tuple[int, int]]:
+        """For the ``count`` lines of ``data[begin:end]`` (ASCII, each ending in "\\n", as a
+        ``PlainRun``'s): those ``__call__`` flags, as the (start, newline) offsets of each in
+        ``data``. Without making a str per line where the batch scanner runs."""
+        if count >= _SCAN_MIN and _HYPERSCAN:
+            if self._scanner is None:
+                self._scanner = _BatchScanner()
+            return self._scanner.spans(data, begin, end)
+        flags = self(data[begin : end - 1].decode("ascii").split("\n"))
+        return [
+            span for span, flag in zip(every_line(data, begin, end), flags, strict=True) if flag
+        ]
 
     def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
         if len(values) < _FIND_MIN:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from watchdog.observers.api import BaseObserver
 
 from agent.config import FileSourceConfig
 from agent.record import Record
-from agent.sources import Checkpoint, Checkpoints, Pending
+from agent.sources import Checkpoint, Checkpoints, Item, Pending, materialize
 from agent.sources.file import FileSource
 from agent.sources.identity import make_key
 from tests.support import eventually
@@ -35,11 +35,11 @@ class GatedEmit:
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    async def emit(self, batch: list[Pending]) -> None:
+    async def emit(self, batch: Sequence[Item]) -> None:
         if not self.gate.is_set():
             self.blocked.set()
             await self.gate.wait()
-        self.batches.append(batch)
+        self.batches.append(materialize(batch))  # runs of plain lines: as their records
 
 
 class Tail(GatedEmit):

@@ -10,7 +10,7 @@ import lzma
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sources import Checkpoint, Pending
+from agent.sources import Checkpoint, Item
 from agent.sources import compressed as compressed_module
 from agent.sources.compressed import decompressed_size, spool, xz_size
 from agent.sources.file import FileSource
@@ -284,7 +284,7 @@ def test_a_sibling_rotated_again_between_its_planning_and_its_opening_is_found_a
     assert source._files == {}
 
 
-async def _never(batch: list[Pending]) -> None:
+async def _never(batch: Sequence[Item]) -> None:
     raise AssertionError("nothing is read here")
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.record import Record
-from agent.sources import Checkpoint, Pending, tailed
+from agent.sources import Checkpoint, Pending, PlainRun, materialize, tailed
 from agent.sources.tailed import Cut, TailedFile, cut_plain_py
 
 try:
@@ -323,7 +323,7 @@ def test_pure_python_setting_selects_the_python_loop(monkeypatch: pytest.MonkeyP
 
 
 def read_all(
-    path: Path, function: Cut, monkeypatch: pytest.MonkeyPatch
+    path: Path, function: Cut, monkeypatch: pytest.MonkeyPatch, *, runs: bool = False
 ) -> tuple[list[Pending], int]:
     """Every record ``TailedFile`` cuts from ``path``, in small chunks, with ``function`` as its
     cut of plain chunks; and how many chunks it cut with it."""
@@ -342,12 +342,14 @@ def read_all(
         tailed_file = TailedFile(
             "app", 64, 32, str(path), f"{stat.st_dev}:{stat.st_ino}", fd, 0, time.monotonic()
         )
+        tailed_file.runs = runs
         records: list[Pending] = []
         end: int | None = None
         more = True
         while more:
             batch, end, more = tailed_file.read(100, end)
-            records += batch
+            assert runs or not any(isinstance(item, PlainRun) for item in batch)
+            records += materialize(batch)
     finally:
         os.close(fd)
     return records, calls
@@ -428,3 +430,38 @@ def test_types_shaped_otherwise_are_called_as_the_python_loop_calls_them(
         end = function(b"a\nbb\n", TS, "app", "k", "/p", 3, pending, checkpoint, out, NO_LIMIT)
         results.append((end, [(type(p), p) for p in out]))
     assert results[1] == results[0]
+
+
+RUN_PIECES = [b"plain line", b"\n", b"x" * 70, b"\r\n", b'\t"\\', b"\x01", b"\xc3\xa9", b"\xff"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.one_of(
+        st.lists(st.sampled_from(RUN_PIECES), max_size=200).map(b"".join),
+        st.lists(st.sampled_from(RUN_PIECES[:5]), max_size=200).map(b"".join),  # plain ASCII
+    )
+)
+@example(content=b"short\n" + b"x" * 70 + b"\nend\n")  # a line over max_line in a plain chunk
+def test_runs_of_plain_lines_stand_for_the_records_the_cut_gives(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    """A raw source's chunks cut into runs: their records are the cut's, byte for byte, over
+    any content (plain, long, "\\r\\n", UTF-8 and invalid lines, chunk ends anywhere)."""
+    path = tmp_path_factory.mktemp("runs") / "app.log"
+    path.write_bytes(content)
+    expected, _ = read_all(path, cut_plain_py, monkeypatch)
+    got, _ = read_all(path, cut_plain_py, monkeypatch, runs=True)
+    assert [(p.record, p.checkpoint) for p in got] == [(p.record, p.checkpoint) for p in expected]
+
+
+@given(data=st.binary(max_size=300) | st.lists(st.sampled_from(RUN_PIECES)).map(b"".join))
+def test_compiled_longest_line_equals_the_reference(data: bytes) -> None:
+    compiled = tailed._compiled_longest()
+    if compiled is None:
+        pytest.skip("agent.sources._speedups not built")
+    assert compiled(data) == tailed.longest_line_py(data)
+    with pytest.raises(TypeError, match="bytes"):
+        compiled(bytearray(data))  # type: ignore[arg-type]

@@ -1,0 +1,234 @@
+"""Runs of plain lines (``PlainRun``) through the writer: the compiled ``link`` encodes their
+lines without making records, and what it writes must be byte for byte what the records the run
+stands for would have given, wherever a commit stops inside a run and resumes."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from agent.buffer import segment
+from agent.buffer.chain import Link, link_py
+from agent.buffer.wal import SegmentIO
+from agent.config import BufferConfig
+from agent.sources import Checkpoint, Item, Pending, PlainRun, materialize, record_count
+from agent.sources.tailed import cut_plain_py
+from tests.buffer.harness import assert_chain, start, stored
+from tests.buffer.test_chain import COMPILED, PREV, SORT, needs_compiled, stand_in
+from tests.support import eventually
+
+TS = "2026-12-07T02:04:31.123456Z"
+LINKS = [pytest.param(COMPILED, marks=needs_compiled, id="compiled"), pytest.param(link_py)]
+
+# Every ASCII byte but the newline: control characters, quotes and backslashes are escaped.
+lines = st.lists(st.binary(max_size=60).map(lambda b: bytes(c & 0x7F for c in b if c != 10)))
+names = st.text(st.characters(codec="utf-8"), max_size=20)  # source and path: any encodable
+runs = st.builds(
+    lambda ls, lead, rest, offset, source, key, path: PlainRun(
+        lead + b"".join(line + b"\n" for line in ls) + rest,
+        len(lead),
+        len(lead) + sum(len(line) + 1 for line in ls),
+        offset,
+        TS,
+        source,
+        key,
+        path,
+    ),
+    lines.filter(bool),
+    st.sampled_from([b"", b"before\n"]),
+    st.sampled_from([b"", b"unterminated rest"]),
+    st.integers(0, 2**40),
+    names,
+    names,
+    names,
+)
+items = st.lists(
+    runs | st.builds(Pending, st.fixed_dictionaries({"msg": names}), st.none()), max_size=4
+)
+
+
+def linked(link: Link, items: list[Item], **kw: Any) -> tuple[Any, ...]:
+    """``link`` over a copy of ``items``: what it returns, with the frames in place of the size
+    and each checkpoint as a tuple."""
+    mine = copy.deepcopy(items)
+    out = bytearray(b"\xa5" * 64)
+    args = {"start": 0, "seq": 0, "room": 1 << 40, "used": 0, "limit": 1 << 40, "one": False}
+    args.update(kw)
+    end, at, size, entries, cps, full = link(
+        mine, args["start"], args["seq"], PREV, args["room"], args["used"], args["limit"],
+        bool(args["one"]), orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
+    )  # fmt: skip
+    return end, at, bytes(out[:size]), entries, [tuple(cp) for cp in cps], full
+
+
+def whole(link: Link, items: list[Item], **kw: Any) -> tuple[bytes, list[Any], list[Any]]:
+    """Frames, entries and checkpoints of ``items`` linked call after call as the writer does:
+    a run stopped inside goes on as ``run.after(at)``, a full segment starts a new one."""
+    items = copy.deepcopy(items)
+    frames, entries, cps = b"", [], []
+    index, seq, prev, used = 0, 0, PREV, 0
+    limit = kw.get("limit", 1 << 40)
+    while index < len(items):
+        out = bytearray()
+        index, at, size, made, more, full = link(
+            items, index, seq, prev, kw.get("room", 1 << 40), used, limit, kw.get("one", False),
+            orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
+        )  # fmt: skip
+        frames += bytes(out[:size])
+        entries += made
+        cps += [tuple(cp) for cp in more]
+        used = 0 if full else used + size
+        if made:
+            seq, prev = made[-1][0], made[-1][1]
+        if at:
+            run = items[index]
+            assert isinstance(run, PlainRun)
+            items[index] = run.after(at)
+    return frames, entries, cps
+
+
+def last_per_key(cps: list[Any]) -> dict[tuple[str, str], Any]:
+    return {(cp[0], cp[1]): cp for cp in cps}
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=items, room=st.integers(1, 3000), limit=st.integers(1, 3000), one=st.booleans())
+@example(items=[PlainRun(b'"\\\x00\x1f\x7f\t\x08\x0c\x0b\n', 0, 10, 0, TS, "s", "k", "/p")],
+         room=1 << 20, limit=1 << 20, one=False)  # fmt: skip
+def test_compiled_link_of_runs_equals_the_reference(
+    items: list[Item], room: int, limit: int, one: bool
+) -> None:
+    if COMPILED is None:
+        pytest.skip("agent._speedups not built")
+    kw = {"room": room, "limit": limit, "one": one}
+    assert linked(COMPILED, items, **kw) == linked(link_py, items, **kw)
+    assert whole(COMPILED, items, limit=limit, one=one) == whole(
+        link_py, items, limit=limit, one=one
+    )
+
+
+@pytest.mark.parametrize("link", LINKS)
+@settings(max_examples=150, deadline=None)
+@given(items=items, limit=st.integers(1, 3000), one=st.booleans())
+def test_a_run_frames_exactly_as_the_records_it_stands_for(
+    link: Link | None, items: list[Item], limit: int, one: bool
+) -> None:
+    """Wherever the calls stop (segment ends, one record per call), the frames and hot-tail
+    entries are those of the records; checkpoints are one per run, its last line's, so the
+    checkpoint map ends the same."""
+    assert link is not None
+    frames, entries, cps = whole(link, items, limit=limit, one=one)
+    records = materialize(items)
+    r_frames, r_entries, r_cps = whole(link_py, list(records), limit=limit, one=one)
+    assert (frames, entries) == (r_frames, r_entries)
+    assert last_per_key(cps) == last_per_key(r_cps)
+    assert len(entries) == record_count(items)
+
+
+def test_run_records_are_the_file_sources_cut() -> None:
+    data = b'one\n\ttwo "q" \\\n\x01\nrest'
+    run = PlainRun(data, 0, data.rindex(b"\n") + 1, 100, TS, "app", "k:1", "/var/log/app.log")
+    cut: list[Pending] = []
+    after = cut_plain_py(data, TS, "app", "k:1", "/var/log/app.log", 100, Pending, Checkpoint,
+                         cut, 1 << 20)  # fmt: skip
+    assert [(p.record, p.checkpoint) for p in run.records()] == [
+        (p.record, p.checkpoint) for p in cut
+    ]
+    assert run.count == 3
+    assert run.checkpoint_at(run.end) == Checkpoint("app", "k:1", after or 0, "/var/log/app.log")
+    two = run.after(4)
+    assert [p.record["msg"] for p in two.records()] == ['\ttwo "q" \\', "\x01"]
+    assert two.records()[0].record["log"]["offset"] == 104
+    assert run.line(4, data.index(b"\x01")).record == two.records()[0].record
+    with pytest.raises(ValueError, match="whole lines"):
+        PlainRun(data, 0, 2, 0, TS, "app", "k", "/p")  # not at a newline
+    with pytest.raises(ValueError, match="whole lines"):
+        PlainRun(data, 4, 4, 0, TS, "app", "k", "/p")  # empty
+    with pytest.raises(TypeError):
+        PlainRun(data, 0, 4, 0, TS, "app", "k", "/p\ud800")  # a path JSON cannot hold
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_a_run_with_a_non_ascii_line_is_refused(link: Link | None) -> None:
+    assert link is not None
+    data = b"fine\ncaf\xc3\xa9\n"
+    with pytest.raises(ValueError, match="ASCII"):
+        linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/p")])
+
+
+@needs_compiled
+def test_the_compiled_loop_refuses_a_run_whose_fields_are_not_what_it_reads() -> None:
+    assert COMPILED is not None
+    bad = PlainRun(b"a\n", 0, 2, 0, TS, "s", "k", "/p")
+    bad.head = "not bytes"  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="head must be bytes"):
+        linked(COMPILED, [bad])
+    short = PlainRun(b"a\nb\n", 0, 4, 0, TS, "s", "k", "/p")
+    short.end = 9
+    with pytest.raises(ValueError, match="whole lines"):
+        linked(COMPILED, [short])
+
+
+# --- through the buffer -------------------------------------------------------------------------
+
+
+def run_of(first: int, count: int, size: int = 0) -> PlainRun:
+    data = b"".join(b"line %d%s\n" % (i, b"x" * size) for i in range(first, first + count))
+    return PlainRun(data, 0, len(data), first * 1000, TS, "s", "1:2", "/var/log/x")
+
+
+@pytest.mark.parametrize("fsync", ["batch", "always"])
+async def test_runs_commit_across_segments_as_records(tmp_path: Path, fsync: str) -> None:
+    config = BufferConfig(segment_bytes=4096, fsync=fsync)  # type: ignore[arg-type]
+    run = await start(tmp_path, config)
+    buf = run.buffer
+    await buf.emit([run_of(0, 40, size=50), Pending({"msg": "between"}, None), run_of(40, 3)])
+    await eventually(lambda: buf.last_seq == 44, timeout=10, what="the commit")
+    await run.close()
+    frames = stored(tmp_path)
+    msgs = [orjson.loads(f.record)["msg"] for f in frames[:44]]
+    assert msgs == [f"line {i}{'x' * 50}" for i in range(40)] + ["between"] + [
+        f"line {i}" for i in range(40, 43)
+    ]
+    assert len(segment.list_segments(tmp_path / "buffer")) > 3
+    assert_chain(frames, buf.stream_id)
+    assert buf.checkpoints[("s", "1:2")].offset == 40 * 1000 + len(run_of(40, 3).data)
+
+
+class FailingFsync(SegmentIO):
+    """Fails the fsyncs numbered ``failing`` (from 1)."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing
+        self.calls = 0
+
+    def fsync(self, fd: int) -> None:
+        self.calls += 1
+        if self.calls in self.failing:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+async def test_a_run_cut_by_a_failed_write_is_retried_from_where_it_stood(tmp_path: Path) -> None:
+    """A commit that ends a segment inside a run, then fails in the next segment: the part
+    already durable is not written again, the rest is, once."""
+    io = FailingFsync({2, 3})  # the first segment's part is durable, the next fails twice
+    run = await start(tmp_path, BufferConfig(segment_bytes=2048, retry_initial=0.01), io)
+    buf = run.buffer
+    await buf.emit([run_of(0, 30, size=40)])
+    await eventually(lambda: buf.last_seq == 30, timeout=10, what="the retried commit")
+    assert buf.stats.write_errors == 2
+    await run.close()
+    frames = stored(tmp_path)
+    assert [orjson.loads(f.record)["msg"] for f in frames[:30]] == [
+        f"line {i}{'x' * 40}" for i in range(30)
+    ]
+    assert_chain(frames, buf.stream_id)
