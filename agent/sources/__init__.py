@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import orjson
 
+from agent.compiled import load
 from agent.record import Record
 
 
@@ -42,6 +43,22 @@ class Pending:
 
     record: Record
     checkpoint: Checkpoint | None
+
+
+def _count_newlines(data: bytes, begin: int, end: int) -> int:
+    return data.count(b"\n", begin, end)
+
+
+def _compiled_newlines() -> Callable[[bytes, int, int], int] | None:
+    module = load("agent.sources._speedups")
+    if module is None:
+        return None
+    compiled: Callable[[bytes, int, int], int] = module.newlines
+    return compiled
+
+
+# The newlines of a run's span: bytes.count searches a byte without memchr, ~8x slower.
+_newlines = _compiled_newlines() or _count_newlines
 
 
 class PlainRun:
@@ -95,7 +112,7 @@ class PlainRun:
     def count(self) -> int:
         """How many lines (records) it holds."""
         if self._count < 0:
-            self._count = self.data.count(b"\n", self.begin, self.end)
+            self._count = _newlines(self.data, self.begin, self.end)
         return self._count
 
     def part(self, begin: int, end: int) -> PlainRun:

@@ -364,7 +364,35 @@ static PyObject *py_longest_line(PyObject *Py_UNUSED(module), PyObject *data) {
     return PyLong_FromSsize_t(longest_line(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
 }
 
+PyDoc_STRVAR(newlines_doc,
+             "newlines(data, begin, end)\n--\n\ndata.count(b\"\\n\", begin, end) for bytes and "
+             "0 <= begin <= end <= len(data), by memchr.");
+
+static PyObject *py_newlines(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "newlines takes bytes, begin and end");
+        return NULL;
+    }
+    Py_ssize_t begin = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = begin == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (begin < 0 || begin > end || end > PyBytes_GET_SIZE(args[0])) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= begin <= end <= len(data)");
+        return NULL;
+    }
+    const char *at = PyBytes_AS_STRING(args[0]) + begin, *stop = PyBytes_AS_STRING(args[0]) + end;
+    Py_ssize_t count = 0;
+    while ((at = memchr(at, '\n', (size_t)(stop - at))) != NULL) {
+        count++;
+        at++;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
+    {"newlines", (PyCFunction)(void (*)(void))py_newlines, METH_FASTCALL, newlines_doc},
     {"cut_plain", (PyCFunction)(void (*)(void))cut_plain, METH_FASTCALL, cut_plain_doc},
     {"longest_line", py_longest_line, METH_O, longest_line_doc},
     {NULL, NULL, 0, NULL},

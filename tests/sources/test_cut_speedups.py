@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from agent import sources
 from agent.record import Record
 from agent.sources import Checkpoint, Pending, PlainRun, materialize, tailed
 from agent.sources.tailed import Cut, TailedFile, cut_plain_py
@@ -465,3 +466,16 @@ def test_compiled_longest_line_equals_the_reference(data: bytes) -> None:
     assert compiled(data) == tailed.longest_line_py(data)
     with pytest.raises(TypeError, match="bytes"):
         compiled(bytearray(data))  # type: ignore[arg-type]
+
+
+@given(data=st.binary(max_size=300), cuts=st.tuples(st.integers(0, 300), st.integers(0, 300)))
+def test_compiled_newlines_counts_as_bytes_count(data: bytes, cuts: tuple[int, int]) -> None:
+    compiled = sources._compiled_newlines()
+    if compiled is None:
+        pytest.skip("agent.sources._speedups not built")
+    begin, end = sorted(min(cut, len(data)) for cut in cuts)
+    assert compiled(data, begin, end) == data.count(b"\n", begin, end)
+    with pytest.raises(ValueError, match="begin"):
+        compiled(data, end + 1, end)
+    with pytest.raises(TypeError, match="bytes"):
+        compiled(bytearray(data), begin, end)  # type: ignore[arg-type]
