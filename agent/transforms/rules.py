@@ -91,6 +91,10 @@ class Rule:
     # Searched in the lower-cased text of an ASCII value: no hit means ``pattern`` cannot match
     # (a cheap necessary condition where ``pattern`` is slow, as case-insensitive ones are).
     prefilter: re.Pattern[str] | None = None
+    # For a case-sensitive ``pattern``: substrings one of which every match contains as it is.
+    # Which values may hold a secret (``suspects.py``) is then asked of these, not of
+    # ``triggers`` in any case: random text holds "eyj" or "xox" far more often than "eyJ".
+    exact: tuple[str, ...] = ()
 
 
 # A value in quotes (which stay, outside the secret): "..." or '...', or between escaped quotes
@@ -170,6 +174,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"(?P<secret>eyJ[A-Za-z0-9_-]{4,}+\.eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+)"
         ),
         ("eyj",),
+        exact=("eyJ",),
     ),
     Rule(
         "authorization",
@@ -239,10 +244,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             "ghs_",
             "ghr_",
             "github_pat_",
-            "xox",
+            *("xoxa-", "xoxb-", "xoxo-", "xoxp-", "xoxr-", "xoxs-"),  # xox[abposr]-
             "aiza",
             "sk_live_",
             "glpat-",
+        ),
+        exact=(
+            *("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+            *("xoxa-", "xoxb-", "xoxo-", "xoxp-", "xoxr-", "xoxs-", "AIza", "sk_live_", "glpat-"),
         ),
     ),
 )

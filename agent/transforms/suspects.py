@@ -40,8 +40,13 @@ def _cover(rules: tuple[Rule, ...], *, beside: tuple[str, ...] = ()) -> tuple[st
     """The fewest lower-case words such that every line some rule can match holds one: the
     rules' own triggers, minus any that contains a shorter one ("--pass" holds "-pass") or a
     word of ``beside`` (a line holding that is found by it). AWS key ids are upper case and
-    found by their own regex instead."""
-    words = {w for rule in rules if rule.name != "aws_access_key" for w in rule.triggers}
+    found by their own regex instead; rules with ``exact`` words by those (``_EXACT_WORDS``)."""
+    words = {
+        w
+        for rule in rules
+        if rule.name != "aws_access_key" and not rule.exact
+        for w in rule.triggers
+    }
     return tuple(
         sorted(
             w
@@ -62,6 +67,8 @@ _GATE = re.compile(
     "|".join(f"(?:{rule.prefilter.pattern})" for rule in _GATED if rule.prefilter is not None)
 )
 _FAST_AWS = re.compile(rf"(?:{AWS_PREFIX})[A-Z0-9]{{16}}")
+# Case-sensitive words, looked for in the text as it is (``Rule.exact``).
+_EXACT_WORDS = tuple(sorted({word for rule in BUILTIN_RULES for word in rule.exact}))
 
 
 def _confirmed(value: str) -> bool:
@@ -75,6 +82,8 @@ def _suspect(value: str) -> bool:
     low = caseless(value)
     if any(map(low.__contains__, _FAST_WORDS)) or _FAST_AWS.search(value):
         return True
+    if any(map(value.__contains__, _EXACT_WORDS)):
+        return True
     return any(map(low.__contains__, _GATED_WORDS)) and _confirmed(value)
 
 
@@ -83,7 +92,9 @@ def _unconfirmed(value: str) -> bool:
     where escapes (``\\"``, ``\\t``) can hide the separator a prefilter looks for."""
     low = caseless(value)
     words = (*_FAST_WORDS, *_GATED_WORDS)
-    return any(map(low.__contains__, words)) or bool(_FAST_AWS.search(value))
+    if any(map(low.__contains__, words)) or any(map(value.__contains__, _EXACT_WORDS)):
+        return True
+    return bool(_FAST_AWS.search(value))
 
 
 def _suspects(values: list[str], *, confirm: bool = True) -> bytearray:
@@ -120,6 +131,19 @@ def _find_aws(text: str, values: list[str], flags: bytearray) -> None:
         _mark(starts, _ends(values), flags)
 
 
+def _find_exact(text: str, values: list[str], flags: bytearray) -> None:
+    """Flag the values holding an ``_EXACT_WORDS`` word as it is, ``text`` being them joined by
+    "\\n"."""
+    ends: list[int] = []
+    for word in _EXACT_WORDS:
+        at = text.find(word)
+        while at >= 0:  # after a hit, on from the next value
+            ends = ends or _ends(values)
+            i = bisect_right(ends, at)
+            flags[i] = 1
+            at = text.find(word, ends[i])
+
+
 def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
     """``_suspects`` by ``str.find`` over the values joined: a pass per word over the batch, not
     one per value. No word holds the "\\n" that joins them, so a hit lies inside one value.
@@ -144,6 +168,7 @@ def _find_suspects(values: list[str], *, confirm: bool = True) -> bytearray:
                     found.append(at)
                 at = low.find(word, ends[i])
     _find_aws(text, values, flags)
+    _find_exact(text, values, flags)
     _gate(gated, ends, values, flags, confirm)
     return flags
 
@@ -160,10 +185,11 @@ class _BatchScanner:
     trigger word holds, so a hit's offset says which value holds it).
 
     An ASCII batch (the common case) is scanned as it is, the words matching ASCII-caselessly
-    (on ASCII text, what ``str.lower`` gives); AWS key id prefixes, case-sensitive, are in the
-    database too, and a value with one is checked with the regex. Otherwise values are made
-    ``caseless`` by Python (what the triggers assume: the Kelvin sign lowers to "k"),
-    scanned as UTF-8, and the AWS regex runs over the original text. Values with a gated word
+    (on ASCII text, what ``str.lower`` gives); the ``_EXACT_WORDS`` and AWS key id prefixes,
+    case-sensitive, are in the database too, and a value with a prefix is checked with the
+    regex. Otherwise values are made ``caseless`` by Python (what the triggers assume: the
+    Kelvin sign lowers to "k"), scanned as UTF-8, and the exact words and the AWS regex are
+    looked for in the original text. Values with a gated word
     are confirmed one by one (``_gate``). (The whole AWS regex in the database would take ~50 ms
     to compile, literals ~1 ms.) One scanner (and its scratch space) per ``Redactor``, which one
     thread drives at a time.
@@ -173,14 +199,19 @@ class _BatchScanner:
         import hyperscan
 
         self.db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        words = [re.escape(word).encode() for word in (*_FAST_WORDS, *_GATED_WORDS)]
-        self.gated_id = len(_FAST_WORDS)  # ids from here on are gated words
+        # ids: caseless fast words, exact words (both flag their value), gated words, prefixes
+        words = [re.escape(word).encode() for word in (*_FAST_WORDS, *_EXACT_WORDS, *_GATED_WORDS)]
+        self.gated_id = len(_FAST_WORDS) + len(_EXACT_WORDS)  # ids from here on are gated words
         self.aws_id = len(words)  # ids from here on are AWS key id prefixes
         prefixes = [prefix.encode() for prefix in AWS_PREFIX.split("|")]
+        caseless_flag = hyperscan.HS_FLAG_CASELESS
         self.db.compile(
             expressions=words + prefixes,
             ids=list(range(len(words) + len(prefixes))),
-            flags=[hyperscan.HS_FLAG_CASELESS] * len(words) + [0] * len(prefixes),
+            flags=[caseless_flag] * len(_FAST_WORDS)
+            + [0] * len(_EXACT_WORDS)
+            + [caseless_flag] * len(_GATED_WORDS)
+            + [0] * len(prefixes),
         )
 
     def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
@@ -200,10 +231,17 @@ class _BatchScanner:
                 self._ascii(values, flags, hits, gated, prefixes, confirm)
             return flags
         lowered = [caseless(v).encode("utf-8", "surrogatepass") for v in values]
-        self.db.scan(b"\n".join(lowered), match_event_handler=hit)
+        exact_id = len(_FAST_WORDS)  # exact words found in lowered text are not found as they were
+
+        def lowered_hit(id_: int, start: int, end: int, flags: int, context: object) -> None:
+            if not exact_id <= id_ < gated_id:
+                hit(id_, start, end, flags, context)
+
+        self.db.scan(b"\n".join(lowered), match_event_handler=lowered_hit)
         ends = _ends(lowered) if hits or gated else []
         _mark(hits, ends, flags)
         _find_aws(text, values, flags)
+        _find_exact(text, values, flags)
         _gate(gated, ends, values, flags, confirm)
         return flags
 

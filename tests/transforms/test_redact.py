@@ -217,7 +217,10 @@ def test_private_key_split_over_three_parts_is_masked_in_the_middle_part() -> No
 # --- the batch path: which lines of a batch are suspect, found in one scan ------------------------
 
 TRIGGERISH = st.sampled_from(
-    ["pass", "PASS", "tOkEn", "secret", "xox", "eyJ", "://", "ghp_", "AKIA", "AKIA" + "Z" * 16]
+    [
+        *("pass", "PASS", "tOkEn", "secret", "xox", "XOX", "eyJ", "eyj", "://", "ghp_"),
+        *("AKIA", "AKIA" + "Z" * 16, "aIza", "AIza"),
+    ]
 )
 ODD = st.sampled_from(
     ["\n", "\u212a", "İ", "é", "\ufffd", "日本", "\x00", "ǅ", "ﬀ", "\u017f", "\u0131"]
@@ -276,6 +279,16 @@ def test_auth_lines_with_the_word_password_are_not_suspect_without_an_assignment
     assert "hunter2" not in redactor.text("pass\u00a0= hunter2")  # Unicode space: no gate
 
 
+# Vendor tokens and JWTs, and their words in other cases (which no case-sensitive rule matches).
+TOKEN_SOUP = st.lists(
+    st.one_of(
+        st.sampled_from(["eyJ", "EYJ", "eyj", "xoxb-", "XOXB-", "xox", "AIza", "aiza", "ghp_"]),
+        st.sampled_from(["GHP_", "sk_live_", "SK_LIVE_", "glpat-", "github_pat_", ".", "-", "_"]),
+        st.text(alphabet=string.ascii_letters + string.digits, min_size=4, max_size=40),
+    ),
+    max_size=8,
+).map("".join)
+
 KEY_SOUP = st.lists(
     st.one_of(
         st.sampled_from(
@@ -328,6 +341,7 @@ def folded(draw: st.DrawFn, text: st.SearchStrategy[str]) -> str:
         secret_lines().map(lambda case: case[0]),
         st.lists(st.one_of(KEY_SOUP, GATEDISH, ODD, st.text(max_size=6)), max_size=6).map("".join),
         folded(st.one_of(KEY_SOUP, secret_lines().map(lambda case: case[0]))),
+        TOKEN_SOUP,
     )
 )
 def test_the_gated_rules_redact_what_every_rule_run_unconditionally_redacts(value: str) -> None:
@@ -382,6 +396,11 @@ def test_the_trigger_cover_holds_a_word_of_every_rule() -> None:
     for rule in rules.BUILTIN_RULES:
         if rule.name == "aws_access_key":
             continue  # found by its own case-sensitive regex
+        if rule.exact:  # a case-sensitive rule: its triggers as its pattern spells them
+            assert not rule.pattern.flags & re.IGNORECASE, rule.name
+            assert {word.lower() for word in rule.exact} == set(rule.triggers), rule.name
+            assert set(rule.exact) <= set(suspects._EXACT_WORDS)
+            continue
         words = suspects._FAST_WORDS if rule.prefilter is None else suspects._GATED_WORDS
         for trigger in rule.triggers:
             # a gated trigger may be left to an ungated word it holds ("secret")
@@ -587,3 +606,14 @@ def test_a_quoted_secret_holding_spaces_does_not_leak_wherever_the_line_is_split
         second = redactor.record(rec(line[cut:], part=1))["msg"]
         shipped = [w for w in WORDS_OF_SECRET if w in first or w in second]
         assert not shipped, (cut, first, second)
+
+
+def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None:
+    """Random text (hashes, base64, the benchmark's raw lines) holds "eyj" or "xox" far more
+    often than "eyJ": only the words as the rules spell them make a line suspect."""
+    redactor = Redactor()
+    lines = ["id eyjx7 XOXO aiza GHP_", "EYJABC XOXB-1234567890", "token eyJ", "a xoxb- b"]
+    assert [suspects._suspect(line) for line in lines] == [False, False, True, True]
+    assert redactor.suspects(lines * 20) == bytearray([0, 0, 1, 1] * 20)  # the scanner's way
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
+    assert redactor.text(f"auth {jwt} ok") == "auth [REDACTED] ok"
