@@ -907,11 +907,323 @@ PyDoc_STRVAR(verify_wire_doc,
 /* 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`: then
  * `prev` becomes its digest, *h_out its h (new ref) and *type_out its "type" or NULL (new ref).
  * 0 if it is not; -1 with an exception set on errors other than `errors` (orjson's). */
+/* --- the collector's check of a wire line without parsing it into objects ---------------------
+ *
+ * A wire line is canonical(record)[:-1] + ',"h":"<hex>"}'. verify_line must know that its bytes
+ * up to that tail, closed by "}", are exactly orjson's canonical encoding (sorted keys) of the
+ * record the line holds: only then does hashing those bytes equal hashing canonical(record).
+ * The general way parses the line (loads) and encodes it again (dumps). canonical_object()
+ * decides it directly for the common shape of records, and answers "unsure" for anything else,
+ * which then takes the general way: so a mistake here can only cost time if it says unsure too
+ * often, and the tests hold it to the general way on every line they make or mangle.
+ *
+ * Sure only for: objects whose keys are ASCII strings without escapes, in strictly increasing
+ * byte order (for ASCII, the code point order orjson sorts by); arrays; strings of printable
+ * ASCII and orjson's escapes (\" \\ \b \t \n \f \r, \u00xx in lower case for the other control
+ * characters); integers of at most 18 digits without leading zeros, not "-0" (orjson writes any
+ * such int so); true, false, null; at most 64 levels deep. Anything else (a float, a non-ASCII
+ * byte, a big integer, an escaped key) is unsure. */
+
+typedef struct {
+    const unsigned char *at, *end;
+    int depth;
+} Scan;
+
+#define CANON_UNSURE 0
+#define CANON_OK 1
+
+static int canon_value(Scan *s);
+
+/* A string at s->at (its opening quote); *plain: it holds no escape. */
+static int canon_string(Scan *s, int *plain) {
+    const unsigned char *p = s->at + 1, *end = s->end;
+    *plain = 1;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            s->at = p + 1;
+            return CANON_OK;
+        }
+        if (c >= 0x80 || c < 0x20) {
+            return CANON_UNSURE;
+        }
+        if (c != '\\') {
+            p++;
+            continue;
+        }
+        *plain = 0;
+        if (p + 1 >= end) {
+            return CANON_UNSURE;
+        }
+        unsigned char e = p[1];
+        if (e == '"' || e == '\\' || e == 'b' || e == 't' || e == 'n' || e == 'f' || e == 'r') {
+            p += 2;
+            continue;
+        }
+        /* \u00xx, lower-case hex, only for the control characters without a short escape */
+        if (e != 'u' || end - p < 6 || p[2] != '0' || p[3] != '0' || (p[4] != '0' && p[4] != '1')) {
+            return CANON_UNSURE;
+        }
+        unsigned char low = p[5];
+        int value;
+        if (low >= '0' && low <= '9') {
+            value = low - '0';
+        } else if (low >= 'a' && low <= 'f') {
+            value = low - 'a' + 10;
+        } else {
+            return CANON_UNSURE;
+        }
+        value += (p[4] - '0') * 16;
+        if (value == '\b' || value == '\t' || value == '\n' || value == '\f' || value == '\r') {
+            return CANON_UNSURE;
+        }
+        p += 6;
+    }
+    return CANON_UNSURE;
+}
+
+/* A member's key and its ":" at s->at: a string without escapes, after the last key (*last) in
+ * strictly increasing byte order (sorted, no key twice); it becomes the last key. */
+static int canon_key(Scan *s, const unsigned char **last, Py_ssize_t *last_len,
+                     const unsigned char **key, Py_ssize_t *key_len) {
+    if (s->at >= s->end || *s->at != '"') {
+        return CANON_UNSURE;
+    }
+    *key = s->at + 1;
+    int plain;
+    if (canon_string(s, &plain) != CANON_OK || !plain) {
+        return CANON_UNSURE;
+    }
+    *key_len = s->at - 1 - *key;
+    if (*last != NULL) {
+        Py_ssize_t common = *key_len < *last_len ? *key_len : *last_len;
+        int order = memcmp(*last, *key, (size_t)common);
+        if (order > 0 || (order == 0 && *last_len >= *key_len)) {
+            return CANON_UNSURE;
+        }
+    }
+    *last = *key;
+    *last_len = *key_len;
+    if (s->at >= s->end || *s->at != ':') {
+        return CANON_UNSURE;
+    }
+    s->at++;
+    return CANON_OK;
+}
+
+static int canon_number(Scan *s) {
+    const unsigned char *p = s->at, *end = s->end;
+    if (*p == '-') {
+        p++;
+    }
+    const unsigned char *digits = p;
+    while (p < end && *p >= '0' && *p <= '9') {
+        p++;
+    }
+    Py_ssize_t n = p - digits;
+    if (n == 0 || n > 18 || (digits[0] == '0' && (n > 1 || digits != s->at))) {
+        return CANON_UNSURE; /* none, too long, a leading zero, or "-0" */
+    }
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) {
+        return CANON_UNSURE; /* a float */
+    }
+    s->at = p;
+    return CANON_OK;
+}
+
+static int canon_literal(Scan *s, const char *word, size_t len) {
+    if ((size_t)(s->end - s->at) < len || memcmp(s->at, word, len) != 0) {
+        return CANON_UNSURE;
+    }
+    s->at += len;
+    return CANON_OK;
+}
+
+static int canon_array(Scan *s) {
+    s->at++; /* [ */
+    if (s->at < s->end && *s->at == ']') {
+        s->at++;
+        return CANON_OK;
+    }
+    for (;;) {
+        if (canon_value(s) != CANON_OK || s->at >= s->end) {
+            return CANON_UNSURE;
+        }
+        unsigned char c = *s->at++;
+        if (c == ']') {
+            return CANON_OK;
+        }
+        if (c != ',') {
+            return CANON_UNSURE;
+        }
+    }
+}
+
+/* The object at s->at (a nested one: the top level is canonical_record's). */
+static int canon_object(Scan *s) {
+    s->at++; /* { */
+    if (s->at < s->end && *s->at == '}') {
+        s->at++;
+        return CANON_OK;
+    }
+    const unsigned char *last = NULL;
+    Py_ssize_t last_len = 0;
+    for (;;) {
+        const unsigned char *key;
+        Py_ssize_t key_len;
+        if (canon_key(s, &last, &last_len, &key, &key_len) != CANON_OK ||
+            canon_value(s) != CANON_OK || s->at >= s->end) {
+            return CANON_UNSURE;
+        }
+        unsigned char c = *s->at++;
+        if (c == '}') {
+            return CANON_OK;
+        }
+        if (c != ',') {
+            return CANON_UNSURE;
+        }
+    }
+}
+
+static int canon_value(Scan *s) {
+    if (s->at >= s->end) {
+        return CANON_UNSURE;
+    }
+    int made;
+    if (++s->depth > 64) {
+        return CANON_UNSURE;
+    }
+    unsigned char c = *s->at;
+    int plain;
+    if (c == '"') {
+        made = canon_string(s, &plain);
+    } else if (c == '{') {
+        made = canon_object(s);
+    } else if (c == '[') {
+        made = canon_array(s);
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        made = canon_number(s);
+    } else if (c == 't') {
+        made = canon_literal(s, "true", 4);
+    } else if (c == 'f') {
+        made = canon_literal(s, "false", 5);
+    } else if (c == 'n') {
+        made = canon_literal(s, "null", 4);
+    } else {
+        made = CANON_UNSURE;
+    }
+    s->depth--;
+    return made;
+}
+
+/* Whether body[0:n] + "}" is surely the canonical encoding of a record whose "seq" is `seq`:
+ * then *type is its "type" (a new str reference, or NULL without one). 1: sure; 0: unsure (or
+ * not seq); -1: an error (memory). */
+static int canonical_record(const char *body, Py_ssize_t n, long long seq, PyObject **type) {
+    *type = NULL;
+    if (n < 2 || body[0] != '{') {
+        return 0;
+    }
+    /* The members are scanned up to n, where the closing "}" stands in the canonical bytes (it
+     * is not in body: the wire's tail is there). */
+    const unsigned char *seq_at = NULL, *type_at = NULL, *last = NULL;
+    Py_ssize_t last_len = 0;
+    Scan s = {(const unsigned char *)body + 1, (const unsigned char *)body + n, 0};
+    for (;;) {
+        const unsigned char *key;
+        Py_ssize_t key_len;
+        if (canon_key(&s, &last, &last_len, &key, &key_len) != CANON_OK) {
+            return 0;
+        }
+        if (key_len == 1 && key[0] == 'h') {
+            return 0; /* the wire's h is its own, after the record */
+        }
+        if (key_len == 3 && memcmp(key, "seq", 3) == 0) {
+            seq_at = s.at;
+        } else if (key_len == 4 && memcmp(key, "type", 4) == 0) {
+            type_at = s.at;
+        }
+        if (canon_value(&s) != CANON_OK) {
+            return 0;
+        }
+        if (s.at == s.end) {
+            break;
+        }
+        if (*s.at++ != ',') {
+            return 0;
+        }
+    }
+    if (seq_at == NULL) {
+        return 0;
+    }
+    /* seq: the digits of `seq` exactly (a canonical int is written one way) */
+    char digits[24];
+    int len = snprintf(digits, sizeof digits, "%lld", seq);
+    if ((size_t)(s.end - seq_at) < (size_t)len || memcmp(seq_at, digits, (size_t)len) != 0 ||
+        (seq_at + len < s.end && seq_at[len] != ',')) {
+        return 0;
+    }
+    if (type_at != NULL) {
+        if (*type_at != '"') {
+            return 0; /* a "type" that is not a str: the general way */
+        }
+        Scan t = {type_at, s.end, 0};
+        int plain;
+        if (canon_string(&t, &plain) != CANON_OK || !plain) {
+            return 0;
+        }
+        *type = PyUnicode_FromStringAndSize((const char *)type_at + 1, t.at - type_at - 2);
+        if (*type == NULL) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
 static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
                        PyObject *dumps, PyObject *option, PyObject *errors, PyObject **h_out,
                        PyObject **type_out) {
     static const char hexdigits[] = "0123456789abcdef";
     const Py_ssize_t tail = H_OPEN_LEN + 2 * DIGEST + 2;
+    {
+        /* The common line, checked in place (canonical_record); any doubt takes the way below. */
+        const char *text = PyBytes_AS_STRING(line);
+        Py_ssize_t len = PyBytes_GET_SIZE(line), body = len - tail;
+        PyObject *type = NULL;
+        int sure = len >= tail && memcmp(text + body, H_OPEN, H_OPEN_LEN) == 0 &&
+                           text[len - 2] == '"' && text[len - 1] == '}'
+                       ? canonical_record(text, body, seq, &type)
+                       : 0;
+        if (sure < 0) {
+            return -1;
+        }
+        if (sure) {
+            unsigned char digest[DIGEST];
+            SHA256_CTX sha;
+            SHA256_Init(&sha);
+            SHA256_Update(&sha, prev, DIGEST);
+            SHA256_Update(&sha, text, (size_t)body);
+            SHA256_Update(&sha, "}", 1);
+            SHA256_Final(digest, &sha);
+            memcpy(prev, digest, DIGEST);
+            const char *hex = text + body + H_OPEN_LEN;
+            for (int i = 0; i < DIGEST; i++) {
+                if (hex[2 * i] != hexdigits[digest[i] >> 4] ||
+                    hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
+                    Py_XDECREF(type);
+                    return 0;
+                }
+            }
+            PyObject *h = PyUnicode_FromStringAndSize(hex, 2 * DIGEST);
+            if (h == NULL) {
+                Py_XDECREF(type);
+                return -1;
+            }
+            *h_out = h;
+            *type_out = type;
+            return 1;
+        }
+    }
     PyObject *record = PyObject_Vectorcall(loads, &line, 1, NULL);
     PyObject *h = NULL, *got = NULL, *canonical = NULL;
     int ok = 0;

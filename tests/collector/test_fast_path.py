@@ -614,14 +614,16 @@ _ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
 def test_compiled_wire_check_holds_the_line_it_checks() -> None:
     """``loads`` may run Python code that drops the list's hold on the line being checked (here
     the only one): it is still checked (the compiled loop read a freed one)."""
-    chain = make_chain(1)
+    chain = chain_of([{"msg": "x", "took": 1.5}])  # a float: parsed (not checked in place)
     header, _ = parse_header(chain.batch(1, 1))
     expected = batch_module.verify_wire_py(header, chain.lines)
     assert expected is not None
     lines = [bytes(bytearray(chain.lines[0]))]  # a copy only the list holds
+    calls = []
 
     def clearing(line: bytes) -> Any:
         lines.clear()
+        calls.append(line)
         return orjson.loads(line)
 
     got = SPEEDUPS.verify_wire(
@@ -629,6 +631,7 @@ def test_compiled_wire_check_holds_the_line_it_checks() -> None:
         _ORJSON_ERRORS,
     )  # fmt: skip
     assert got == expected
+    assert calls
 
 
 @pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
@@ -644,3 +647,128 @@ def test_compiled_wire_check_does_not_wrap_seq_past_2_63() -> None:
     header = BatchHeader("s", {"name": "h"}, "h", first, first + 1, prev.hex())
     assert batch_module.verify_wire_py(header, lines) is None
     assert_compiled_as_python(header, lines)
+
+
+# --- the compiled check of a line in place (canonical_record in agent/_speedups.c) ---------------
+
+# Records of the shape the agent ships: ASCII keys and text (with control characters, quotes
+# and backslashes), ints, bools, null, nesting. The compiled check reads these without parsing.
+ASCII_TEXT = st.text(st.characters(max_codepoint=0x7F), max_size=12)
+# Keys that need no escape (the compiled check reads only those in place).
+PLAIN_KEYS = ASCII_TEXT.filter(lambda k: k.isprintable() and '"' not in k and "\\" not in k)
+PLAIN_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**18) + 1, 10**18 - 1) | ASCII_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(PLAIN_KEYS, inner, max_size=3),
+    max_leaves=10,
+)
+PLAIN_RECORDS = st.dictionaries(
+    st.text("abcdefghijklmnopqrstuvwxyz_.", max_size=8).filter(lambda k: k not in ("h", "seq")),
+    PLAIN_VALUES,
+    max_size=6,
+)
+
+
+def compiled_check(header: BatchHeader, lines: list[bytes], loads: Any = orjson.loads) -> Any:
+    return SPEEDUPS.verify_wire(
+        bytes.fromhex(header.prev_h), lines, header.first_seq, loads, orjson.dumps,
+        orjson.OPT_SORT_KEYS, _ORJSON_ERRORS,
+    )  # fmt: skip
+
+
+def never(line: bytes) -> Any:
+    raise AssertionError(f"parsed: {line!r}")
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(PLAIN_RECORDS, min_size=1, max_size=6), kinds=st.data())
+def test_the_compiled_check_reads_common_records_without_parsing_them(
+    records: list[Record], kinds: st.DataObject
+) -> None:
+    """Nothing of these records needs loads (it would raise): the answer is the reference's."""
+    for record in records:
+        kind = kinds.draw(st.sampled_from([None, "gap", "seal", "notice"]))
+        if kind is not None:
+            record["type"] = kind
+    chain = chain_of(records)
+    header, _ = parse_header(chain.batch(1, len(records)))
+    expected = batch_module.verify_wire_py(header, chain.lines)
+    assert expected is not None
+    assert compiled_check(header, chain.lines, never) == expected
+
+
+# Ways to write the same JSON other than orjson's canonical bytes, each of which an agent (or
+# anyone) could hash as sent: the compiled check must not take any for canonical.
+NOT_CANONICAL = [
+    (b'":', b'": '),  # a space after a key
+    (b",", b", "),
+    (b'"seq":', b'"seq": '),
+    (b"/", b"\\/"),
+    (b"a", b"\\u0061"),
+    (b"\\u001f", b"\\u001F"),
+    (b"\\n", b"\\u000a"),
+    (b"\\t", b"\\u0009"),
+    (b":0", b":-0"),
+    (b":1", b":01"),
+    (b":1", b":1.00"),
+    (b":2", b":2e0"),
+    (b"true", b"True"),
+    (b"null", b"nul"),
+    (b"[", b"[ "),
+    (b"{", b"{ "),
+]
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+@settings(max_examples=400, deadline=None)
+@given(record=PLAIN_RECORDS, edit=st.data())
+def test_a_line_hashed_as_sent_is_judged_as_the_reference_judges_it(
+    record: Record, edit: st.DataObject
+) -> None:
+    """The record's bytes edited (a non-canonical spelling, a byte changed, keys swapped) and
+    hashed as they are, so that only canonicality can tell: the compiled check answers as
+    ``verify_wire_py``, which encodes the record again to compare."""
+    chain = chain_of([record])
+    body = chain.lines[0][: -len(b',"h":"') - 66] + b"}"
+    kind = edit.draw(st.sampled_from(["spelling", "byte", "swap", "dup"]))
+    if kind == "spelling":
+        old, new = edit.draw(st.sampled_from(NOT_CANONICAL))
+        if old not in body:
+            return
+        body = body.replace(old, new, 1)
+    elif kind == "byte":
+        at = edit.draw(st.integers(1, len(body) - 2))
+        body = body[:at] + bytes([edit.draw(st.integers(0x20, 0x7E))]) + body[at + 1 :]
+    elif kind == "swap":
+        loaded = orjson.loads(body)
+        body = orjson.dumps(dict(reversed(list(loaded.items()))))
+    else:
+        body = body[:-1] + b',"seq":1}'  # a key twice
+    digest = hashlib.sha256(chain.hashes[0] + body).hexdigest()
+    line = body[:-1] + b',"h":"' + digest.encode() + b'"}'
+    header, _ = parse_header(chain.batch(1, 1))
+    expected = batch_module.verify_wire_py(header, [line])
+    assert compiled_check(header, [line]) == expected
+    if expected is not None:  # taken: it is the canonical wire form after all
+        assert line == chain.lines[0] or orjson.loads(body) != record | {"seq": 1}
+
+
+def hashed_line(chain: Chain, body: bytes) -> bytes:
+    """``body`` (a record without h, closed by "}") as a wire line hashed over its bytes."""
+    digest = hashlib.sha256(chain.hashes[0] + body).hexdigest()
+    return body[:-1] + b',"h":"' + digest.encode() + b'"}'
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+@pytest.mark.parametrize(("old", "new"), NOT_CANONICAL)
+def test_each_other_spelling_is_refused_as_the_reference_refuses_it(old: bytes, new: bytes) -> None:
+    record: Record = {"a": 0, "b": 1, "c": 2, "d": True, "e": None, "f": [1], "g": {"x": 1}}
+    record["p"] = "a/b\n\t\x1f"
+    chain = chain_of([record])
+    body = chain.lines[0][: -len(b',"h":"') - 66] + b"}"
+    assert old in body
+    line = hashed_line(chain, body.replace(old, new, 1))
+    header, _ = parse_header(chain.batch(1, 1))
+    assert batch_module.verify_wire_py(header, [line]) is None
+    assert compiled_check(header, [line]) is None
+    assert compiled_check(header, [hashed_line(chain, body)], never) is not None  # as it was
