@@ -72,6 +72,8 @@ class NativeSink:
         self.relinks = 0  # 409s: the collector held another position in the chain
         self.quarantined = 0  # records the collector refused for good, kept on disk
         self._gap_records: set[asyncio.Task[None]] = set()  # quarantine gaps on their way in
+        # The cursor of the last batch the collector took, being saved while the next is sent.
+        self._acking: asyncio.Task[None] | None = None
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.last_error = ""
         self._token = self._read_token()
@@ -84,7 +86,8 @@ class NativeSink:
         """Ship until the buffer is closed and everything in it is acknowledged.
 
         The next batch is read and encoded while the current one is in flight (the collector
-        verifies and fsyncs it meanwhile): batches still ship one at a time and in order.
+        verifies and fsyncs it meanwhile), and a batch's cursor is saved while the next one is
+        in flight: batches still ship one at a time and in order, and cursors only move on.
         """
         reader = BufferReader(self.buffer, self.name)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
@@ -98,6 +101,7 @@ class NativeSink:
                     relink = await self._deliver(session, current)
                     if relink is None:
                         continue
+                    await self._acked()  # the cursor is where the reader goes back from
                     # The reader is repositioned: what was read ahead is not what comes next.
                     await _settle(ahead)
                     if isinstance(relink, _Quarantine):
@@ -110,9 +114,12 @@ class NativeSink:
                     else:
                         await self._relink(reader, relink.expected)
                     ahead = asyncio.create_task(self._next(reader))
+            await self._acked()
         finally:
             if ahead is not None:
                 await _settle(ahead)
+            if self._acking is not None:  # stopped: a cursor not saved means sending again
+                await _settle(self._acking)
             reader.close()
             for task in list(self._gap_records):  # the writer has ended: they cannot land
                 task.cancel()
@@ -167,12 +174,28 @@ class NativeSink:
                 ]
                 continue
             self.backoff.reset()
-            await self.buffer.ack(self.name, batch.last_seq, batch.last_h)
-            self.ack_latency.observe(time.monotonic() - started)
-            self.batches_sent += 1
-            self.records_acked += len(batch.records)
-            self.bytes_acked += batch.size
+            await self._acked()  # one cursor save at a time: they must land in order
+            # Not the batch itself: its records need not stay in memory while the cursor is saved.
+            count = (len(batch.records), batch.size)
+            self._acking = asyncio.create_task(
+                self._ack(batch.last_seq, batch.last_h, count, started)
+            )
         return None
+
+    async def _ack(self, seq: int, h: bytes, count: tuple[int, int], started: float) -> None:
+        """Save the cursor after a batch (up to ``seq``, ``count`` records and bytes) that the
+        collector holds (the buffer retries a failed save until it is durable); count it."""
+        await self.buffer.ack(self.name, seq, h)
+        self.ack_latency.observe(time.monotonic() - started)
+        self.batches_sent += 1
+        self.records_acked += count[0]
+        self.bytes_acked += count[1]
+
+    async def _acked(self) -> None:
+        """Wait for the cursor save in progress, if any."""
+        if self._acking is not None:
+            acking, self._acking = self._acking, None
+            await acking
 
     async def _quarantine(self, reader: BufferReader, refused: _Quarantine) -> None:
         """Keep the refused record on disk, account for it with a ``gap`` record and go on
@@ -396,9 +419,10 @@ class _Relink(NamedTuple):
     batch: Batch  # the batch it refused
 
 
-async def _settle(task: asyncio.Task[_Encoded | None]) -> None:
-    """Cancel a read-ahead and wait until it has ended (its file read and encoding run in
-    threads that a cancellation waits for): the reader is then free to be repositioned."""
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Cancel a read-ahead (or a cursor save) and wait until it has ended (its file read and
+    encoding run in threads that a cancellation waits for): the reader is then free to be
+    repositioned."""
     task.cancel()
     try:
         await asyncio.wait([task])
