@@ -44,6 +44,9 @@ SHAPES = {
     "escaped quoted value": 'token=\\"',
     "escaped backslashes": "\\\\\\",
     "quotes": "\"'",
+    "env password": "PGPASSWORD=",
+    "env name run": "A_PASSWOR",
+    "api-key header": "x-api-key: ",
 }
 
 

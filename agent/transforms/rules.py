@@ -136,9 +136,9 @@ def _argument(stop: str) -> str:
 # ``redact.py`` look for an open quoted value after these too).
 KEY_ENDINGS = r"pass(?:word|wd|phrase)?|secret|key|token"
 AWS_PREFIX = "AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA"
-_KV_KEYS = (
-    r"password|passwd|passphrase|pass|secret|secret_?key|api_?key|apikey|access_?token"
-    r"|auth_?token|refresh_?token|client_?secret|private_?key|token"
+_KV_KEYS = (  # "-" too: the X-Api-Key and X-Auth-Token headers
+    r"password|passwd|passphrase|pass|secret|secret_?key|api[_-]?key|apikey|access[_-]?token"
+    r"|auth[_-]?token|refresh_?token|client_?secret|private_?key|token"
 )
 BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
@@ -215,7 +215,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"'\ue000]?\s*[:=]\s*[\"'\ue000]?"
             rf"(?P<secret>{_QUOTED}|[^\s,;&\"'}}\ue000]{{1,8192}})"
         ),
-        ("pass", "secret", "token", "apikey", "api_key", "private"),
+        ("pass", "secret", "token", "apikey", "api_key", "api-key", "private"),
         # Every key ends in one of these words and is followed by the separator (its closing
         # quote may be escaped: ``\\"`` in raw text, ESCAPED_QUOTE in an escapes_view).
         prefilter=re.compile(rf"(?:{KEY_ENDINGS})(?:\\?[\"']|\ue000)?\s*[:=]"),
@@ -230,6 +230,16 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         _mysql_before,
     ),
     Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*" + _argument("")), ("sshpass",)),
+    Rule(
+        "env_password",
+        # PGPASSWORD=..., MYSQL_PWD=...: an environment variable named for a password, glued to
+        # a prefix (password_assignment wants a word boundary or "_" before its key).
+        re.compile(
+            r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]*?(?:PASSWORD|PASSWD|_PWD)=" + _argument("|;&")
+        ),
+        ("password", "passwd", "_pwd"),
+        exact=("PASSWORD", "PASSWD", "_PWD"),
+    ),
     Rule(
         "vendor_token",
         re.compile(

@@ -29,9 +29,9 @@ def tokens(alphabet: str, low: int, high: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
+def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:  # noqa: PLR0912 -- a branch a shape
     """A line with one secret in a known shape; returns the line and the secret's pieces."""
-    shape = draw(st.integers(0, 11))
+    shape = draw(st.integers(0, 13))
     pw = draw(tokens(ALNUM + "!@#%^*()-_+", 12, 32))
     if shape == 0:
         key = "AKIA" + draw(tokens(UPPER_DIGITS, 16, 16))
@@ -74,6 +74,12 @@ def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:
         text, pieces = f"key {block} loaded", body
     elif shape == 10:
         text, pieces = f"sshpass -p {pw} ssh host", [pw]
+    elif shape == 12:
+        form = draw(st.sampled_from(["PGPASSWORD={} psql", "export MYSQL_PWD='{}'", "XPASSWD={}"]))
+        text, pieces = form.format(pw), [pw]
+    elif shape == 13:
+        header = draw(st.sampled_from(["X-Api-Key", "x-api-key", "X-Auth-Token", "access-token"]))
+        text, pieces = f'curl -H "{header}: {pw}" https://api.example.com', [pw]
     else:
         token = "ghp_" + draw(tokens(ALNUM, 36, 36))
         text, pieces = f"GH {token}", [token[4:]]
@@ -297,6 +303,7 @@ KEY_SOUP = st.lists(
         st.sampled_from(
             ["refresh_token", "PRIVATEKEY", "_", "'", '"', '\\"', "\\", " ", "\t", ":", "=", "}"]
         ),
+        st.sampled_from(["PGPASSWORD", "MYSQL_PWD", "PWD", "OLDPWD", "X-Api-Key", "api-key", "A"]),
         st.text(alphabet=string.printable, max_size=5),
     ),
     max_size=8,
@@ -617,3 +624,28 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
     assert redactor.suspects(lines * 20) == bytearray([0, 0, 1, 1] * 20)  # the scanner's way
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
     assert redactor.text(f"auth {jwt} ok") == "auth [REDACTED] ok"
+
+
+@pytest.mark.parametrize(
+    ("line", "redacted"),
+    [
+        ("PGPASSWORD=hunter2 psql -h db", "PGPASSWORD=[REDACTED] psql -h db"),
+        ("export MYSQL_PWD='two words'", "export MYSQL_PWD='[REDACTED]'"),
+        ('{"cmd":"PGPASSWORD=pw1234 psql"}', '{"cmd":"PGPASSWORD=[REDACTED] psql"}'),
+        (
+            'curl -H "X-Api-Key: abcdef123456" https://x',
+            'curl -H "X-Api-Key: [REDACTED]" https://x',
+        ),
+        ("X-Auth-Token: abc123", "X-Auth-Token: [REDACTED]"),
+        # not secrets: the working directory (sudo's PWD=), and OLDPWD
+        ("sudo: alice : TTY=pts/0 ; PWD=/home/alice ; USER=root", None),
+        ("OLDPWD=/tmp cd -", None),
+    ],
+)
+def test_environment_passwords_and_api_key_headers_are_redacted(
+    line: str, redacted: str | None
+) -> None:
+    assert Redactor().text(line) == (line if redacted is None else redacted)
+    if redacted is not None:  # found suspect one by one and by the batch scanner
+        assert suspects._suspect(line)
+        assert Redactor().suspects([line] * 70) == bytearray(b"\x01" * 70)
