@@ -47,6 +47,10 @@ SHAPES = {
     "env password": "PGPASSWORD=",
     "env name run": "A_PASSWOR",
     "api-key header": "x-api-key: ",
+    "docker login -p": "docker login -p ",
+    "redis-cli -a": "redis-cli -a ",
+    "curl -u": "curl -u a:",
+    "options alone": " -u -p -a",
 }
 
 

@@ -7,7 +7,8 @@ optional ``check`` of a match (``basic`` credentials must decode to ``user:pass`
 optional prefilter: a cheap necessary condition on ASCII text, searched in its lowered copy.
 
 Invariants: every match of a rule's pattern holds one of its triggers in ``caseless()`` of the
-text; on ASCII text, its prefilter finds something wherever the pattern matches (tests hold both).
+text; on ASCII text, its prefilter finds something wherever the pattern matches and its check
+passes (tests hold both).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,19 +60,63 @@ def unview(view: str) -> str:
 
 
 _MYSQL = re.compile(r"\b(?:mysql\w*|mariadb\w*|mysqldump|mysqladmin)\b")
-_MYSQL_REACH = 1024  # characters from the command's name to the whitespace before -p
+# Registry logins that take the password as -p: docker login -p, podman login -p, ...
+_LOGIN = re.compile(
+    r"\b(?:docker|podman|buildah|skopeo|nerdctl)\s+login\b|\bhelm\s+registry\s+login\b"
+)
+_CURL = re.compile(r"\bcurl\b")
+_REDIS = re.compile(r"\bredis-cli\b")
+_COMMAND_REACH = 1024  # characters from the command's name to the whitespace before its option
 
 
-def _mysql_before(m: re.Match[str]) -> bool:
-    """Whether a mysql client's name ends at most ``_MYSQL_REACH`` characters before the
-    whitespace that precedes ``m`` (its -p), with no ``|``, ``;``, ``&`` or newline between."""
-    text, space = m.string, m.start() - 1
-    window = text[max(0, space - _MYSQL_REACH - 64) : space]
-    if "mysql" not in window and "mariadb" not in window:
-        return False  # the common case, in C
-    start = max(window.rfind(c) for c in "|;&\n") + 1
-    reach = len(window) - _MYSQL_REACH
-    return any(word.end() >= reach for word in _MYSQL.finditer(window, start))
+_CUTS = re.compile(r"[|;&\n]")  # what ends a shell command on a line
+
+
+def _command_before(
+    names: re.Pattern[str], words: tuple[str, ...]
+) -> Callable[[re.Match[str]], bool]:
+    """A check that a command ``names`` matches (and which holds one of ``words``) ends at most
+    ``_COMMAND_REACH`` characters before the whitespace that precedes the match (its option),
+    with no ``|``, ``;``, ``&`` or newline between: ``-p`` is a password to mysql and docker
+    login, ``-a`` to redis-cli, ``-u`` a user:password to curl, and other things elsewhere.
+
+    The commands and cuts of a text are found once, for the first match in it, and each match
+    is then two bisections: a line of options repeated (" -u a: -u a: ...") costs linear time.
+    The last text's are kept (with the text, by identity): rules are shared by every source's
+    thread, so one reads and replaces the pair at once."""
+    last: list[tuple[str, tuple[list[int], list[int], list[int]] | None]] = [("", None)]
+
+    def found(text: str) -> tuple[list[int], list[int], list[int]] | None:
+        if not any(word in text for word in words):
+            return None  # the common case, in C
+        spans = [m.span() for m in names.finditer(text)]
+        return (
+            [a for a, _ in spans],
+            [b for _, b in spans],
+            [m.start() for m in _CUTS.finditer(text)],
+        )
+
+    def check(m: re.Match[str]) -> bool:
+        text, space = m.string, m.start() - 1
+        held = last[0]
+        if held[0] is text:
+            commands = held[1]
+        else:
+            commands = found(text)
+            last[0] = (text, commands)
+        if commands is None:
+            return False
+        starts, ends, cuts = commands
+        i = bisect_right(ends, space) - 1  # the last command that ends before the option
+        if i < 0 or ends[i] < space - _COMMAND_REACH:
+            return False
+        j = bisect_left(cuts, space) - 1  # nothing may cut it from the option
+        return j < 0 or cuts[j] < starts[i]
+
+    return check
+
+
+_mysql_before = _command_before(_MYSQL, ("mysql", "mariadb"))
 
 
 def _basic(m: re.Match[str]) -> bool:
@@ -230,6 +276,32 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         _mysql_before,
     ),
     Rule("sshpass", re.compile(r"\bsshpass\s+-p\s*" + _argument("")), ("sshpass",)),
+    Rule(
+        "login_password",
+        # docker login -p <password> (the value may follow after spaces, unlike mysql's -p)
+        re.compile(r"(?<=\s)-p(?:\s++|=)?" + _argument("|;&")),
+        ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm"),
+        _command_before(_LOGIN, ("login",)),
+        # dockerd's own log lines hold "docker" but no login: not suspect
+        prefilter=re.compile(r"login"),
+    ),
+    Rule(
+        "redis_password",
+        re.compile(r"(?<=\s)-a(?:\s++)?" + _argument("|;&")),
+        ("redis-cli",),
+        _command_before(_REDIS, ("redis-cli",)),
+    ),
+    Rule(
+        "curl_user",
+        # curl -u user:password (the user stays): a password with no quote or whitespace in it
+        re.compile(
+            r"(?<=\s)(?:-u\s*+|--user(?:\s++|=))[\"'\ue000]?[^\s:\"'\ue000]{1,256}+:"
+            r"(?P<secret>[^\s\"'\ue000]{1,8192}+)"
+        ),
+        ("curl",),
+        _command_before(_CURL, ("curl",)),
+        prefilter=re.compile(r"-u|--user"),  # most curl commands give no user
+    ),
     Rule(
         "env_password",
         # PGPASSWORD=..., MYSQL_PWD=...: an environment variable named for a password, glued to

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import string
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -31,7 +32,7 @@ def tokens(alphabet: str, low: int, high: int) -> st.SearchStrategy[str]:
 @st.composite
 def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:  # noqa: PLR0912 -- a branch a shape
     """A line with one secret in a known shape; returns the line and the secret's pieces."""
-    shape = draw(st.integers(0, 13))
+    shape = draw(st.integers(0, 15))
     pw = draw(tokens(ALNUM + "!@#%^*()-_+", 12, 32))
     if shape == 0:
         key = "AKIA" + draw(tokens(UPPER_DIGITS, 16, 16))
@@ -76,6 +77,12 @@ def secret_lines(draw: st.DrawFn) -> tuple[str, list[str]]:  # noqa: PLR0912 -- 
         text, pieces = f"sshpass -p {pw} ssh host", [pw]
     elif shape == 12:
         form = draw(st.sampled_from(["PGPASSWORD={} psql", "export MYSQL_PWD='{}'", "XPASSWD={}"]))
+        text, pieces = form.format(pw), [pw]
+    elif shape == 14:
+        form = draw(st.sampled_from(["curl -u deploy:{} https://x", 'curl -s --user "ci:{}" x']))
+        text, pieces = form.format(pw), [pw]
+    elif shape == 15:
+        form = draw(st.sampled_from(["docker login -u bob -p {} r.io", "redis-cli -a {} ping"]))
         text, pieces = form.format(pw), [pw]
     elif shape == 13:
         header = draw(st.sampled_from(["X-Api-Key", "x-api-key", "X-Auth-Token", "access-token"]))
@@ -310,13 +317,27 @@ KEY_SOUP = st.lists(
 ).map("".join)
 
 
+# Commands whose option a rule redacts only after the command's name, and their options.
+COMMAND_SOUP = st.lists(
+    st.one_of(
+        st.sampled_from(["docker login", "podman", "login", "curl", "redis-cli", "mysql", " "]),
+        st.sampled_from([" -p", " -p ", " -a ", " -u ", " --user=", "a:b", "pw", "|", "'", '"']),
+        st.text(alphabet=string.printable, max_size=4),
+    ),
+    max_size=10,
+).map("".join)
+
+
 @settings(max_examples=500, deadline=None)
-@given(text=KEY_SOUP)
+@given(text=st.one_of(KEY_SOUP, COMMAND_SOUP))
 def test_a_rule_prefilter_never_skips_a_match(text: str) -> None:
     """A prefilter is a necessary condition: on ASCII text, wherever the rule's pattern
-    matches, the prefilter finds something in the lowered text."""
+    matches and its check passes, the prefilter finds something in the lowered text."""
     for rule in rules.BUILTIN_RULES:
-        if rule.prefilter is not None and rule.pattern.search(text):
+        if rule.prefilter is None:
+            continue
+        check = rule.check or (lambda m: True)
+        if any(check(m) for m in rule.pattern.finditer(text)):
             assert rule.prefilter.search(text.lower()), (rule.name, text)
 
 
@@ -349,6 +370,7 @@ def folded(draw: st.DrawFn, text: st.SearchStrategy[str]) -> str:
         st.lists(st.one_of(KEY_SOUP, GATEDISH, ODD, st.text(max_size=6)), max_size=6).map("".join),
         folded(st.one_of(KEY_SOUP, secret_lines().map(lambda case: case[0]))),
         TOKEN_SOUP,
+        COMMAND_SOUP,
     )
 )
 def test_the_gated_rules_redact_what_every_rule_run_unconditionally_redacts(value: str) -> None:
@@ -637,15 +659,48 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
             'curl -H "X-Api-Key: [REDACTED]" https://x',
         ),
         ("X-Auth-Token: abc123", "X-Auth-Token: [REDACTED]"),
+        ("curl -fsS -u admin:hunter2 https://x", "curl -fsS -u admin:[REDACTED] https://x"),
+        ("curl --user=ci:tok3n x", "curl --user=ci:[REDACTED] x"),
+        ("docker login -u bob -p hunter2 reg.io", "docker login -u bob -p [REDACTED] reg.io"),
+        ("podman login -p=hunter2 reg.io", "podman login -p=[REDACTED] reg.io"),
+        ("redis-cli -h cache -a 'p w' ping", "redis-cli -h cache -a '[REDACTED]' ping"),
         # not secrets: the working directory (sudo's PWD=), and OLDPWD
         ("sudo: alice : TTY=pts/0 ; PWD=/home/alice ; USER=root", None),
         ("OLDPWD=/tmp cd -", None),
+        # options that are no password where no such command precedes them
+        ("docker run -u 1000:1000 -p 8080:80 img", None),
+        ("sudo -u root ls -a /tmp", None),
+        ("curl -sS x; docker run -u 1000:1000 y", None),
+        ("echo pw | docker login --password-stdin r.io", None),
+        ('dockerd[812]: level=info msg="loading plugin -p x"', None),
     ],
 )
-def test_environment_passwords_and_api_key_headers_are_redacted(
+def test_environment_passwords_api_key_headers_and_command_passwords_are_redacted(
     line: str, redacted: str | None
 ) -> None:
     assert Redactor().text(line) == (line if redacted is None else redacted)
     if redacted is not None:  # found suspect one by one and by the batch scanner
         assert suspects._suspect(line)
         assert Redactor().suspects([line] * 70) == bytearray(b"\x01" * 70)
+
+
+def test_a_command_reaches_its_option_within_1024_characters_of_one_command_line() -> None:
+    redactor = Redactor()
+    near, far = "x" * 1000, "x" * 1100
+    assert redactor.text(f"mysql {near} -ps3cr3t") == f"mysql {near} -p{REDACTED}"
+    assert redactor.text(f"mysql {far} -ps3cr3t") == f"mysql {far} -ps3cr3t"
+    assert redactor.text("mysql x | grep -ps3cr3t") == "mysql x | grep -ps3cr3t"
+    assert (
+        redactor.text("curl x; ls -u a:b; curl -u c:d")
+        == f"curl x; ls -u a:b; curl -u c:{REDACTED}"
+    )
+    # the same check on many texts from several threads (the rules are shared): each answer is
+    # the one a single thread gives
+    lines = [
+        f"curl {'y' * (i % 50)} -u user:pw{i}" if i % 2 else f"mysql {i} | x -ppw{i}"
+        for i in range(400)
+    ]
+    expected = [redactor.text(line) for line in lines]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda line: Redactor().text(line), lines * 5))
+    assert results == expected * 5
