@@ -298,9 +298,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             r"(?<=\s)(?:-u\s*+|--user(?:\s++|=))[\"'\ue000]?[^\s:\"'\ue000]{1,256}+:"
             r"(?P<secret>[^\s\"'\ue000]{1,8192}+)"
         ),
-        ("curl",),
+        # Its words are the option's: "curl" is in every line of some access logs (user agents),
+        # "-u" in few; the name's found by the prefilter.
+        ("-u",),
         _command_before(_CURL, ("curl",)),
-        prefilter=re.compile(r"-u|--user"),  # most curl commands give no user
+        prefilter=re.compile(r"curl"),
     ),
     Rule(
         "env_password",

@@ -661,6 +661,7 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
         ("X-Auth-Token: abc123", "X-Auth-Token: [REDACTED]"),
         ("curl -fsS -u admin:hunter2 https://x", "curl -fsS -u admin:[REDACTED] https://x"),
         ("curl --user=ci:tok3n x", "curl --user=ci:[REDACTED] x"),
+        ("curl https://x -u ci:tok3n", "curl https://x -u ci:[REDACTED]"),
         ("docker login -u bob -p hunter2 reg.io", "docker login -u bob -p [REDACTED] reg.io"),
         ("podman login -p=hunter2 reg.io", "podman login -p=[REDACTED] reg.io"),
         ("redis-cli -h cache -a 'p w' ping", "redis-cli -h cache -a '[REDACTED]' ping"),
