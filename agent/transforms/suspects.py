@@ -202,6 +202,32 @@ def every_line(data: bytes, begin: int, end: int) -> list[tuple[int, int]]:
     return list(zip([begin, *(stop + 1 for stop in stops[:-1])], stops, strict=True))
 
 
+class _Found:
+    """What one Hyperscan scan found (its match handler): the offsets of the last byte of each
+    trigger word, of each gated word (with its number in ``_GATED_WORDS``) and of each AWS key
+    id prefix. Ids from ``exact_id`` to ``gated_id`` (exact words) are left out when set: a scan
+    of lowered text finds them where the text did not hold them so."""
+
+    __slots__ = ("aws_id", "exact_id", "gated", "gated_id", "hits", "prefixes")
+
+    def __init__(self, gated_id: int, aws_id: int) -> None:
+        self.gated_id, self.aws_id, self.exact_id = gated_id, aws_id, gated_id
+        self.hits: list[int] = []
+        self.gated: list[tuple[int, int]] = []
+        self.prefixes: list[int] = []
+
+    def __call__(self, id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
+        if id_ >= self.aws_id:
+            self.prefixes.append(end - 1)
+        elif id_ >= self.gated_id:
+            self.gated.append((end - 1, id_ - self.gated_id))
+        elif id_ < self.exact_id:
+            self.hits.append(end - 1)
+
+    def __bool__(self) -> bool:
+        return bool(self.hits or self.gated or self.prefixes)
+
+
 class _BatchScanner:
     """``_suspects`` in one Hyperscan pass over a batch's values joined by "\\n" (which no
     trigger word holds, so a hit's offset says which value holds it).
@@ -239,60 +265,32 @@ class _BatchScanner:
     def __call__(self, values: list[str], *, confirm: bool = True) -> bytearray:
         flags = bytearray(len(values))
         text = "\n".join(values)
-        hits: list[int] = []  # offsets of the last byte of each trigger word found
-        gated: list[tuple[int, int]] = []  # and of each gated word, with its number
-        prefixes: list[int] = []  # and of each AWS key id prefix
-        gated_id, aws_id = self.gated_id, self.aws_id
-
-        def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
-            if id_ >= aws_id:
-                prefixes.append(end - 1)
-            elif id_ >= gated_id:
-                gated.append((end - 1, id_ - gated_id))
-            else:
-                hits.append(end - 1)
-
+        found = _Found(self.gated_id, self.aws_id)
         if text.isascii():
-            self.db.scan(text.encode("ascii"), match_event_handler=hit)
-            if hits or gated or prefixes:  # where values end matters only then: most are clean
-                self._ascii(values, flags, hits, gated, prefixes, confirm)
+            self.db.scan(text.encode("ascii"), match_event_handler=found)
+            if found:  # where values end matters only then: most are clean
+                self._ascii(values, flags, found, confirm)
             return flags
         lowered = [caseless(v).encode("utf-8", "surrogatepass") for v in values]
-        exact_id = len(_FAST_WORDS)  # exact words found in lowered text are not found as they were
-
-        def lowered_hit(id_: int, start: int, end: int, flags: int, context: object) -> None:
-            if not exact_id <= id_ < gated_id:
-                hit(id_, start, end, flags, context)
-
-        self.db.scan(b"\n".join(lowered), match_event_handler=lowered_hit)
-        ends = _ends(lowered) if hits or gated else []
-        _mark(hits, ends, flags)
+        found.exact_id = len(_FAST_WORDS)  # exact words in lowered text were not so in the text
+        self.db.scan(b"\n".join(lowered), match_event_handler=found)
+        ends = _ends(lowered) if found.hits or found.gated else []
+        _mark(found.hits, ends, flags)
         _find_aws(text, values, flags)
         _find_exact(text, values, flags)
-        _gate(gated, ends, values, flags, confirm)
+        _gate(found.gated, ends, values, flags, confirm)
         return flags
 
     def spans(self, data: bytes, begin: int, end: int) -> list[tuple[int, int]]:
         """The lines of ``data[begin:end]`` (ASCII, each ending in "\\n") that ``__call__``
         flags, as the (start, newline) offsets of each in ``data``, in order. One scan over the
         bytes in place; only a line a hit falls in is looked at (most lines hold none)."""
-        hits: list[int] = []
-        gated: list[tuple[int, int]] = []
-        prefixes: list[int] = []
-        gated_id, aws_id = self.gated_id, self.aws_id
-
-        def hit(id_: int, _start: int, end: int, _flags: int, _context: object) -> None:
-            if id_ >= aws_id:
-                prefixes.append(end - 1)
-            elif id_ >= gated_id:
-                gated.append((end - 1, id_ - gated_id))
-            else:
-                hits.append(end - 1)
-
+        scanned = _Found(self.gated_id, self.aws_id)
         with memoryview(data) as view:  # scan takes any buffer; its stub says bytes or str
-            self.db.scan(cast(bytes, view[begin:end]), match_event_handler=hit)
-        if not (hits or gated or prefixes):
+            self.db.scan(cast(bytes, view[begin:end]), match_event_handler=scanned)
+        if not scanned:
             return []
+        hits, gated, prefixes = scanned.hits, scanned.gated, scanned.prefixes
         found: dict[int, int] = {}  # start -> newline of each line flagged
 
         def bounds(at: int) -> tuple[int, int]:  # the line ``at`` (relative to begin) is in
@@ -315,21 +313,15 @@ class _BatchScanner:
         return sorted(found.items())
 
     @staticmethod
-    def _ascii(  # noqa: PLR0917 -- what one scan found, passed on
-        values: list[str],
-        flags: bytearray,
-        hits: list[int],
-        gated: list[tuple[int, int]],
-        prefixes: list[int],
-        confirm: bool,
-    ) -> None:
-        """Flag the ASCII values the offsets found in them joined by "\\n" say may hold one."""
+    def _ascii(values: list[str], flags: bytearray, found: _Found, confirm: bool) -> None:
+        """Flag the ASCII values that what a scan found in them joined by "\\n" says may hold
+        one."""
         ends = _ends(values)
-        _mark(hits, ends, flags)
-        for at in prefixes:
+        _mark(found.hits, ends, flags)
+        for at in found.prefixes:
             i = bisect_right(ends, at)
             flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
-        _gate(gated, ends, values, flags, confirm)
+        _gate(found.gated, ends, values, flags, confirm)
 
 
 class Suspects:
