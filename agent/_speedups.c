@@ -478,10 +478,13 @@ done:
 }
 
 /* How orjson writes each ASCII byte inside a JSON string: 0 as it is, else the escape's second
- * character ('u' for \u00XX). A run's lines are ASCII (checked first). */
-static char escapes[128];
+ * character ('u' for \u00XX); 'x' for a byte that is not ASCII, which a run's lines must be. */
+static char escapes[256];
 
 static void init_escapes(void) {
+    for (int c = 0x80; c < 0x100; c++) {
+        escapes[c] = 'x';
+    }
     for (int c = 0; c < 0x20; c++) {
         escapes[c] = 'u';
     }
@@ -502,22 +505,6 @@ static PyObject *run_bytes(PyObject *run, PyObject *name) {
         Py_CLEAR(value);
     }
     return value;
-}
-
-/* Whether the bytes are all ASCII (eight at a time). */
-static int all_ascii(const char *data, Py_ssize_t n) {
-    const unsigned char *s = (const unsigned char *)data;
-    uint64_t any = 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, s + i, 8);
-        any |= word;
-    }
-    for (; i < n; i++) {
-        any |= s[i];
-    }
-    return (any & UINT64_C(0x8080808080808080)) == 0;
 }
 
 /* The frames of run's lines from text[run.begin] on, while they fit (as link_pending, one per
@@ -561,10 +548,6 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
         PyErr_SetString(PyExc_ValueError, "a run holds whole lines of its data");
         goto done;
     }
-    if (!all_ascii(data + begin, end - begin)) {
-        PyErr_SetString(PyExc_ValueError, "a run's lines must be ASCII");
-        goto done;
-    }
     head_obj = run_bytes(run, str_head);
     tail_obj = head_obj == NULL ? NULL : run_bytes(run, str_tail);
     if (tail_obj == NULL) {
@@ -601,6 +584,11 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
         for (Py_ssize_t k = 0; k < line_len; k++) {
             char e = escapes[(unsigned char)line[k]];
             escaped += e == 0 ? 1 : e == 'u' ? 6 : 2;
+            if (e == 'x') {
+                PyErr_SetString(PyExc_ValueError, "a run's lines must be ASCII");
+                status = -1;
+                goto lines_done;
+            }
         }
         char at_digits[24], seq_digits[24], end_digits[24];
         int at_len = snprintf(at_digits, sizeof at_digits, "%lld", offset + pos);
@@ -664,6 +652,7 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
             break;
         }
     }
+lines_done:
     Py_DECREF(prefix);
     *complete = pos == end;
     *at = pos == begin || pos == end ? 0 : pos;
