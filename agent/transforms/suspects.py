@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from bisect import bisect_right
-from collections.abc import Collection, Sequence, Sized
+from collections.abc import Collection, Iterator, Sequence, Sized
 from itertools import accumulate, repeat
 from operator import add
 from typing import cast
@@ -202,6 +202,25 @@ def every_line(data: bytes, begin: int, end: int) -> list[tuple[int, int]]:
     return list(zip([begin, *(stop + 1 for stop in stops[:-1])], stops, strict=True))
 
 
+def _by_line(
+    data: bytes, begin: int, end: int, found: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, set[int]]]:
+    """The lines of ``data[begin:end]`` that (offset relative to ``begin``, word) pairs fall in,
+    each once, as (start, newline, the words): a line is looked for once, not once per hit (a
+    long line of one word holds a hit every few bytes, and each look costs the line's length)."""
+    stop, start, words = -1, 0, set[int]()
+    for offset, word in sorted(found):
+        at = begin + offset
+        if at >= stop:  # past the line looked at last: find this one
+            if words:
+                yield start, stop, words
+            start = data.rfind(b"\n", begin, at) + 1 or begin
+            stop, words = data.find(b"\n", at, end), set()
+        words.add(word)
+    if words:
+        yield start, stop, words
+
+
 class _Found:
     """What one Hyperscan scan found (its match handler): the offsets of the last byte of each
     trigger word, of each gated word (with its number in ``_GATED_WORDS``) and of each AWS key
@@ -290,25 +309,15 @@ class _BatchScanner:
             self.db.scan(cast(bytes, view[begin:end]), match_event_handler=scanned)
         if not scanned:
             return []
-        hits, gated, prefixes = scanned.hits, scanned.gated, scanned.prefixes
-        found: dict[int, int] = {}  # start -> newline of each line flagged
-
-        def bounds(at: int) -> tuple[int, int]:  # the line ``at`` (relative to begin) is in
-            at += begin
-            return data.rfind(b"\n", begin, at) + 1 or begin, data.find(b"\n", at, end)
-
-        for at in hits:
-            start, stop = bounds(at)
-            found[start] = stop
-        for at in prefixes:
-            start, stop = bounds(at)
+        hits = [(at, 0) for at in scanned.hits]
+        # start -> newline of each line flagged
+        found = {start: stop for start, stop, _ in _by_line(data, begin, end, hits)}
+        prefixes = [(at, 0) for at in scanned.prefixes]
+        for start, stop, _ in _by_line(data, begin, end, prefixes):
             if start not in found and _FAST_AWS.search(data[start:stop].decode("ascii")):
                 found[start] = stop
-        words: dict[tuple[int, int], set[int]] = {}
-        for at, word in gated:
-            words.setdefault(bounds(at), set()).add(word)
-        for (start, stop), held in words.items():
-            if start not in found and _confirmed(data[start:stop].decode("ascii"), held):
+        for start, stop, words in _by_line(data, begin, end, scanned.gated):
+            if start not in found and _confirmed(data[start:stop].decode("ascii"), words):
                 found[start] = stop
         return sorted(found.items())
 
@@ -318,8 +327,7 @@ class _BatchScanner:
         one."""
         ends = _ends(values)
         _mark(found.hits, ends, flags)
-        for at in found.prefixes:
-            i = bisect_right(ends, at)
+        for i in {bisect_right(ends, at) for at in found.prefixes}:  # each value once
             flags[i] = flags[i] or _FAST_AWS.search(values[i]) is not None
         _gate(found.gated, ends, values, flags, confirm)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import errno
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent.buffer.wal import SegmentIO
 from agent.config import BufferConfig
 from agent.sources import Checkpoint, Item, Pending, PlainRun, materialize, record_count
 from agent.sources.tailed import cut_plain_py
+from agent.statefile import write_all
 from tests.buffer.harness import assert_chain, start, stored
 from tests.buffer.test_chain import COMPILED, PREV, SORT, needs_compiled, stand_in
 from tests.support import eventually
@@ -232,3 +234,72 @@ async def test_a_run_cut_by_a_failed_write_is_retried_from_where_it_stood(tmp_pa
         f"line {i}{'x' * 40}" for i in range(30)
     ]
     assert_chain(frames, buf.stream_id)
+
+
+class FlakyIO(SegmentIO):
+    """Writes and fsyncs that fail now and then, a write after part of its bytes reached the
+    file (the writer cuts the segment back and retries)."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        draw = self.random.random()
+        if draw < 0.15:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if draw < 0.25 and len(data) > 1:
+            write_all(fd, data[: len(data) // 2])
+            raise OSError(errno.EIO, "Input/output error")
+        write_all(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.random.random() < 0.15:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+def hostile_runs(seed: int) -> list[Item]:
+    """Runs of lines of any ASCII bytes, after a lead and before an unterminated rest, with a
+    source and path that JSON must escape."""
+    draw = random.Random(seed)
+    made: list[Item] = []
+    for n in range(4):
+        lines = [
+            bytes(draw.randrange(128) for _ in range(draw.randint(0, 60))).replace(b"\n", b" ")
+            for _ in range(draw.randint(1, 40))
+        ]
+        lead = b"lead\n" if n % 2 else b""
+        data = lead + b"".join(line + b"\n" for line in lines) + b"rest"
+        path = '/var/log/we\u00efrd "path\\\n.log'
+        made.append(
+            PlainRun(data, len(lead), len(data) - 4, n * 10_000, TS, 'src\u00e9"', "1:2", path)
+        )
+    return made
+
+
+async def committed(
+    state: Path, items: list[Item], config: BufferConfig, seed: int
+) -> tuple[list[tuple[int, bytes, bytes]], dict[tuple[str, str], Checkpoint]]:
+    run = await start(state, config, FlakyIO(seed))
+    await run.buffer.emit(items)
+    total = record_count(items)
+    await eventually(lambda: run.buffer.last_seq >= total, timeout=60, what="the commit")
+    checkpoints = dict(run.buffer.checkpoints)
+    await run.close()
+    frames = [(f.seq, f.record[: f.record.rindex(b',"h":"')], f.checkpoint) for f in stored(state)]
+    return frames[:total], checkpoints
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("fsync", ["batch", "always"])
+async def test_runs_store_as_their_records_through_failing_writes(
+    tmp_path: Path, seed: int, fsync: str
+) -> None:
+    """The same failures (by seed) for runs and for their records: the same frames, records
+    and checkpoints in them, and the same checkpoint map (a review's test, kept)."""
+    config = BufferConfig(segment_bytes=3000, fsync=fsync, retry_initial=0.001, retry_max=0.002)  # type: ignore[arg-type]
+    items = hostile_runs(seed)
+    got = await committed(tmp_path / "runs", list(items), config, seed)
+    want = await committed(tmp_path / "records", list(materialize(items)), config, seed)
+    assert len(got[0]) == record_count(items)
+    assert got == want

@@ -108,3 +108,27 @@ def test_msg_bytes_metric_counts_a_runs_lines() -> None:
     run = run_of(["abc", "de", ""])
     assert _msg_bytes([run, Pending({"msg": "xyz"}, None)]) == 5 + 3
     assert _msg_bytes(materialize([run])) == 5
+
+
+@given(
+    lines=st.lists(st.text(alphabet="ab ", max_size=30), min_size=1, max_size=20),
+    picks=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3)), max_size=40),
+    lead=st.sampled_from([b"", b"x\n"]),
+)
+def test_hits_are_looked_at_once_per_line(
+    lines: list[str], picks: list[tuple[int, int]], lead: bytes
+) -> None:
+    """``_by_line`` gives each line that hits fall in once, with the words of all of them: a
+    long line full of one word is looked for and checked once, not once per hit (which made a
+    1 MiB line of "pass " or "AKIA " take minutes)."""
+    data = lead + "".join(line + "\n" for line in lines).encode()
+    begin, end = len(lead), len(data)
+    inside = [at for at in range(end - begin) if data[begin + at] != 10]
+    found = [(inside[at % len(inside)], word) for at, word in picks] if inside else []
+    expected: dict[tuple[int, int], set[int]] = {}
+    for at, word in found:
+        start = data.rfind(b"\n", begin, begin + at) + 1 or begin
+        expected.setdefault((start, data.index(b"\n", begin + at)), set()).add(word)
+    got = list(suspects._by_line(data, begin, end, found))
+    assert [(start, stop) for start, stop, _ in got] == sorted(expected)
+    assert {(start, stop): words for start, stop, words in got} == expected
