@@ -69,7 +69,10 @@ _Plan = tuple[
 ]
 _TAIL = 4096  # longest secret we expect to straddle a split boundary (JWTs, keys' headers)
 # A secret's key with its separator (its own closing quote, if quoted, before it), or -p.
-_KEY_THEN_SEPARATOR = rf"(?i)(?:(?:{KEY_ENDINGS}|authorization)(?:\\?[\"'])?\s*(?:[:=]\s*|\s+)|-p)"
+# (_pwd: MYSQL_PWD=; -p: mysql, sshpass and docker login; -a: redis-cli)
+_KEY_THEN_SEPARATOR = (
+    rf"(?i)(?:(?:{KEY_ENDINGS}|_pwd|authorization)(?:\\?[\"'])?\s*(?:[:=]\s*|\s+)|-[pa]\s*)"
+)
 # A quote opened after a secret's key or option (password="…, -p"…, Authorization: "…, also
 # escaped in a JSON line) that no quote closes before the end of the text.
 _OPEN_QUOTED_SECRET = re.compile(_KEY_THEN_SEPARATOR + r"(?P<quote>\\?[\"'])[^\"']*\Z")

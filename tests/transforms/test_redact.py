@@ -621,6 +621,9 @@ SPACED = " ".join(WORDS_OF_SECRET)
         json.dumps({"cmd": f'export TOKEN="{SPACED}" && run'}),
         json.dumps({"cmd": f"--password '{SPACED}' go"}),
         json.dumps({"password": SPACED, "n": 1}),
+        f"export MYSQL_PWD='{SPACED}'",
+        f"redis-cli -h h -a '{SPACED}' ping",
+        f'docker login -u bob -p "{SPACED}" r.io',
     ],
 )
 def test_a_quoted_secret_holding_spaces_does_not_leak_wherever_the_line_is_split(
