@@ -293,10 +293,12 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "curl_user",
-        # curl -u user:password (the user stays): a password with no quote or whitespace in it
+        # curl -u user:password (the user stays): in quotes, the password runs to the closing
+        # quote (spaces and all); bare, to whitespace
         re.compile(
-            r"(?<=\s)(?:-u\s*+|--user(?:\s++|=))[\"'\ue000]?[^\s:\"'\ue000]{1,256}+:"
-            r"(?P<secret>[^\s\"'\ue000]{1,8192}+)"
+            r"(?<=\s)(?:-u\s*+|--user(?:\s++|=))(?P<q>[\"'\ue000])?"
+            r"(?(q)[^:\"'\ue000]{1,256}+|[^\s:\"'\ue000]{1,256}+):"
+            r"(?P<secret>(?(q)[^\"'\ue000]{1,8192}+|[^\s\"'\ue000]{1,8192}+))"
         ),
         # Its words are the option's: "curl" is in every line of some access logs (user agents),
         # "-u" in few; the name's found by the prefilter.

@@ -624,6 +624,7 @@ SPACED = " ".join(WORDS_OF_SECRET)
         f"export MYSQL_PWD='{SPACED}'",
         f"redis-cli -h h -a '{SPACED}' ping",
         f'docker login -u bob -p "{SPACED}" r.io',
+        f"curl -u 'ci:{SPACED}' https://x",
     ],
 )
 def test_a_quoted_secret_holding_spaces_does_not_leak_wherever_the_line_is_split(
@@ -665,6 +666,8 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
         ("curl -fsS -u admin:hunter2 https://x", "curl -fsS -u admin:[REDACTED] https://x"),
         ("curl --user=ci:tok3n x", "curl --user=ci:[REDACTED] x"),
         ("curl https://x -u ci:tok3n", "curl https://x -u ci:[REDACTED]"),
+        ("curl -u 'ci:two words' x", "curl -u 'ci:[REDACTED]' x"),
+        ('{"cmd":"curl -u \\"ci:two words\\" x"}', '{"cmd":"curl -u \\"ci:[REDACTED]\\" x"}'),
         ("docker login -u bob -p hunter2 reg.io", "docker login -u bob -p [REDACTED] reg.io"),
         ("podman login -p=hunter2 reg.io", "podman login -p=[REDACTED] reg.io"),
         ("redis-cli -h cache -a 'p w' ping", "redis-cli -h cache -a '[REDACTED]' ping"),
