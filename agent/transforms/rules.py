@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,12 +63,9 @@ _MYSQL = re.compile(r"\b(?:mysql\w*|mariadb\w*|mysqldump|mysqladmin)\b")
 _LOGIN = re.compile(
     r"\b(?:docker|podman|buildah|skopeo|nerdctl)\s+login\b|\bhelm\s+registry\s+login\b"
 )
-_CURL = re.compile(r"\bcurl\b")
+_CURL = re.compile(r"(?<![\w.-])curl(?!\S)")  # the command, not curl-test or curl/8.5.0
 _REDIS = re.compile(r"\bredis-cli\b")
 _COMMAND_REACH = 1024  # characters from the command's name to the whitespace before its option
-
-
-_CUTS = re.compile(r"[|;&\n]")  # what ends a shell command on a line
 
 
 def _command_before(
@@ -80,38 +76,18 @@ def _command_before(
     with no ``|``, ``;``, ``&`` or newline between: ``-p`` is a password to mysql and docker
     login, ``-a`` to redis-cli, ``-u`` a user:password to curl, and other things elsewhere.
 
-    The commands and cuts of a text are found once, for the first match in it, and each match
-    is then two bisections: a line of options repeated (" -u a: -u a: ...") costs linear time.
-    The last text's are kept (with the text, by identity): rules are shared by every source's
-    thread, so one reads and replaces the pair at once."""
-    last: list[tuple[str, tuple[list[int], list[int], list[int]] | None]] = [("", None)]
-
-    def found(text: str) -> tuple[list[int], list[int], list[int]] | None:
-        if not any(word in text for word in words):
-            return None  # the common case, in C
-        spans = [m.span() for m in names.finditer(text)]
-        return (
-            [a for a, _ in spans],
-            [b for _, b in spans],
-            [m.start() for m in _CUTS.finditer(text)],
-        )
+    It looks only at the window before the match, in place (no copy, no state kept between
+    calls): a bounded cost per match, whatever the text and whichever thread asks. (A cache of
+    each text's commands, tried first, made split lines and a second thread quadratic.)"""
 
     def check(m: re.Match[str]) -> bool:
         text, space = m.string, m.start() - 1
-        held = last[0]
-        if held[0] is text:
-            commands = held[1]
-        else:
-            commands = found(text)
-            last[0] = (text, commands)
-        if commands is None:
-            return False
-        starts, ends, cuts = commands
-        i = bisect_right(ends, space) - 1  # the last command that ends before the option
-        if i < 0 or ends[i] < space - _COMMAND_REACH:
-            return False
-        j = bisect_left(cuts, space) - 1  # nothing may cut it from the option
-        return j < 0 or cuts[j] < starts[i]
+        low = max(0, space - _COMMAND_REACH - 64)
+        if not any(text.find(word, low, space) >= 0 for word in words):
+            return False  # the common case, in C
+        start = max(low, *(text.rfind(c, low, space) + 1 for c in "|;&\n"))
+        reach = space - _COMMAND_REACH
+        return any(name.end() >= reach for name in names.finditer(text, start, space))
 
     return check
 
@@ -258,7 +234,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
             # A quoted value's quotes stay (outside the secret): a redacted JSON line or
             # password="..." assignment keeps its shape, '"password": "[REDACTED]"'. A value
             # in escaped quotes (ESCAPED_QUOTE) ends at the next one, or at a JSON string's end.
+            # PAM's "module(passwd:chauthtok)" names a service and a type, no secret.
             rf"(?i)(?:\b|_)(?:{_KV_KEYS})[\"'\ue000]?\s*[:=]\s*[\"'\ue000]?"
+            rf"(?!(?:auth|account|session|password|chauthtok)\))"
             rf"(?P<secret>{_QUOTED}|[^\s,;&\"'}}\ue000]{{1,8192}})"
         ),
         ("pass", "secret", "token", "apikey", "api_key", "api-key", "private"),
@@ -295,10 +273,11 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "curl_user",
         # curl -u user:password (the user stays): in quotes, the password runs to the closing
         # quote (spaces and all); bare, to whitespace
+        # (or only the password quoted: bob:'pw'); -U/--proxy-user alike
         re.compile(
-            r"(?<=\s)(?:-u\s*+|--user(?:\s++|=))(?P<q>[\"'\ue000])?"
-            r"(?(q)[^:\"'\ue000]{1,256}+|[^\s:\"'\ue000]{1,256}+):"
-            r"(?P<secret>(?(q)[^\"'\ue000]{1,8192}+|[^\s\"'\ue000]{1,8192}+))"
+            r"(?<=\s)(?:-[uU]\s*+|--(?:proxy-)?user(?:\s++|=))(?P<q>[\"'\ue000])?"
+            r"(?(q)[^:\"'\ue000]{1,256}+|[^\s:\"'\ue000]{1,256}+):(?(q)|(?P<q2>[\"'\ue000])?)"
+            r"(?P<secret>(?(q)[^\"'\ue000]{1,8192}+|(?(q2)[^\"'\ue000]{1,8192}+|[^\s\"'\ue000]{1,8192}+)))"
         ),
         # Its words are the option's: "curl" is in every line of some access logs (user agents),
         # "-u" in few; the name's found by the prefilter.

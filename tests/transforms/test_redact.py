@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import string
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -667,12 +668,19 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
         ("curl --user=ci:tok3n x", "curl --user=ci:[REDACTED] x"),
         ("curl https://x -u ci:tok3n", "curl https://x -u ci:[REDACTED]"),
         ("curl -u 'ci:two words' x", "curl -u 'ci:[REDACTED]' x"),
+        ("curl -u ci:'two words' x", "curl -u ci:'[REDACTED]' x"),
+        (
+            "curl -x p:3128 -U ci:pw --proxy-user=c:d x",
+            "curl -x p:3128 -U ci:[REDACTED] --proxy-user=c:[REDACTED] x",
+        ),
         ('{"cmd":"curl -u \\"ci:two words\\" x"}', '{"cmd":"curl -u \\"ci:[REDACTED]\\" x"}'),
         ("docker login -u bob -p hunter2 reg.io", "docker login -u bob -p [REDACTED] reg.io"),
         ("podman login -p=hunter2 reg.io", "podman login -p=[REDACTED] reg.io"),
         ("redis-cli -h cache -a 'p w' ping", "redis-cli -h cache -a '[REDACTED]' ping"),
         # not secrets: the working directory (sudo's PWD=), and OLDPWD
         ("sudo: alice : TTY=pts/0 ; PWD=/home/alice ; USER=root", None),
+        ("passwd[812]: pam_unix(passwd:chauthtok): password changed for alice", None),
+        ("docker run --name curl-test -u 1000:1000 img", None),
         ("OLDPWD=/tmp cd -", None),
         # options that are no password where no such command precedes them
         ("docker run -u 1000:1000 -p 8080:80 img", None),
@@ -711,3 +719,13 @@ def test_a_command_reaches_its_option_within_1024_characters_of_one_command_line
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda line: Redactor().text(line), lines * 5))
     assert results == expected * 5
+
+
+def test_the_command_checks_keep_nothing_of_a_text() -> None:
+    """No state between calls (a cache of each text's commands, shared by every source's
+    thread, made a split line and a second thread quadratic and pinned 1 MiB lines)."""
+    lines = [head + ";" * 100_000 for head in ("curl -u a:b ", "mysql -pX ", "redis-cli -a X ")]
+    before = [sys.getrefcount(line) for line in lines]
+    redactor = Redactor()
+    assert all(text.endswith(";" * 100_000) for text in map(redactor.text, lines))
+    assert [sys.getrefcount(line) for line in lines] == before
