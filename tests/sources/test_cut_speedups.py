@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent import sources
 from agent.record import Record
 from agent.sources import Checkpoint, Pending, PlainRun, materialize, tailed
 from agent.sources.tailed import Cut, TailedFile, cut_plain_py
@@ -458,24 +457,22 @@ def test_runs_of_plain_lines_stand_for_the_records_the_cut_gives(
     assert [(p.record, p.checkpoint) for p in got] == [(p.record, p.checkpoint) for p in expected]
 
 
+@needs_compiled
 @given(data=st.binary(max_size=300) | st.lists(st.sampled_from(RUN_PIECES)).map(b"".join))
 def test_compiled_longest_line_equals_the_reference(data: bytes) -> None:
-    compiled = tailed._compiled_longest()
-    if compiled is None:
-        pytest.skip("agent.sources._speedups not built")
+    compiled = _speedups.longest_line
     assert compiled(data) == tailed.longest_line_py(data)
     with pytest.raises(TypeError, match="bytes"):
-        compiled(bytearray(data))  # type: ignore[arg-type]
+        compiled(bytearray(data))
 
 
+@needs_compiled
 @given(data=st.binary(max_size=300), cuts=st.tuples(st.integers(0, 300), st.integers(0, 300)))
 def test_compiled_newlines_counts_as_bytes_count(data: bytes, cuts: tuple[int, int]) -> None:
-    compiled = sources._compiled_newlines()
-    if compiled is None:
-        pytest.skip("agent.sources._speedups not built")
+    compiled = _speedups.newlines
     begin, end = sorted(min(cut, len(data)) for cut in cuts)
     assert compiled(data, begin, end) == data.count(b"\n", begin, end)
     with pytest.raises(ValueError, match="begin"):
         compiled(data, end + 1, end)
     with pytest.raises(TypeError, match="bytes"):
-        compiled(bytearray(data), begin, end)  # type: ignore[arg-type]
+        compiled(bytearray(data), begin, end)
