@@ -49,16 +49,11 @@ def _count_newlines(data: bytes, begin: int, end: int) -> int:
     return data.count(b"\n", begin, end)
 
 
-def _compiled_newlines() -> Callable[[bytes, int, int], int] | None:
-    module = load("agent.sources._speedups")
-    if module is None:
-        return None
-    compiled: Callable[[bytes, int, int], int] = module.newlines
-    return compiled
-
-
 # The newlines of a run's span: bytes.count searches a byte without memchr, ~8x slower.
-_newlines = _compiled_newlines() or _count_newlines
+_MODULE = load("agent.sources._speedups")
+_newlines: Callable[[bytes, int, int], int] = (
+    _count_newlines if _MODULE is None else _MODULE.newlines
+)
 
 
 class PlainRun:

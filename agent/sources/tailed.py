@@ -93,17 +93,10 @@ def _compiled() -> Cut | None:
     return compiled
 
 
-def _compiled_longest() -> Callable[[bytes], int] | None:
-    module = load("agent.sources._speedups")
-    if module is None:
-        return None
-    compiled: Callable[[bytes], int] = module.longest_line
-    return compiled
-
-
 _CUT = _compiled()
 cut_plain: Cut = _CUT or cut_plain_py
-longest_line: Callable[[bytes], int] = _compiled_longest() or longest_line_py
+_MODULE = load("agent.sources._speedups")
+longest_line: Callable[[bytes], int] = longest_line_py if _MODULE is None else _MODULE.longest_line
 
 
 def speedups() -> bool:

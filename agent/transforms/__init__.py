@@ -133,27 +133,27 @@ class TransformChain:
 
     def _apply(self, batch: list[Item], runs: bool) -> list[Item]:
         """Parse each record, then redact the batch: every string that may need it is found in
-        one scan over them all (``redact_records``)."""
+        one scan over them all (``redact_records``). A batch with runs has no parser (``apply``
+        made records of them for one): their suspect lines are taken out first."""
         parser, redactor = self.parser, self.redactor
-        if not runs:
+        pendings = cast(list[Pending], batch)
+        if runs:
+            self.stats.records += record_count(batch)
+            if redactor is None:
+                return batch
+            batch = _open_runs(redactor, batch)
+            pendings = [item for item in batch if type(item) is Pending]
+        else:
             self.stats.records += len(batch)
             if parser is not None:
-                for pending in cast(list[Pending], batch):
+                for pending in pendings:
                     if isinstance(pending.record.get("msg"), str):
                         self._parse(parser, pending.record)
-            if redactor is not None:
-                records = list(map(_RECORD, batch))
-                self.stats.redacted += redact_records(
-                    redactor, records, fields_from_msg=self.fields_from_msg
-                )
-            return batch
-        self.stats.records += record_count(batch)
-        if redactor is None:
-            return batch
-        batch = _open_runs(redactor, batch)
-        records = [item.record for item in batch if type(item) is Pending]
-        if records:
-            self.stats.redacted += redact_records(redactor, records, fields_from_msg=True)
+        if redactor is not None and pendings:
+            records = list(map(_RECORD, pendings))
+            self.stats.redacted += redact_records(
+                redactor, records, fields_from_msg=self.fields_from_msg
+            )
         return batch
 
     def flush(self, *, final: bool = False) -> list[Pending]:
