@@ -10,9 +10,11 @@ waits. This runs ``Redactor.text`` on lines that repeat what each rule looks for
 the start of its pattern, its separators, quotes and escapes) and prints milliseconds per
 line, one JSON object per shape (``cpu_ms``). ``run_ms`` is the whole transform chain of a raw
 source on the line as a raw source hands it on: in a run of plain lines after 64 short ones,
-which finds the suspect lines in place (``Suspects.spans``) before redacting them. Not a test:
-figures depend on the machine; a shape far above the others points at a rule to fix (a linear
-rule costs tens of ms per MiB here).
+which finds the suspect lines in place (``Suspects.spans``) before redacting them. ``auditd_ms``
+is an auditd source's chain on an event whose EXECVE arguments repeat a shape, in one record or
+in many (each record's arguments are redacted as a command line with the event's before them).
+Not a test: figures depend on the machine; a shape far above the others points at a rule to fix
+(a linear rule costs tens of ms per MiB here).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import cycle
 
-from agent.config import FileSourceConfig, RedactConfig
-from agent.sources import PlainRun
+from agent.config import FileSourceConfig, ParserConfig, RedactConfig
+from agent.record import Record
+from agent.sources import Pending, PlainRun
 from agent.transforms import build
 from agent.transforms.redact import Redactor
 
@@ -60,8 +64,64 @@ SHAPES = {
 }
 
 
+# auditd: arguments repeated (one EXECVE record of the whole size, or an event of records of
+# about 7.5 KB each, as the kernel cuts them) after the command; each redacted as a command line.
+ARGV_SHAPES = {
+    "argv mysql -p": ("mysql", "-p"),
+    "argv curl -u": ("curl", "-u", "a:"),
+    "argv quoted": ("sshpass", "-p", "a b"),
+    "argv one letter": ("x",),
+    "argv every one a secret": ("mysql", "-pS3cret"),
+}
+
+
 def line(shape: str, size: int) -> str:
     return (shape * (size // len(shape) + 1))[:size]
+
+
+def execve_lines(words: tuple[str, ...], size: int, record_bytes: int) -> list[str]:
+    """EXECVE records of one event: the command ``words[0]``, then ``words[1:]`` over and over
+    (in hex, as auditd writes an argument with a space), to ``size`` bytes of arguments."""
+    head = "type=EXECVE msg=audit(1.5:7):"
+    rest = cycle(words[1:] or words)
+    lines: list[str] = []
+    values = [f"a0={words[0].encode().hex()}"]
+    length = total = len(values[0])
+    index = 1
+    while total < size:
+        values.append(f"a{index}={next(rest).encode().hex()}")
+        length += len(values[-1]) + 1
+        total += len(values[-1]) + 1
+        index += 1
+        if length >= record_bytes:
+            lines.append(" ".join([head, *values]))
+            values, length = [], 0
+    if values:
+        lines.append(" ".join([head, *values]))
+    return lines
+
+
+def audit_rows(size: int) -> None:
+    config = FileSourceConfig(
+        paths=["/x"],
+        parser=ParserConfig(format="auditd"),
+        redact=RedactConfig(enabled=True),
+    )
+    for name, words in ARGV_SHAPES.items():
+        for layout, record_bytes in (("one record", size), ("7.5 KB records", 7500)):
+            records = execve_lines(words, size, record_bytes)
+            batch = [Pending(_record(text), None) for text in records]
+            chain = build("audit", config)
+            started = time.process_time()
+            chain.apply(batch)
+            chain.flush(final=True)
+            ms = (time.process_time() - started) * 1000
+            row = {"shape": f"{name}, {layout}", "bytes": sum(map(len, records))}
+            print(json.dumps(row | {"records": len(records), "auditd_ms": round(ms, 1)}))
+
+
+def _record(text: str) -> Record:
+    return {"ts": "2026-01-01T00:00:00.000000Z", "src": "audit", "msg": text}
 
 
 def main() -> None:
@@ -84,6 +144,7 @@ def main() -> None:
         run_ms = (time.process_time() - started) * 1000
         row = {"shape": name, "bytes": len(text), "cpu_ms": round(ms, 1)}
         print(json.dumps(row | {"run_ms": round(run_ms, 1)}))
+    audit_rows(args.bytes)
 
 
 if __name__ == "__main__":

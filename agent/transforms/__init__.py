@@ -102,10 +102,11 @@ class TransformChain:
     def __call__(self, record: Record) -> Record:
         """Transform one record in place and return it."""
         self.stats.records += 1
+        had = "redacted" in record.get("tags", ())  # the auditd parser may redact arguments
         if self.parser is not None and isinstance(record.get("msg"), str):
             self._parse(self.parser, record)
         if self.redactor is not None:
-            self._redact(self.redactor, record)
+            self._redact(self.redactor, record, had=had)
         return record
 
     @overload
@@ -167,7 +168,7 @@ class TransformChain:
         for record in records:
             record.setdefault("src", self.source)
             if self.redactor is not None:
-                self._redact(self.redactor, record)
+                self._redact(self.redactor, record, had=False)  # made here: never counted
             if "audit_lost" in record.get("tags", ()):
                 self.stats.audit_lost += int(record.get("auditd", {}).get("lost", 0))
             made.append(Pending(record, None))
@@ -190,9 +191,9 @@ class TransformChain:
             self.stats.parse_failures += 1
             tag(record, "parse_failure")
 
-    def _redact(self, redactor: Redactor, record: Record, suspect: bool | None = None) -> None:
-        had = "redacted" in record.get("tags", ())
-        redactor.record(record, fields_from_msg=self.fields_from_msg, suspect=suspect)
+    def _redact(self, redactor: Redactor, record: Record, *, had: bool) -> None:
+        """Redact ``record``; count it if it is tagged ``redacted`` now and ``had`` not been."""
+        redactor.record(record, fields_from_msg=self.fields_from_msg)
         if not had and "redacted" in record.get("tags", ()):
             self.stats.redacted += 1
 
@@ -219,8 +220,11 @@ def _open_runs(redactor: Redactor, batch: list[Item]) -> list[Item]:
     return out
 
 
-def make_parser(config: SourceConfig) -> tuple[Parser | None, AuditParser | None]:
-    """The parser for ``config.parser.format`` (and the auditd reassembler, if that)."""
+def make_parser(
+    config: SourceConfig, redactor: Redactor | None = None
+) -> tuple[Parser | None, AuditParser | None]:
+    """The parser for ``config.parser.format`` (and the auditd reassembler, if that, which
+    redacts command arguments with ``redactor``)."""
     cfg = config.parser
     tz = parse_timezone(cfg.timezone)
     if cfg.format in ("syslog", "auth"):
@@ -232,13 +236,14 @@ def make_parser(config: SourceConfig) -> tuple[Parser | None, AuditParser | None
     if cfg.format == "shell":
         return ShellParser(), None
     if cfg.format == "auditd":
-        audit = AuditParser(timeout=cfg.audit_timeout)
+        argv = redactor.argv if redactor is not None else None
+        audit = AuditParser(timeout=cfg.audit_timeout, redact_argv=argv)
         return audit, audit
     return None, None
 
 
 def build(source_name: str, config: SourceConfig) -> TransformChain:
     """The transform chain of one source, from its config section."""
-    parser, audit = make_parser(config)
     redactor = Redactor(config.redact.patterns) if config.redact.enabled else None
+    parser, audit = make_parser(config, redactor)
     return TransformChain(source_name, parser, redactor, audit)

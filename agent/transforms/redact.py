@@ -28,6 +28,12 @@ value holding only a prefiltered rule's trigger is suspect only when the prefilt
 redact a whole batch, or one record's fields, with one pass over all their strings; the rules then
 run only on the strings it flags.
 
+Arguments (``argv``): a command logged as separate strings (auditd's EXECVE ``aN`` and
+proctitle) is redacted as its command line, the arguments joined by spaces, and each secret found
+is masked in the argument (or the ``aN[i]`` chunks) it lies in. A value the rules end at a space,
+a quote or one of ``;&|`` inside one argument runs to that argument's end: the shell passed it
+whole.
+
 Split lines (invariant: redaction is not defeated by the max-line-bytes split): the file source
 splits an over-long line into parts tagged ``split`` with ``log.part``. Neither part alone can
 tell whether a token at the boundary is a secret, so for split parts the redactor masks the
@@ -44,6 +50,7 @@ that runs the source's chain; it holds at most one entry per file being split.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
 
@@ -91,6 +98,9 @@ def _quote_opening(tail: str, msg: str) -> tuple[str, int]:
     return "", 0
 
 
+# Where the rules end a command-line value, but which the shell passes on literally inside
+# one argument (it was quoted).
+_ENDS_A_WORD = frozenset(" \t\n\r\x0b\x0c;&|\"'")
 _KEY_END = re.compile(r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 
 
@@ -120,6 +130,19 @@ def _apply(plan: _Plan, value: str, low: str, ascii_text: bool) -> str:
         if new is not value:
             value, now = new, new.lower()
     return value
+
+
+def _masked(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each of ``spans`` (sorted, disjoint) replaced by ``REDACTED``."""
+    if not spans:
+        return text
+    out: list[str] = []
+    done = 0
+    for start, end in spans:
+        out += (text[done:start], REDACTED)
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def _mask_lead(text: str) -> str:
@@ -201,6 +224,78 @@ class Redactor:
         if self._custom_plan:
             value = _apply(self._custom_plan, value, low, ascii_text)  # no triggers
         return value
+
+    def secrets(self, value: str) -> list[tuple[int, int]]:
+        """Where in ``value`` the rules find a secret: sorted, merged (start, end) spans, each
+        what :meth:`text` would replace, found on ``value`` as it is (no escapes view).
+
+        For text in pieces that must be masked piece by piece (``argv``)."""
+        if not self.suspect(value):
+            return []
+        low = caseless(value)
+        now = value.lower() if value.isascii() else None
+        found: list[tuple[int, int]] = []
+        for rule in self.rules:
+            if rule.triggers and not any(word in low for word in rule.triggers):
+                continue
+            if rule.prefilter is not None and now is not None and not rule.prefilter.search(now):
+                continue
+            for m in rule.pattern.finditer(value):
+                if rule.check is not None and not rule.check(m):
+                    continue
+                keep = "secret" in m.re.groupindex and m.start("secret") >= 0
+                found.append(m.span("secret") if keep else m.span())
+        found.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in found:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            elif end > start:
+                merged.append((start, end))
+        return merged
+
+    def argv(self, args: list[list[str]]) -> list[list[str]] | None:
+        """A command's arguments (each as the pieces it was logged in: auditd's ``aN[i]``
+        chunks) with every secret masked that the rules find in its command line (the
+        arguments joined by spaces), piece by piece; None when there is none.
+
+        A value the shell took as one argument may hold spaces, quotes or ``;&|``
+        (``-p'two words'``, ``curl -u 'ci:a b;c'``): a secret that the rules end at one of
+        those inside an argument runs to that argument's end. Each string alone is redacted
+        as any field is; this adds what only their order shows (``mysql`` then ``-pS3cret``,
+        ``curl`` ``-u`` ``bob:pw``)."""
+        pieces = [piece for arg in args for piece in arg]
+        starts: list[int] = []  # of each piece in the command line
+        ends: list[int] = []  # of each argument
+        at = 0
+        for arg in args:
+            for piece in arg:
+                starts.append(at)
+                at += len(piece)
+            ends.append(at)
+            at += 1
+        line = " ".join("".join(arg) for arg in args)
+        spans = self.secrets(line)
+        if not spans:
+            return None
+        masks: list[list[tuple[int, int]]] = [[] for _ in pieces]
+        for start, found_end in spans:
+            arg_end = ends[bisect_right(ends, found_end - 1)]
+            # a space, quote or ;&| inside one argument: literal, the value goes on
+            end = arg_end if found_end < arg_end and line[found_end] in _ENDS_A_WORD else found_end
+            first = bisect_right(starts, start) - 1
+            for i in range(max(first, 0), len(pieces)):
+                begin = starts[i]
+                if begin >= end:
+                    break
+                low, high = max(start, begin) - begin, min(end, begin + len(pieces[i])) - begin
+                if high > low:
+                    masks[i].append((low, high))
+        out = [_masked(piece, mask) for piece, mask in zip(pieces, masks, strict=True)]
+        if out == pieces:
+            return None
+        taken = iter(out)
+        return [[next(taken) for _ in arg] for arg in args]
 
     def record(
         self, record: Record, *, fields_from_msg: bool = False, suspect: bool | None = None

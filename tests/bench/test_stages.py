@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.hostile import SHAPES
+from bench.hostile import ARGV_SHAPES, SHAPES
 from bench.run import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +46,14 @@ def test_bench_stages_ships_every_line_through_every_stage() -> None:
 
 @pytest.mark.timeout(120)
 def test_bench_hostile_times_every_shape() -> None:
-    rows = run_bench("bench.hostile", "--bytes", "4096")
-    assert [row["shape"] for row in rows] == list(SHAPES)
-    assert all(row["bytes"] == 4096 and row["cpu_ms"] >= 0 for row in rows)
+    rows = run_bench("bench.hostile", "--bytes", "20000")
+    text, audit = rows[: len(SHAPES)], rows[len(SHAPES) :]
+    assert [row["shape"] for row in text] == list(SHAPES)
+    assert all(row["bytes"] == 20000 and row["cpu_ms"] >= 0 for row in text)
+    layouts = ("one record", "7.5 KB records")
+    assert [row["shape"] for row in audit] == [f"{n}, {w}" for n in ARGV_SHAPES for w in layouts]
+    for row in audit:  # the whole event: every argument's bytes, in one record or in several
+        assert row["bytes"] >= 20000, row
+        one = row["shape"].endswith("one record")
+        assert row["records"] == 1 if one else row["records"] >= 3, row
+        assert row["auditd_ms"] >= 0, row

@@ -255,3 +255,15 @@ def test_hex_encoded_proctitle_and_user_cmd_decode() -> None:
     record = line_record("type=PROCTITLE msg=audit(1.5:8): proctitle=6C73002D6C61")
     AuditParser()(record)
     assert record["auditd"]["data"]["proctitle"] == "ls -la"
+
+
+def test_hex_values_show_decoded_in_their_places_when_values_repeat() -> None:
+    # One pass over the line: each hex value is decoded where it stands, in order.
+    values = ["ls", "-la", "ls", "ls", "x y"]
+    line = "type=EXECVE msg=audit(1.5:9): argc=5 " + " ".join(
+        f"a{i}={v.encode().hex()}" for i, v in enumerate(values)
+    )
+    record = line_record(line)
+    AuditParser()(record)
+    shown = " ".join(f'a{i}="{v}"' for i, v in enumerate(values))
+    assert record["msg"] == f"type=EXECVE msg=audit(1.5:9): argc=5 {shown}"
