@@ -75,6 +75,11 @@ class AgentMetrics(Collector):
             "409 answers: the collector held another chain position (resent, fork or gap)",
             labels=["sink"],
         )
+        overtaken = CounterMetricFamily(
+            PREFIX + "sink_overtaken",
+            "409 answers to a batch sent while batches before it were in flight (asked again)",
+            labels=["sink"],
+        )
         quarantined = CounterMetricFamily(
             PREFIX + "sink_quarantined_records",
             "Records the collector refused for good, kept in state_dir/quarantine (a gap each)",
@@ -97,10 +102,11 @@ class AgentMetrics(Collector):
             for reason, count in sink.retries.items():
                 retries.add_metric([sink.name, reason], count)
             relinks.add_metric([sink.name], sink.relinks)
+            overtaken.add_metric([sink.name], sink.overtaken)
             quarantined.add_metric([sink.name], sink.quarantined)
             backlog.add_metric([sink.name], buffer.backlog(sink.name) if buffer else 0)
             latency.add_metric([sink.name], sink.ack_latency.cumulative(), sink.ack_latency.sum)
-        yield from (records, size, retries, relinks, quarantined, backlog, latency)
+        yield from (records, size, retries, relinks, overtaken, quarantined, backlog, latency)
 
     def _buffer(self) -> Iterator[Metric]:
         buffer = self.agent.buffer

@@ -149,6 +149,8 @@ def cpu(pid: int) -> float:
 # Settings of the measured agent other than its defaults (--cpu-affinity), as environment
 # overrides; set once by main() before any run.
 AGENT_ENV: dict[str, str] = {}
+# More [sinks.central] settings of the measured agent (--sink), TOML lines; set once by main().
+SINK_SETTINGS: list[str] = []
 
 
 @contextmanager
@@ -168,6 +170,7 @@ def rig(
         tables="[buffer]\nmax_bytes = 8589934592\n" + extra_tables,
         poll_interval=None,  # measured as deployed: the agent's default
         env=dict(AGENT_ENV),
+        extra="\n".join(SINK_SETTINGS),
     )
     try:
         yield collector, agent, root / "logs" / "input.log"
@@ -343,8 +346,18 @@ def main() -> None:
     parser.add_argument(
         "--cpu-affinity", default="", help="the agent's cpu_affinity (default: its own default)"
     )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="a sink setting other than its default, as TOML (e.g. 'concurrency = 1'); repeatable",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {"throughput": []}
+    if args.sink:
+        SINK_SETTINGS.extend(args.sink)
+        results["sink"] = args.sink
     if args.cpu_affinity:
         AGENT_ENV["TAILSEAL_CPU_AFFINITY"] = json.dumps(args.cpu_affinity)
         results["cpu_affinity"] = args.cpu_affinity

@@ -125,6 +125,13 @@ LEVEL = "sinks.central.compression_level"
             ("[sinks.central]", '[sinks.central]\ncompression = "none"\ncompression_level = 1'),
             LEVEL,
         ),
+        (("[sinks.central]", "[sinks.central]\nconcurrency = 0"), "sinks.central.concurrency"),
+        (("[sinks.central]", "[sinks.central]\nconcurrency = 17"), "sinks.central.concurrency"),
+        (("[sinks.central]", "[sinks.central]\nconcurrency = 1.5"), "sinks.central.concurrency"),
+        (
+            ("[sinks.central]", "[sinks.central]\ndrain_concurrency = 0"),
+            "sinks.central.drain_concurrency",
+        ),
     ],
 )
 def test_invalid_values_name_their_field(

@@ -341,6 +341,12 @@ def _record(line: bytes, seq: int) -> dict[str, Any]:
     return record
 
 
+def is_ahead(header: BatchHeader, held_seq: int) -> bool:
+    """Whether a batch with ``header`` starts beyond ``held_seq + 1`` with no declared gap that
+    reaches back to it: it cannot link yet (a 409, unless the batches before it land first)."""
+    return header.first_seq > held_seq + 1 and (header.gap is None or header.gap[0] > held_seq + 1)
+
+
 def first_new_index(batch: Batch, held_seq: int, held_head: str) -> int:
     """Index in ``batch.lines`` of the first record the collector does not hold.
 
@@ -354,7 +360,7 @@ def first_new_index(batch: Batch, held_seq: int, held_head: str) -> int:
     """
     header = batch.header
     if header.first_seq > held_seq + 1:
-        if header.gap is None or header.gap[0] > held_seq + 1:
+        if is_ahead(header, held_seq):
             raise BatchError(409, {"expected": held_seq + 1})
         # A declared gap covers every seq after what is held: the chain restarts at the
         # agent's prev_h (h of the last lost record), which only the records after it prove.

@@ -4,7 +4,8 @@
 (401), the token's rate limit (429), media type and encoding (415), body size while reading
 (413) within ``body_timeout`` (408), bounded decompression (413), header (400), host
 authorization (403), record structure (400); then, under the stream's lock: the token must also
-be allowed for the host holding the stream (403), linking to the held head (409), chain
+be allowed for the host holding the stream (403), linking to the held head (409; a
+batch that came in ahead of the ones before it first waits ``reorder_wait`` for them), chain
 verification (400), and either an idempotent 200 for a repeat or a durable append before the
 200. ``GET /v1/streams`` lists the streams the token may see, deciding ``silent`` at listing
 time. Unexpected failures become a JSON 500 and a log line; the server keeps serving. Storage
@@ -13,13 +14,15 @@ errors (disk full, I/O errors) become 503 with ``Retry-After``.
 Stopping closes the listener, answers 503 to new requests on open connections, and lets
 requests in flight finish (bodies still arriving included) for up to ``SHUTDOWN_TIMEOUT``.
 
-:class:`Collector` owns the aiohttp runner, the loaded tokens and one ``asyncio.Lock`` per stream
-(all touched only by the event-loop thread); the :class:`StreamStore` owns what is on disk.
+:class:`Collector` owns the aiohttp runner, the loaded tokens and one ``asyncio.Condition`` per
+stream, its lock and its wake-up (all touched only by the event-loop thread); the
+:class:`StreamStore` owns what is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import ssl
@@ -37,8 +40,10 @@ from agent.collector.batch import (
     ENCODINGS,
     Batch,
     BatchError,
+    BatchHeader,
     decompress,
     first_new_index,
+    is_ahead,
     parse_header,
     parse_records,
     rejected,
@@ -59,6 +64,7 @@ from agent.record import genesis
 from agent.statefile import write_atomic
 
 NDJSON = "application/x-ndjson"
+MAX_WAITING = 16  # batches per stream waiting for those before them (``reorder_wait``)
 SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish at stop
 RETRY_AFTER = "5"
 
@@ -89,13 +95,21 @@ class Collector:
         self._clock = clock  # wall clock: ``silent`` compares it with a head's ``updated``
         self.store: StreamStore = store or FileStreamStore(config.storage_dir)
         self._tokens: list[_Token] = []
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Per stream: its lock, and the wake-up for batches waiting for those before them.
+        self._turns: dict[str, asyncio.Condition] = {}
+        self._waiting: dict[str, int] = {}  # per stream: batches waiting for their turn
+        self._sending: dict[str, int] = {}  # per token name: batches being handled
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.in_flight = 0  # requests being handled (a gauge for metrics and tests)
         self._idle = asyncio.Event()  # set while in_flight == 0
         self._idle.set()
         self._stopping = False
+
+    @property
+    def waiting(self) -> int:
+        """Batches waiting for the batches before them (a gauge for metrics and tests)."""
+        return sum(self._waiting.values())
 
     async def start(self) -> int:
         config = self.config
@@ -171,6 +185,15 @@ class Collector:
             raise BatchError(
                 429, {"error": f"rate limit of token {token.name!r}"}, {"Retry-After": retry}
             )
+        self._sending[token.name] = self._sending.get(token.name, 0) + 1
+        try:
+            return await self._batch(request, token)
+        finally:
+            self._sending[token.name] -= 1
+            if not self._sending[token.name]:
+                del self._sending[token.name]
+
+    async def _batch(self, request: web.Request, token: _Token) -> web.Response:
         if request.content_type != NDJSON:
             raise rejected(415, f"Content-Type must be {NDJSON}")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -205,8 +228,10 @@ class Collector:
         """
         header = batch.header
         stream = header.stream
-        async with self._locks.setdefault(stream, asyncio.Lock()):
-            held = await self.store.head(stream)
+        turn = self._turns.setdefault(stream, asyncio.Condition())
+        async with turn:
+            # Alone, a batch has no batch before it on its way: it is answered at once.
+            held = await self._held_for(turn, header, alone=self._sending[token.name] == 1)
             if held is None:
                 held_seq, held_head, held_gaps = 0, genesis(stream).hex(), 0
             elif not token.allows(owner := str(held.host.get("name", ""))):
@@ -233,7 +258,40 @@ class Collector:
                 client=client,
                 skip=skip,
             )
+            turn.notify_all()  # batches that came in ahead of this one may link now
             return new.last_seq, new.head
+
+    async def _held_for(
+        self, turn: asyncio.Condition, header: BatchHeader, *, alone: bool
+    ) -> StreamHead | None:
+        """The stream's head (``turn`` held), once a batch that came in ahead of the ones before
+        it can link: an agent sends several batches at once (its ``concurrency``), and one may
+        be read, decompressed and parsed before the one before it. Such a batch waits (at most
+        ``reorder_wait`` seconds, at most ``MAX_WAITING`` of them per stream, and only while
+        another request with its token is being handled: not ``alone``) for the head to reach
+        it, then goes on as any other: a 409 if it still does not link."""
+        stream = header.stream
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.reorder_wait
+        while True:
+            held = await self.store.head(stream)
+            remaining = deadline - loop.time()
+            waiting = self._waiting.get(stream, 0)
+            if (
+                alone
+                or not is_ahead(header, 0 if held is None else held.last_seq)
+                or remaining <= 0
+                or waiting >= MAX_WAITING
+            ):
+                return held
+            self._waiting[stream] = waiting + 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(turn.wait(), remaining)
+            finally:
+                self._waiting[stream] -= 1
+                if not self._waiting[stream]:
+                    del self._waiting[stream]
 
     async def _get_streams(self, request: web.Request) -> web.Response:
         token = self._authenticate(request)

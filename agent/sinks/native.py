@@ -1,10 +1,11 @@
 """The native sink: ships batches to a tailseal collector over HTTPS (docs/protocol.md).
 
-One batch is in flight at a time, so the cursor advances strictly in order; the next one is
-read and encoded meanwhile. A batch is acked
-in the buffer only after the collector answered 200 with ``acked >= last_seq`` (it fsynced
-them). Every failure is retried with capped, jittered backoff, with one exception: a record the
-collector refuses by seq (``400 {"error": "record n: ..."}``: it can never verify) is
+Up to ``concurrency`` batches are in flight at once, ``drain_concurrency`` while draining (the
+collector waits for the batches before one that overtook them); their answers are taken in
+order, so the cursor advances strictly in order; the next batch is read and encoded meanwhile. A
+batch is acked in the buffer only after the collector answered 200 with ``acked >= last_seq``
+(it fsynced them). Every failure is retried with capped, jittered backoff, with one exception: a
+record the collector refuses by seq (``400 {"error": "record n: ..."}``: it can never verify) is
 quarantined — kept in ``state_dir/quarantine/<sink>/``, accounted by a ``gap`` record and
 declared as a gap, so the records after it are not held up forever. Nothing is dropped silently.
 """
@@ -17,7 +18,9 @@ import gzip
 import logging
 import re
 import ssl
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,6 +73,7 @@ class NativeSink:
         # by reason: network, busy, auth, rejected, unacked, too_large
         self.retries: dict[str, int] = {}
         self.relinks = 0  # 409s: the collector held another position in the chain
+        self.overtaken = 0  # 409s to a batch sent behind others (perhaps too early): asked again
         self.quarantined = 0  # records the collector refused for good, kept on disk
         self._gap_records: set[asyncio.Task[None]] = set()  # quarantine gaps on their way in
         # The cursor of the last batch the collector took, being saved while the next is sent.
@@ -79,43 +83,59 @@ class NativeSink:
         self._token = self._read_token()
         # Level 1: a little larger than 3 on log text, and much cheaper per batch.
         level = config.compression_level
-        self._zstd = zstandard.ZstdCompressor(level=1 if level is None else level)
+        self._zstd_level = 1 if level is None else level
+        # One compressor per thread: batches are encoded in threads side by side (the next
+        # batch, a split, a resend), and a ZstdCompressor is not safe to share between them.
+        self._zstd = threading.local()
         self._gzip_level = 1 if level is None else level
 
     async def run(self) -> None:
         """Ship until the buffer is closed and everything in it is acknowledged.
 
-        The next batch is read and encoded while the current one is in flight (the collector
-        verifies and fsyncs it meanwhile), and a batch's cursor is saved while the next one is
-        in flight: batches still ship one at a time and in order, and cursors only move on.
+        Up to ``concurrency`` batches are in flight at once, ``drain_concurrency`` while
+        draining (the next one is read and encoded meanwhile); their answers are taken in order,
+        so cursors only move on: a batch's cursor is saved (while later batches fly) only after
+        every batch before it was acked. A batch the collector refused by order (409) while
+        batches before it were still on their way is sent again once, first in line, before the
+        refusal is believed; any other refusal cancels the batches after it and repositions the
+        reader.
         """
         reader = BufferReader(self.buffer, self.name)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
-        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=4)
+        limit = max(4, self.config.concurrency, self.config.drain_concurrency)
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=limit)
+        flights: deque[_Flight] = deque()
         ahead: asyncio.Task[_Encoded | None] | None = None
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 ahead = asyncio.create_task(self._next(reader))
-                while (current := await ahead) is not None:
-                    ahead = asyncio.create_task(self._next(reader))
-                    relink = await self._deliver(session, current)
-                    if relink is None:
-                        continue
-                    await self._acked()  # the cursor is where the reader goes back from
-                    # The reader is repositioned: what was read ahead is not what comes next.
-                    await _settle(ahead)
-                    if isinstance(relink, _Quarantine):
-                        await self._quarantine(reader, relink)
+                while flights or ahead is not None:
+                    room = ahead is not None and len(flights) < self._concurrency()
+                    waits: set[asyncio.Future[Any]] = {flights[0].task} if flights else set()
+                    if room and ahead is not None:
+                        waits.add(ahead)
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    if flights and flights[0].task.done():
+                        refused = await self._answered(session, flights)
+                        if refused is None:
+                            continue
+                        await self._acked()  # the cursor is where the reader goes back from
+                        if ahead is not None:  # what was read ahead is not what comes next
+                            await _settle(ahead)
+                        await self._refused(reader, refused)
                         ahead = asyncio.create_task(self._next(reader))
-                        continue
-                    self.relinks += 1
-                    if relink.expected == relink.batch.first_seq:
-                        await self._forked(reader, relink.batch)
-                    else:
-                        await self._relink(reader, relink.expected)
-                    ahead = asyncio.create_task(self._next(reader))
+                    elif room and ahead is not None and ahead.done():
+                        current = ahead.result()
+                        if current is None:
+                            ahead = None
+                            continue
+                        ahead = asyncio.create_task(self._next(reader))
+                        flying = asyncio.create_task(self._deliver(session, current))
+                        flights.append(_Flight(flying, behind=bool(flights)))
             await self._acked()
         finally:
+            for flight in flights:
+                await _settle(flight.task)
             if ahead is not None:
                 await _settle(ahead)
             if self._acking is not None:  # stopped: a cursor not saved means sending again
@@ -123,6 +143,55 @@ class NativeSink:
             reader.close()
             for task in list(self._gap_records):  # the writer has ended: they cannot land
                 task.cancel()
+
+    def _concurrency(self) -> int:
+        """Batches that may be in flight now: more while draining (no time to lose)."""
+        config = self.config
+        return config.drain_concurrency if self.drain.is_set() else config.concurrency
+
+    async def _answered(
+        self, session: aiohttp.ClientSession, flights: deque[_Flight]
+    ) -> _Relink | _Quarantine | None:
+        """Take the answer of the first of ``flights`` (done): what the collector refused, for
+        the reader to be repositioned after (the flights after it are cancelled then)."""
+        flight = flights.popleft()
+        refused = await self._landed(flight.task.result())
+        if refused is None:
+            return None
+        if flight.behind and isinstance(refused, _Relink):
+            # Answered while batches before it were on their way: maybe too early. Asked
+            # again, now first in line.
+            self.overtaken += 1
+            resend = self._resend(session, refused.batch)
+            flights.appendleft(_Flight(asyncio.create_task(resend), behind=False))
+            return None
+        for later in flights:  # they follow what the collector refused
+            await _settle(later.task)
+        flights.clear()
+        return refused
+
+    async def _landed(self, delivered: _Delivered) -> _Relink | _Quarantine | None:
+        """Save the cursor after each part of a delivery the collector took, one save at a time
+        and in order (each runs while what follows is sent); what it refused, if anything."""
+        for part in delivered.acked:
+            await self._acked()
+            self._acking = asyncio.create_task(self._ack(part))
+        return delivered.refused
+
+    async def _refused(self, reader: BufferReader, refused: _Relink | _Quarantine) -> None:
+        """Reposition ``reader`` after the collector refused a batch (nothing is in flight)."""
+        if isinstance(refused, _Quarantine):
+            await self._quarantine(reader, refused)
+            return
+        self.relinks += 1
+        if refused.expected == refused.batch.first_seq:
+            await self._forked(reader, refused.batch)
+        else:
+            await self._relink(reader, refused.expected)
+
+    async def _resend(self, session: aiohttp.ClientSession, batch: Batch) -> _Delivered:
+        body, encoding = await in_thread(self._encode, batch)
+        return await self._deliver(session, _Encoded(batch, body, encoding))
 
     async def _next(self, reader: BufferReader) -> _Encoded | None:
         """The next batch, encoded; None once the buffer is closed and everything was read."""
@@ -137,13 +206,13 @@ class NativeSink:
         body, encoding = await in_thread(self._encode, batch)
         return _Encoded(batch, body, encoding)
 
-    async def _deliver(
-        self, session: aiohttp.ClientSession, first: _Encoded
-    ) -> _Relink | _Quarantine | None:
-        """Ship ``first`` (split in halves while the collector finds it too large) and ack it;
-        a 409 ends the delivery with what the collector expects instead, a record the collector
-        refuses for good (after the records before it are shipped) with that record."""
+    async def _deliver(self, session: aiohttp.ClientSession, first: _Encoded) -> _Delivered:
+        """Ship ``first`` (split in halves while the collector finds it too large); the parts
+        the collector took, and what ended the delivery early, if anything: a 409 with what the
+        collector expects instead, or a record it refuses for good (after the records before
+        it are shipped). Saving cursors is the caller's: deliveries run side by side."""
         pending = [first]
+        acked: list[_Acked] = []
         while pending:
             current = pending.pop(0)
             batch = current.batch
@@ -156,17 +225,17 @@ class NativeSink:
                     # (a line near max_line_bytes against a smaller body limit). Like a record
                     # it refuses by seq, it is kept here and accounted by a gap record, so the
                     # records after it still ship.
-                    return _Quarantine(batch, 413, too_large.error)
+                    return _Delivered(acked, _Quarantine(batch, 413, too_large.error))
                 halves = batch.split()
                 pending[:0] = [
                     _Encoded(half, *await in_thread(self._encode, half)) for half in halves
                 ]
                 continue
             except _RelinkError as relink:
-                return _Relink(relink.expected, batch)
+                return _Delivered(acked, _Relink(relink.expected, batch))
             except _RejectedError as rejected:
                 if rejected.seq == batch.first_seq:
-                    return _Quarantine(batch, rejected.status, rejected.error)
+                    return _Delivered(acked, _Quarantine(batch, rejected.status, rejected.error))
                 # The records before it are fine: ship them, then the rest starts with it.
                 parts = batch.split(rejected.seq - batch.first_seq)
                 pending[:0] = [
@@ -174,22 +243,19 @@ class NativeSink:
                 ]
                 continue
             self.backoff.reset()
-            await self._acked()  # one cursor save at a time: they must land in order
             # Not the batch itself: its records need not stay in memory while the cursor is saved.
-            count = (len(batch.records), batch.size)
-            self._acking = asyncio.create_task(
-                self._ack(batch.last_seq, batch.last_h, count, started)
-            )
-        return None
+            size = (len(batch.records), batch.size)
+            acked.append(_Acked(batch.last_seq, batch.last_h, size[0], size[1], started))
+        return _Delivered(acked, None)
 
-    async def _ack(self, seq: int, h: bytes, count: tuple[int, int], started: float) -> None:
-        """Save the cursor after a batch (up to ``seq``, ``count`` records and bytes) that the
-        collector holds (the buffer retries a failed save until it is durable); count it."""
-        await self.buffer.ack(self.name, seq, h)
-        self.ack_latency.observe(time.monotonic() - started)
+    async def _ack(self, part: _Acked) -> None:
+        """Save the cursor after a batch the collector holds (the buffer retries a failed save
+        until it is durable); count it."""
+        await self.buffer.ack(self.name, part.seq, part.h)
+        self.ack_latency.observe(time.monotonic() - part.started)
         self.batches_sent += 1
-        self.records_acked += count[0]
-        self.bytes_acked += count[1]
+        self.records_acked += part.records
+        self.bytes_acked += part.size
 
     async def _acked(self) -> None:
         """Wait for the cursor save in progress, if any."""
@@ -372,7 +438,10 @@ class NativeSink:
         one-shot path), fed ``_ZSTD_PIECE`` records at a time: the plain body is never made
         whole (a fresh 2 MiB join per batch cost the agent a page fault per 4 KiB of it)."""
         size = len(header) + 1 + sum(map(len, records)) + len(records)
-        stream = self._zstd.compressobj(size=size)
+        compressor = getattr(self._zstd, "compressor", None)
+        if compressor is None:
+            compressor = self._zstd.compressor = zstandard.ZstdCompressor(level=self._zstd_level)
+        stream = compressor.compressobj(size=size)
         pieces = (records[at : at + _ZSTD_PIECE] for at in range(0, len(records), _ZSTD_PIECE))
         out = [stream.compress(header + b"\n")]
         out.extend(stream.compress(b"\n".join([*piece, b""])) for piece in pieces)
@@ -417,6 +486,26 @@ class _Quarantine(NamedTuple):
 class _Relink(NamedTuple):
     expected: int  # the seq the collector asked for (409)
     batch: Batch  # the batch it refused
+
+
+class _Acked(NamedTuple):
+    """A batch (or part of one) the collector took: its cursor is to be saved."""
+
+    seq: int  # its last
+    h: bytes  # its last record's
+    records: int
+    size: int  # bytes
+    started: float  # monotonic time its delivery started
+
+
+class _Delivered(NamedTuple):
+    acked: list[_Acked]  # in order
+    refused: _Relink | _Quarantine | None  # what ended the delivery early
+
+
+class _Flight(NamedTuple):
+    task: asyncio.Task[_Delivered]
+    behind: bool  # sent while batches before it were in flight: a 409 may have come too early
 
 
 async def _settle(task: asyncio.Task[Any]) -> None:

@@ -13,7 +13,7 @@ from agent.errors import ConfigError
 def test_defaults_are_unlimited_rate_and_documented_timeouts() -> None:
     config = parse_collector_config({"tokens": [{"name": "a", "token": "s"}]}, environ={})
 
-    assert (config.body_timeout, config.silent_after) == (30.0, 300.0)
+    assert (config.body_timeout, config.silent_after, config.reorder_wait) == (30.0, 300.0, 2.0)
     assert (config.tokens[0].rate_limit_batches_per_second, config.tokens[0].burst) == (0.0, 0)
 
 
@@ -22,6 +22,8 @@ def test_defaults_are_unlimited_rate_and_documented_timeouts() -> None:
     [
         ({"body_timeout": 0}, "body_timeout"),
         ({"silent_after": -1}, "silent_after"),
+        ({"reorder_wait": -0.5}, "reorder_wait"),
+        ({"reorder_wait": "soon"}, "reorder_wait"),
         (
             {"tokens": [{"name": "a", "token": "s", "rate_limit_batches_per_second": -2}]},
             "tokens[0].rate_limit_batches_per_second",

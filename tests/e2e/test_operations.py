@@ -85,6 +85,8 @@ def test_metrics_counters_match_what_the_collector_received(
     assert metric(text, "tailseal_process_open_fds") > 0
     assert metric(text, "tailseal_sink_ack_latency_seconds_count", sink="central") >= 1
     assert metric(text, "tailseal_sink_relinks_total", sink="central") == 0
+    # exposed (how many batches overtook others on loopback depends on timing)
+    metric(text, "tailseal_sink_overtaken_total", sink="central")
 
 
 @pytest.mark.slow
