@@ -86,6 +86,11 @@ def _command_before(
         if not any(text.find(word, low, space) >= 0 for word in words):
             return False  # the common case, in C
         start = max(low, *(text.rfind(c, low, space) + 1 for c in "|;&\n"))
+        # Inside a command substitution still open at the option ("$(date -u" after curl -H),
+        # the option is the inner command's: its name comes after the "$(".
+        opened = text.rfind("$(", start, space)
+        if opened >= 0 and text.find(")", opened, space) < 0:
+            start = opened + 2
         reach = space - _COMMAND_REACH
         return any(name.end() >= reach for name in names.finditer(text, start, space))
 

@@ -687,6 +687,13 @@ def test_words_of_case_sensitive_rules_in_another_case_are_not_suspect() -> None
         ("sudo -u root ls -a /tmp", None),
         ("curl -sS x; docker run -u 1000:1000 y", None),
         ("echo pw | docker login --password-stdin r.io", None),
+        # the option of a command substitution still open is the inner command's
+        ('curl -H "Date: $(date -u +%H:%M:%S)" https://x', None),
+        ("x=$(sudo -u www curl https://x)", None),
+        # ... and a closed one, or one that runs the command, is no boundary
+        ('curl -A "x $(uname) y" -u ci:pw1 x', 'curl -A "x $(uname) y" -u ci:[REDACTED] x'),
+        ("echo $(curl -s -u ci:pw2 https://x)", "echo $(curl -s -u ci:[REDACTED] https://x)"),
+        ("mysql -h $(hostname) -pS3cret db", "mysql -h $(hostname) -p[REDACTED] db"),
         ('dockerd[812]: level=info msg="loading plugin -p x"', None),
     ],
 )
