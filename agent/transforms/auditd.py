@@ -42,6 +42,7 @@ from typing import Any
 
 from agent.record import Record
 from agent.transforms.fields import tag
+from agent.transforms.redact import mask_lead, mask_trail
 from agent.transforms.syslog import format_utc
 
 _HEADER = re.compile(
@@ -249,19 +250,22 @@ class AuditParser:
         body, _, enriched = m["body"].partition("\x1d")
         decoded: list[tuple[str, str]] = []
         data = parse_fields(body, rtype, decoded)
-        if decoded:  # show it decoded, where redaction can see it
-            record["msg"] = _rewrite(record["msg"], decoded)
         stamp = f"{m['sec']}.{m['ms']}"
-        masked = False
+        # Before the arguments are redacted: nothing after that may fail (a parser error ships
+        # the line as it came, and alone no rule sees a0="mysql" a1="-pS3cret").
+        ts = _audit_ts(m["sec"], m["ms"]) or str(record.get("ts"))
+        changed: dict[str, str] = {}
         if self.redact_argv is not None and rtype in ("EXECVE", "PROCTITLE"):
             event = self._open.get(seq)
             before = event.records if event is not None and event.stamp == stamp else []
-            masked = _redact_argv(
-                self.redact_argv, record, data, rtype=rtype, body=body, before=before
-            )
-            if masked:
-                tag(record, "redacted")
-        ts = _audit_ts(m["sec"], m["ms"])
+            changed = _redact_argv(self.redact_argv, data, rtype=rtype, body=body, before=before)
+        if changed:  # shown masked, and decoded: one pass over the line
+            at = m.start("body")
+            msg = record["msg"]
+            record["msg"] = msg[:at] + _shown(body, rtype, changed) + msg[at + len(body) :]
+            tag(record, "redacted")
+        elif decoded:  # show it decoded, where redaction can see it
+            record["msg"] = _rewrite(record["msg"], decoded)
         audit: dict[str, Any] = {"record_type": rtype, "sequence": seq, "data": data}
         if enriched:
             audit["enriched"] = {k: _decode(k, v, "") for k, v in _pairs(enriched)}
@@ -270,7 +274,7 @@ class AuditParser:
         record["auditd"] = audit
         record["event"] = {"created": record.get("ts"), "id": f"{stamp}:{seq}"}
         record["ts"] = ts
-        self._add(rtype, seq, stamp, ts, data, masked=masked)
+        self._add(rtype, seq, stamp, ts, data, masked=bool(changed))
         return True
 
     def _add(
@@ -334,25 +338,30 @@ _PROCTITLE = re.compile(r"(?<![\w-])proctitle=(?P<hex>(?:[0-9A-Fa-f]{2})+)(?![\w
 
 def _redact_argv(
     redact: RedactArgv,
-    record: Record,
     data: dict[str, str],
     *,
     rtype: str,
     body: str,
     before: list[tuple[str, dict[str, str]]],
-) -> bool:
-    """Mask the secrets of an EXECVE record's arguments, or a PROCTITLE's, in ``data`` and in
-    the record's msg, as ``redact`` finds them in the command line; whether any was.
+) -> dict[str, str]:
+    """Mask the secrets of an EXECVE record's arguments, or a PROCTITLE's, in ``data``, as
+    ``redact`` finds them in the command line; the keys changed, with their new values.
 
     Each string alone is redacted later as any field is, but a rule such as ``mysql -p`` needs
     the command before its option, which is in another argument (maybe of an earlier EXECVE
     record of the event, ``before``, with its own secrets already masked). A proctitle is the
     command's NUL-separated argv (cut at 128 bytes): redacted split at its NULs, not at the
-    spaces ``data`` shows in their place."""
+    spaces ``data`` shows in their place.
+
+    An argument too long for one record goes on in the next (``aN[i]`` chunks): neither record
+    alone can tell whether the token at the cut is (part of) a secret, so the last token of a
+    chunk that the next record continues, and the first token of a chunk that continues one,
+    are masked, as the halves of a split line are (``mask_trail``, ``mask_lead``)."""
+    changed: dict[str, str] = {}
     if rtype == "PROCTITLE":
         title = data.get("proctitle")
         if title is None:
-            return False
+            return changed
         found = _PROCTITLE.search(body)
         if found is not None:
             text = bytes.fromhex(found["hex"]).decode("utf-8", errors="replace")
@@ -360,23 +369,75 @@ def _redact_argv(
         else:
             args = [[title]]
         new = redact(args)
-        if new is None:
-            return False
-        data["proctitle"] = " ".join(piece for arg in new for piece in arg).rstrip(" ")
-        _show(record, [("proctitle", title, data["proctitle"])])
-        return True
-    slots = _arg_slots([*_context(before), data])
+        if new is not None:
+            changed["proctitle"] = data["proctitle"] = " ".join(
+                piece for arg in new for piece in arg
+            ).rstrip(" ")
+        return changed
+    context = _context(before)
+    slots = _arg_slots([*context, data])
     new = redact([[d[k] for d, k in pieces] for pieces in slots])
-    if new is None:
-        return False
-    changed: list[tuple[str, str, str]] = []
-    for pieces, values in zip(slots, new, strict=True):
-        for (owner, key), value in zip(pieces, values, strict=True):
-            if owner is data and data[key] != value:  # earlier records are shipped as they were
-                changed.append((key, data[key], value))
-                data[key] = value
-    _show(record, changed)
-    return bool(changed)
+    cut = _cut_chunks(slots, context, data)  # before masking: lengths as logged
+    if new is not None:
+        for pieces, values in zip(slots, new, strict=True):
+            for (owner, key), value in zip(pieces, values, strict=True):
+                # earlier records are shipped as they were
+                if owner is data and data[key] != value:
+                    changed[key] = data[key] = value
+    for key, edge in cut:
+        value = mask_lead(data[key]) if edge == "lead" else mask_trail(data[key])
+        if value != data[key]:
+            changed[key] = data[key] = value
+    return changed
+
+
+def _cut_chunks(
+    slots: list[list[tuple[dict[str, str], str]]],
+    context: list[dict[str, str]],
+    data: dict[str, str],
+) -> list[tuple[str, str]]:
+    """The chunks of ``data`` at a cut between records: ("aN[i]", "lead") for one that goes on
+    from an earlier record, ("aN[i]", "trail") for one that a later record may go on from: its
+    chunks so far are not exactly its argument's ``aN_len`` (unknown, or earlier chunks masked
+    to another length, count as going on: a needless mask, never a leak)."""
+    cut: list[tuple[str, str]] = []
+    for pieces in slots:
+        mine = [i for i, (owner, key) in enumerate(pieces) if owner is data and "[" in key]
+        if not mine:
+            continue
+        first_key, last_key = pieces[mine[0]][1], pieces[mine[-1]][1]
+        if mine[0] > 0 or not first_key.endswith("[0]"):
+            cut.append((first_key, "lead"))
+        index = first_key[1 : first_key.index("[")]
+        declared = next((d[f"a{index}_len"] for d in (data, *context) if f"a{index}_len" in d), "")
+        so_far = sum(len(owner[key]) for owner, key in pieces[: mine[-1] + 1])
+        if not declared.isdigit() or int(declared) != so_far:
+            cut.append((last_key, "trail"))
+    return cut
+
+
+def _shown(body: str, rtype: str, changed: dict[str, str]) -> str:
+    """``body`` with each value of ``changed`` shown as ``key="new"`` and every hex value the
+    parser decoded shown decoded (as ``parse_fields`` has them), in one pass: a ``str.replace``
+    per value cost time quadratic in them on a hostile line."""
+    out: list[str] = []
+    done = 0
+    for m in _KV.finditer(body):
+        key, raw = m["key"], m["val"]
+        name = f"{m['pre']}_{key}" if m["pre"] else key
+        if key == "msg" and raw.startswith("'"):
+            shown = "'" + _shown(raw[1:-1], rtype, changed) + raw[-1:]
+        elif name in changed:
+            shown = f'"{changed[name]}"' + (")" if raw.endswith(")") else "")
+        else:
+            value = _decode(name, raw, rtype)
+            bare = raw.rstrip(")")
+            decoded = value != raw and _HEX.fullmatch(bare) is not None
+            shown = f'"{value}"' + raw[len(bare) :] if decoded else raw
+        out += (body[done : m.start("val")], shown)  # through "key="
+        done = m.end("val")
+    out.append(body[done:])
+    return "".join(out)
 
 
 # How much of an event's earlier EXECVE arguments is context for the next record's: more than
@@ -400,39 +461,20 @@ def _context(before: list[tuple[str, dict[str, str]]]) -> list[dict[str, str]]:
     return taken[::-1]
 
 
-def _show(record: Record, changed: list[tuple[str, str, str]]) -> None:
-    """Write each (key, old value, new value) of ``changed`` into the record's msg, where the
-    parser shows it as ``key="old"`` (quoted, or decoded from hex), or else wherever the old
-    value appears: a masked secret must not stay in msg."""
-    shown = [(f'{key}="{old}"', f'{key}="{new}"') for key, old, new in changed]
-    missed = [(old, new) for key, old, new in changed]
-    record["msg"] = _rewrite(record["msg"], shown, missed)
-
-
-def _rewrite(
-    msg: str, pairs: list[tuple[str, str]], missed: list[tuple[str, str]] | None = None
-) -> str:
+def _rewrite(msg: str, pairs: list[tuple[str, str]]) -> str:
     """``msg`` with each (old, new) of ``pairs`` replaced, each at the first place after the
-    last one's (they come in the order the line holds them): one pass over ``msg``, where a
-    ``str.replace`` per pair cost time quadratic in the pairs (a command of 27,000 arguments in
-    one 256 KiB EXECVE record took 4.7 s). A pair not found so is ignored, or when ``missed``
-    holds its fallback (its index's), that is replaced wherever it is."""
+    last one's (they come in the order the line holds them, as ``parse_fields`` found them):
+    one pass over ``msg``, where a ``str.replace`` per pair cost time quadratic in the pairs (a
+    command of 27,000 arguments in one 256 KiB EXECVE record took 4.7 s)."""
     out: list[str] = []
     done = 0
-    fallbacks = []
-    for i, (old, new) in enumerate(pairs):
+    for old, new in pairs:
         at = msg.find(old, done)
-        if at < 0:
-            if missed is not None:
-                fallbacks.append(missed[i])
-            continue
-        out += (msg[done:at], new)
-        done = at + len(old)
+        if at >= 0:
+            out += (msg[done:at], new)
+            done = at + len(old)
     out.append(msg[done:])
-    msg = "".join(out)
-    for old, new in fallbacks:
-        msg = msg.replace(old, new)
-    return msg
+    return "".join(out)
 
 
 def _arg_slots(execves: list[dict[str, str]]) -> list[list[tuple[dict[str, str], str]]]:
@@ -459,8 +501,12 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return [(m["key"], m["val"]) for m in _KV.finditer(text)]
 
 
-def _audit_ts(sec: str, frac: str) -> str:
-    moment = datetime.fromtimestamp(int(sec), UTC)
+def _audit_ts(sec: str, frac: str) -> str | None:
+    """The audit time as the record's ``ts``; None past what a datetime holds (year 9999)."""
+    try:
+        moment = datetime.fromtimestamp(int(sec), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
     return format_utc(moment.replace(microsecond=int(frac[:6].ljust(6, "0"))))
 
 

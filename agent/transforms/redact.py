@@ -132,6 +132,49 @@ def _apply(plan: _Plan, value: str, low: str, ascii_text: bool) -> str:
     return value
 
 
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` sorted, with overlapping or touching ones joined and empty ones dropped."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        elif end > start:
+            merged.append((start, end))
+    return merged
+
+
+def _spans(rules: tuple[Rule, ...], text: str, low: str, now: str | None) -> list[tuple[int, int]]:
+    """Where each of ``rules`` whose triggers are in ``low`` (and whose prefilter finds
+    something in ``now``, the lowered ASCII text, if given) finds a secret in ``text``."""
+    found: list[tuple[int, int]] = []
+    for rule in rules:
+        if rule.triggers and not any(word in low for word in rule.triggers):
+            continue
+        if rule.prefilter is not None and now is not None and not rule.prefilter.search(now):
+            continue
+        for m in rule.pattern.finditer(text):
+            if rule.check is None or rule.check(m):
+                keep = "secret" in m.re.groupindex and m.start("secret") >= 0
+                found.append(m.span("secret") if keep else m.span())
+    return found
+
+
+def _in_raw(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Where ``spans`` of ``escapes_view(text)`` lie in ``text`` (an escaped quote or escaped
+    backslash is one character of the view and two of the text, paired left to right): one
+    walk over ``text`` for all of them."""
+    targets = sorted({at for span in spans for at in span})
+    where: dict[int, int] = {}
+    raw = view = 0
+    for target in targets:
+        while view < target:
+            escaped = text[raw] == "\\" and raw + 1 < len(text) and text[raw + 1] in '"\\'
+            raw += 2 if escaped else 1
+            view += 1
+        where[target] = raw
+    return [(where[start], where[end]) for start, end in spans]
+
+
 def _masked(text: str, spans: list[tuple[int, int]]) -> str:
     """``text`` with each of ``spans`` (sorted, disjoint) replaced by ``REDACTED``."""
     if not spans:
@@ -145,7 +188,7 @@ def _masked(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def _mask_lead(text: str) -> str:
+def mask_lead(text: str) -> str:
     """Mask the first token (up to ``_TAIL`` characters) of ``text``."""
     start = len(text) - len(text.lstrip())
     end = start
@@ -155,7 +198,7 @@ def _mask_lead(text: str) -> str:
     return text[:start] + REDACTED + text[end:] if end > start else text
 
 
-def _mask_trail(text: str) -> str:
+def mask_trail(text: str) -> str:
     """Mask the last token (up to ``_TAIL`` characters) of ``text``."""
     end = len(text.rstrip())
     start = end
@@ -234,25 +277,13 @@ class Redactor:
             return []
         low = caseless(value)
         now = value.lower() if value.isascii() else None
-        found: list[tuple[int, int]] = []
-        for rule in self.rules:
-            if rule.triggers and not any(word in low for word in rule.triggers):
-                continue
-            if rule.prefilter is not None and now is not None and not rule.prefilter.search(now):
-                continue
-            for m in rule.pattern.finditer(value):
-                if rule.check is not None and not rule.check(m):
-                    continue
-                keep = "secret" in m.re.groupindex and m.start("secret") >= 0
-                found.append(m.span("secret") if keep else m.span())
-        found.sort()
-        merged: list[tuple[int, int]] = []
-        for start, end in found:
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-            elif end > start:
-                merged.append((start, end))
-        return merged
+        view = escapes_view(value)
+        # The built-in rules read escaped quotes as quotes, as text() has them do; configured
+        # patterns see the text as it is.
+        found = _spans(BUILTIN_RULES, value if view is None else view, low, now)
+        if view is not None:
+            found = _in_raw(value, found)
+        return _merged(found + _spans(self.custom, value, low, now))
 
     def argv(self, args: list[list[str]]) -> list[list[str]] | None:
         """A command's arguments (each as the pieces it was logged in: auditd's ``aN[i]``
@@ -278,11 +309,14 @@ class Redactor:
         spans = self.secrets(line)
         if not spans:
             return None
-        masks: list[list[tuple[int, int]]] = [[] for _ in pieces]
+        widened = []
         for start, found_end in spans:
             arg_end = ends[bisect_right(ends, found_end - 1)]
             # a space, quote or ;&| inside one argument: literal, the value goes on
             end = arg_end if found_end < arg_end and line[found_end] in _ENDS_A_WORD else found_end
+            widened.append((start, end))
+        masks: list[list[tuple[int, int]]] = [[] for _ in pieces]
+        for start, end in _merged(widened):  # a widened span may cover the next ones
             first = bisect_right(starts, start) - 1
             for i in range(max(first, 0), len(pieces)):
                 begin = starts[i]
@@ -346,7 +380,7 @@ class Redactor:
             masked = self._continue(masked, carried[1], in_key=carried[2])
         masked = self.text(masked)
         if part > 0:  # the token that starts this part may end a secret begun in the last one
-            masked = _mask_lead(masked)
+            masked = mask_lead(masked)
         in_key = self._opens_key(msg, carried[2] if carried else False)
         # A quoted secret still open where this part ends ('password="a b'): the rest of the
         # part is masked (the rules took only its first word), and the next part up to its close.
@@ -355,7 +389,7 @@ class Redactor:
             quote = opened["quote"]
             masked = masked[: opened.end("quote")] + REDACTED
         self._carry[path] = (part + 1, msg[-_TAIL:], in_key, quote)
-        return _mask_trail(masked)
+        return mask_trail(masked)
 
     def _continue(self, msg: str, tail: str, *, in_key: bool) -> str:
         """Mask the start of ``msg`` as far as a rule matches across the boundary from ``tail``."""
