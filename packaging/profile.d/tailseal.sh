@@ -60,17 +60,17 @@ __tailseal_write() {  # $1 event, $2 command, $3 exit status, $4 history number
 
 if [ -n "${ZSH_VERSION:-}" ]; then
     __tailseal_preexec() {
-        __tailseal_cmd=$1
-        __tailseal_ran=1
-        (( ${precmd_functions[(Ie)__tailseal_precmd]} )) || {
-            __tailseal_write tamper "$1" 0 0
+        (( ${precmd_functions[(Ie)__tailseal_precmd]} )) || {  # the last command removed it
+            __tailseal_write tamper "$__tailseal_cmd" 0 0
             precmd_functions+=(__tailseal_precmd)
         }
+        __tailseal_cmd=$1
+        __tailseal_ran=1
     }
     __tailseal_precmd() {
-        local status=$?
+        local rc=$?  # not "status": zsh's read-only alias of $? (the hook then recorded nothing)
         if [ -n "$__tailseal_ran" ]; then
-            __tailseal_write command "$__tailseal_cmd" "$status" "$HISTCMD"
+            __tailseal_write command "$__tailseal_cmd" "$rc" "$HISTCMD"
             __tailseal_ran=""
         fi
         (( ${preexec_functions[(Ie)__tailseal_preexec]} )) || {

@@ -34,6 +34,7 @@ APT_PACKAGES = {
     "dpkg-deb": "dpkg",
     "strip": "binutils",
     "shellcheck": "shellcheck",
+    "zsh": "zsh",
 }
 
 _apt_updated = False
