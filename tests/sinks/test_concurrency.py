@@ -27,22 +27,6 @@ from tests.support import TlsFiles
 __all__ = ["rig"]  # the fixture, shared with test_native
 
 
-async def test_batches_side_by_side_are_stored_and_acked_in_order(
-    rig: Rig, tmp_path: Path, tls_files: TlsFiles
-) -> None:
-    collector, url = await start_collector(tmp_path, tls_files)
-    try:
-        await rig.commit(300)
-        sink = rig.sink(url, tls_files, max_batch_records=7, concurrency=4)
-        await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 300, "300 acked")
-        await assert_stored_in_order(collector, rig, 300)
-    finally:
-        await collector.stop()
-    assert (sink.relinks, sink.retries, sink.quarantined) == (0, {}, 0)
-    assert sink.records_acked == 300
-    assert sink.batches_sent == 43  # 300 / 7, every cursor saved once
-
-
 async def test_a_batch_refused_for_overtaking_the_one_before_it_is_sent_again(
     rig: Rig, tmp_path: Path, tls_files: TlsFiles
 ) -> None:

@@ -134,18 +134,22 @@ async def run_until(sink: NativeSink, condition: object, what: str) -> None:
             await task
 
 
+# (concurrency, records a batch, batches): 4 in flight side by side, answered and acked in order
+@pytest.mark.parametrize("shape", [(1, 500, 3), (4, 7, 172)], ids=["one", "four"])
 async def test_records_are_shipped_and_acked_in_order(
-    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles, shape: tuple[int, int, int]
 ) -> None:
+    concurrency, per_batch, batches = shape
     collector, url = await start_collector(tmp_path, tls_files)
     try:
         await rig.commit(1200)
-        sink = rig.sink(url, tls_files, max_batch_records=500)
+        sink = rig.sink(url, tls_files, max_batch_records=per_batch, concurrency=concurrency)
         await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 1200, "1200 acked")
-        assert sink.batches_sent == 3
+        assert sink.batches_sent == batches  # every cursor saved once
         await assert_stored_in_order(collector, rig, 1200)
     finally:
         await collector.stop()
+    assert (sink.relinks, sink.retries, sink.quarantined, sink.records_acked) == (0, {}, 0, 1200)
 
 
 @pytest.mark.parametrize(
