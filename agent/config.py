@@ -25,6 +25,7 @@ MiB = 1024 * 1024
 RAW_CHUNK_BYTES = 256 * 1024  # read_chunk_bytes unset, no parser
 PARSED_CHUNK_BYTES = 64 * 1024  # read_chunk_bytes unset, with a parser
 ENV_PREFIX = "TAILSEAL_"
+MAX_REORDER_WAIT = 60.0  # seconds: the collector's reorder_wait
 _T = TypeVar("_T")
 
 
@@ -239,7 +240,7 @@ class CollectorConfig(_Section, frozen=True):
     body_timeout: float = 30.0  # seconds a request body may take to arrive (slow-loris bound)
     silent_after: float = 300.0  # seconds without data before an unsealed stream is `silent`
     # Seconds a batch that came in ahead of the batches before it (an agent sends several at
-    # once) waits for them before it gets its 409; 0: never.
+    # once) waits for them before it gets its 409; 0: never; at most MAX_REORDER_WAIT.
     reorder_wait: float = 2.0
 
 
@@ -534,8 +535,12 @@ def parse_collector_config(
     _positive("max_decompressed_bytes", config.max_decompressed_bytes)
     _positive("body_timeout", config.body_timeout)
     _positive("silent_after", config.silent_after)
-    if config.reorder_wait < 0:
-        raise ConfigError("reorder_wait", f"must be >= 0, got {config.reorder_wait}")
+    # Stopping wakes waiting batches, so the bound is not for shutdown: a wait of minutes would
+    # only hold a body in memory and the agent's answer for nothing.
+    if not 0 <= config.reorder_wait <= MAX_REORDER_WAIT:
+        raise ConfigError(
+            "reorder_wait", f"must be 0..{MAX_REORDER_WAIT:g} seconds, got {config.reorder_wait}"
+        )
     for i, token in enumerate(config.tokens):
         if token.rate_limit_batches_per_second < 0:
             raise ConfigError(f"tokens[{i}].rate_limit_batches_per_second", "must be >= 0")

@@ -5,14 +5,24 @@
 (413) within ``body_timeout`` (408), bounded decompression (413), header (400), host
 authorization (403), record structure (400); then, under the stream's lock: the token must also
 be allowed for the host holding the stream (403), linking to the held head (409; a
-batch that came in ahead of the ones before it first waits ``reorder_wait`` for them), chain
+batch that came in ahead of the ones before it may first wait for them, see below), chain
 verification (400), and either an idempotent 200 for a repeat or a durable append before the
 200. ``GET /v1/streams`` lists the streams the token may see, deciding ``silent`` at listing
 time. Unexpected failures become a JSON 500 and a log line; the server keeps serving. Storage
 errors (disk full, I/O errors) become 503 with ``Retry-After``.
 
-Stopping closes the listener, answers 503 to new requests on open connections, and lets
-requests in flight finish (bodies still arriving included) for up to ``SHUTDOWN_TIMEOUT``.
+A batch that overtook the batches before it (the agent sends several at once) waits for the
+stream's head to reach it, for at most ``reorder_wait`` seconds and only while all of these hold,
+checked again at every wake-up: another request of its token is being handled (something may
+fill the hole), the collector is not stopping, and the waiting stays within its bounds —
+``MAX_WAITING`` batches per stream, ``MAX_WAITING_ALL`` in all, and decompressed bodies of
+``max_decompressed_bytes`` in all (each waiting batch holds its body and parsed lines). Otherwise
+it is answered at once: a 409 if it does not link. The owner check (403) comes before any
+waiting, on every read of the head.
+
+Stopping closes the listener, wakes the waiting batches (they are answered at once), answers 503
+to new requests on open connections, and lets requests in flight finish (bodies still arriving
+included) for up to ``SHUTDOWN_TIMEOUT``.
 
 :class:`Collector` owns the aiohttp runner, the loaded tokens and one ``asyncio.Condition`` per
 stream, its lock and its wake-up (all touched only by the event-loop thread); the
@@ -40,7 +50,6 @@ from agent.collector.batch import (
     ENCODINGS,
     Batch,
     BatchError,
-    BatchHeader,
     decompress,
     first_new_index,
     is_ahead,
@@ -65,6 +74,7 @@ from agent.statefile import write_atomic
 
 NDJSON = "application/x-ndjson"
 MAX_WAITING = 16  # batches per stream waiting for those before them (``reorder_wait``)
+MAX_WAITING_ALL = 64  # such batches in all streams together
 SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get to finish at stop
 RETRY_AFTER = "5"
 
@@ -98,6 +108,8 @@ class Collector:
         # Per stream: its lock, and the wake-up for batches waiting for those before them.
         self._turns: dict[str, asyncio.Condition] = {}
         self._waiting: dict[str, int] = {}  # per stream: batches waiting for their turn
+        self._waiting_bytes = 0  # decompressed size of the waiting batches together
+        self._wakers: set[asyncio.Task[None]] = set()  # wake-ups of waiting batches under way
         self._sending: dict[str, int] = {}  # per token name: batches being handled
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -147,6 +159,7 @@ class Collector:
             # reading them at once, which would cut off a batch whose body is still arriving.
             for site in list(runner.sites):
                 await site.stop()
+            await self._wake_waiting()  # stopping: they are answered now, not at their deadline
             try:
                 await asyncio.wait_for(self._idle.wait(), SHUTDOWN_TIMEOUT)
             except TimeoutError:
@@ -154,6 +167,7 @@ class Collector:
                     "stopping with requests in flight", extra={"fields": {"count": self.in_flight}}
                 )
             await runner.cleanup()
+        await asyncio.gather(*self._wakers)
         await self.store.close()
 
     def _counted(self) -> Middleware:
@@ -189,9 +203,17 @@ class Collector:
         try:
             return await self._batch(request, token)
         finally:
-            self._sending[token.name] -= 1
-            if not self._sending[token.name]:
+            left = self._sending[token.name] - 1
+            if left:
+                self._sending[token.name] = left
+            else:
                 del self._sending[token.name]
+            if left == 1 and self._waiting:
+                # The token's last request may be a waiting batch, now alone: nothing else can
+                # fill its hole. Woken in a task, so this reply does not wait for other locks.
+                waker = asyncio.get_running_loop().create_task(self._wake_waiting())
+                self._wakers.add(waker)
+                waker.add_done_callback(self._wakers.discard)
 
     async def _batch(self, request: web.Request, token: _Token) -> web.Response:
         if request.content_type != NDJSON:
@@ -230,12 +252,9 @@ class Collector:
         stream = header.stream
         turn = self._turns.setdefault(stream, asyncio.Condition())
         async with turn:
-            # Alone, a batch has no batch before it on its way: it is answered at once.
-            held = await self._held_for(turn, header, alone=self._sending[token.name] == 1)
+            held = await self._held_for(turn, batch, token)
             if held is None:
                 held_seq, held_head, held_gaps = 0, genesis(stream).hex(), 0
-            elif not token.allows(owner := str(held.host.get("name", ""))):
-                raise rejected(403, f"token {token.name!r} may not send for host {owner!r}")
             else:
                 held_seq, held_head, held_gaps = held.last_seq, held.head, held.gaps
             start = first_new_index(batch, held_seq, held_head)
@@ -262,36 +281,61 @@ class Collector:
             return new.last_seq, new.head
 
     async def _held_for(
-        self, turn: asyncio.Condition, header: BatchHeader, *, alone: bool
+        self, turn: asyncio.Condition, batch: Batch, token: _Token
     ) -> StreamHead | None:
-        """The stream's head (``turn`` held), once a batch that came in ahead of the ones before
-        it can link: an agent sends several batches at once (its ``concurrency``), and one may
-        be read, decompressed and parsed before the one before it. Such a batch waits (at most
-        ``reorder_wait`` seconds, at most ``MAX_WAITING`` of them per stream, and only while
-        another request with its token is being handled: not ``alone``) for the head to reach
-        it, then goes on as any other: a 409 if it still does not link."""
+        """The stream's head (``turn`` held), once ``batch`` may go on: an agent sends several
+        batches at once (its ``concurrency``), and one may be read, decompressed and parsed
+        before the one before it. Such a batch waits (at most ``reorder_wait`` seconds, while
+        :meth:`_may_wait`) for the head to reach it, then goes on as any other: a 409 if it
+        still does not link. 403 before any waiting if ``token`` may not write the stream's
+        host (checked at every read of the head: the stream may be created meanwhile)."""
+        header = batch.header
         stream = header.stream
+        size = len(batch.data)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.reorder_wait
         while True:
             held = await self.store.head(stream)
+            if held is not None and not token.allows(owner := str(held.host.get("name", ""))):
+                raise rejected(403, f"token {token.name!r} may not send for host {owner!r}")
             remaining = deadline - loop.time()
-            waiting = self._waiting.get(stream, 0)
             if (
-                alone
-                or not is_ahead(header, 0 if held is None else held.last_seq)
+                not is_ahead(header, 0 if held is None else held.last_seq)
                 or remaining <= 0
-                or waiting >= MAX_WAITING
+                or not self._may_wait(stream, size, token)
             ):
                 return held
-            self._waiting[stream] = waiting + 1
+            self._waiting[stream] = self._waiting.get(stream, 0) + 1
+            self._waiting_bytes += size
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(turn.wait(), remaining)
             finally:
+                self._waiting_bytes -= size
                 self._waiting[stream] -= 1
                 if not self._waiting[stream]:
                     del self._waiting[stream]
+
+    def _may_wait(self, stream: str, size: int, token: _Token) -> bool:
+        """Whether a batch of ``size`` decompressed bytes on ``stream`` may wait (again) for the
+        batches before it. Not when alone (no other request of its token is being handled:
+        nothing could fill the hole) or stopping; and within the bounds that keep what waiting
+        batches hold in memory small: ``MAX_WAITING`` per stream, ``MAX_WAITING_ALL`` and
+        ``max_decompressed_bytes`` (the bound of one request) in all."""
+        return (
+            self._sending.get(token.name, 0) > 1
+            and not self._stopping
+            and self._waiting.get(stream, 0) < MAX_WAITING
+            and self.waiting < MAX_WAITING_ALL
+            and self._waiting_bytes + size <= self.config.max_decompressed_bytes
+        )
+
+    async def _wake_waiting(self) -> None:
+        """Wake the batches waiting on any stream to decide again whether they may wait."""
+        for stream in list(self._waiting):
+            turn = self._turns[stream]
+            async with turn:
+                turn.notify_all()
 
     async def _get_streams(self, request: web.Request) -> web.Response:
         token = self._authenticate(request)

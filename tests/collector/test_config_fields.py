@@ -24,6 +24,8 @@ def test_defaults_are_unlimited_rate_and_documented_timeouts() -> None:
         ({"silent_after": -1}, "silent_after"),
         ({"reorder_wait": -0.5}, "reorder_wait"),
         ({"reorder_wait": "soon"}, "reorder_wait"),
+        ({"reorder_wait": 61}, "reorder_wait"),
+        ({"reorder_wait": float("nan")}, "reorder_wait"),
         (
             {"tokens": [{"name": "a", "token": "s", "rate_limit_batches_per_second": -2}]},
             "tokens[0].rate_limit_batches_per_second",

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from agent.collector.server import MAX_WAITING, Collector
+from agent.collector.server import MAX_WAITING, MAX_WAITING_ALL, Collector
 from tests.collector.chains import Chain, make_chain
 from tests.collector.harness import (
+    OPS_TOKEN,
+    WEB_TOKEN,
     Running,
     client_context,
     collector_config,
@@ -35,6 +38,38 @@ def held_back(body: bytes, release: asyncio.Event) -> AsyncIterator[bytes]:
 def server(running: Running) -> Collector:
     assert running.collector is not None
     return running.collector
+
+
+Reply = tuple[int, dict[str, Any]]
+
+
+async def on_its_way(
+    running: Running, release: asyncio.Event, token: str = OPS_TOKEN
+) -> asyncio.Task[Reply]:
+    """A batch of another stream held back until ``release``: while it is being handled, the
+    batches of ``token`` are not alone (they may wait). Returns its task once it is in flight."""
+    in_flight = server(running).in_flight
+    body = held_back(make_chain(1).batch(1, 1), release)
+    task = asyncio.create_task(post(running, body, token=token))
+    await eventually(
+        lambda: server(running).in_flight > in_flight, timeout=10, what="a batch on its way"
+    )
+    return task
+
+
+async def answer_without_waiting(running: Running, body: bytes, token: str = OPS_TOKEN) -> Reply:
+    """POST ``body`` and return the answer, failing if the batch waits instead."""
+    waiting = server(running).waiting
+    reply = asyncio.create_task(post(running, body, token=token))
+    await eventually(
+        lambda: reply.done() or server(running).waiting > waiting,
+        timeout=10,
+        what="an answer or a wait",
+    )
+    if not reply.done():
+        reply.cancel()
+        raise AssertionError("the batch waits")
+    return reply.result()
 
 
 async def test_a_batch_that_overtakes_the_one_before_it_waits_for_it(collector: Running) -> None:
@@ -120,3 +155,140 @@ async def test_batches_waiting_on_one_stream_are_bounded(
             {"acked": last + 1, "head": chain.head(last + 1)},
         )
         assert await stored(running, chain) == chain.lines
+
+
+async def test_batches_waiting_in_all_streams_together_are_bounded(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # New stream ids cost nothing: past MAX_WAITING_ALL waiting in all, one more is answered
+    # at once, though its own stream has none waiting.
+    chains = [make_chain(1 + MAX_WAITING) for _ in range(MAX_WAITING_ALL // MAX_WAITING)]
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
+    async with started(config, client_context(tls_files)) as running:
+        release = asyncio.Event()
+        busy = await on_its_way(running, release)
+        later = [
+            asyncio.create_task(post(running, chain.batch(seq, seq)))
+            for chain in chains
+            for seq in range(2, 2 + MAX_WAITING)
+        ]
+        await eventually(
+            lambda: server(running).waiting == MAX_WAITING_ALL, timeout=20, what="all waiting"
+        )
+
+        assert await answer_without_waiting(running, make_chain(2).batch(2, 2)) == (
+            409,
+            {"expected": 1},
+        )
+
+        for chain in chains:
+            assert (await post(running, chain.batch(1, 1)))[0] == 200
+        assert [(await task)[0] for task in later] == [200] * MAX_WAITING_ALL
+        release.set()
+        assert (await busy)[0] == 200
+        for chain in chains:
+            assert await stored(running, chain) == chain.lines
+
+
+async def test_batches_waiting_hold_at_most_max_decompressed_bytes_in_all(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # Each waiting batch holds its decompressed body: two fit the bound, a third does not.
+    chains = [make_chain(20) for _ in range(3)]
+    bodies = [chain.batch(2, 20) for chain in chains]
+    limit = len(bodies[0]) + len(bodies[1])
+    config = collector_config(
+        tmp_path, tls_files, reorder_wait=3600.0, max_decompressed_bytes=limit
+    )
+    async with started(config, client_context(tls_files)) as running:
+        release = asyncio.Event()
+        busy = await on_its_way(running, release)
+        later = [asyncio.create_task(post(running, body)) for body in bodies[:2]]
+        await eventually(lambda: server(running).waiting == 2, timeout=10, what="two waiting")
+
+        assert await answer_without_waiting(running, bodies[2]) == (409, {"expected": 1})
+
+        for chain, task in zip(chains[:2], later, strict=True):
+            assert (await post(running, chain.batch(1, 1)))[0] == 200
+            assert await task == (200, {"acked": 20, "head": chain.head(20)})
+        release.set()
+        assert (await busy)[0] == 200
+
+
+async def test_a_token_not_allowed_for_the_stream_gets_403_without_waiting(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # It cannot take the waiting slots of a stream it may not write.
+    chain = make_chain(31)
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
+    async with started(config, client_context(tls_files)) as running:
+        assert (await post(running, chain.batch(1, 2, host="db-1")))[0] == 200
+        release = asyncio.Event()
+        busy = await on_its_way(running, release, token=WEB_TOKEN)
+
+        assert await answer_without_waiting(running, chain.batch(30, 31), token=WEB_TOKEN) == (
+            403,
+            {"error": "token 'web' may not send for host 'db-1'"},
+        )
+
+        release.set()
+        assert (await busy)[0] == 200
+
+
+async def test_a_waiting_batch_gets_403_once_a_host_it_may_not_write_creates_the_stream(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    chain = make_chain(31)
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
+    async with started(config, client_context(tls_files)) as running:
+        release = asyncio.Event()
+        busy = await on_its_way(running, release, token=WEB_TOKEN)
+        ahead = asyncio.create_task(post(running, chain.batch(30, 31), token=WEB_TOKEN))
+        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
+
+        assert (await post(running, chain.batch(1, 2, host="db-1")))[0] == 200
+
+        await eventually(ahead.done, timeout=10, what="the waiting batch answered")
+        assert ahead.result() == (403, {"error": "token 'web' may not send for host 'db-1'"})
+        release.set()
+        assert (await busy)[0] == 200
+
+
+async def test_a_waiting_batch_is_answered_once_the_other_request_of_its_token_ends(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # Alone again, nothing can fill its hole: no need to wait out reorder_wait.
+    chain = make_chain(6)
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
+    async with started(config, client_context(tls_files)) as running:
+        release = asyncio.Event()
+        busy = await on_its_way(running, release)
+        ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
+        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
+
+        release.set()
+        assert (await busy)[0] == 200
+
+        await eventually(ahead.done, timeout=10, what="the waiting batch answered")
+        assert ahead.result() == (409, {"expected": 1})
+        assert server(running).waiting == 0
+
+
+async def test_stopping_answers_waiting_batches_at_once(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    chain = make_chain(6)
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
+    async with started(config, client_context(tls_files)) as running:
+        release = asyncio.Event()
+        busy = await on_its_way(running, release)
+        ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
+        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
+
+        stopping = asyncio.create_task(server(running).stop())
+
+        await eventually(ahead.done, timeout=10, what="the waiting batch answered")
+        assert ahead.result() == (409, {"expected": 1})
+        release.set()
+        assert (await busy)[0] == 200  # a body still arriving is still taken in
+        await stopping
