@@ -27,6 +27,9 @@ is complete on EOE, on a single-record (user-space) type, after ``timeout`` seco
 than ``max_in_flight`` events are open. A gap in the sequence (modulo 2**32, so a wrap is not a
 gap) that no open event fills produces an ``audit_lost`` record with the count.
 
+Modules: a record's fields are parsed and shown by ``audit_fields.py``, its arguments redacted by
+``audit_argv.py``; this one reads the header and reassembles events.
+
 State: the reassembler's open events and last released sequence belong to the task that runs the
 source's chain. Time comes from an injectable monotonic clock.
 """
@@ -41,8 +44,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.record import Record
+from agent.transforms.audit_argv import RedactArgv, redact_argv
+from agent.transforms.audit_fields import ARG, KV, decode, parse_fields, rewrite, shown
 from agent.transforms.fields import tag
-from agent.transforms.redact import mask_lead, mask_trail
 from agent.transforms.syslog import format_utc
 
 _HEADER = re.compile(
@@ -50,37 +54,6 @@ _HEADER = re.compile(
     r" msg=audit\((?P<sec>\d{1,12})\.(?P<ms>\d{1,9}):(?P<seq>\d{1,20})\): ?(?P<body>.*)",
     re.S,
 )
-_KV = re.compile(
-    r"(?:(?P<pre>old|new) )?(?P<key>[\w-]+(?:\[\d+\])?)=(?P<val>\"[^\"]*\"|'[^']*'|[^\s,]*)"
-)
-_AVC = re.compile(r"avc:\s+(?P<result>\w+)\s+\{\s*(?P<perms>[^}]*?)\s*\}")
-_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
-_ARG = re.compile(r"a(\d+)(?:\[(\d+)\])?")
-_HEX_KEYS = frozenset(
-    (
-        "proctitle",
-        "exe",
-        "comm",
-        "name",
-        "cwd",
-        "cmd",
-        "path",
-        "key",
-        "data",
-        "acct",
-        "ocomm",
-        "opath",
-        "old-chardev",
-        "new-chardev",
-        "watch",
-        "dir",
-        "file",
-        "vm",
-        "root_dir",
-    )
-)
-_UNSET_KEYS = frozenset(("auid", "ses"))
-_UNSET = "4294967295"
 # User-space records (auditd types 1100-1299 and 2100-2999) are whole events by themselves;
 # kernel records wait for their EOE, for the timeout or for the in-flight limit.
 _USER_SPACE = (
@@ -118,91 +91,6 @@ _USER_SPACE = (
     "AVC_PATH",
 )
 _SEQ_MOD = 1 << 32
-_ARCH = {"c000003e": "x86_64", "40000003": "i386", "c00000b7": "aarch64", "40000028": "arm"}
-# Linux errno and signal numbers shared by the common architectures. Syscall numbers differ per
-# architecture and are not named here: the ENRICHED log format carries their names.
-# fmt: off
-_ERRNO = dict(enumerate((
-    "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "ENXIO", "E2BIG", "ENOEXEC", "EBADF", "ECHILD",
-    "EAGAIN", "ENOMEM", "EACCES", "EFAULT", "ENOTBLK", "EBUSY", "EEXIST", "EXDEV", "ENODEV",
-    "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ENOTTY", "ETXTBSY", "EFBIG", "ENOSPC",
-    "ESPIPE", "EROFS", "EMLINK", "EPIPE", "EDOM", "ERANGE",
-), 1))
-_SIGNALS = dict(enumerate((
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
-    "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD",
-    "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ",
-    "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
-), 1))
-# fmt: on
-
-
-def _decode(key: str, value: str, record_type: str) -> str:
-    if value.endswith(")") and not value.startswith("("):  # "(... res=success)" in PAM records
-        value = value[:-1]
-    if value.startswith('"'):
-        return value[1:-1] if value.endswith('"') and len(value) > 1 else value[1:]
-    if value.startswith("'"):
-        return value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
-    hexable = key in _HEX_KEYS or (record_type == "EXECVE" and _ARG.fullmatch(key) is not None)
-    if hexable and len(value) >= 2 and _HEX.fullmatch(value):
-        text = bytes.fromhex(value).decode("utf-8", errors="replace")
-        return text.replace("\x00", " ").rstrip(" ") if key == "proctitle" else text
-    return value
-
-
-def parse_fields(
-    body: str, record_type: str, decoded: list[tuple[str, str]] | None = None
-) -> dict[str, str]:
-    """The normalised key=value data of one record body (without the enriched part).
-
-    ``decoded`` collects ``(key=HEX, key="text")`` for each hex value decoded, as found in body.
-    """
-    data: dict[str, str] = {}
-    avc = _AVC.match(body)
-    if avc:
-        data["seresult"] = avc["result"]
-        data["seperms"] = ",".join(avc["perms"].split())
-    for m in _KV.finditer(body):
-        key, raw = m["key"], m["val"]
-        if key == "msg" and raw.startswith("'"):
-            data.update(parse_fields(raw[1:-1], record_type, decoded))
-            continue
-        if m["pre"]:
-            key = f"{m['pre']}_{key}"
-        value = _decode(key, raw, record_type)
-        if decoded is not None and value != raw and _HEX.fullmatch(raw.rstrip(")")):
-            decoded.append((f"{m['key']}={raw.rstrip(')')}", f'{m["key"]}="{value}"'))
-        if value in ("?", "(null)", ""):
-            continue
-        data[key] = value
-    _normalise(data)
-    return data
-
-
-def _normalise(data: dict[str, str]) -> None:
-    for key in _UNSET_KEYS:
-        if data.get(key) == _UNSET:
-            data[key] = "unset"
-    result = data.pop("res", None) or data.pop("success", None)
-    if result is not None:
-        data["result"] = "success" if result in ("success", "yes", "1") else "fail"
-    for label in ("subj", "obj"):
-        context = data.get(label)
-        parts = context.split(":", 4) if context is not None else []
-        if len(parts) >= 4:
-            del data[label]
-            names = ("user", "role", "domain", "level", "category")
-            data.update((f"{label}_{n}", v) for n, v in zip(names, parts, strict=False))
-    arch = _ARCH.get(data.get("arch", ""))
-    if arch is not None:
-        data["arch"] = arch
-    exit_code = data.get("exit", "")
-    if exit_code.startswith("-") and exit_code[1:].isdigit():
-        data["exit"] = _ERRNO.get(int(exit_code[1:]), exit_code)
-    sig = data.get("sig", "")
-    if sig.isdigit() and int(sig) in _SIGNALS:
-        data["sig"] = _SIGNALS[int(sig)]
 
 
 @dataclass(slots=True)
@@ -216,16 +104,12 @@ class _Event:
     masked: bool = False  # some record's arguments had a secret masked
 
 
-# A command's arguments, each as its pieces, with its secrets masked (None: nothing to mask).
-RedactArgv = Callable[[list[list[str]]], list[list[str]] | None]
-
-
 class AuditParser:
     """Parses audit records and reassembles events; ``take()`` returns the finished ones.
 
     ``redact_argv`` (``Redactor.argv``, when the source redacts): EXECVE arguments and
     ``proctitle`` are redacted as one command line before anything else sees them (see
-    ``_redact_argv``)."""
+    ``redact_argv``)."""
 
     def __init__(
         self,
@@ -258,17 +142,17 @@ class AuditParser:
         if self.redact_argv is not None and rtype in ("EXECVE", "PROCTITLE"):
             event = self._open.get(seq)
             before = event.records if event is not None and event.stamp == stamp else []
-            changed = _redact_argv(self.redact_argv, data, rtype=rtype, body=body, before=before)
+            changed = redact_argv(self.redact_argv, data, rtype=rtype, body=body, before=before)
         if changed:  # shown masked, and decoded: one pass over the line
             at = m.start("body")
             msg = record["msg"]
-            record["msg"] = msg[:at] + _shown(body, rtype, changed) + msg[at + len(body) :]
+            record["msg"] = msg[:at] + shown(body, rtype, changed) + msg[at + len(body) :]
             tag(record, "redacted")
         elif decoded:  # show it decoded, where redaction can see it
-            record["msg"] = _rewrite(record["msg"], decoded)
+            record["msg"] = rewrite(record["msg"], decoded)
         audit: dict[str, Any] = {"record_type": rtype, "sequence": seq, "data": data}
         if enriched:
-            audit["enriched"] = {k: _decode(k, v, "") for k, v in _pairs(enriched)}
+            audit["enriched"] = {k: decode(k, v, "") for k, v in _pairs(enriched)}
         if m["node"]:
             audit["node"] = m["node"]
         record["auditd"] = audit
@@ -333,172 +217,8 @@ class AuditParser:
         self._last = seq
 
 
-_PROCTITLE = re.compile(r"(?<![\w-])proctitle=(?P<hex>(?:[0-9A-Fa-f]{2})+)(?![\w\"'])")
-
-
-def _redact_argv(
-    redact: RedactArgv,
-    data: dict[str, str],
-    *,
-    rtype: str,
-    body: str,
-    before: list[tuple[str, dict[str, str]]],
-) -> dict[str, str]:
-    """Mask the secrets of an EXECVE record's arguments, or a PROCTITLE's, in ``data``, as
-    ``redact`` finds them in the command line; the keys changed, with their new values.
-
-    Each string alone is redacted later as any field is, but a rule such as ``mysql -p`` needs
-    the command before its option, which is in another argument (maybe of an earlier EXECVE
-    record of the event, ``before``, with its own secrets already masked). A proctitle is the
-    command's NUL-separated argv (cut at 128 bytes): redacted split at its NULs, not at the
-    spaces ``data`` shows in their place.
-
-    An argument too long for one record goes on in the next (``aN[i]`` chunks): neither record
-    alone can tell whether the token at the cut is (part of) a secret, so the last token of a
-    chunk that the next record continues, and the first token of a chunk that continues one,
-    are masked, as the halves of a split line are (``mask_trail``, ``mask_lead``)."""
-    changed: dict[str, str] = {}
-    if rtype == "PROCTITLE":
-        title = data.get("proctitle")
-        if title is None:
-            return changed
-        found = _PROCTITLE.search(body)
-        if found is not None:
-            text = bytes.fromhex(found["hex"]).decode("utf-8", errors="replace")
-            args = [[arg] for arg in text.split("\x00")]
-        else:
-            args = [[title]]
-        new = redact(args)
-        if new is not None:
-            changed["proctitle"] = data["proctitle"] = " ".join(
-                piece for arg in new for piece in arg
-            ).rstrip(" ")
-        return changed
-    context = _context(before)
-    slots = _arg_slots([*context, data])
-    new = redact([[d[k] for d, k in pieces] for pieces in slots])
-    cut = _cut_chunks(slots, context, data)  # before masking: lengths as logged
-    if new is not None:
-        for pieces, values in zip(slots, new, strict=True):
-            for (owner, key), value in zip(pieces, values, strict=True):
-                # earlier records are shipped as they were
-                if owner is data and data[key] != value:
-                    changed[key] = data[key] = value
-    for key, edge in cut:
-        value = mask_lead(data[key]) if edge == "lead" else mask_trail(data[key])
-        if value != data[key]:
-            changed[key] = data[key] = value
-    return changed
-
-
-def _cut_chunks(
-    slots: list[list[tuple[dict[str, str], str]]],
-    context: list[dict[str, str]],
-    data: dict[str, str],
-) -> list[tuple[str, str]]:
-    """The chunks of ``data`` at a cut between records: ("aN[i]", "lead") for one that goes on
-    from an earlier record, ("aN[i]", "trail") for one that a later record may go on from: its
-    chunks so far are not exactly its argument's ``aN_len`` (unknown, or earlier chunks masked
-    to another length, count as going on: a needless mask, never a leak)."""
-    cut: list[tuple[str, str]] = []
-    for pieces in slots:
-        mine = [i for i, (owner, key) in enumerate(pieces) if owner is data and "[" in key]
-        if not mine:
-            continue
-        first_key, last_key = pieces[mine[0]][1], pieces[mine[-1]][1]
-        if mine[0] > 0 or not first_key.endswith("[0]"):
-            cut.append((first_key, "lead"))
-        index = first_key[1 : first_key.index("[")]
-        declared = next((d[f"a{index}_len"] for d in (data, *context) if f"a{index}_len" in d), "")
-        so_far = sum(len(owner[key]) for owner, key in pieces[: mine[-1] + 1])
-        if not declared.isdigit() or int(declared) != so_far:
-            cut.append((last_key, "trail"))
-    return cut
-
-
-def _shown(body: str, rtype: str, changed: dict[str, str]) -> str:
-    """``body`` with each value of ``changed`` shown as ``key="new"`` and every hex value the
-    parser decoded shown decoded (as ``parse_fields`` has them), in one pass: a ``str.replace``
-    per value cost time quadratic in them on a hostile line."""
-    out: list[str] = []
-    done = 0
-    for m in _KV.finditer(body):
-        key, raw = m["key"], m["val"]
-        name = f"{m['pre']}_{key}" if m["pre"] else key
-        if key == "msg" and raw.startswith("'"):
-            shown = "'" + _shown(raw[1:-1], rtype, changed) + raw[-1:]
-        elif name in changed:
-            shown = f'"{changed[name]}"' + (")" if raw.endswith(")") else "")
-        else:
-            value = _decode(name, raw, rtype)
-            bare = raw.rstrip(")")
-            decoded = value != raw and _HEX.fullmatch(bare) is not None
-            shown = f'"{value}"' + raw[len(bare) :] if decoded else raw
-        out += (body[done : m.start("val")], shown)  # through "key="
-        done = m.end("val")
-    out.append(body[done:])
-    return "".join(out)
-
-
-# How much of an event's earlier EXECVE arguments is context for the next record's: more than
-# a command's reach to its option (``rules._COMMAND_REACH``). Bounded, so that an event of many
-# records costs time linear in them, not quadratic.
-_CONTEXT_CHARS = 4096
-
-
-def _context(before: list[tuple[str, dict[str, str]]]) -> list[dict[str, str]]:
-    """The data of the last EXECVE records in ``before`` whose values hold at least
-    ``_CONTEXT_CHARS`` characters (or all of them), in order."""
-    taken: list[dict[str, str]] = []
-    size = 0
-    for rtype, data in reversed(before):
-        if rtype != "EXECVE":
-            continue
-        taken.append(data)
-        size += sum(map(len, data.values()))
-        if size >= _CONTEXT_CHARS:
-            break
-    return taken[::-1]
-
-
-def _rewrite(msg: str, pairs: list[tuple[str, str]]) -> str:
-    """``msg`` with each (old, new) of ``pairs`` replaced, each at the first place after the
-    last one's (they come in the order the line holds them, as ``parse_fields`` found them):
-    one pass over ``msg``, where a ``str.replace`` per pair cost time quadratic in the pairs (a
-    command of 27,000 arguments in one 256 KiB EXECVE record took 4.7 s)."""
-    out: list[str] = []
-    done = 0
-    for old, new in pairs:
-        at = msg.find(old, done)
-        if at >= 0:
-            out += (msg[done:at], new)
-            done = at + len(old)
-    out.append(msg[done:])
-    return "".join(out)
-
-
-def _arg_slots(execves: list[dict[str, str]]) -> list[list[tuple[dict[str, str], str]]]:
-    """Where each argument of ``execves`` lives, in order: its (data, key) pieces, one ``aN``
-    or its ``aN[i]`` chunks in order (as ``execve_args`` joins them)."""
-    whole: dict[int, tuple[dict[str, str], str]] = {}
-    chunks: dict[int, dict[int, tuple[dict[str, str], str]]] = {}
-    for data in execves:
-        for key in data:
-            m = _ARG.fullmatch(key)
-            if m is None:
-                continue
-            if m[2] is None:
-                whole[int(m[1])] = (data, key)
-            else:
-                chunks.setdefault(int(m[1]), {})[int(m[2])] = (data, key)
-    slots = {index: [slot] for index, slot in whole.items()}
-    for index, parts in chunks.items():
-        slots[index] = [parts[i] for i in sorted(parts)]
-    return [slots[i] for i in sorted(slots)]
-
-
 def _pairs(text: str) -> list[tuple[str, str]]:
-    return [(m["key"], m["val"]) for m in _KV.finditer(text)]
+    return [(m["key"], m["val"]) for m in KV.finditer(text)]
 
 
 def _audit_ts(sec: str, frac: str) -> str | None:
@@ -588,7 +308,7 @@ def execve_args(execves: list[dict[str, str]]) -> list[str]:
     chunks: dict[int, dict[int, str]] = {}
     for data in execves:
         for key, value in data.items():
-            m = _ARG.fullmatch(key)
+            m = ARG.fullmatch(key)
             if m is None:
                 continue
             index = int(m[1])
