@@ -107,6 +107,7 @@ class Collector:
         self._tokens: list[_Token] = []
         # Per stream: its lock, and the wake-up for batches waiting for those before them.
         self._turns: dict[str, asyncio.Condition] = {}
+        self._users: dict[str, int] = {}  # per stream: requests that hold or want its turn
         self._waiting: dict[str, int] = {}  # per stream: batches waiting for their turn
         self._waiting_bytes = 0  # decompressed size of the waiting batches together
         self._wakers: set[asyncio.Task[None]] = set()  # wake-ups of waiting batches under way
@@ -117,6 +118,11 @@ class Collector:
         self._idle = asyncio.Event()  # set while in_flight == 0
         self._idle.set()
         self._stopping = False
+
+    @property
+    def busy_streams(self) -> int:
+        """Streams with a request under way (each holds a condition until its last ends)."""
+        return len(self._turns)
 
     @property
     def waiting(self) -> int:
@@ -251,6 +257,26 @@ class Collector:
         header = batch.header
         stream = header.stream
         turn = self._turns.setdefault(stream, asyncio.Condition())
+        self._users[stream] = self._users.get(stream, 0) + 1
+        try:
+            return await self._append(turn, batch, token, client)
+        finally:  # the last request of a stream drops its condition: ids come and go with hosts
+            left = self._users.pop(stream) - 1
+            if left:
+                self._users[stream] = left
+            else:
+                del self._turns[stream]
+
+    async def _append(
+        self,
+        turn: asyncio.Condition,
+        batch: Batch,
+        token: _Token,
+        client: dict[str, Any] | None,
+    ) -> tuple[int, str]:
+        """:meth:`_accept` under the stream's ``turn``."""
+        header = batch.header
+        stream = header.stream
         async with turn:
             held = await self._held_for(turn, batch, token)
             if held is None:

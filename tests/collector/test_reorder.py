@@ -85,6 +85,7 @@ async def test_a_batch_that_overtakes_the_one_before_it_waits_for_it(collector: 
         lambda: server(collector).waiting == 2, timeout=10, what="the later batches waiting"
     )
     assert not second.done()
+    assert server(collector).busy_streams == 1
 
     release.set()
 
@@ -93,6 +94,17 @@ async def test_a_batch_that_overtakes_the_one_before_it_waits_for_it(collector: 
     assert await third == (200, {"acked": 9, "head": chain.head(9)})
     assert await stored(collector, chain) == chain.lines
     assert server(collector).waiting == 0
+    assert server(collector).busy_streams == 0
+
+
+async def test_a_stream_holds_no_lock_once_its_requests_end(collector: Running) -> None:
+    # Every ephemeral host is a new stream: a lock kept per stream id ever seen would grow the
+    # collector for as long as it runs.
+    chains = [make_chain(5) for _ in range(20)]
+    replies = await asyncio.gather(*(post(collector, chain.batch(1, 2)) for chain in chains))
+    assert [status for status, _ in replies] == [200] * 20
+    assert await post(collector, chains[0].batch(4, 5)) == (409, {"expected": 3})  # raised
+    assert server(collector).busy_streams == 0
 
 
 async def test_a_batch_still_ahead_after_reorder_wait_gets_409(
