@@ -125,8 +125,9 @@ def _context(before: list[tuple[str, dict[str, str]]]) -> list[dict[str, str]]:
 
 
 def arg_slots(execves: list[dict[str, str]]) -> list[list[tuple[dict[str, str], str]]]:
-    """Where each argument of ``execves`` lives, in order: its (data, key) pieces, one ``aN``
-    or its ``aN[i]`` chunks in order (as ``execve_args`` joins them)."""
+    """Where each argument of ``execves`` (EXECVE records' data, in order) lives, in order of
+    N: its (data, key) pieces, one ``aN`` or its ``aN[i]`` chunks in order (chunks win over an
+    ``aN`` of the same N). ``auditd.execve_args`` joins them into argv."""
     whole: dict[int, tuple[dict[str, str], str]] = {}
     chunks: dict[int, dict[int, tuple[dict[str, str], str]]] = {}
     for data in execves:

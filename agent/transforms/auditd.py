@@ -44,8 +44,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.record import Record
-from agent.transforms.audit_argv import RedactArgv, redact_argv
-from agent.transforms.audit_fields import ARG, KV, decode, parse_fields, rewrite, shown
+from agent.transforms.audit_argv import RedactArgv, arg_slots, redact_argv
+from agent.transforms.audit_fields import KV, decode, parse_fields, rewrite, shown
 from agent.transforms.fields import tag
 from agent.transforms.syslog import format_utc
 
@@ -304,18 +304,4 @@ def _user(first: dict[str, str]) -> dict[str, Any]:
 
 def execve_args(execves: list[dict[str, str]]) -> list[str]:
     """argv from EXECVE records: ``aN`` values and ``aN[i]`` chunks of long arguments."""
-    whole: dict[int, str] = {}
-    chunks: dict[int, dict[int, str]] = {}
-    for data in execves:
-        for key, value in data.items():
-            m = ARG.fullmatch(key)
-            if m is None:
-                continue
-            index = int(m[1])
-            if m[2] is None:
-                whole[index] = value
-            else:
-                chunks.setdefault(index, {})[int(m[2])] = value
-    for index, parts in chunks.items():
-        whole[index] = "".join(parts[i] for i in sorted(parts))
-    return [whole[i] for i in sorted(whole)]
+    return ["".join(data[key] for data, key in pieces) for pieces in arg_slots(execves)]
