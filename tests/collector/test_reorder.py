@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,15 @@ def server(running: Running) -> Collector:
 
 
 Reply = tuple[int, dict[str, Any]]
+
+
+def patient(
+    tmp_path: Path, tls_files: TlsFiles, **overrides: Any
+) -> AbstractAsyncContextManager[Running]:
+    """A collector on loopback whose batches may wait an hour for the ones before them: a test
+    sees a batch wait, or be answered at once, never a wait run out."""
+    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0, **overrides)
+    return started(config, client_context(tls_files))
 
 
 async def on_its_way(
@@ -130,8 +140,7 @@ async def test_a_batch_ahead_with_no_other_batch_on_its_way_gets_409_at_once(
 ) -> None:
     # Nothing could fill the hole: no wait, even with an hour to wait.
     chain = make_chain(6)
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         assert await post(running, chain.batch(1, 2)) == (200, {"acked": 2, "head": chain.head(2)})
 
         assert await post(running, chain.batch(4, 6)) == (409, {"expected": 3})
@@ -143,8 +152,7 @@ async def test_batches_waiting_on_one_stream_are_bounded(
 ) -> None:
     # Each waiting batch holds its body: past MAX_WAITING, one more is answered at once.
     chain: Chain = make_chain(3 + 2 * (MAX_WAITING + 1))
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         release = asyncio.Event()
         first = asyncio.create_task(post(running, held_back(chain.batch(1, 3), release)))
         await eventually(lambda: server(running).in_flight == 1, timeout=10, what="the first batch")
@@ -175,8 +183,7 @@ async def test_batches_waiting_in_all_streams_together_are_bounded(
     # New stream ids cost nothing: past MAX_WAITING_ALL waiting in all, one more is answered
     # at once, though its own stream has none waiting.
     chains = [make_chain(1 + MAX_WAITING) for _ in range(MAX_WAITING_ALL // MAX_WAITING)]
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         release = asyncio.Event()
         busy = await on_its_way(running, release)
         later = [
@@ -209,10 +216,7 @@ async def test_batches_waiting_hold_at_most_max_decompressed_bytes_in_all(
     chains = [make_chain(20) for _ in range(3)]
     bodies = [chain.batch(2, 20) for chain in chains]
     limit = len(bodies[0]) + len(bodies[1])
-    config = collector_config(
-        tmp_path, tls_files, reorder_wait=3600.0, max_decompressed_bytes=limit
-    )
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files, max_decompressed_bytes=limit) as running:
         release = asyncio.Event()
         busy = await on_its_way(running, release)
         later = [asyncio.create_task(post(running, body)) for body in bodies[:2]]
@@ -232,8 +236,7 @@ async def test_a_token_not_allowed_for_the_stream_gets_403_without_waiting(
 ) -> None:
     # It cannot take the waiting slots of a stream it may not write.
     chain = make_chain(31)
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         assert (await post(running, chain.batch(1, 2, host="db-1")))[0] == 200
         release = asyncio.Event()
         busy = await on_its_way(running, release, token=WEB_TOKEN)
@@ -251,8 +254,7 @@ async def test_a_waiting_batch_gets_403_once_a_host_it_may_not_write_creates_the
     tmp_path: Path, tls_files: TlsFiles
 ) -> None:
     chain = make_chain(31)
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         release = asyncio.Event()
         busy = await on_its_way(running, release, token=WEB_TOKEN)
         ahead = asyncio.create_task(post(running, chain.batch(30, 31), token=WEB_TOKEN))
@@ -271,8 +273,7 @@ async def test_a_waiting_batch_is_answered_once_the_other_request_of_its_token_e
 ) -> None:
     # Alone again, nothing can fill its hole: no need to wait out reorder_wait.
     chain = make_chain(6)
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         release = asyncio.Event()
         busy = await on_its_way(running, release)
         ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
@@ -290,8 +291,7 @@ async def test_stopping_answers_waiting_batches_at_once(
     tmp_path: Path, tls_files: TlsFiles
 ) -> None:
     chain = make_chain(6)
-    config = collector_config(tmp_path, tls_files, reorder_wait=3600.0)
-    async with started(config, client_context(tls_files)) as running:
+    async with patient(tmp_path, tls_files) as running:
         release = asyncio.Event()
         busy = await on_its_way(running, release)
         ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
