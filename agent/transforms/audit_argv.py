@@ -30,6 +30,7 @@ def redact_argv(
     rtype: str,
     body: str,
     before: list[tuple[str, dict[str, str]]],
+    logged: dict[str, int],
 ) -> dict[str, str]:
     """Mask the secrets of an EXECVE record's arguments, or a PROCTITLE's, in ``data``, as
     ``redact`` finds them in the command line; the keys changed, with their new values.
@@ -43,7 +44,8 @@ def redact_argv(
     An argument too long for one record goes on in the next (``aN[i]`` chunks): neither record
     alone can tell whether the token at the cut is (part of) a secret, so the last token of a
     chunk that the next record continues, and the first token of a chunk that continues one,
-    are masked, as the halves of a split line are (``mask_trail``, ``mask_lead``)."""
+    are masked, as the halves of a split line are (``mask_trail``, ``mask_lead``). ``logged``
+    holds the event's chunks' lengths as logged (before any mask); this adds ``data``'s."""
     changed: dict[str, str] = {}
     if rtype == "PROCTITLE":
         title = data.get("proctitle")
@@ -64,7 +66,8 @@ def redact_argv(
     context = _context(before)
     slots = arg_slots([*context, data])
     new = redact([[d[k] for d, k in pieces] for pieces in slots])
-    cut = _cut_chunks(slots, context, data)  # before masking: lengths as logged
+    cut = _cut_chunks(slots, context, data, logged)
+    logged.update((key, len(value)) for key, value in data.items() if "[" in key)
     if new is not None:
         for pieces, values in zip(slots, new, strict=True):
             for (owner, key), value in zip(pieces, values, strict=True):
@@ -82,11 +85,12 @@ def _cut_chunks(
     slots: list[list[tuple[dict[str, str], str]]],
     context: list[dict[str, str]],
     data: dict[str, str],
+    logged: dict[str, int],
 ) -> list[tuple[str, str]]:
     """The chunks of ``data`` at a cut between records: ("aN[i]", "lead") for one that goes on
     from an earlier record, ("aN[i]", "trail") for one that a later record may go on from: its
-    chunks so far are not exactly its argument's ``aN_len`` (unknown, or earlier chunks masked
-    to another length, count as going on: a needless mask, never a leak)."""
+    chunks so far (their ``logged`` lengths) are not exactly its argument's ``aN_len`` (an
+    unknown length counts as going on: a needless mask, never a leak)."""
     cut: list[tuple[str, str]] = []
     for pieces in slots:
         mine = [i for i, (owner, key) in enumerate(pieces) if owner is data and "[" in key]
@@ -97,7 +101,10 @@ def _cut_chunks(
             cut.append((first_key, "lead"))
         index = first_key[1 : first_key.index("[")]
         declared = next((d[f"a{index}_len"] for d in (data, *context) if f"a{index}_len" in d), "")
-        so_far = sum(len(owner[key]) for owner, key in pieces[: mine[-1] + 1])
+        so_far = sum(
+            len(owner[key]) if owner is data else logged.get(key, len(owner[key]))
+            for owner, key in pieces[: mine[-1] + 1]
+        )
         if not declared.isdigit() or int(declared) != so_far:
             cut.append((last_key, "trail"))
     return cut

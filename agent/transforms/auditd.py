@@ -102,6 +102,7 @@ class _Event:
     records: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     complete: bool = False
     masked: bool = False  # some record's arguments had a secret masked
+    logged: dict[str, int] = field(default_factory=dict)  # aN[i] -> its length as logged
 
 
 class AuditParser:
@@ -139,10 +140,15 @@ class AuditParser:
         # the line as it came, and alone no rule sees a0="mysql" a1="-pS3cret").
         ts = _audit_ts(m["sec"], m["ms"]) or str(record.get("ts"))
         changed: dict[str, str] = {}
+        event = self._open.get(seq)
+        if event is not None and event.stamp != stamp:
+            event = None  # another event: no context
+        logged = event.logged if event is not None else {}
         if self.redact_argv is not None and rtype in ("EXECVE", "PROCTITLE"):
-            event = self._open.get(seq)
-            before = event.records if event is not None and event.stamp == stamp else []
-            changed = redact_argv(self.redact_argv, data, rtype=rtype, body=body, before=before)
+            before = event.records if event is not None else []
+            changed = redact_argv(
+                self.redact_argv, data, rtype=rtype, body=body, before=before, logged=logged
+            )
         if changed:  # shown masked, and decoded: one pass over the line
             at = m.start("body")
             msg = record["msg"]
@@ -158,11 +164,19 @@ class AuditParser:
         record["auditd"] = audit
         record["event"] = {"created": record.get("ts"), "id": f"{stamp}:{seq}"}
         record["ts"] = ts
-        self._add(rtype, seq, stamp, ts, data, masked=bool(changed))
+        self._add(rtype, seq, stamp, ts, data, masked=bool(changed), logged=logged)
         return True
 
     def _add(
-        self, rtype: str, seq: int, stamp: str, ts: str, data: dict[str, str], *, masked: bool
+        self,
+        rtype: str,
+        seq: int,
+        stamp: str,
+        ts: str,
+        data: dict[str, str],
+        *,
+        masked: bool,
+        logged: dict[str, int],
     ) -> None:
         event = self._open.get(seq)
         if event is None or event.stamp != stamp:
@@ -170,6 +184,7 @@ class AuditParser:
                 self._release(self._open.pop(seq))
             event = self._open[seq] = _Event(seq, stamp, ts, self.clock())
         event.masked = event.masked or masked
+        event.logged = logged  # the same dict, or the first record's
         if rtype == "EOE":
             event.complete = True
         else:

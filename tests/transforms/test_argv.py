@@ -351,3 +351,23 @@ def test_a_time_past_year_9999_still_parses_and_redacts_the_arguments() -> None:
     assert PW not in str(record)
     assert "parse_failure" not in record["tags"]
     assert record["ts"] == line_record(line)["ts"]  # the time it was read
+
+
+def test_the_last_chunk_of_an_argument_keeps_its_last_token_after_a_masked_one() -> None:
+    # Its chunks' lengths as logged add up to aN_len: nothing goes on after it, though the
+    # first chunk was masked to another length.
+    key = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEYab"
+    script = f"export AWS_SECRET_ACCESS_KEY={key}; aws s3 ls"
+    cut = script.index(key) + 20
+    lines = [
+        (
+            f'type=EXECVE msg=audit(1.5:8): argc=3 a0="sh" a1="-c" a2_len={len(script)}'
+            f" a2[0]={_hex(script[:cut])}"
+        ),
+        f"type=EXECVE msg=audit(1.5:8): a2[1]={_hex(script[cut:])}",
+        "type=EOE msg=audit(1.5:8): ",
+    ]
+    records, _ = _run(lines)
+    assert records[1]["auditd"]["data"]["a2[1]"] == f"{REDACTED} aws s3 ls"
+    assert key[:20] not in str(records)
+    assert key[20:] not in str(records)
