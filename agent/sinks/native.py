@@ -190,8 +190,12 @@ class NativeSink:
             await self._relink(reader, refused.expected)
 
     async def _resend(self, session: aiohttp.ClientSession, batch: Batch) -> _Delivered:
+        return await self._deliver(session, await self._encoded(batch))
+
+    async def _encoded(self, batch: Batch) -> _Encoded:
+        """``batch`` with its body, encoded in a thread."""
         body, encoding = await in_thread(self._encode, batch)
-        return await self._deliver(session, _Encoded(batch, body, encoding))
+        return _Encoded(batch, body, encoding)
 
     async def _next(self, reader: BufferReader) -> _Encoded | None:
         """The next batch, encoded; None once the buffer is closed and everything was read."""
@@ -201,10 +205,7 @@ class NativeSink:
             self.config.linger,
             self.drain,
         )
-        if batch is None:
-            return None
-        body, encoding = await in_thread(self._encode, batch)
-        return _Encoded(batch, body, encoding)
+        return None if batch is None else await self._encoded(batch)
 
     async def _deliver(self, session: aiohttp.ClientSession, first: _Encoded) -> _Delivered:
         """Ship ``first`` (split in halves while the collector finds it too large); the parts
@@ -226,10 +227,7 @@ class NativeSink:
                     # it refuses by seq, it is kept here and accounted by a gap record, so the
                     # records after it still ship.
                     return _Delivered(acked, _Quarantine(batch, 413, too_large.error))
-                halves = batch.split()
-                pending[:0] = [
-                    _Encoded(half, *await in_thread(self._encode, half)) for half in halves
-                ]
+                pending[:0] = [await self._encoded(half) for half in batch.split()]
                 continue
             except _RelinkError as relink:
                 return _Delivered(acked, _Relink(relink.expected, batch))
@@ -238,14 +236,13 @@ class NativeSink:
                     return _Delivered(acked, _Quarantine(batch, rejected.status, rejected.error))
                 # The records before it are fine: ship them, then the rest starts with it.
                 parts = batch.split(rejected.seq - batch.first_seq)
-                pending[:0] = [
-                    _Encoded(part, *await in_thread(self._encode, part)) for part in parts
-                ]
+                pending[:0] = [await self._encoded(part) for part in parts]
                 continue
             self.backoff.reset()
             # Not the batch itself: its records need not stay in memory while the cursor is saved.
-            size = (len(batch.records), batch.size)
-            acked.append(_Acked(batch.last_seq, batch.last_h, size[0], size[1], started))
+            acked.append(
+                _Acked(batch.last_seq, batch.last_h, len(batch.records), batch.size, started)
+            )
         return _Delivered(acked, None)
 
     async def _ack(self, part: _Acked) -> None:

@@ -269,8 +269,9 @@ class Redactor:
         return value
 
     def secrets(self, value: str) -> list[tuple[int, int]]:
-        """Where in ``value`` the rules find a secret: sorted, merged (start, end) spans, each
-        what :meth:`text` would replace, found on ``value`` as it is (no escapes view).
+        """Where in ``value`` the rules find a secret: sorted, merged (start, end) spans of
+        ``value``, each what :meth:`text` would replace (the built-in rules read escaped quotes
+        as :meth:`text` does, on the escapes view, and their spans are mapped back).
 
         For text in pieces that must be masked piece by piece (``argv``)."""
         if not self.suspect(value):
