@@ -151,8 +151,6 @@ class BufferConfig(_Section, frozen=True):
     # while the next batch is parsed; a longer queue only holds more records (the files the
     # sources read are the real backlog).
     queue_batches: int = 2
-    # Recently committed records kept in memory so sinks rarely read segment files.
-    memory_bytes: int = 4 * MiB
     # Pause between attempts after a write error (disk full, EIO): capped, jittered backoff.
     retry_initial: float = 0.5
     retry_max: float = 30.0

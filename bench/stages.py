@@ -99,7 +99,7 @@ def run_stages(scenario: str, lines: int, work: Path) -> dict[str, Any]:
             del batch
             while True:
                 with stage("reader"):
-                    found = reader._from_memory(most, size) or reader._read(most, size)
+                    found = reader._read(most, size)
                 if not found.records:
                     break
                 shipped += len(found.records)

@@ -31,6 +31,6 @@ frame in an earlier segment, is corruption: the rest of the log from there is mo
 the oldest record still held (re-send, never skip). A cursor ahead of the log (records lost here
 that the collector already holds) moves the chain on to it, so no seq is ever reused.
 
-Not yet (see the buffer issue): ``max_bytes``/``when_full``, disk-full pause-and-retry, serving
-the hot tail from memory, a gap record for a sink whose records were deleted before it acked.
+Sinks read committed records back from the segment files (``reader.py``); the writer keeps no
+copy of them in memory.
 """

@@ -23,11 +23,13 @@ commit (grown when they do not fit, never shrunk: a fresh buffer per commit cost
 page fault per 4 KiB of frames, twice with the copy into ``bytes``); not a subclass, whose
 ``__buffer__`` could hand the compiled loop other memory. Both loops hold ``out`` exported while
 they run, so code they call back cannot resize it (BufferError). It returns
-``(next, at, size, entries, checkpoints, segment_full)``: the index to go on from, and when it
+``(next, at, size, count, head, checkpoints, segment_full)``: the index to go on from, and when it
 stopped inside the run there, where in its data it stopped (``run.after(at)`` is what is left;
-else 0); the length of the frames in ``out``, the hot tail's ``(seq, h, wire)`` per record and the
-checkpoints the records carry: one per run, its last line's (``run.checkpoint_at``), since only
-the last one of a (source, key) counts. ``dumps``/``option`` are orjson's; a record it refuses (a
+else 0); the length of the frames in ``out``, how many records they hold (seqs ``seq`` + 1 ..
+``seq`` + count), the chain head after them (``prev`` when none), and the checkpoints the records
+carry: one per run, its last line's (``run.checkpoint_at``), since only the last one of a
+(source, key) counts. The loop makes no Python object per record: sinks read the records back
+from the frames (``segment.parse_run``). ``dumps``/``option`` are orjson's; a record it refuses (a
 ``TypeError``) is replaced by ``on_error(record, exc)``, which returns the canonical encoding to
 chain instead. ``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset; it
 must be a pure function: the compiled loop asks again only when those objects change (a chunk's
@@ -47,7 +49,6 @@ from binascii import hexlify
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from agent.buffer.memory import Entry
 from agent.buffer.segment import BODY_HEAD, HEADER
 from agent.compiled import MODULE
 from agent.sources import Checkpoint, Item, Pending, PlainRun
@@ -55,7 +56,7 @@ from agent.sources import Checkpoint, Item, Pending, PlainRun
 Dumps = Callable[..., bytes]
 CpPrefix = Callable[[str, str, str], bytes]
 OnError = Callable[[dict[str, Any], TypeError], bytes]
-Linked = tuple[int, int, int, list[Entry], list[Checkpoint], bool]
+Linked = tuple[int, int, int, int, bytes, list[Checkpoint], bool]
 Link = Callable[
     [
         Sequence[Item],  # a list for the compiled one
@@ -94,7 +95,7 @@ class _Frames:
         self.seq, self.prev, self.used, self.limit = seq, prev, used, limit
         self.dumps, self.option, self.cp_prefix, self.on_error = dumps, option, cp_prefix, on_error
         self.frames: list[bytes] = []
-        self.entries: list[Entry] = []
+        self.count = 0
         self.cps: list[Checkpoint] = []
         self.size = 0
 
@@ -121,7 +122,7 @@ class _Frames:
             return False
         self.seq, self.prev = seq, digest
         self.frames.append(frame)
-        self.entries.append((seq, digest, wire))
+        self.count += 1
         self.size += len(frame)
         return True
 
@@ -199,7 +200,7 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     if len(out) < len(data):
         out.extend(bytes(len(data) - len(out)))
     out[: len(data)] = data
-    return index, at, len(data), made.entries, made.cps, segment_full
+    return index, at, len(data), made.count, made.prev, made.cps, segment_full
 
 
 link: Link = link_py if MODULE is None else MODULE.link

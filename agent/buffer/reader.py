@@ -5,6 +5,11 @@ Each sink owns one ``BufferReader`` and is its only user, one call at a time (a 
 reader keeps its own descriptor and offset into the segment it is reading, so consecutive
 batches cost one sequential read; it only ever reads up to the committed size the writer
 published after fsync.
+
+Records always come from the segment files: those just written are in the page cache, so a
+reader close behind the writer costs a read call per batch. (The writer used to keep its last
+4 MiB of records in memory as Python objects: making them cost more CPU than the reads they
+saved, and under a backlog, where throughput matters, they were dropped unread.)
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import islice
+from itertools import accumulate, islice
 
 from agent.buffer import segment
-from agent.buffer.memory import take_run
 from agent.buffer.segment import SegmentInfo
 from agent.buffer.wal import Buffer
 from agent.errors import StateError
@@ -28,6 +33,20 @@ _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
 # per 4 KiB of it); one grown past this for a huge frame is dropped after that read.
 _KEEP_WINDOW = 4 * _WINDOW
 _SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
+
+
+def take_run(
+    seqs: list[int], sizes: Iterable[int], max_records: int, max_bytes: int
+) -> tuple[int, int]:
+    """How many records of a batch to take from the start of ``seqs`` (and their bytes): up to
+    the first hole in seqs (after recovery), ``max_records``, and the first record whose running
+    size reaches ``max_bytes`` — at least one."""
+    take = min(len(seqs), max_records)
+    if seqs[take - 1] - seqs[0] != take - 1:  # seqs only grow: ends len - 1 apart = no hole
+        take = next(i for i in range(1, take) if seqs[i] != seqs[i - 1] + 1)
+    running = list(accumulate(islice(sizes, take)))
+    take = min(take, bisect_left(running, max_bytes) + 1)
+    return take, running[take - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +127,7 @@ class BufferReader:
         if linger > 0 and self._available() < max_records and not self.buffer.closed:
             await self._linger(max_records, linger, drain)
         gap = self._skip_dropped()
-        batch = self._from_memory(max_records, max_bytes)
-        if batch is None:
-            batch = await in_thread(self._read, max_records, max_bytes)
+        batch = await in_thread(self._read, max_records, max_bytes)
         if gap is None:
             return batch
         return dataclasses.replace(batch, gap=gap)
@@ -168,22 +185,6 @@ class BufferReader:
         self.seek(base, base_h)
         self._declared = (first, base)
         return True
-
-    def _from_memory(self, max_records: int, max_bytes: int) -> Batch | None:
-        entries = self.buffer.tail_after(self.position, max_records, max_bytes)
-        if not entries:
-            return None
-        first, prev = self.position + 1, self.position_h
-        self._close()  # the file reader re-finds its place by seq if it is needed again
-        self.position, self.position_h = entries[-1][0], entries[-1][1]
-        return Batch(
-            first,
-            self.position,
-            prev,
-            self.position_h,
-            [e[2] for e in entries],
-            [e[1] for e in entries],
-        )
 
     def rewind(self, after_seq: int) -> bool:
         """Blocking: continue after ``after_seq`` (a 409 answer); False if it is not held."""

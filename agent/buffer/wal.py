@@ -1,9 +1,9 @@
-"""The write-ahead log: the group-commit writer, the hot tail, sink cursors, acks and deletion.
+"""The write-ahead log: the group-commit writer, sink cursors, acks and deletion.
 
 See ``agent/buffer/__init__.py`` for the on-disk layout and the rules. Ownership: the writer
 task (``Buffer.run``) is the only code that appends; it does the blocking part (chain hashing,
 encoding, write, fsync) in a worker thread, one commit at a time. Segment metadata, the chain
-head, the checkpoint map and the hot tail are shared with reader and ack paths under
+head and the checkpoint map are shared with reader and ack paths under
 ``self.lock``; they are updated only after the fsync that makes them true. Deleting segments
 (acks, ``drop_oldest``) is serialized by ``self._delete_lock``.
 """
@@ -25,7 +25,6 @@ import orjson
 
 from agent.buffer import chain, segment, special
 from agent.buffer.directory import CURSORS, cp_dict, load_cursor, lock, save_cursor, stream_id
-from agent.buffer.memory import Entry, HotTail
 from agent.buffer.recovery import SUMMARY, RecoveryReport, recover, truncate
 from agent.buffer.segment import SegmentInfo
 from agent.config import BufferConfig
@@ -91,7 +90,6 @@ class Buffer:
         self.closed = False
         self.blocked = False  # waiting for acks because the buffer is full
         self.write_error = ""
-        self.tail = HotTail(config.memory_bytes)
         self._frames = bytearray()  # chain.link's out: writer thread only
         self._fd = -1
         self._lock_fd = -1
@@ -342,7 +340,7 @@ class Buffer:
         frames = self._frames
         try:
             while index < len(items) and room > 0:
-                index, at, size, entries, cps, segment_full = link(
+                index, at, size, count, head, cps, segment_full = link(
                     items,
                     index,
                     self.last_seq,
@@ -358,9 +356,9 @@ class Buffer:
                     frames,
                     PlainRun,
                 )
-                if entries:
+                if count:
                     with memoryview(frames) as view:  # released before the next link grows it
-                        self._flush(view[:size], entries, cps)
+                        self._flush(view[:size], count, head, cps)
                     room -= size
                 if at:  # stopped inside a run, whose lines before ``at`` are now durable
                     items[index] = cast(PlainRun, items[index]).after(at)
@@ -389,25 +387,21 @@ class Buffer:
         stand_in = special.unencodable(record, str(exc))
         return orjson.dumps(stand_in, option=orjson.OPT_SORT_KEYS)
 
-    def _flush(self, data: memoryview, entries: list[Entry], cps: list[Checkpoint]) -> None:
+    def _flush(self, data: memoryview, count: int, head: bytes, cps: list[Checkpoint]) -> None:
+        """Write and fsync ``count`` records' frames, then publish them (the new chain head
+        ``head``) and their checkpoints."""
         self.io.write(self._fd, data)
         self.io.fsync(self._fd)
-        last_seq, last_h, _ = entries[-1]
+        last_seq, last_h = self.last_seq + count, head
         with self.lock:
             active = self.segments[-1]
             active.size += len(data)
             active.last_seq, active.last_h = last_seq, last_h
-            self.stats.records += len(entries)
+            self.stats.records += count
             self.stats.bytes += len(data)
             self.last_seq, self.last_h = last_seq, last_h
             # In commit order: the last checkpoint per (source, key) wins.
             self.checkpoints.update(zip(map(_SOURCE_KEY, cps), cps, strict=True))
-            self.tail.extend(entries)
-
-    def tail_after(self, after_seq: int, max_records: int, max_bytes: int) -> list[Entry] | None:
-        """Committed records after ``after_seq`` from memory; None if not all held there."""
-        with self.lock:
-            return self.tail.after(after_seq, max_records, max_bytes)
 
     def _repair(self) -> None:
         """After a failed write: cut the active segment back to its committed size."""
@@ -506,7 +500,6 @@ class Buffer:
         with self.lock:
             del self.segments[: len(done)]
             self.base_seq, self.base_h = done[-1].last_seq, done[-1].last_h
-            self.tail.forget_through(self.base_seq)
 
     # --- observation ---------------------------------------------------------------------------
 

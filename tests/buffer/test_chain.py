@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from agent import record as chain_record
 from agent.buffer import chain, segment
 from agent.buffer.chain import Link, link_py
-from agent.buffer.memory import Entry
 from agent.compiled import MODULE
 from agent.sources import Checkpoint, Pending, PlainRun
 
@@ -38,7 +37,7 @@ PREV = bytes(range(32))
 # from the start, seq 0, after PREV, room and segment to spare, not one at a time, orjson.
 WHOLE = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT)
 # What link made: as it returns it, with the frames it wrote into ``out`` in place of their size.
-Made = tuple[int, bytes, list[Entry], list[Checkpoint], bool]
+Made = tuple[int, bytes, int, bytes, list[Checkpoint], bool]
 
 
 def stand_in(record: dict[str, Any], exc: TypeError) -> bytes:
@@ -60,12 +59,12 @@ def run(
     the records as it left them."""
     mine = copy.deepcopy(items)
     out = bytearray(b"\xa5" * 100)
-    end, at, size, entries, cps, full = link(
+    end, at, size, count, head, cps, full = link(
         mine, start, seq, PREV, room, used, limit, one, orjson.dumps, SORT,
         segment.checkpoint_prefix, stand_in, out, PlainRun,
     )  # fmt: skip
     assert at == 0  # no run in items
-    return (end, bytes(out[:size]), entries, cps, full), [item.record for item in mine]
+    return (end, bytes(out[:size]), count, head, cps, full), [item.record for item in mine]
 
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40)  # no lone surrogates: encodable
@@ -114,7 +113,7 @@ def test_unencodable_records_take_the_stand_in_in_both() -> None:
     ]
     compiled, reference = run(COMPILED, items), run(link_py, items)
     assert compiled == reference
-    wires = [orjson.loads(wire) for _, _, wire in compiled[0][2]]
+    wires = [orjson.loads(wire) for wire in segment.parse_run(compiled[0][1], 10).records]
     assert [w["msg"] for w in wires] == ["fine", "stand-in", "stand-in", "after"]
     assert [w["seq"] for w in wires] == [1, 2, 3, 4]
 
@@ -149,18 +148,18 @@ def test_the_reference_matches_the_record_and_frame_formats() -> None:
         Pending({"msg": f"line {i}", "ts": "t"}, Checkpoint("src", "key", 10 * i, "/var/log/x"))
         for i in range(5)
     ] + [Pending({"type": "seal"}, None)]
-    (end, data, entries, cps, full), _ = run(link_py, items, seq=41)
-    assert (end, full) == (6, False)
+    (end, data, count, head, cps, full), _ = run(link_py, items, seq=41)
+    assert (end, count, full) == (6, 6, False)
     assert cps == [item.checkpoint for item in items[:5]]
     prev, frames = PREV, b""
-    for seq, (item, (e_seq, e_h, e_wire)) in enumerate(zip(items, entries, strict=True), 42):
+    for seq, item in enumerate(items, 42):
         expected = dict(item.record, seq=seq)
         digest, wire = chain_record.link(prev, expected)
-        assert (e_seq, e_h, e_wire) == (seq, digest, wire)
         cp = b"" if item.checkpoint is None else segment.encode_checkpoint(item.checkpoint)
         frames += segment.encode(seq, digest, cp, wire)
         prev = digest
     assert data == frames
+    assert head == prev
     parsed = segment.parse_run(data, 100)
     assert parsed.seqs == list(range(42, 48))
 
@@ -169,21 +168,21 @@ def test_the_reference_matches_the_record_and_frame_formats() -> None:
 def test_stops_at_room_segment_end_and_after_one(link: Link | None) -> None:
     assert link is not None
     items = [Pending({"msg": "x" * 50}, None) for _ in range(10)]
-    (_, one_frame, _, _, _), _ = run(link, items[:1])
+    (_, one_frame, _, _, _, _), _ = run(link, items[:1])
     size = len(one_frame)
     # room: a record is taken while room is left before it, so the last may overshoot
-    (end, data, _, _, full), _ = run(link, items, room=2 * size + 1)
-    assert (end, len(data), full) == (3, 3 * size, False)
+    (end, data, count, _, _, full), _ = run(link, items, room=2 * size + 1)
+    assert (end, len(data), count, full) == (3, 3 * size, 3, False)
     # segment: stop before the frame that would pass the limit, and say so
-    (end, data, _, _, full), _ = run(link, items, used=10, limit=10 + 4 * size)
-    assert (end, len(data), full) == (4, 4 * size, True)
+    (end, data, count, _, _, full), _ = run(link, items, used=10, limit=10 + 4 * size)
+    assert (end, len(data), count, full) == (4, 4 * size, 4, True)
     # an empty segment takes a frame even if it alone passes the limit
-    (end, _, _, _, full), _ = run(link, items, used=0, limit=1)
-    assert (end, full) == (1, True)
-    (end, _, _, _, full), _ = run(link, items, used=1, limit=1)
-    assert (end, full) == (0, True)
-    (end, _, entries, _, full), _ = run(link, items, start=4, seq=7, one=True)
-    assert (end, full, [e[0] for e in entries]) == (5, False, [8])
+    (end, _, count, _, _, full), _ = run(link, items, used=0, limit=1)
+    assert (end, count, full) == (1, 1, True)
+    (end, _, count, head, _, full), _ = run(link, items, used=1, limit=1)
+    assert (end, count, head, full) == (0, 0, PREV, True)  # nothing made: the head stays
+    (end, data, count, _, _, full), _ = run(link, items, start=4, seq=7, one=True)
+    assert (end, full, count, segment.parse_run(data, 10).seqs) == (5, False, 1, [8])
 
 
 def test_link_is_the_compiled_one_where_it_is_loaded() -> None:
@@ -345,10 +344,10 @@ def test_an_item_taken_out_of_items_midway_is_still_linked(link: Link | None) ->
         items.clear()
         return stand_in(record, exc)
 
-    end, _, _, entries, cps, full = link(
+    end, _, _, count, _, cps, full = link(
         items, *WHOLE, segment.checkpoint_prefix, clearing, bytearray(), PlainRun
     )
-    assert (end, [e[0] for e in entries], cps, full) == (1, [1], [cp], False)
+    assert (end, count, cps, full) == (1, 1, [cp], False)
 
 
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
@@ -368,7 +367,7 @@ def test_seqs_fill_the_frames_u64_as_in_the_reference(seq: int) -> None:
     items = [Pending({"msg": "x"}, None), Pending({"msg": "y"}, None)]
     compiled = run(COMPILED, items, seq=seq)
     assert compiled == run(link_py, items, seq=seq)
-    assert [e[0] for e in compiled[0][2]] == [seq + 1, seq + 2]
+    assert compiled[0][2] == 2
     assert segment.parse_run(compiled[0][1], 10).seqs == [seq + 1, seq + 2]
 
 
@@ -390,7 +389,7 @@ def test_the_segment_limit_check_does_not_overflow(used: int, limit: int) -> Non
     items = [Pending({"msg": "x"}, None)]
     compiled = run(COMPILED, items, used=used, limit=limit)
     assert compiled == run(link_py, items, used=used, limit=limit)
-    assert compiled[0][0::4] == (0, True)
+    assert compiled[0][0::5] == (0, True)
 
 
 # --- out: the frames buffer the writer keeps from commit to commit ------------------------------
@@ -478,8 +477,8 @@ def test_checkpoints_of_interleaved_files_get_their_own_prefix(link: Link | None
         Pending({"msg": f"{i}"}, None if cp is None else cp._replace(offset=10 * i))
         for i, cp in enumerate(order)
     ] + [Pending({"msg": "far"}, a._replace(offset=2**63 + 3))]
-    (_, data, _, _, _), _ = run(link, items)
-    (_, expected, _, _, _), _ = run(link_py, items)
+    (_, data, *_), _ = run(link, items)
+    (_, expected, *_), _ = run(link_py, items)
     assert data == expected
     at, got = 0, []
     while at < len(data):

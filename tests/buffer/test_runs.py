@@ -64,37 +64,36 @@ def linked(link: Link, items: list[Item], **kw: Any) -> tuple[Any, ...]:
     out = bytearray(b"\xa5" * 64)
     args = {"start": 0, "seq": 0, "room": 1 << 40, "used": 0, "limit": 1 << 40, "one": False}
     args.update(kw)
-    end, at, size, entries, cps, full = link(
+    end, at, size, count, head, cps, full = link(
         mine, args["start"], args["seq"], PREV, args["room"], args["used"], args["limit"],
         bool(args["one"]), orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
     )  # fmt: skip
-    return end, at, bytes(out[:size]), entries, [tuple(cp) for cp in cps], full
+    return end, at, bytes(out[:size]), count, head, [tuple(cp) for cp in cps], full
 
 
-def whole(link: Link, items: list[Item], **kw: Any) -> tuple[bytes, list[Any], list[Any]]:
-    """Frames, entries and checkpoints of ``items`` linked call after call as the writer does:
-    a run stopped inside goes on as ``run.after(at)``, a full segment starts a new one."""
+def whole(link: Link, items: list[Item], **kw: Any) -> tuple[bytes, int, bytes, list[Any]]:
+    """Frames, record count, chain head and checkpoints of ``items`` linked call after call as
+    the writer does: a run stopped inside goes on as ``run.after(at)``, a full segment starts a
+    new one."""
     items = copy.deepcopy(items)
-    frames, entries, cps = b"", [], []
+    frames, cps = b"", []
     index, seq, prev, used = 0, 0, PREV, 0
     limit = kw.get("limit", 1 << 40)
     while index < len(items):
         out = bytearray()
-        index, at, size, made, more, full = link(
+        index, at, size, made, prev, more, full = link(
             items, index, seq, prev, kw.get("room", 1 << 40), used, limit, kw.get("one", False),
             orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
         )  # fmt: skip
         frames += bytes(out[:size])
-        entries += made
+        seq += made
         cps += [tuple(cp) for cp in more]
         used = 0 if full else used + size
-        if made:
-            seq, prev = made[-1][0], made[-1][1]
         if at:
             run = items[index]
             assert isinstance(run, PlainRun)
             items[index] = run.after(at)
-    return frames, entries, cps
+    return frames, seq, prev, cps
 
 
 def last_per_key(cps: list[Any]) -> dict[tuple[str, str], Any]:
@@ -123,16 +122,16 @@ def test_compiled_link_of_runs_equals_the_reference(
 def test_a_run_frames_exactly_as_the_records_it_stands_for(
     link: Link | None, items: list[Item], limit: int, one: bool
 ) -> None:
-    """Wherever the calls stop (segment ends, one record per call), the frames and hot-tail
-    entries are those of the records; checkpoints are one per run, its last line's, so the
-    checkpoint map ends the same."""
+    """Wherever the calls stop (segment ends, one record per call), the frames, their count and
+    the chain head are those of the records; checkpoints are one per run, its last line's, so
+    the checkpoint map ends the same."""
     assert link is not None
-    frames, entries, cps = whole(link, items, limit=limit, one=one)
+    frames, count, head, cps = whole(link, items, limit=limit, one=one)
     records = materialize(items)
-    r_frames, r_entries, r_cps = whole(link_py, list(records), limit=limit, one=one)
-    assert (frames, entries) == (r_frames, r_entries)
+    r_frames, r_count, r_head, r_cps = whole(link_py, list(records), limit=limit, one=one)
+    assert (frames, count, head) == (r_frames, r_count, r_head)
     assert last_per_key(cps) == last_per_key(r_cps)
-    assert len(entries) == record_count(items)
+    assert count == record_count(items) == len(segment.parse_run(frames, 1 << 30).seqs)
 
 
 def test_run_records_are_the_file_sources_cut() -> None:

@@ -389,7 +389,7 @@ async def test_collector_that_lost_records_gets_them_again_despite_read_ahead(
     """A second collector (its storage empty, as after a restore) answers 409 "expected 1" to a
     sink that already holds the next batch read ahead from segment files: the read-ahead is
     dropped, the sink rewinds, and every record arrives once, in order, sealed."""
-    config = BufferConfig(memory_bytes=1, segment_bytes=4096)  # reads come from segment files
+    config = BufferConfig(segment_bytes=4096)
     # A second sink that never acks keeps every segment, so all of them can be sent again.
     sinks = ["central", "idle"]
     buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, sinks)
@@ -448,7 +448,7 @@ async def test_records_the_collector_refuses_are_quarantined_and_the_rest_ships(
     records before it ship, it is kept in state_dir/quarantine and accounted by a gap record,
     and the stream goes on after it instead of retrying forever. Consecutive refusals (8, 9)
     are declared as one gap; so is the stream's very first record."""
-    config = BufferConfig(memory_bytes=1)  # batches are read back from the segment files
+    config = BufferConfig()
     buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, ["central"])
     rig = Rig(buffer, asyncio.create_task(buffer.run()))
     refused = {1, 8, 9, 15}

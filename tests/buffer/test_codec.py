@@ -1,11 +1,10 @@
-"""The hot tail and the frame codec against plain reference implementations."""
+"""The reader's batch cut and the frame codec against plain reference implementations."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import zlib
-from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.buffer import segment
-from agent.buffer.memory import Entry, HotTail
+from agent.buffer.reader import take_run
 from agent.sources import Checkpoint
 
 
-def reference_after(
-    entries: list[Entry], after_seq: int, max_records: int, max_bytes: int
-) -> list[Entry] | None:
-    """The obvious loop: consecutive entries from after_seq + 1, until a limit."""
-    start = next((i for i, e in enumerate(entries) if e[0] == after_seq + 1), None)
-    if start is None:
-        return None
-    out: list[Entry] = []
-    size = 0
-    for entry in entries[start : start + max_records]:
-        if out and (size >= max_bytes or entry[0] != out[-1][0] + 1):
-            break
-        out.append(entry)
-        size += len(entry[2])
-    return out
+def reference_take(
+    seqs: list[int], sizes: list[int], max_records: int, max_bytes: int
+) -> tuple[int, int]:
+    """The obvious loop: consecutive records from the first, until a limit (at least one)."""
+    take, size = 1, sizes[0]
+    while (
+        take < min(len(seqs), max_records) and size < max_bytes and seqs[take] == seqs[take - 1] + 1
+    ):
+        size += sizes[take]
+        take += 1
+    return take, size
 
 
 @settings(max_examples=300, deadline=None)
@@ -39,78 +34,20 @@ def reference_after(
     first=st.integers(1, 50),
     steps=st.lists(st.sampled_from([1, 1, 1, 1, 2, 5]), min_size=1, max_size=60),
     sizes=st.lists(st.integers(1, 40), min_size=60, max_size=60),
-    after=st.integers(0, 200),
     max_records=st.integers(1, 70),
     max_bytes=st.integers(1, 400),
 )
-def test_hot_tail_after_matches_the_plain_loop(  # noqa: PLR0917 - Hypothesis arguments
-    first: int,
-    steps: list[int],
-    sizes: list[int],
-    after: int,
-    max_records: int,
-    max_bytes: int,
+def test_take_run_matches_the_plain_loop(
+    first: int, steps: list[int], sizes: list[int], max_records: int, max_bytes: int
 ) -> None:
-    """Seqs with holes (as after recovery), every limit: the sliced version answers the same."""
+    """Seqs with holes (as after recovery), every limit: the bisecting version answers the
+    same."""
     seqs = [first]
     for step in steps[1:]:
         seqs.append(seqs[-1] + step)
-    entries = [(s, b"h", b"x" * n) for s, n in zip(seqs, sizes, strict=False)]
-    tail = HotTail(1 << 30)
-    tail.extend(entries)
-    want = reference_after(entries, after, max_records, max_bytes)
-    got = tail.after(after, max_records, max_bytes)
-    if got is None:
-        # Allowed only when there is nothing to give, or a hole lies before the seq asked for
-        # (the tail indexes by seq - first, so it leaves that case to the file reader).
-        holes_before = any(b[0] != a[0] + 1 for a, b in pairwise(entries) if b[0] <= after + 1)
-        assert want is None or holes_before
-    else:
-        assert got == want
-
-
-class ReferenceTail:
-    """The hot tail's trimming as a plain loop: drop from the front until half is left."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.entries, self.bytes = max_bytes, list[Entry](), 0
-
-    def extend(self, entries: list[Entry]) -> None:
-        self.entries += entries
-        self.bytes += sum(len(e[2]) for e in entries)
-        if self.bytes > self.max_bytes:
-            while self.bytes > self.max_bytes // 2 and self.entries:
-                self.bytes -= len(self.entries.pop(0)[2])
-
-    def forget_through(self, seq: int) -> None:
-        while self.entries and self.entries[0][0] <= seq:
-            self.bytes -= len(self.entries.pop(0)[2])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    batches=st.lists(st.lists(st.integers(0, 50), max_size=12), min_size=1, max_size=12),
-    max_bytes=st.integers(0, 300),
-    forget=st.lists(st.integers(-3, 8), min_size=12, max_size=12),
-)
-def test_hot_tail_trims_and_forgets_as_the_plain_loop(
-    batches: list[list[int]], max_bytes: int, forget: list[int]
-) -> None:
-    """Also forget_through (segments deleted) between batches: the running sizes the trim
-    bisects stay those of the entries held."""
-    tail, reference = HotTail(max_bytes), ReferenceTail(max_bytes)
-    seq = 0
-    for sizes, back in zip(batches, forget, strict=False):
-        entries = [(seq + i, b"h", b"x" * n) for i, n in enumerate(sizes, start=1)]
-        seq += len(sizes)
-        tail.extend(entries)
-        reference.extend(entries)
-        assert tail._entries == reference.entries
-        assert tail._bytes == reference.bytes
-        tail.forget_through(seq - back)
-        reference.forget_through(seq - back)
-        assert tail._entries == reference.entries
-        assert tail._bytes == reference.bytes
+    sizes = sizes[: len(seqs)]
+    want = reference_take(seqs, sizes, max_records, max_bytes)
+    assert take_run(seqs, iter(sizes), max_records, max_bytes) == want
 
 
 @settings(max_examples=100, deadline=None)
