@@ -16,6 +16,36 @@ def test_malloc_settings_are_accepted_by_glibc() -> None:
     assert runtime.tune_malloc() is True
 
 
+# In a child: mallinfo2() after tune_malloc(), holding a body-sized bytes object and after
+# freeing it. hblks counts mmapped chunks; keepcost is the free space at the heap's top.
+MALLINFO = """
+import ctypes, ctypes.util
+from agent import runtime
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = Info
+assert runtime.tune_malloc()
+before = libc.mallinfo2()
+body = bytes(1_500_000)
+held = libc.mallinfo2()
+del body
+freed = libc.mallinfo2()
+print(held.hblks - before.hblks, freed.keepcost >= 1_500_000)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_request_body_comes_from_the_heap_and_stays_there_when_freed() -> None:
+    """A 1.5 MB body is not mapped for itself (each fresh mapping cost a page fault per 4 KiB
+    of it), and freeing it does not give it back to the OS, so the next body reuses it."""
+    out = subprocess.run(
+        [sys.executable, "-c", MALLINFO], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["0", "True"]
+
+
 def test_gc_thresholds_and_freeze_in_a_fresh_process() -> None:
     """In a child, so this test run's own collector is left as it is."""
     code = (
