@@ -175,23 +175,41 @@ static int have_clmul(void) {
 }
 #endif
 
+/* zlib's crc table, for the tail of fewer than 16 bytes after the fold and for short frames: a
+ * call into zlib per tail cost nearly as much as folding the rest of the frame (perf). */
+static uint32_t crc_table[256];
+
+static void init_crc_table(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) {
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        }
+        crc_table[n] = c;
+    }
+}
+
 static uint32_t frame_crc(const unsigned char *buf, size_t len) {
-    uLong crc = 0L;
+    uint32_t state = 0xFFFFFFFFu; /* the inverted running crc */
 #ifdef HAVE_CLMUL_CRC
     if (len >= 64 && have_clmul()) {
         size_t bulk = len & ~(size_t)15;
-        uint32_t state = crc32_fold(buf, bulk, 0xFFFFFFFFu);
-        /* zlib's crc32 continues from a finished crc: un-invert the state for it */
-        crc = (uLong)(state ^ 0xFFFFFFFFu);
+        state = crc32_fold(buf, bulk, state);
         buf += bulk;
         len -= bulk;
     }
 #endif
-    /* zlib takes a uInt length: 4 GiB and more in pieces, as the zlib module does */
-    for (; len > 0x40000000u; buf += 0x40000000u, len -= 0x40000000u) {
-        crc = crc32(crc, buf, 0x40000000u);
+    if (len >= 64) { /* no folding here: zlib, which takes a uInt length, in pieces */
+        uLong crc = 0L;
+        for (; len > 0x40000000u; buf += 0x40000000u, len -= 0x40000000u) {
+            crc = crc32(crc, buf, 0x40000000u);
+        }
+        return (uint32_t)crc32(crc, buf, (uInt)len);
     }
-    return (uint32_t)crc32(crc, buf, (uInt)len);
+    for (; len > 0; buf++, len--) {
+        state = crc_table[(state ^ *buf) & 0xFF] ^ (state >> 8);
+    }
+    return state ^ 0xFFFFFFFFu;
 }
 
 PyDoc_STRVAR(crc32_doc, "crc32(data)\n--\n\nzlib.crc32(data), as the frames use it (tests).");
@@ -1406,6 +1424,7 @@ static int exec_module(PyObject *Py_UNUSED(module)) {
     str_key = PyUnicode_InternFromString("key");
     str_path = PyUnicode_InternFromString("path");
     init_escapes();
+    init_crc_table();
     if (!str_begin || !str_end || !str_offset || !str_data || !str_head || !str_tail ||
         !str_source || !str_key || !str_path) {
         return -1;
