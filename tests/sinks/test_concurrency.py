@@ -107,21 +107,22 @@ class Counting:
             self.now -= 1
 
 
-async def test_one_batch_at_a_time_by_default_and_more_while_draining(
+async def test_two_batches_at_a_time_by_default_and_more_while_draining(
     rig: Rig, tmp_path: Path, tls_files: TlsFiles
 ) -> None:
     collector, url = await start_collector(tmp_path, tls_files)
     try:
-        one = Counting(url, tls_files)
-        async with answering(one.forward) as port:
+        # The first batch is held until a second one is in flight beside it; never a third.
+        two = Counting(url, tls_files, hold=2)
+        async with answering(two.forward) as port:
             await rig.commit(30)
             sink = rig.sink(
                 f"http://127.0.0.1:{port}", tls_files, max_batch_records=5, compression="none"
             )
             await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 30, "30 acked")
-        assert one.most == 1
-        # Draining: the first batch is held until a second one is in flight beside it.
-        several = Counting(url, tls_files, hold=2, first=31)
+        assert two.most == 2
+        # Draining: the first batch is held until two more are in flight beside it.
+        several = Counting(url, tls_files, hold=3, first=31)
         async with answering(several.forward) as port:
             await rig.commit(30, start=30)
             rig.drain.set()
@@ -129,7 +130,7 @@ async def test_one_batch_at_a_time_by_default_and_more_while_draining(
                 f"http://127.0.0.1:{port}", tls_files, max_batch_records=5, compression="none"
             )
             await run_until(sink, lambda: rig.buffer.cursors["central"][0] == 60, "60 acked")
-        assert 2 <= several.most <= 4  # drain_concurrency
+        assert 3 <= several.most <= 4  # drain_concurrency
         await assert_stored_in_order(collector, rig, 60)
     finally:
         await collector.stop()
