@@ -9,7 +9,7 @@
  *
  * Records are encoded by orjson (the `dumps` passed in). What moves here is everything after it:
  * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the hex digest, the wire form, the
- * checkpoint bytes, crc32 (zlib, as the zlib module uses) and the frame, written into one buffer
+ * checkpoint bytes, crc32 (zlib's, as the zlib module computes it) and the frame, written into one buffer
  * for the whole run. The lines of a PlainRun (a raw source's chunk, agent/sources/__init__.py)
  * have no record: their canonical JSON is the run's head + offset + the line as a JSON string +
  * seq + the run's tail, which is orjson's bytes for the record run.records() makes (ASCII lines:
@@ -113,8 +113,9 @@ static void put_u64(unsigned char *p, uint64_t v) {
  * On x86-64 CPUs with PCLMULQDQ the bulk is folded 64 bytes at a time with carry-less multiplies
  * (Gopal et al., "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ Instruction",
  * Intel, 2009: the folding and Barrett constants for this polynomial are in its appendix); the
- * tail of fewer than 16 bytes, short inputs and other CPUs use zlib. tests/buffer/test_chain.py
- * holds it equal to zlib.crc32 on every length and alignment it tries. */
+ * tail of fewer than 16 bytes and inputs under 64 bytes go through a table (crc_table), and other
+ * CPUs use zlib for the bulk. tests/buffer/test_chain.py holds it equal to zlib.crc32 at every
+ * length from 0 to 300 and at random lengths and alignments. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
@@ -339,7 +340,6 @@ static int offset_digits(PyObject *offset, char *small, size_t small_len, const 
     return 0;
 }
 
-/* One record's wire form: canonical[:len - 1] + ',"h":"' + hex(digest) + '"}'. New reference. */
 /* The digits of v, written at p; returns how many (at most 20). snprintf's "%llu" cost the
  * writer about 2% of its CPU at three numbers per line. */
 static int put_digits(char *p, unsigned long long v) {

@@ -423,18 +423,19 @@ class NativeSink:
         if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
         if self.config.compression == "zstd":
-            return self._zstd_body(orjson.dumps(header), batch.records), ENCODINGS["zstd"]
+            return self._zstd_body(orjson.dumps(header), batch), ENCODINGS["zstd"]
         # The trailing b"" gives the final newline in the one join: no second copy of the body.
         body = b"\n".join([orjson.dumps(header), *batch.records, b""])
         if self.config.compression == "gzip":
             return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
         return body, ENCODINGS["none"]
 
-    def _zstd_body(self, header: bytes, records: list[bytes]) -> bytes:
+    def _zstd_body(self, header: bytes, batch: Batch) -> bytes:
         """The NDJSON body compressed as one zstd frame that declares its size (the collector's
         one-shot path), fed ``_ZSTD_PIECE`` records at a time: the plain body is never made
         whole (a fresh 2 MiB join per batch cost the agent a page fault per 4 KiB of it)."""
-        size = len(header) + 1 + sum(map(len, records)) + len(records)
+        records = batch.records
+        size = len(header) + 1 + batch.size + len(records)
         compressor = getattr(self._zstd, "compressor", None)
         if compressor is None:
             compressor = self._zstd.compressor = zstandard.ZstdCompressor(level=self._zstd_level)

@@ -177,6 +177,7 @@ async def test_reader_batches_are_consecutive_and_linked(running: Running) -> No
     assert [(b.first_seq, b.last_seq) for b in batches] == [(1, 100), (101, 200), (201, 250)]
     prev = genesis(buf.stream_id)
     for batch in batches:
+        assert batch.size == sum(map(len, batch.records))  # counted by the reader as it reads
         assert batch.prev_h == prev
         for raw, h in zip(batch.records, batch.hashes, strict=True):
             assert expected_h(prev, orjson.loads(raw)) == h
