@@ -38,10 +38,12 @@ from agent.config import (
     load_agent_config,
 )
 from agent.errors import ConfigError
+from agent.runtime import trim_malloc
 from agent.sinks.native import NativeSink
 from agent.sources import Emit, Item, Pending, PlainRun, record_count
 from agent.sources.file import FileSource
 from agent.sources.journald import JournaldSource
+from agent.threads import in_thread
 from agent.transforms import TransformChain, enrich
 
 log = logging.getLogger(__name__)
@@ -234,16 +236,21 @@ class Agent:
     async def _heartbeat(self, buffer: Buffer, stop: asyncio.Event) -> None:
         """Write a heartbeat notice whenever ``heartbeat`` seconds passed with no record
         committed (checked every ``heartbeat`` seconds: at most twice that after the last
-        record), until ``stop``."""
+        record), until ``stop``. The first time after records, the heap's free pages go back
+        to the OS first (``runtime.trim_malloc``): what a burst freed is not kept while idle."""
         interval = self.config.heartbeat
         seen = buffer.last_seq
+        trimmed = False  # since the last records
         while interval > 0:
             await first_of(stop, within=interval)
             if stop.is_set():
                 return
             if buffer.last_seq != seen:
-                seen = buffer.last_seq
+                seen, trimmed = buffer.last_seq, False
                 continue
+            if not trimmed:
+                await in_thread(trim_malloc)
+                trimmed = True
             msg = f"heartbeat: agent running, no records for {interval:g} s"
             record = special.notice("heartbeat", msg, idle_seconds=interval)
             await buffer.emit([Pending(record, None)])

@@ -46,6 +46,40 @@ def test_a_request_body_comes_from_the_heap_and_stays_there_when_freed() -> None
     assert out == ["0", "True"]
 
 
+# In a child: a burst of body-sized buffers, each followed by a small allocation that outlives
+# it (so the heap's top never frees up), then freed; the process's resident set before and after
+# trim_malloc(). Without the trim the freed buffers stay resident (the trim threshold only
+# releases the heap's top).
+BURST = """
+import os
+from agent import runtime
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+assert runtime.tune_malloc()
+bodies, kept = [], []
+for i in range(30):
+    bodies.append(b"x" * (1_000_000 + i))
+    kept.append(b"y" * (2_000 + i))  # over 512 bytes: from malloc, not pymalloc
+del bodies
+before = resident()
+assert runtime.trim_malloc()
+print(before - resident())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_an_idle_agent_gives_back_what_a_burst_freed() -> None:
+    """30 MB of freed bodies stay resident under the small allocations made after them, until
+    trim_malloc (which the agent calls at its first idle heartbeat)."""
+    released = int(
+        subprocess.run(
+            [sys.executable, "-c", BURST], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert released > 20 * 2**20, f"{released / 2**20:.1f} MiB released"
+
+
 def test_gc_thresholds_and_freeze_in_a_fresh_process() -> None:
     """In a child, so this test run's own collector is left as it is."""
     code = (
