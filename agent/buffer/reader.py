@@ -25,7 +25,6 @@ from itertools import accumulate, islice
 from agent.buffer import segment
 from agent.buffer.segment import SegmentInfo
 from agent.buffer.wal import Buffer
-from agent.errors import StateError
 from agent.threads import in_thread
 
 _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
@@ -33,6 +32,24 @@ _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
 # per 4 KiB of it); one grown past this for a huge frame is dropped after that read.
 _KEEP_WINDOW = 4 * _WINDOW
 _SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
+
+
+class _DroppedError(Exception):
+    """Records after the reader's position were deleted unread (``drop_oldest``): the buffer
+    now starts after ``base``."""
+
+    def __init__(self, base: int, base_h: bytes) -> None:
+        super().__init__(f"records up to seq {base} were dropped")
+        self.base, self.base_h = base, base_h
+
+
+def _joined(
+    before: tuple[int, int] | None, after: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """Two gaps, the second starting where the first ends, as one (either may be None)."""
+    if before is None or after is None:
+        return after or before
+    return before[0], after[1]
 
 
 def take_run(
@@ -123,17 +140,22 @@ class BufferReader:
         trading a little latency for fewer, larger requests.
         """
         changed = self.buffer.changed
-        async with changed:
-            await changed.wait_for(lambda: self._available() > 0 or self.buffer.closed)
-            if self._available() == 0:
-                return None
-        if linger > 0 and self._available() < max_records and not self.buffer.closed:
-            await self._linger(max_records, linger, drain)
-        gap = self._skip_dropped()
-        batch = await in_thread(self._read, max_records, max_bytes)
-        if gap is None:
-            return batch
-        return dataclasses.replace(batch, gap=gap)
+        gap: tuple[int, int] | None = None
+        while True:
+            async with changed:
+                await changed.wait_for(lambda: self._available() > 0 or self.buffer.closed)
+                if self._available() == 0:
+                    self._declared = gap  # for a later batch, if there is one
+                    return None
+            if linger > 0 and self._available() < max_records and not self.buffer.closed:
+                await self._linger(max_records, linger, drain)
+            gap = _joined(gap, self._skip_dropped())
+            batch = await in_thread(self._read, max_records, max_bytes)
+            # The read itself may have gone past records dropped while it ran.
+            gap = _joined(gap, batch.gap)
+            if batch.records or batch.gap is None:  # else all it found was dropped: wait on
+                break
+        return batch if gap == batch.gap else dataclasses.replace(batch, gap=gap)
 
     async def _linger(self, max_records: int, linger: float, drain: asyncio.Event | None) -> None:
         """Wait up to ``linger`` for a full batch; drain mode (possibly switched on meanwhile,
@@ -213,14 +235,26 @@ class BufferReader:
         return self.buffer.last_seq - self.position
 
     def _read(self, max_records: int, max_bytes: int) -> Batch:
-        """The next batch from segment files: a window of frames decoded at a time."""
+        """The next batch from segment files: a window of frames decoded at a time. Records
+        dropped (``drop_oldest``) since ``next_batch`` looked end the batch, or, before any was
+        read, are skipped: the batch's ``gap`` then says which."""
         records: list[bytes] = []
         hashes: list[bytes] = []
         size = 0
         first, prev = self.position + 1, self.position_h
         last_h = prev
+        dropped: tuple[int, int] | None = None
         while len(records) < max_records and size < max_bytes:
-            info, limit = self._locate()
+            try:
+                info, limit = self._locate()
+            except _DroppedError as gone:
+                if records:
+                    break  # they ship; the next batch starts after what was dropped
+                dropped = _joined(dropped, (self.position + 1, gone.base))
+                self.seek(gone.base, gone.base_h)
+                first, prev = gone.base + 1, gone.base_h
+                last_h = prev
+                continue
             if info is None:
                 break
             run = self._window(limit, max_records - len(records))
@@ -252,7 +286,7 @@ class BufferReader:
             self.position = seqs[take - 1]
             self.position_h = last_h = run.hashes[skip + take - 1]
             self._offset += run.ends[skip + take - 1]
-        return Batch(first, self.position, prev, last_h, records, hashes, size=size)
+        return Batch(first, self.position, prev, last_h, records, hashes, dropped, size=size)
 
     def _window(self, limit: int, want: int) -> segment.Run:
         """Decode frames from ``_offset`` (up to ``limit``, the committed end): a window of
@@ -278,15 +312,17 @@ class BufferReader:
 
     def _locate(self) -> tuple[SegmentInfo | None, int]:
         """The segment holding the first record after ``position`` (opened) and its committed
-        size; None when nothing after ``position`` is committed yet."""
-        with self.buffer.lock:
-            if self.position < self.buffer.base_seq:
-                raise StateError(
-                    f"sink {self.sink}: records after seq {self.position} were deleted"
-                )
+        size; None when nothing after ``position`` is committed yet. _DroppedError when records
+        after ``position`` were deleted. Under the buffer's deletion lock too: a deletion unlinks
+        its files before it takes them off ``segments``, and the file of a listed segment must
+        still be there to be opened."""
+        buffer = self.buffer
+        with buffer.deleting, buffer.lock:
+            if self.position < buffer.base_seq:
+                raise _DroppedError(buffer.base_seq, buffer.base_h)
             if self._segment is not None:
                 return self._segment, self._segment.size
-            info = next((s for s in self.buffer.segments if s.last_seq > self.position), None)
+            info = next((s for s in buffer.segments if s.last_seq > self.position), None)
             if info is None:
                 return None, 0
             self._open(info)

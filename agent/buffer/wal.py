@@ -503,6 +503,12 @@ class Buffer:
 
     # --- observation ---------------------------------------------------------------------------
 
+    @property
+    def deleting(self) -> threading.Lock:
+        """Held while segments are deleted (their files unlinked, then taken off ``segments``):
+        a reader takes it to never meet a deletion half done."""
+        return self._delete_lock
+
     def queued(self) -> int:
         """Batches waiting for the writer (``queue_batches`` when backpressure holds sources)."""
         return self._queue.qsize()

@@ -114,3 +114,34 @@ async def test_fsync_interval_gathers_records_into_few_commits(tmp_path: Path) -
     assert len(frames) == 101
     assert_chain(frames, run.buffer.stream_id)
     assert len(segment.list_segments(tmp_path / "buffer")) == 1
+
+
+async def test_a_read_that_meets_segments_dropped_meanwhile_goes_on_after_them(
+    tmp_path: Path,
+) -> None:
+    """drop_oldest deletes segments a lagging sink has not read, without waiting for it. The
+    reader's thread can meet that after ``next_batch`` checked (a read already under way): it
+    goes on after the dropped range and declares it, instead of raising StateError out of the
+    sink's task."""
+    config = BufferConfig(segment_bytes=4096, max_bytes=3 * 4096, when_full="drop_oldest")
+    run = await start(tmp_path, config)
+    buf = run.buffer
+    await run.commit(pending(10, size=100))
+    reader = BufferReader(buf, "a")
+    first = await reader.next_batch(5, 1 << 20, linger=0)
+    assert first is not None
+    assert (first.last_seq, first.gap) == (5, None)
+    for i in range(20):  # far past max_bytes: the segment the reader is in goes, unread
+        await run.commit(pending(20, start=10 + i * 20, size=100))
+    base, base_h = buf.base_seq, buf.base_h
+    assert base > 5
+    # As the reader's thread runs it once next_batch has looked for dropped records.
+    batch = await asyncio.to_thread(reader._read, 1000, 1 << 20)
+    reader.close()
+    assert batch.gap == (6, base)
+    assert (batch.first_seq, batch.prev_h) == (base + 1, base_h)
+    assert batch.records
+    assert [orjson.loads(r)["seq"] for r in batch.records] == list(
+        range(base + 1, batch.last_seq + 1)
+    )
+    await run.close()
