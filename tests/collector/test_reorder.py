@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +53,29 @@ def patient(
     return started(config, client_context(tls_files))
 
 
-async def on_its_way(
-    running: Running, release: asyncio.Event, token: str = OPS_TOKEN
-) -> asyncio.Task[Reply]:
-    """A batch of another stream held back until ``release``: while it is being handled, the
-    batches of ``token`` are not alone (they may wait). Returns its task once it is in flight."""
+@asynccontextmanager
+async def another_on_its_way(running: Running, token: str = OPS_TOKEN) -> AsyncIterator[None]:
+    """A batch of another stream held back while the block runs: the batches of ``token`` are
+    not alone (they may wait). Leaving the block lets it through, and it must be taken."""
+    release = asyncio.Event()
     in_flight = server(running).in_flight
     body = held_back(make_chain(1).batch(1, 1), release)
-    task = asyncio.create_task(post(running, body, token=token))
+    busy = asyncio.create_task(post(running, body, token=token))
     await eventually(
         lambda: server(running).in_flight > in_flight, timeout=10, what="a batch on its way"
     )
+    try:
+        yield
+    finally:
+        release.set()
+    assert (await busy)[0] == 200
+
+
+async def waiting(running: Running, body: bytes, token: str = OPS_TOKEN) -> asyncio.Task[Reply]:
+    """POST ``body``, a batch ahead of the stream's head: its task, once it waits."""
+    before = server(running).waiting
+    task = asyncio.create_task(post(running, body, token=token))
+    await eventually(lambda: server(running).waiting > before, timeout=10, what="it waiting")
     return task
 
 
@@ -184,27 +196,24 @@ async def test_batches_waiting_in_all_streams_together_are_bounded(
     # at once, though its own stream has none waiting.
     chains = [make_chain(1 + MAX_WAITING) for _ in range(MAX_WAITING_ALL // MAX_WAITING)]
     async with patient(tmp_path, tls_files) as running:
-        release = asyncio.Event()
-        busy = await on_its_way(running, release)
-        later = [
-            asyncio.create_task(post(running, chain.batch(seq, seq)))
-            for chain in chains
-            for seq in range(2, 2 + MAX_WAITING)
-        ]
-        await eventually(
-            lambda: server(running).waiting == MAX_WAITING_ALL, timeout=20, what="all waiting"
-        )
+        async with another_on_its_way(running):
+            later = [
+                asyncio.create_task(post(running, chain.batch(seq, seq)))
+                for chain in chains
+                for seq in range(2, 2 + MAX_WAITING)
+            ]
+            await eventually(
+                lambda: server(running).waiting == MAX_WAITING_ALL, timeout=20, what="all waiting"
+            )
 
-        assert await answer_without_waiting(running, make_chain(2).batch(2, 2)) == (
-            409,
-            {"expected": 1},
-        )
+            assert await answer_without_waiting(running, make_chain(2).batch(2, 2)) == (
+                409,
+                {"expected": 1},
+            )
 
-        for chain in chains:
-            assert (await post(running, chain.batch(1, 1)))[0] == 200
-        assert [(await task)[0] for task in later] == [200] * MAX_WAITING_ALL
-        release.set()
-        assert (await busy)[0] == 200
+            for chain in chains:
+                assert (await post(running, chain.batch(1, 1)))[0] == 200
+            assert [(await task)[0] for task in later] == [200] * MAX_WAITING_ALL
         for chain in chains:
             assert await stored(running, chain) == chain.lines
 
@@ -216,9 +225,10 @@ async def test_batches_waiting_hold_at_most_max_decompressed_bytes_in_all(
     chains = [make_chain(20) for _ in range(3)]
     bodies = [chain.batch(2, 20) for chain in chains]
     limit = len(bodies[0]) + len(bodies[1])
-    async with patient(tmp_path, tls_files, max_decompressed_bytes=limit) as running:
-        release = asyncio.Event()
-        busy = await on_its_way(running, release)
+    async with (
+        patient(tmp_path, tls_files, max_decompressed_bytes=limit) as running,
+        another_on_its_way(running),
+    ):
         later = [asyncio.create_task(post(running, body)) for body in bodies[:2]]
         await eventually(lambda: server(running).waiting == 2, timeout=10, what="two waiting")
 
@@ -227,8 +237,6 @@ async def test_batches_waiting_hold_at_most_max_decompressed_bytes_in_all(
         for chain, task in zip(chains[:2], later, strict=True):
             assert (await post(running, chain.batch(1, 1)))[0] == 200
             assert await task == (200, {"acked": 20, "head": chain.head(20)})
-        release.set()
-        assert (await busy)[0] == 200
 
 
 async def test_a_token_not_allowed_for_the_stream_gets_403_without_waiting(
@@ -238,34 +246,27 @@ async def test_a_token_not_allowed_for_the_stream_gets_403_without_waiting(
     chain = make_chain(31)
     async with patient(tmp_path, tls_files) as running:
         assert (await post(running, chain.batch(1, 2, host="db-1")))[0] == 200
-        release = asyncio.Event()
-        busy = await on_its_way(running, release, token=WEB_TOKEN)
-
-        assert await answer_without_waiting(running, chain.batch(30, 31), token=WEB_TOKEN) == (
-            403,
-            {"error": "token 'web' may not send for host 'db-1'"},
-        )
-
-        release.set()
-        assert (await busy)[0] == 200
+        async with another_on_its_way(running, token=WEB_TOKEN):
+            assert await answer_without_waiting(running, chain.batch(30, 31), token=WEB_TOKEN) == (
+                403,
+                {"error": "token 'web' may not send for host 'db-1'"},
+            )
 
 
 async def test_a_waiting_batch_gets_403_once_a_host_it_may_not_write_creates_the_stream(
     tmp_path: Path, tls_files: TlsFiles
 ) -> None:
     chain = make_chain(31)
-    async with patient(tmp_path, tls_files) as running:
-        release = asyncio.Event()
-        busy = await on_its_way(running, release, token=WEB_TOKEN)
-        ahead = asyncio.create_task(post(running, chain.batch(30, 31), token=WEB_TOKEN))
-        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
+    async with (
+        patient(tmp_path, tls_files) as running,
+        another_on_its_way(running, token=WEB_TOKEN),
+    ):
+        ahead = await waiting(running, chain.batch(30, 31), token=WEB_TOKEN)
 
         assert (await post(running, chain.batch(1, 2, host="db-1")))[0] == 200
 
         await eventually(ahead.done, timeout=10, what="the waiting batch answered")
         assert ahead.result() == (403, {"error": "token 'web' may not send for host 'db-1'"})
-        release.set()
-        assert (await busy)[0] == 200
 
 
 async def test_a_waiting_batch_is_answered_once_the_other_request_of_its_token_ends(
@@ -274,13 +275,8 @@ async def test_a_waiting_batch_is_answered_once_the_other_request_of_its_token_e
     # Alone again, nothing can fill its hole: no need to wait out reorder_wait.
     chain = make_chain(6)
     async with patient(tmp_path, tls_files) as running:
-        release = asyncio.Event()
-        busy = await on_its_way(running, release)
-        ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
-        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
-
-        release.set()
-        assert (await busy)[0] == 200
+        async with another_on_its_way(running):
+            ahead = await waiting(running, chain.batch(4, 6))
 
         await eventually(ahead.done, timeout=10, what="the waiting batch answered")
         assert ahead.result() == (409, {"expected": 1})
@@ -292,15 +288,12 @@ async def test_stopping_answers_waiting_batches_at_once(
 ) -> None:
     chain = make_chain(6)
     async with patient(tmp_path, tls_files) as running:
-        release = asyncio.Event()
-        busy = await on_its_way(running, release)
-        ahead = asyncio.create_task(post(running, chain.batch(4, 6)))
-        await eventually(lambda: server(running).waiting == 1, timeout=10, what="it waiting")
+        # Leaving the block: a body still arriving is still taken in, though the server stops.
+        async with another_on_its_way(running):
+            ahead = await waiting(running, chain.batch(4, 6))
 
-        stopping = asyncio.create_task(server(running).stop())
+            stopping = asyncio.create_task(server(running).stop())
 
-        await eventually(ahead.done, timeout=10, what="the waiting batch answered")
-        assert ahead.result() == (409, {"expected": 1})
-        release.set()
-        assert (await busy)[0] == 200  # a body still arriving is still taken in
+            await eventually(ahead.done, timeout=10, what="the waiting batch answered")
+            assert ahead.result() == (409, {"expected": 1})
         await stopping
