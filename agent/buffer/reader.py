@@ -145,7 +145,8 @@ class BufferReader:
             async with changed:
                 await changed.wait_for(lambda: self._available() > 0 or self.buffer.closed)
                 if self._available() == 0:
-                    self._declared = gap  # for a later batch, if there is one
+                    if gap is not None:  # taken by this call: kept for a later batch, if any
+                        self._declared = gap
                     return None
             if linger > 0 and self._available() < max_records and not self.buffer.closed:
                 await self._linger(max_records, linger, drain)
