@@ -5,7 +5,8 @@ They are built by ``pip install`` where a C compiler and the OpenSSL and zlib he
 and skipped (the install goes on) where not. Their functions stand in for Python ones that stay
 as the reference and the fallback: ``buffer.chain.link_py``, ``buffer.segment.parse_run_py``,
 ``collector.batch.verify_wire_py``, ``sources.tailed.cut_plain_py`` and
-``transforms.syslog.split_bsd_py``/``split_iso_py``. Setting
+``transforms.syslog.split_bsd_py``/``split_iso_py``, and the ``syslog``/``auth`` parsers' commonest
+lines (``transforms._speedups.parse_batch``, for the chain's parse of a record at a time). Setting
 ``TAILSEAL_PURE_PYTHON`` (to anything) runs the Python ones even where they were built.
 """
 

@@ -23,20 +23,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, cast, overload
 
+from agent.compiled import load
 from agent.record import Record
 from agent.sources import Item, Pending, PlainRun, materialize, record_count
 from agent.transforms.access import AccessParser
 from agent.transforms.auditd import AuditParser
-from agent.transforms.auth import parse_auth
+from agent.transforms.auth import PROGRAM_CODES, parse_auth
 from agent.transforms.fields import tag
 from agent.transforms.jsonl import JsonParser
 from agent.transforms.redact import Redactor
 from agent.transforms.redact_batch import redact_records
 from agent.transforms.shell import ShellParser
-from agent.transforms.syslog import SyslogParser, parse_timezone
+from agent.transforms.syslog import Clock, SyslogParser, parse_timezone
 
 if TYPE_CHECKING:
     from agent.config import SourceConfig
@@ -46,6 +48,7 @@ __all__ = ["Parser", "TransformChain", "TransformStats", "build"]
 log = logging.getLogger(__name__)
 
 _RECORD = attrgetter("record")
+_COMPILED = load("agent.transforms._speedups")
 
 # A parser sets fields on the record it is given; False = "not my format" (tagged, counted).
 Parser = Callable[[Record], bool]
@@ -69,6 +72,19 @@ class _SyslogAuth:
     def __init__(self, syslog: SyslogParser, *, auth: bool) -> None:
         self.syslog = syslog
         self.auth = auth
+
+    def parse_batch(self, records: list[Record], slow: Callable[[Record], object]) -> int:
+        """Parse each of ``records`` as ``_parse_msg`` does with this parser; returns how many
+        the compiled ``parse_batch`` did itself (the commonest lines: see its comment in
+        ``transforms/_speedups.c``). ``slow`` is that Python path, for every other record and
+        for all of them without the compiled module. Only a failure to allocate can raise."""
+        if _COMPILED is None:
+            for record in records:
+                slow(record)
+            return 0
+        programs = PROGRAM_CODES if self.auth else None
+        done: int = _COMPILED.parse_batch(records, programs, slow, self.syslog.fast_state)
+        return done
 
     def __call__(self, record: Record) -> bool:
         head = self.syslog.header(record["msg"])
@@ -98,6 +114,7 @@ class TransformChain:
         # Parsers that only copy substrings of msg: their fields need no walk when msg is clean.
         # Without a parser there are no parsed fields at all: only msg can hold a secret.
         self.fields_from_msg = parser is None or isinstance(parser, _SyslogAuth | AccessParser)
+        self._slow = partial(self._parse_msg, parser) if parser is not None else None
 
     def __call__(self, record: Record) -> Record:
         """Transform one record in place and return it."""
@@ -146,10 +163,11 @@ class TransformChain:
             pendings = [item for item in batch if type(item) is Pending]
         else:
             self.stats.records += len(batch)
-            if parser is not None:
+            if type(parser) is _SyslogAuth and self._slow is not None:
+                parser.parse_batch(list(map(_RECORD, pendings)), self._slow)
+            elif parser is not None:
                 for pending in pendings:
-                    if isinstance(pending.record.get("msg"), str):
-                        self._parse(parser, pending.record)
+                    self._parse_msg(parser, pending.record)
         if redactor is not None and pendings:
             records = list(map(_RECORD, pendings))
             self.stats.redacted += redact_records(
@@ -173,6 +191,11 @@ class TransformChain:
                 self.stats.audit_lost += int(record.get("auditd", {}).get("lost", 0))
             made.append(Pending(record, None))
         return made
+
+    def _parse_msg(self, parser: Parser, record: Record) -> None:
+        """``_parse`` a record whose ``msg`` is a str; leave others alone."""
+        if isinstance(record.get("msg"), str):
+            self._parse(parser, record)
 
     def _parse(self, parser: Parser, record: Record) -> None:
         # Parsers only add keys or replace values at the top (and add log.syslog), so a shallow
@@ -221,14 +244,15 @@ def _open_runs(redactor: Redactor, batch: list[Item]) -> list[Item]:
 
 
 def make_parser(
-    config: SourceConfig, redactor: Redactor | None = None
+    config: SourceConfig, redactor: Redactor | None = None, clock: Clock | None = None
 ) -> tuple[Parser | None, AuditParser | None]:
     """The parser for ``config.parser.format`` (and the auditd reassembler, if that, which
-    redacts command arguments with ``redactor``)."""
+    redacts command arguments with ``redactor``). ``clock`` (the system clock if None) is what
+    the syslog parser reads for the year of a BSD timestamp."""
     cfg = config.parser
     tz = parse_timezone(cfg.timezone)
     if cfg.format in ("syslog", "auth"):
-        return _SyslogAuth(SyslogParser(tz), auth=cfg.format == "auth"), None
+        return _SyslogAuth(SyslogParser(tz, clock), auth=cfg.format == "auth"), None
     if cfg.format == "access":
         return AccessParser(), None
     if cfg.format == "json":
@@ -242,8 +266,8 @@ def make_parser(
     return None, None
 
 
-def build(source_name: str, config: SourceConfig) -> TransformChain:
-    """The transform chain of one source, from its config section."""
+def build(source_name: str, config: SourceConfig, clock: Clock | None = None) -> TransformChain:
+    """The transform chain of one source, from its config section (``clock``: ``make_parser``)."""
     redactor = Redactor(config.redact.patterns) if config.redact.enabled else None
-    parser, audit = make_parser(config, redactor)
+    parser, audit = make_parser(config, redactor, clock)
     return TransformChain(source_name, parser, redactor, audit)

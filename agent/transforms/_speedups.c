@@ -176,58 +176,63 @@ static int is_lower(Py_UCS4 ch) { return ch >= 'a' && ch <= 'z'; }
 PyDoc_STRVAR(split_bsd_doc, "split_bsd(line, /)\n--\n\n"
                             "_RFC3164.match(line).groups(), or None (syslog.split_bsd_py).");
 
-static PyObject *split_bsd(PyObject *Py_UNUSED(module), PyObject *line) {
-    Text t;
-    if (text_of(line, &t) < 0) {
-        return NULL;
-    }
-    /* pri, stamp, mon, day, time, frac, host, prog, pid, body */
-    Span s[10];
-    Py_ssize_t i = match_pri(&t, &s[0]);
+/* The BSD header's spans in t (pri, stamp, mon, day, time, frac, host, prog, pid, body): 0 on a
+ * match, -1 if there is none. */
+static int bsd_spans(const Text *t, Span s[10]) {
+    Py_ssize_t i = match_pri(t, &s[0]);
     if (i < 0) {
-        Py_RETURN_NONE;
+        return -1;
     }
     Py_ssize_t stamp = i;
-    if (!is_upper(at(&t, i)) || !is_lower(at(&t, i + 1)) || !is_lower(at(&t, i + 2)) ||
-        at(&t, i + 3) != ' ' || i + 3 >= t.n) {
-        Py_RETURN_NONE;
+    if (!is_upper(at(t, i)) || !is_lower(at(t, i + 1)) || !is_lower(at(t, i + 2)) ||
+        at(t, i + 3) != ' ' || i + 3 >= t->n) {
+        return -1;
     }
     s[2] = (Span){i, i + 3};
     i += 4;
-    Py_UCS4 first = at(&t, i);
-    if ((first == ' ' || is_digit(&t, i)) && i < t.n && is_digit(&t, i + 1)) {
+    Py_UCS4 first = at(t, i);
+    if ((first == ' ' || is_digit(t, i)) && i < t->n && is_digit(t, i + 1)) {
         s[3] = (Span){i, i + 2};
-    } else if (is_digit(&t, i)) {
+    } else if (is_digit(t, i)) {
         s[3] = (Span){i, i + 1};
     } else {
-        Py_RETURN_NONE;
+        return -1;
     }
     i = s[3].end;
-    if (at(&t, i) != ' ' || i >= t.n) {
-        Py_RETURN_NONE;
+    if (at(t, i) != ' ' || i >= t->n) {
+        return -1;
     }
     i++;
-    if (!is_digit(&t, i) || !is_digit(&t, i + 1) || at(&t, i + 2) != ':' ||
-        !is_digit(&t, i + 3) || !is_digit(&t, i + 4) || at(&t, i + 5) != ':' ||
-        !is_digit(&t, i + 6) || !is_digit(&t, i + 7)) {
-        Py_RETURN_NONE;
+    if (!is_digit(t, i) || !is_digit(t, i + 1) || at(t, i + 2) != ':' || !is_digit(t, i + 3) ||
+        !is_digit(t, i + 4) || at(t, i + 5) != ':' || !is_digit(t, i + 6) ||
+        !is_digit(t, i + 7)) {
+        return -1;
     }
     s[4] = (Span){i, i + 8};
     i += 8;
     s[5] = NONE;
-    if (at(&t, i) == '.' && i < t.n) {
-        Py_ssize_t d = digits(&t, i + 1, 9);
+    if (at(t, i) == '.' && i < t->n) {
+        Py_ssize_t d = digits(t, i + 1, 9);
         if (d < 1 || d > 9) {
-            Py_RETURN_NONE;
+            return -1;
         }
         s[5] = (Span){i + 1, i + 1 + d};
         i += 1 + d;
     }
     s[1] = (Span){stamp, i};
-    if (at(&t, i) != ' ' || i >= t.n) {
-        Py_RETURN_NONE;
+    if (at(t, i) != ' ' || i >= t->n) {
+        return -1;
     }
-    if (match_tail(&t, i + 1, &s[6], &s[7], &s[8], &s[9]) < 0) {
+    return match_tail(t, i + 1, &s[6], &s[7], &s[8], &s[9]);
+}
+
+static PyObject *split_bsd(PyObject *Py_UNUSED(module), PyObject *line) {
+    Text t;
+    if (text_of(line, &t) < 0) {
+        return NULL;
+    }
+    Span s[10];
+    if (bsd_spans(&t, s) < 0) {
         Py_RETURN_NONE;
     }
     return groups(line, s, 10);
@@ -296,13 +301,808 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
     return groups(line, s, 6);
 }
 
+/* ---- parse_batch: the syslog and auth parsers over a batch of records ----
+ *
+ * The reference is the Python path, record by record: TransformChain._parse with the _SyslogAuth
+ * parser (SyslogParser.header and apply, then auth.parse_auth). parse_batch(records, programs,
+ * slow, state) gives the commonest lines the same result without a Python call per line, and
+ * hands every other record to slow(record), which is that very path. A record is done here only
+ * when all of these hold (every test is made before the record is touched):
+ *   - it is a dict of exactly the keys ts, src, msg and log (nothing else to merge with), its msg
+ *     an exact str of printable ASCII (" " to "~"), where re's \s is " ", \w [A-Za-z0-9_] and \d
+ *     [0-9], and "." and "$" meet no newline;
+ *   - its header is BSD (bsd_spans) without a priority, and its time is the stamp the parser
+ *     cached, or a stamp without fraction and below second 60 in the minute it cached, while the
+ *     clock reads in the month it last read (state(): (stamp, ts, minute, minute's ts, (year,
+ *     month) or None), read again after each slow call);
+ *   - programs is None (the syslog format: the header only), or by programs[prog] (1 sshd, 2
+ *     sudo, 3 PAM only, 0 other; absent is 3, as parse_auth), the body (after ": ?" and leading
+ *     spaces) is an sshd "Accepted|Failed <method> for ..." login, a pam_* "session opened|closed"
+ *     line (sshd, sudo, PAM only), a sudo "<user> : ..." line, or (PAM only) a body not starting
+ *     "pam_" (nothing to parse: the header only).
+ * The patterns, read from auth.py and matched here without backtracking, because none finds a
+ * second way through: each greedy run is of characters that cannot follow it, so a shorter one
+ * fails where the longest does. Two places do search: the login's lazy user (each " from " in
+ * turn, at most 256 characters on, until the rest matches to the end) and its optional "invalid
+ * user " (taken if the rest then matches, else the user starts at "invalid").
+ * Returns how many records were done here.
+ */
+
+enum {
+    K_TS, K_SRC, K_MSG, K_LOG, K_EVENT, K_CREATED, K_HOST, K_HOSTNAME, K_PROCESS, K_NAME, K_PID,
+    K_SOURCE, K_IP, K_PORT, K_USER, K_SYSTEM, K_AUTH, K_SSH, K_METHOD, K_SIGNATURE,
+    K_INVALID_USER, K_PREAUTH, K_CATEGORY, K_TYPE, K_ACTION, K_OUTCOME, K_PAM, K_MODULE,
+    K_SERVICE, K_EFFECTIVE, K_ID, K_TTY, K_WORKING_DIRECTORY, K_COMMAND_LINE, K_GROUP, K_ERROR,
+    K_MESSAGE, V_AUTHENTICATION, V_START, V_INFO, V_SSH_LOGIN, V_SUCCESS, V_FAILURE, V_SESSION,
+    V_END, V_SESSION_OPENED, V_SESSION_CLOSED, V_PROCESS, V_SUDO_COMMAND, N_NAMES
+};
+static const char *const NAME_TEXT[N_NAMES] = {
+    "ts", "src", "msg", "log", "event", "created", "host", "hostname", "process", "name", "pid",
+    "source", "ip", "port", "user", "system", "auth", "ssh", "method", "signature",
+    "invalid_user", "preauth", "category", "type", "action", "outcome", "pam", "module",
+    "service", "effective", "id", "tty", "working_directory", "command_line", "group", "error",
+    "message", "authentication", "start", "info", "ssh_login", "success", "failure", "session",
+    "end", "session_opened", "session_closed", "process", "sudo_command",
+};
+static PyObject *NAMES[N_NAMES];
+
+enum { P_OTHER = 0, P_SSHD = 1, P_SUDO = 2, P_PAM_ONLY = 3 };
+enum { W_HEADER, W_LOGIN, W_SESSION, W_SUDO };
+#define MAX_ERRORS 8
+
+typedef struct {
+    Span host, prog, pid;
+    int what;
+    /* login */
+    int ok, invalid, preauth;
+    Span method, user, ip, port, sig;
+    /* pam session */
+    int opened;
+    Span mod, svc, name, by, uid;
+    /* sudo: the user alone unless `full` (a command or an error) */
+    int full, nerrors;
+    Span suser, tty, pwd, command, euser, egroup, errors[MAX_ERRORS];
+} Plan;
+
+static int is_word(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+static int is_dig(char c) { return c >= '0' && c <= '9'; }
+
+static int starts(const char *s, Py_ssize_t i, Py_ssize_t n, const char *word) {
+    size_t k = strlen(word);
+    return i <= n && (size_t)(n - i) >= k && memcmp(s + i, word, k) == 0;
+}
+
+/* The first `word` in s[i:n], or -1. */
+static Py_ssize_t find(const char *s, Py_ssize_t i, Py_ssize_t n, const char *word) {
+    size_t k = strlen(word);
+    for (; i + (Py_ssize_t)k <= n; i++) {
+        const char *hit = memchr(s + i, word[0], (size_t)(n - i));
+        if (hit == NULL) {
+            return -1;
+        }
+        i = hit - s;
+        if (i + (Py_ssize_t)k <= n && memcmp(s + i, word, k) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* login, after the user: from + "(?P<ip>[0-9A-Fa-f.:%\w-]{1,64}) port (?P<port>\d{1,5})(?: ssh\d?)?
+ * (?:: (?P<sig>.*))?$" at j. */
+static int login_rest(const char *s, Py_ssize_t j, Py_ssize_t n, Plan *p) {
+    Py_ssize_t m = j;
+    while (m < n && (is_word(s[m]) || s[m] == '.' || s[m] == ':' || s[m] == '%' || s[m] == '-')) {
+        m++;
+    }
+    if (m == j || m - j > 64 || !starts(s, m, n, " port ")) {
+        return -1;
+    }
+    p->ip = (Span){j, m};
+    j = m + 6;
+    for (m = j; m < n && is_dig(s[m]); m++) {
+    }
+    if (m == j || m - j > 5) {
+        return -1;
+    }
+    p->port = (Span){j, m};
+    j = m;
+    if (starts(s, j, n, " ssh")) {
+        j += 4;
+        if (j < n && is_dig(s[j])) {
+            j++;
+        }
+    }
+    if (j == n) {
+        p->sig = NONE;
+        return 0;
+    }
+    if (starts(s, j, n, ": ")) {
+        p->sig = (Span){j + 2, n};
+        return 0;
+    }
+    return -1;
+}
+
+/* The lazy user from j: the first " from " (at most 256 characters on) the rest matches after. */
+static int login_user(const char *s, Py_ssize_t j, Py_ssize_t n, Plan *p) {
+    for (Py_ssize_t k = j; k <= j + 256 && k < n; k++) {
+        if (s[k] == ' ' && starts(s, k, n, " from ") && login_rest(s, k + 6, n, p) == 0) {
+            p->user = (Span){j, k};
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* auth._SSHD's first pattern at i (re.match, no re.S). */
+static int plan_login(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t j;
+    if (starts(s, i, n, "Accepted ")) {
+        p->ok = 1;
+        j = i + 9;
+    } else if (starts(s, i, n, "Failed ")) {
+        p->ok = 0;
+        j = i + 7;
+    } else {
+        return -1;
+    }
+    Py_ssize_t m = j;
+    while (m < n && (is_word(s[m]) || s[m] == '/' || s[m] == '-')) {
+        m++;
+    }
+    if (m == j || !starts(s, m, n, " for ")) {
+        return -1;
+    }
+    p->method = (Span){j, m};
+    j = m + 5;
+    p->invalid = starts(s, j, n, "invalid user ");
+    if (p->invalid && login_user(s, j + 13, n, p) == 0) {
+        return 0;
+    }
+    p->invalid = 0;
+    return login_user(s, j, n, p);
+}
+
+/* "\(uid=(\d+)\)" at j: where it ends (its digits in *digits), or -1. */
+static Py_ssize_t uid_group(const char *s, Py_ssize_t j, Py_ssize_t n, Span *digits) {
+    if (!starts(s, j, n, "(uid=")) {
+        return -1;
+    }
+    Py_ssize_t m = j + 5;
+    while (m < n && is_dig(s[m])) {
+        m++;
+    }
+    if (m == j + 5 || m >= n || s[m] != ')') {
+        return -1;
+    }
+    *digits = (Span){j + 5, m};
+    return m + 1;
+}
+
+/* auth._PAM then auth._PAM_SESSION at i: only a session line is done here. */
+static int plan_session(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    if (!starts(s, i, n, "pam_")) {
+        return -1;
+    }
+    Py_ssize_t j = i + 4, m = j;
+    while (m < n && is_word(s[m])) {
+        m++;
+    }
+    if (m == j || m >= n || s[m] != '(') {
+        return -1;
+    }
+    p->mod = (Span){i, m}; /* "pam_" and the module name */
+    j = m + 1;
+    for (m = j; m < n && s[m] != ':' && s[m] != '(' && s[m] != ')'; m++) {
+    }
+    if (m == j || m >= n || s[m] != ':') {
+        return -1;
+    }
+    p->svc = (Span){j, m};
+    j = m + 1;
+    for (m = j; m < n && is_word(s[m]); m++) {
+    }
+    if (m == j || !starts(s, m, n, "): session ")) {
+        return -1;
+    }
+    j = m + 11;
+    if (starts(s, j, n, "opened")) {
+        p->opened = 1;
+    } else if (starts(s, j, n, "closed")) {
+        p->opened = 0;
+    } else {
+        return -1;
+    }
+    j += 6;
+    if (!starts(s, j, n, " for user ")) {
+        return -1;
+    }
+    j += 10;
+    for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
+    }
+    if (m == j) {
+        return -1;
+    }
+    p->name = (Span){j, m};
+    Span ignored;
+    Py_ssize_t after = uid_group(s, m, n, &ignored);
+    j = after > 0 ? after : m;
+    p->by = p->uid = NONE;
+    if (starts(s, j, n, " by ")) {
+        j += 4;
+        for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
+        }
+        p->by = (Span){j, m};
+        if (uid_group(s, m, n, &p->uid) < 0) {
+            p->uid = NONE;
+        }
+    }
+    return 0;
+}
+
+/* auth._sudo at i, not a pam_ line: "<user> : <rest>", rest's " ; " parts and its COMMAND=. */
+static int plan_sudo(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t m = i;
+    while (m < n && s[m] != ' ') {
+        m++;
+    }
+    if (m == i || !starts(s, m, n, " : ")) {
+        return -1;
+    }
+    p->suser = (Span){i, m};
+    Py_ssize_t a = m + 3, end = n;
+    Py_ssize_t c = find(s, a, n, "COMMAND=");
+    p->command = NONE;
+    if (c >= 0) {
+        p->command = (Span){c + 8, n};
+        end = c;
+    }
+    p->tty = p->pwd = p->euser = p->egroup = NONE;
+    p->nerrors = 0;
+    for (;;) {
+        Py_ssize_t sep = find(s, a, end, " ; ");
+        Py_ssize_t x = a, y = sep >= 0 ? sep : end;
+        while (x < y && s[x] == ' ') {
+            x++;
+        }
+        while (y > x && s[y - 1] == ' ') {
+            y--;
+        }
+        const char *eq = memchr(s + x, '=', (size_t)(y - x));
+        int known = 0;
+        if (eq != NULL) {
+            Py_ssize_t k = eq - s - x;
+            Span value = {eq - s + 1, y};
+            static const char *const keys[] = {"TTY", "PWD", "USER", "GROUP", "ENV", "CHROOT",
+                                               "CWD"};
+            for (int w = 0; w < 7 && !known; w++) {
+                if ((size_t)k == strlen(keys[w]) && memcmp(s + x, keys[w], (size_t)k) == 0) {
+                    known = 1;
+                    Span *slot[] = {&p->tty, &p->pwd, &p->euser, &p->egroup, NULL, NULL, NULL};
+                    if (slot[w] != NULL) {
+                        *slot[w] = value;
+                    }
+                }
+            }
+        }
+        if (!known && y > x) {
+            if (p->nerrors == MAX_ERRORS) {
+                return -1;
+            }
+            p->errors[p->nerrors++] = (Span){x, y};
+        }
+        if (sep < 0) {
+            break;
+        }
+        a = sep + 3;
+    }
+    p->full = p->command.start >= 0 || p->nerrors > 0;
+    return 0;
+}
+
+/* SyslogParser's caches, from state(). */
+typedef struct {
+    PyObject *tuple; /* owns what follows */
+    PyObject *stamp, *ts, *minute_ts;
+    long minute[3]; /* year, month, day */
+    const char *minute_hm; /* "HH:MM" */
+    int has_minute;
+    long year, month;
+    int has_month;
+} State;
+
+static int ascii_str(PyObject *o) { return PyUnicode_CheckExact(o) && PyUnicode_IS_ASCII(o); }
+
+static int load_state(PyObject *fn, State *st) {
+    Py_CLEAR(st->tuple);
+    PyObject *t = PyObject_CallNoArgs(fn);
+    if (t == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 5) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_TypeError, "state() must return a 5-tuple");
+        return -1;
+    }
+    st->tuple = t;
+    st->stamp = PyTuple_GET_ITEM(t, 0);
+    st->ts = PyTuple_GET_ITEM(t, 1);
+    PyObject *minute = PyTuple_GET_ITEM(t, 2);
+    st->minute_ts = PyTuple_GET_ITEM(t, 3);
+    PyObject *month = PyTuple_GET_ITEM(t, 4);
+    st->has_minute = PyTuple_CheckExact(minute) && PyTuple_GET_SIZE(minute) == 5 &&
+                     ascii_str(st->minute_ts) && ascii_str(PyTuple_GET_ITEM(minute, 3)) &&
+                     PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(minute, 3)) == 5;
+    for (int k = 0; k < 3 && st->has_minute; k++) {
+        PyObject *v = PyTuple_GET_ITEM(minute, k);
+        st->has_minute = PyLong_CheckExact(v);
+        if (st->has_minute) {
+            st->minute[k] = PyLong_AsLong(v);
+            if (st->minute[k] == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                st->has_minute = 0;
+            }
+        }
+    }
+    if (st->has_minute) {
+        st->minute_hm = (const char *)PyUnicode_1BYTE_DATA(PyTuple_GET_ITEM(minute, 3));
+    }
+    st->has_month = PyTuple_CheckExact(month) && PyTuple_GET_SIZE(month) == 2 &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(month, 0)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(month, 1));
+    if (st->has_month) {
+        st->year = PyLong_AsLong(PyTuple_GET_ITEM(month, 0));
+        st->month = PyLong_AsLong(PyTuple_GET_ITEM(month, 1));
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            st->has_month = 0;
+        }
+    }
+    return 0;
+}
+
+static long number(const char *s, Span sp) {
+    long long v = 0;
+    for (Py_ssize_t i = sp.start; i < sp.end; i++) {
+        v = v * 10 + (s[i] - '0');
+    }
+    return (long)v;
+}
+
+/* The ts of a stamp s[a:b] that is not the cached one, by SyslogParser._naive_to_ts's usual
+ * way (the cached minute), or NULL (no exception) when that does not apply. */
+static PyObject *minute_ts(const State *st, const char *s, const Span *b) {
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    if (!st->has_minute || !st->has_month || b[5].start >= 0) {
+        return NULL;
+    }
+    long month = 0;
+    for (int k = 0; k < 12; k++) {
+        if (memcmp(s + b[2].start, months + 3 * k, 3) == 0) {
+            month = k + 1;
+        }
+    }
+    if (month == 0) {
+        return NULL;
+    }
+    Span day = b[3];
+    if (s[day.start] == ' ') {
+        day.start++;
+    }
+    long d = number(s, day), year = st->year;
+    if (month > st->month + 1) {
+        year -= 1;
+    } else if (month == 1 && st->month == 12 && d == 1) {
+        year += 1;
+    }
+    const char *hms = s + b[4].start;
+    if (year != st->minute[0] || month != st->minute[1] || d != st->minute[2] ||
+        memcmp(hms, st->minute_hm, 5) != 0 || hms[6] >= '6') {
+        return NULL;
+    }
+    Py_ssize_t head = PyUnicode_GET_LENGTH(st->minute_ts);
+    PyObject *ts = PyUnicode_New(head + 10, 127); /* "SS.000000Z" after it */
+    if (ts == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_1BYTE_DATA(ts);
+    memcpy(out, PyUnicode_1BYTE_DATA(st->minute_ts), (size_t)head);
+    out[head] = hms[6];
+    out[head + 1] = hms[7];
+    memcpy(out + head + 2, ".000000Z", 8);
+    return ts;
+}
+
+/* d[key] = v, v's reference taken (NULL: -1, as its maker failed). */
+static int put(PyObject *d, int key, PyObject *v) {
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(d, NAMES[key], v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int put_text(PyObject *d, int key, PyObject *line, Span sp) {
+    return put(d, key, PyUnicode_Substring(line, sp.start, sp.end));
+}
+
+/* d[key] = {} (borrowed: d holds it), or NULL. */
+static PyObject *child(PyObject *d, int key) {
+    PyObject *c = PyDict_New();
+    if (put(d, key, c) < 0) {
+        return NULL;
+    }
+    return c;
+}
+
+static PyObject *one(int name) {
+    PyObject *list = PyList_New(1);
+    if (list != NULL) {
+        PyList_SET_ITEM(list, 0, Py_NewRef(NAMES[name]));
+    }
+    return list;
+}
+
+static int put_event(PyObject *event, int category, int type, int action, int outcome) {
+    if (put(event, K_CATEGORY, one(category)) < 0 || put(event, K_TYPE, one(type)) < 0 ||
+        PyDict_SetItem(event, NAMES[K_ACTION], NAMES[action]) < 0) {
+        return -1;
+    }
+    return PyDict_SetItem(event, NAMES[K_OUTCOME], NAMES[outcome]);
+}
+
+/* The errors' texts joined by " ; ". */
+static PyObject *joined(PyObject *line, const char *s, const Plan *p) {
+    if (p->nerrors == 1) {
+        return PyUnicode_Substring(line, p->errors[0].start, p->errors[0].end);
+    }
+    Py_ssize_t size = 3 * (p->nerrors - 1);
+    for (int k = 0; k < p->nerrors; k++) {
+        size += p->errors[k].end - p->errors[k].start;
+    }
+    PyObject *out = PyUnicode_New(size, 127);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *w = (char *)PyUnicode_1BYTE_DATA(out);
+    for (int k = 0; k < p->nerrors; k++) {
+        if (k > 0) {
+            memcpy(w, " ; ", 3);
+            w += 3;
+        }
+        Py_ssize_t len = p->errors[k].end - p->errors[k].start;
+        memcpy(w, s + p->errors[k].start, (size_t)len);
+        w += len;
+    }
+    return out;
+}
+
+static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *p, PyObject *ts,
+                      PyObject *prog) {
+    /* SyslogParser.apply */
+    PyObject *read = PyDict_GetItemWithError(rec, NAMES[K_TS]);
+    if (read == NULL) {
+        return -1;
+    }
+    PyObject *event = child(rec, K_EVENT);
+    if (event == NULL || PyDict_SetItem(event, NAMES[K_CREATED], read) < 0 ||
+        PyDict_SetItem(rec, NAMES[K_TS], ts) < 0) {
+        return -1;
+    }
+    if (p->host.start >= 0) {
+        PyObject *host = child(rec, K_HOST);
+        if (host == NULL || put_text(host, K_HOSTNAME, line, p->host) < 0) {
+            return -1;
+        }
+    }
+    PyObject *process = child(rec, K_PROCESS);
+    if (process == NULL || PyDict_SetItem(process, NAMES[K_NAME], prog) < 0) {
+        return -1;
+    }
+    if (p->pid.start >= 0 && put(process, K_PID, PyLong_FromLong(number(s, p->pid))) < 0) {
+        return -1;
+    }
+    /* auth.parse_auth */
+    if (p->what == W_LOGIN) {
+        PyObject *source = child(rec, K_SOURCE);
+        if (source == NULL || put_text(source, K_IP, line, p->ip) < 0 ||
+            put(source, K_PORT, PyLong_FromLong(number(s, p->port))) < 0) {
+            return -1;
+        }
+        if (p->user.end > p->user.start) {
+            PyObject *user = child(rec, K_USER);
+            if (user == NULL || put_text(user, K_NAME, line, p->user) < 0) {
+                return -1;
+            }
+        }
+        if (put_event(event, V_AUTHENTICATION, p->ok ? V_START : V_INFO, V_SSH_LOGIN,
+                      p->ok ? V_SUCCESS : V_FAILURE) < 0) {
+            return -1;
+        }
+        PyObject *system = child(rec, K_SYSTEM);
+        PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
+        PyObject *ssh = auth == NULL ? NULL : child(auth, K_SSH);
+        if (ssh == NULL || put_text(ssh, K_METHOD, line, p->method) < 0) {
+            return -1;
+        }
+        if (p->sig.start >= 0 && p->sig.end > p->sig.start &&
+            put_text(ssh, K_SIGNATURE, line, p->sig) < 0) {
+            return -1;
+        }
+        if (p->invalid && PyDict_SetItem(ssh, NAMES[K_INVALID_USER], Py_True) < 0) {
+            return -1;
+        }
+        if (p->preauth && PyDict_SetItem(ssh, NAMES[K_PREAUTH], Py_True) < 0) {
+            return -1;
+        }
+    } else if (p->what == W_SESSION) {
+        PyObject *system = child(rec, K_SYSTEM);
+        PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
+        PyObject *pam = auth == NULL ? NULL : child(auth, K_PAM);
+        if (pam == NULL || put_text(pam, K_MODULE, line, p->mod) < 0 ||
+            put_text(pam, K_SERVICE, line, p->svc) < 0 ||
+            put_event(event, V_SESSION, p->opened ? V_START : V_END,
+                      p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS) < 0) {
+            return -1;
+        }
+        PyObject *user = child(rec, K_USER);
+        if (user == NULL) {
+            return -1;
+        }
+        if (p->by.end > p->by.start) {
+            PyObject *effective;
+            if (put_text(user, K_NAME, line, p->by) < 0 ||
+                (effective = child(user, K_EFFECTIVE)) == NULL ||
+                put_text(effective, K_NAME, line, p->name) < 0) {
+                return -1;
+            }
+            if (p->uid.start >= 0 && put_text(user, K_ID, line, p->uid) < 0) {
+                return -1;
+            }
+        } else if (put_text(user, K_NAME, line, p->name) < 0) {
+            return -1;
+        }
+    } else if (p->what == W_SUDO) {
+        PyObject *user = child(rec, K_USER);
+        if (user == NULL || put_text(user, K_NAME, line, p->suser) < 0) {
+            return -1;
+        }
+        if (!p->full) {
+            return 0;
+        }
+        if (p->tty.start >= 0) {
+            PyObject *tty = child(process, K_TTY);
+            if (tty == NULL || put_text(tty, K_NAME, line, p->tty) < 0) {
+                return -1;
+            }
+        }
+        if (p->pwd.start >= 0 && put_text(process, K_WORKING_DIRECTORY, line, p->pwd) < 0) {
+            return -1;
+        }
+        if (p->command.start >= 0 && put_text(process, K_COMMAND_LINE, line, p->command) < 0) {
+            return -1;
+        }
+        if (p->euser.start >= 0) {
+            PyObject *effective = child(user, K_EFFECTIVE);
+            if (effective == NULL || put_text(effective, K_NAME, line, p->euser) < 0) {
+                return -1;
+            }
+        }
+        if (p->egroup.start >= 0) {
+            PyObject *group = child(rec, K_GROUP);
+            PyObject *effective = group == NULL ? NULL : child(group, K_EFFECTIVE);
+            if (effective == NULL || put_text(effective, K_NAME, line, p->egroup) < 0) {
+                return -1;
+            }
+        }
+        if (p->nerrors > 0) {
+            PyObject *error = child(rec, K_ERROR);
+            if (error == NULL || put(error, K_MESSAGE, joined(line, s, p)) < 0) {
+                return -1;
+            }
+        }
+        if (put_event(event, V_PROCESS, V_START, V_SUDO_COMMAND,
+                      p->nerrors > 0 ? V_FAILURE : V_SUCCESS) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether msg is printable ASCII and rec a dict of exactly ts, src, msg and log. */
+static int plain(PyObject *rec, PyObject *msg) {
+    if (PyDict_GET_SIZE(rec) != 4 || !ascii_str(msg)) {
+        return 0;
+    }
+    const unsigned char *s = PyUnicode_1BYTE_DATA(msg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(msg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7e) {
+            return 0;
+        }
+    }
+    return PyDict_Contains(rec, NAMES[K_TS]) == 1 && PyDict_Contains(rec, NAMES[K_SRC]) == 1 &&
+           PyDict_Contains(rec, NAMES[K_LOG]) == 1;
+}
+
+/* The plan for the body at i by the program's code; -1 when the line is not done here. */
+static int plan_body(const char *s, Py_ssize_t i, Py_ssize_t n, long code, Plan *p) {
+    int pam = starts(s, i, n, "pam_");
+    if (code == P_PAM_ONLY && !pam) {
+        p->what = W_HEADER;
+        return 0;
+    }
+    if (pam && (code == P_SSHD || code == P_SUDO || code == P_PAM_ONLY)) {
+        p->what = W_SESSION;
+        return plan_session(s, i, n, p);
+    }
+    if (code == P_SSHD) {
+        p->what = W_LOGIN;
+        if (plan_login(s, i, n, p) < 0) {
+            return -1;
+        }
+        p->preauth = n - i >= 9 && memcmp(s + n - 9, "[preauth]", 9) == 0;
+        return 0;
+    }
+    if (code == P_SUDO) {
+        p->what = W_SUDO;
+        return plan_sudo(s, i, n, p);
+    }
+    return -1;
+}
+
+/* One record: 1 done, 0 not done here (untouched), -1 error. *cur_stamp / *cur_ts are the
+ * last stamp seen and its ts (owned). */
+static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObject **cur_stamp,
+                     PyObject **cur_ts) {
+    if (!PyDict_CheckExact(rec)) {
+        return 0;
+    }
+    PyObject *line = PyDict_GetItemWithError(rec, NAMES[K_MSG]);
+    if (line == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!plain(rec, line)) {
+        return 0;
+    }
+    Text t = {PyUnicode_KIND(line), PyUnicode_DATA(line), PyUnicode_GET_LENGTH(line)};
+    Span b[10];
+    if (bsd_spans(&t, b) < 0 || b[0].start >= 0) {
+        return 0;
+    }
+    const char *s = (const char *)t.data;
+    Py_ssize_t n = t.n;
+    Plan p;
+    p.host = b[6];
+    p.prog = b[7];
+    p.pid = b[8];
+    Py_ssize_t body = b[9].start;
+    while (body < n && s[body] == ' ') {
+        body++;
+    }
+    PyObject *prog = PyUnicode_Substring(line, p.prog.start, p.prog.end);
+    if (prog == NULL) {
+        return -1;
+    }
+    if (programs == Py_None) {
+        p.what = W_HEADER;
+    } else {
+        long code = P_PAM_ONLY;
+        PyObject *found = PyDict_GetItemWithError(programs, prog);
+        if (found != NULL) {
+            code = PyLong_AsLong(found);
+        }
+        if (PyErr_Occurred() || plan_body(s, body, n, code, &p) < 0) {
+            Py_DECREF(prog);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    /* The time: the last stamp's, or one in the cached minute. */
+    Py_ssize_t len = b[1].end - b[1].start;
+    PyObject *ts = NULL;
+    if (PyUnicode_GET_LENGTH(*cur_stamp) == len &&
+        memcmp(PyUnicode_1BYTE_DATA(*cur_stamp), s + b[1].start, (size_t)len) == 0) {
+        ts = Py_NewRef(*cur_ts);
+    } else {
+        ts = minute_ts(st, s, b);
+        if (ts == NULL) {
+            Py_DECREF(prog);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        PyObject *stamp = PyUnicode_Substring(line, b[1].start, b[1].end);
+        if (stamp == NULL) {
+            Py_DECREF(prog);
+            Py_DECREF(ts);
+            return -1;
+        }
+        Py_SETREF(*cur_stamp, stamp);
+        Py_SETREF(*cur_ts, Py_NewRef(ts));
+    }
+    int r = apply_plan(rec, line, s, &p, ts, prog);
+    Py_DECREF(ts);
+    Py_DECREF(prog);
+    return r < 0 ? -1 : 1;
+}
+
+PyDoc_STRVAR(parse_batch_doc,
+             "parse_batch(records, programs, slow, state, /)\n--\n\n"
+             "Parse each record of the list as the syslog (programs None) or auth parser does;\n"
+             "slow(record) parses those it does not. Returns how many it parsed itself.");
+
+static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
+                             Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) ||
+        (args[1] != Py_None && !PyDict_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_batch(records: list, programs: dict | None, slow, state)");
+        return NULL;
+    }
+    PyObject *records = args[0], *programs = args[1], *slow = args[2], *state = args[3];
+    State st = {0};
+    if (load_state(state, &st) < 0) {
+        return NULL;
+    }
+    PyObject *cur_stamp = NULL, *cur_ts = NULL;
+    Py_ssize_t done = 0;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records) && !failed; i++) {
+        if (cur_stamp == NULL) { /* the parser's own cache, (re)read */
+            if (ascii_str(st.stamp) && PyUnicode_CheckExact(st.ts)) {
+                cur_stamp = Py_NewRef(st.stamp);
+                cur_ts = Py_NewRef(st.ts);
+            } else {
+                cur_stamp = PyUnicode_New(0, 127);
+                cur_ts = Py_NewRef(Py_None);
+                if (cur_stamp == NULL) {
+                    failed = 1;
+                    break;
+                }
+            }
+        }
+        PyObject *rec = Py_NewRef(PyList_GET_ITEM(records, i));
+        int r = parse_one(rec, programs, &st, &cur_stamp, &cur_ts);
+        if (r == 1) {
+            done++;
+        } else if (r == 0) {
+            PyObject *out = PyObject_CallOneArg(slow, rec);
+            Py_XDECREF(out);
+            Py_CLEAR(cur_stamp);
+            Py_CLEAR(cur_ts);
+            failed = out == NULL || load_state(state, &st) < 0;
+        } else {
+            failed = 1;
+        }
+        Py_DECREF(rec);
+    }
+    Py_XDECREF(cur_stamp);
+    Py_XDECREF(cur_ts);
+    Py_XDECREF(st.tuple);
+    return failed ? NULL : PyLong_FromSsize_t(done);
+}
+
+static int exec_module(PyObject *Py_UNUSED(module)) {
+    for (int k = 0; k < N_NAMES; k++) {
+        if (NAMES[k] == NULL && (NAMES[k] = PyUnicode_InternFromString(NAME_TEXT[k])) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyMethodDef methods[] = {
     {"split_bsd", (PyCFunction)split_bsd, METH_O, split_bsd_doc},
     {"split_iso", (PyCFunction)split_iso, METH_O, split_iso_doc},
+    {"parse_batch", (PyCFunction)(void (*)(void))parse_batch, METH_FASTCALL, parse_batch_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
     {0, NULL},
 };
 

@@ -391,6 +391,13 @@ PROGRAMS: dict[str, Callable[[str, Record], bool]] = {
 }
 
 
+# For the compiled batch parser (``transforms._speedups.parse_batch``): which handler a program
+# has, as 1 (sshd), 2 (sudo), 3 (PAM only) or 0 (another: always parsed here). A program not
+# listed is PAM only, as ``parse_auth`` has it.
+_CODES: dict[Callable[[str, Record], bool], int] = {_sshd: 1, _sudo: 2, _pam_only: 3}
+PROGRAM_CODES = {name: _CODES.get(handler, 0) for name, handler in PROGRAMS.items()}
+
+
 def parse_auth(program: str | None, body: str, record: Record) -> bool:
     """Set the auth event fields of ``record`` from ``body``; whether it was recognised."""
     handler = PROGRAMS.get(program or "")

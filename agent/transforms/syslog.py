@@ -278,6 +278,20 @@ class SyslogParser:
         bsd = (split_bsd if exact else split_bsd_py)(line)
         return self._rfc3164(bsd) if bsd else None
 
+    def fast_state(self) -> tuple[str, str, tuple[object, ...], str, tuple[int, int] | None]:
+        """The caches as the compiled batch parser (``parse_batch``) reads them: the last
+        timestamp text and its ``ts``, the last minute (year, month, day, "HH:MM", tz) and its
+        UTC text up to the minute, and the clock's (year, month) if the clock still reads inside
+        the month it last read, else None (the minute cache is then not to be used there)."""
+        if self._system_clock:
+            first, last = self._month_span
+            inside = first <= time.time() < last
+        else:
+            now = self.clock()
+            inside = now.tzinfo is UTC and self._month_from <= now < self._month_until
+        month = self._month if inside else None
+        return self._cache_key, self._cache_ts, self._minute, self._minute_ts, month
+
     def apply(self, record: Record, head: Header) -> None:
         """Move ``head`` into ECS fields of ``record`` (``msg`` stays the whole line)."""
         ts, host, program, pid, _, pri, rfc5424 = head
