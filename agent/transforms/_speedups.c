@@ -317,9 +317,12 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
  *     month) or None), read again after each slow call);
  *   - programs is None (the syslog format: the header only), or by programs[prog] (1 sshd, 2
  *     sudo, 3 PAM only, 0 other; absent is 3, as parse_auth), the body (after ": ?" and leading
- *     spaces) is an sshd "Accepted|Failed <method> for ..." login, a pam_* "session opened|closed"
- *     line (sshd, sudo, PAM only), a sudo "<user> : ..." line, or (PAM only) a body not starting
- *     "pam_" (nothing to parse: the header only).
+ *     spaces) is one of: (sshd) an "Accepted|Failed <method> for ..." login, an "Invalid user",
+ *     "Did not receive identification string", "Received disconnect", "Disconnected from",
+ *     "Connection closed|reset by" line, or one starting with a letter none of its patterns
+ *     starts with (the header only); (sshd, sudo, PAM only) a pam_* line other than a password
+ *     change; (sudo) a "<user> : ..." line; (PAM only) a body not starting "pam_" (the header
+ *     only).
  * The patterns, read from auth.py and matched here without backtracking, because none finds a
  * second way through: each greedy run is of characters that cannot follow it, so a shorter one
  * fails where the longest does. Two places do search: the login's lazy user (each " from " in
@@ -334,7 +337,9 @@ enum {
     K_INVALID_USER, K_PREAUTH, K_CATEGORY, K_TYPE, K_ACTION, K_OUTCOME, K_PAM, K_MODULE,
     K_SERVICE, K_EFFECTIVE, K_ID, K_TTY, K_WORKING_DIRECTORY, K_COMMAND_LINE, K_GROUP, K_ERROR,
     K_MESSAGE, V_AUTHENTICATION, V_START, V_INFO, V_SSH_LOGIN, V_SUCCESS, V_FAILURE, V_SESSION,
-    V_END, V_SESSION_OPENED, V_SESSION_CLOSED, V_PROCESS, V_SUDO_COMMAND, N_NAMES
+    V_END, V_SESSION_OPENED, V_SESSION_CLOSED, V_PROCESS, V_SUDO_COMMAND, V_INVALID_USER,
+    V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_SSH_DISCONNECT, V_SSH_CLOSED, V_UNKNOWN,
+    V_AUTHENTICATION_FAILURE, N_NAMES
 };
 static const char *const NAME_TEXT[N_NAMES] = {
     "ts", "src", "msg", "log", "event", "created", "host", "hostname", "process", "name", "pid",
@@ -342,12 +347,17 @@ static const char *const NAME_TEXT[N_NAMES] = {
     "invalid_user", "preauth", "category", "type", "action", "outcome", "pam", "module",
     "service", "effective", "id", "tty", "working_directory", "command_line", "group", "error",
     "message", "authentication", "start", "info", "ssh_login", "success", "failure", "session",
-    "end", "session_opened", "session_closed", "process", "sudo_command",
+    "end", "session_opened", "session_closed", "process", "sudo_command", "invalid_user",
+    "network", "connection", "ssh_dropped_connection", "ssh_disconnect", "ssh_closed", "unknown",
+    "authentication_failure",
 };
 static PyObject *NAMES[N_NAMES];
 
 enum { P_OTHER = 0, P_SSHD = 1, P_SUDO = 2, P_PAM_ONLY = 3 };
-enum { W_HEADER, W_LOGIN, W_SESSION, W_SUDO };
+/* What a line is: the header alone, an sshd login, another sshd event (by `sshd`), a PAM line
+ * (session, authentication failure, or none of auth.py's: the PAM fields alone), a sudo line. */
+enum { W_HEADER, W_LOGIN, W_SSHD, W_SESSION, W_AUTHFAIL, W_PAM, W_SUDO };
+enum { S_INVALID, S_DROPPED, S_DISCONNECT, S_CLOSED };
 #define MAX_ERRORS 8
 
 typedef struct {
@@ -356,9 +366,10 @@ typedef struct {
     /* login */
     int ok, invalid, preauth;
     Span method, user, ip, port, sig;
-    /* pam session */
+    int sshd; /* W_SSHD: S_*; its user, ip and port are the login's (user and port optional) */
+    /* pam: the module and service, then a session's users or a failure's key=value fields */
     int opened;
-    Span mod, svc, name, by, uid;
+    Span mod, svc, name, by, uid, kv_user, kv_ruser, kv_logname, kv_rhost;
     /* sudo: the user alone unless `full` (a command or an error) */
     int full, nerrors;
     Span suser, tty, pwd, command, euser, egroup, errors[MAX_ERRORS];
@@ -467,6 +478,103 @@ static int plan_login(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     return login_user(s, j, n, p);
 }
 
+/* "(?P<ip>\S+)(?: port (?P<port>\d+))?" at i (the invalid and dropped patterns' end). */
+static int plan_ip_port(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t m = i;
+    while (m < n && s[m] != ' ') {
+        m++;
+    }
+    if (m == i) {
+        return -1;
+    }
+    p->ip = (Span){i, m};
+    p->port = NONE;
+    if (starts(s, m, n, " port ") && m + 6 < n && is_dig(s[m + 6])) {
+        Py_ssize_t d = m + 6;
+        while (d < n && is_dig(s[d])) {
+            d++;
+        }
+        if (d - (m + 6) > 18) {
+            return -1; /* int(port) is no C long: Python's */
+        }
+        p->port = (Span){m + 6, d};
+    }
+    return 0;
+}
+
+/* _FROM ("(?P<ip>[0-9A-Fa-f.:%\w-]{1,64}) port (?P<port>\d{1,5})", nothing after it) at i. */
+static int plan_from(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t m = i;
+    while (m < n && (is_word(s[m]) || s[m] == '.' || s[m] == ':' || s[m] == '%' || s[m] == '-')) {
+        m++;
+    }
+    if (m == i || m - i > 64 || !starts(s, m, n, " port ") || m + 6 >= n || !is_dig(s[m + 6])) {
+        return -1;
+    }
+    p->ip = (Span){i, m};
+    Py_ssize_t d = m + 6;
+    while (d < n && d < m + 11 && is_dig(s[d])) {
+        d++;
+    }
+    p->port = (Span){m + 6, d};
+    return 0;
+}
+
+/* "(?:(?:authenticating |invalid )?user (?P<user>.{0,256}?) )?" then _FROM at j: with the
+ * user if some length of it lets _FROM follow, else _FROM at j itself. */
+static int plan_user_from(const char *s, Py_ssize_t j, Py_ssize_t n, Plan *p) {
+    Py_ssize_t u = j;
+    if (starts(s, j, n, "authenticating ")) {
+        u += 15;
+    } else if (starts(s, j, n, "invalid ")) {
+        u += 8;
+    }
+    if (starts(s, u, n, "user ")) {
+        u += 5;
+        for (Py_ssize_t k = u; k <= u + 256 && k < n; k++) {
+            if (s[k] == ' ' && plan_from(s, k + 1, n, p) == 0) {
+                p->user = (Span){u, k};
+                return 0;
+            }
+        }
+    }
+    p->user = NONE;
+    return plan_from(s, j, n, p);
+}
+
+/* auth._SSHD's other patterns at i, by the body's first letter as _sshd tries them (the
+ * "Connection from" pattern, which follows "closed" for "C", is left to Python). */
+static int plan_sshd(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    static const char invalid[] = "Invalid user ", dropped[] =
+        "Did not receive identification string from ";
+    p->what = W_SSHD;
+    if (starts(s, i, n, invalid)) {
+        p->sshd = S_INVALID;
+        Py_ssize_t u = i + (Py_ssize_t)strlen(invalid);
+        for (Py_ssize_t k = u; k <= u + 256 && k < n; k++) {
+            if (s[k] == ' ' && starts(s, k, n, " from ") && k + 6 < n && s[k + 6] != ' ') {
+                p->user = (Span){u, k};
+                return plan_ip_port(s, k + 6, n, p);
+            }
+        }
+        return -1;
+    }
+    if (starts(s, i, n, dropped)) {
+        p->sshd = S_DROPPED;
+        p->user = NONE;
+        return plan_ip_port(s, i + (Py_ssize_t)strlen(dropped), n, p);
+    }
+    static const char *const prefixes[] = {"Received disconnect from ", "Disconnected from ",
+                                           "Connection closed by ", "Connection reset by "};
+    for (int k = 0; k < 4; k++) {
+        if (starts(s, i, n, prefixes[k])) {
+            p->sshd = k < 2 ? S_DISCONNECT : S_CLOSED;
+            return plan_user_from(s, i + (Py_ssize_t)strlen(prefixes[k]), n, p);
+        }
+    }
+    return -1;
+}
+
 /* "\(uid=(\d+)\)" at j: where it ends (its digits in *digits), or -1. */
 static Py_ssize_t uid_group(const char *s, Py_ssize_t j, Py_ssize_t n, Span *digits) {
     if (!starts(s, j, n, "(uid=")) {
@@ -483,8 +591,83 @@ static Py_ssize_t uid_group(const char *s, Py_ssize_t j, Py_ssize_t n, Span *dig
     return m + 1;
 }
 
-/* auth._PAM then auth._PAM_SESSION at i: only a session line is done here. */
-static int plan_session(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+/* auth._PAM_SESSION at j (re.match: anything may follow). */
+static int plan_session(const char *s, Py_ssize_t j, Py_ssize_t n, Plan *p) {
+    if (!starts(s, j, n, "session ")) {
+        return -1;
+    }
+    j += 8;
+    if (starts(s, j, n, "opened")) {
+        p->opened = 1;
+    } else if (starts(s, j, n, "closed")) {
+        p->opened = 0;
+    } else {
+        return -1;
+    }
+    j += 6;
+    if (!starts(s, j, n, " for user ")) {
+        return -1;
+    }
+    j += 10;
+    Py_ssize_t m;
+    for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
+    }
+    if (m == j) {
+        return -1;
+    }
+    p->name = (Span){j, m};
+    Span ignored;
+    Py_ssize_t after = uid_group(s, m, n, &ignored);
+    j = after > 0 ? after : m;
+    p->by = p->uid = NONE;
+    if (starts(s, j, n, " by ")) {
+        j += 4;
+        for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
+        }
+        p->by = (Span){j, m};
+        if (uid_group(s, m, n, &p->uid) < 0) {
+            p->uid = NONE;
+        }
+    }
+    return 0;
+}
+
+/* dict(auth._PAM_KV.findall(s[j:n])): the last value of user, ruser, logname and rhost. A match
+ * is a whole run of word characters, "=" and the run of non-spaces after it; findall goes on
+ * after that, and past a run of word characters that no "=" follows. */
+static void plan_kv(const char *s, Py_ssize_t j, Py_ssize_t n, Plan *p) {
+    p->kv_user = p->kv_ruser = p->kv_logname = p->kv_rhost = NONE;
+    while (j < n) {
+        if (!is_word(s[j])) {
+            j++;
+            continue;
+        }
+        Py_ssize_t q = j;
+        while (q < n && is_word(s[q])) {
+            q++;
+        }
+        if (q >= n || s[q] != '=') {
+            j = q;
+            continue;
+        }
+        Py_ssize_t v = q + 1, r = v;
+        while (r < n && s[r] != ' ') {
+            r++;
+        }
+        static const char *const keys[] = {"user", "ruser", "logname", "rhost"};
+        Span *slots[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname, &p->kv_rhost};
+        for (int k = 0; k < 4; k++) {
+            if ((size_t)(q - j) == strlen(keys[k]) && memcmp(s + j, keys[k], (size_t)(q - j)) == 0) {
+                *slots[k] = (Span){v, r};
+            }
+        }
+        j = r;
+    }
+}
+
+/* auth._pam at i: _PAM, then a session, an authentication failure or (not a password change,
+ * left to Python) nothing more. */
+static int plan_pam(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     if (!starts(s, i, n, "pam_")) {
         return -1;
     }
@@ -506,40 +689,19 @@ static int plan_session(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     j = m + 1;
     for (m = j; m < n && is_word(s[m]); m++) {
     }
-    if (m == j || !starts(s, m, n, "): session ")) {
+    if (m == j || !starts(s, m, n, "): ")) {
         return -1;
     }
-    j = m + 11;
-    if (starts(s, j, n, "opened")) {
-        p->opened = 1;
-    } else if (starts(s, j, n, "closed")) {
-        p->opened = 0;
+    j = m + 3;
+    if (plan_session(s, j, n, p) == 0) {
+        p->what = W_SESSION;
+    } else if (starts(s, j, n, "authentication failure")) {
+        p->what = W_AUTHFAIL;
+        plan_kv(s, j, n, p);
+    } else if (starts(s, j, n, "password changed for ") || starts(s, j, n, "password for ")) {
+        return -1;
     } else {
-        return -1;
-    }
-    j += 6;
-    if (!starts(s, j, n, " for user ")) {
-        return -1;
-    }
-    j += 10;
-    for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
-    }
-    if (m == j) {
-        return -1;
-    }
-    p->name = (Span){j, m};
-    Span ignored;
-    Py_ssize_t after = uid_group(s, m, n, &ignored);
-    j = after > 0 ? after : m;
-    p->by = p->uid = NONE;
-    if (starts(s, j, n, " by ")) {
-        j += 4;
-        for (m = j; m < n && s[m] != ' ' && s[m] != '('; m++) {
-        }
-        p->by = (Span){j, m};
-        if (uid_group(s, m, n, &p->uid) < 0) {
-            p->uid = NONE;
-        }
+        p->what = W_PAM;
     }
     return 0;
 }
@@ -665,12 +827,13 @@ static int load_state(PyObject *fn, State *st) {
     return 0;
 }
 
-static long number(const char *s, Span sp) {
+/* The decimal digits s[sp] (at most 18: no overflow). */
+static long long number(const char *s, Span sp) {
     long long v = 0;
     for (Py_ssize_t i = sp.start; i < sp.end; i++) {
         v = v * 10 + (s[i] - '0');
     }
-    return (long)v;
+    return v;
 }
 
 /* The ts of a stamp s[a:b] that is not the cached one, by SyslogParser._naive_to_ts's usual
@@ -693,7 +856,7 @@ static PyObject *minute_ts(const State *st, const char *s, const Span *b) {
     if (s[day.start] == ' ') {
         day.start++;
     }
-    long d = number(s, day), year = st->year;
+    long d = (long)number(s, day), year = st->year;
     if (month > st->month + 1) {
         year -= 1;
     } else if (month == 1 && st->month == 12 && d == 1) {
@@ -804,14 +967,14 @@ static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *
     if (process == NULL || PyDict_SetItem(process, NAMES[K_NAME], prog) < 0) {
         return -1;
     }
-    if (p->pid.start >= 0 && put(process, K_PID, PyLong_FromLong(number(s, p->pid))) < 0) {
+    if (p->pid.start >= 0 && put(process, K_PID, PyLong_FromLongLong(number(s, p->pid))) < 0) {
         return -1;
     }
     /* auth.parse_auth */
     if (p->what == W_LOGIN) {
         PyObject *source = child(rec, K_SOURCE);
         if (source == NULL || put_text(source, K_IP, line, p->ip) < 0 ||
-            put(source, K_PORT, PyLong_FromLong(number(s, p->port))) < 0) {
+            put(source, K_PORT, PyLong_FromLongLong(number(s, p->port))) < 0) {
             return -1;
         }
         if (p->user.end > p->user.start) {
@@ -840,13 +1003,70 @@ static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *
         if (p->preauth && PyDict_SetItem(ssh, NAMES[K_PREAUTH], Py_True) < 0) {
             return -1;
         }
-    } else if (p->what == W_SESSION) {
+    } else if (p->what == W_SSHD) {
+        static const int events[4][4] = {
+            {V_AUTHENTICATION, V_INFO, V_INVALID_USER, V_FAILURE},
+            {V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_FAILURE},
+            {V_SESSION, V_END, V_SSH_DISCONNECT, V_UNKNOWN},
+            {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
+        };
+        const int *e = events[p->sshd];
+        PyObject *source = child(rec, K_SOURCE);
+        if (source == NULL || put_text(source, K_IP, line, p->ip) < 0) {
+            return -1;
+        }
+        if (p->port.start >= 0 && put(source, K_PORT, PyLong_FromLongLong(number(s, p->port))) < 0) {
+            return -1;
+        }
+        if (p->user.start >= 0 && p->user.end > p->user.start) {
+            PyObject *user = child(rec, K_USER);
+            if (user == NULL || put_text(user, K_NAME, line, p->user) < 0) {
+                return -1;
+            }
+        }
+        if (put_event(event, e[0], e[1], e[2], e[3]) < 0) {
+            return -1;
+        }
+        if (p->preauth) {
+            PyObject *system = child(rec, K_SYSTEM);
+            PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
+            PyObject *ssh = auth == NULL ? NULL : child(auth, K_SSH);
+            if (ssh == NULL || PyDict_SetItem(ssh, NAMES[K_PREAUTH], Py_True) < 0) {
+                return -1;
+            }
+        }
+    } else if (p->what == W_SESSION || p->what == W_AUTHFAIL || p->what == W_PAM) {
         PyObject *system = child(rec, K_SYSTEM);
         PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
         PyObject *pam = auth == NULL ? NULL : child(auth, K_PAM);
         if (pam == NULL || put_text(pam, K_MODULE, line, p->mod) < 0 ||
-            put_text(pam, K_SERVICE, line, p->svc) < 0 ||
-            put_event(event, V_SESSION, p->opened ? V_START : V_END,
+            put_text(pam, K_SERVICE, line, p->svc) < 0) {
+            return -1;
+        }
+        if (p->what == W_PAM) {
+            return 0;
+        }
+        if (p->what == W_AUTHFAIL) {
+            const Span *names[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname};
+            for (int k = 0; k < 3; k++) {
+                if (names[k]->end > names[k]->start) {
+                    PyObject *user = child(rec, K_USER);
+                    if (user == NULL || put_text(user, K_NAME, line, *names[k]) < 0) {
+                        return -1;
+                    }
+                    break;
+                }
+            }
+            if (p->kv_rhost.end > p->kv_rhost.start) {
+                PyObject *source = child(rec, K_SOURCE);
+                if (source == NULL || put_text(source, K_IP, line, p->kv_rhost) < 0) {
+                    return -1;
+                }
+            }
+            return put_event(event, V_AUTHENTICATION, V_INFO, V_AUTHENTICATION_FAILURE,
+                             V_FAILURE);
+        }
+        if (put_event(event, V_SESSION, p->opened ? V_START : V_END,
                       p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS) < 0) {
             return -1;
         }
@@ -938,12 +1158,20 @@ static int plan_body(const char *s, Py_ssize_t i, Py_ssize_t n, long code, Plan 
         return 0;
     }
     if (pam && (code == P_SSHD || code == P_SUDO || code == P_PAM_ONLY)) {
-        p->what = W_SESSION;
-        return plan_session(s, i, n, p);
+        return plan_pam(s, i, n, p);
     }
     if (code == P_SSHD) {
-        p->what = W_LOGIN;
-        if (plan_login(s, i, n, p) < 0) {
+        /* _sshd tries the patterns of the body's first letter ("AFIDRC"), none for another */
+        if (i >= n || strchr("AFIDRC", s[i]) == NULL) {
+            p->what = W_HEADER;
+            return 0;
+        }
+        if (s[i] == 'A' || s[i] == 'F') {
+            p->what = W_LOGIN;
+            if (plan_login(s, i, n, p) < 0) {
+                return -1;
+            }
+        } else if (plan_sshd(s, i, n, p) < 0) {
             return -1;
         }
         p->preauth = n - i >= 9 && memcmp(s + n - 9, "[preauth]", 9) == 0;

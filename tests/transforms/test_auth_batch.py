@@ -107,6 +107,8 @@ def test_the_corpus_common_lines_are_done_in_c() -> None:
         "Accepted pub",
         "Accepted pas",
         "Failed passw",
+        "Invalid user",
+        "Did not rece",
         "vagrant : TT",
         "     tsg : u",
     }
@@ -196,6 +198,52 @@ EDGES = [
     H + "sshd[1]: Accepted  publickey for a from 1.2.3.4 port 22",
     H + "sshd[1]:    Accepted keyboard-interactive/pam for a from 1.2.3.4 port 22",
     H + "sshd-session[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    # the other sshd events
+    H + "sshd[1]: Invalid user admin from 1.2.3.4 port 22",
+    H + "sshd[1]: Invalid user  from 1.2.3.4",
+    H + "sshd[1]: Invalid user a from b from 1.2.3.4 port 22",
+    H + "sshd[1]: Invalid user a from  1.2.3.4",
+    H + "sshd[1]: Invalid user a from 1.2.3.4 port 12345678901234567890",
+    H + "sshd[1]: Invalid user a from 1.2.3.4 port 123456789012345678",
+    H + "sshd[1]: Invalid user a from 1.2.3.4 port x",
+    H + "sshd[1]: Invalid user " + "u" * 257 + " from 1.2.3.4",
+    H + "sshd[1]: Did not receive identification string from 1.2.3.4 port 22",
+    H + "sshd[1]: Did not receive identification string from 1.2.3.4",
+    H + "sshd[1]: Did not receive identification string from ",
+    H + "sshd[1]: Received disconnect from 1.2.3.4 port 22:11: Bye Bye [preauth]",
+    H + "sshd[1]: Received disconnect from 1.2.3.4 port 1234567:11: x",
+    H + "sshd[1]: Received signal 15; terminating.",
+    H + "sshd[1]: Disconnected from invalid user admin 1.2.3.4 port 22 [preauth]",
+    H + "sshd[1]: Disconnected from authenticating user root 1.2.3.4 port 22 [preauth]",
+    H + "sshd[1]: Disconnected from user root 1.2.3.4 port 22",
+    H + "sshd[1]: Disconnected from user a b 1.2.3.4 port 22",
+    H + "sshd[1]: Disconnected from user  1.2.3.4 port 22",
+    H + "sshd[1]: Disconnected from invalid port 22",
+    H + "sshd[1]: Disconnected from user port 22",
+    H + "sshd[1]: Disconnected from authenticating port 22",
+    H + "sshd[1]: Disconnected from 1.2.3.4 port 22",
+    H + "sshd[1]: Disconnected from " + "1" * 65 + " port 22",
+    H + "sshd[1]: Disconnected from user " + "u" * 256 + " 1.2.3.4 port 22",
+    H + "sshd[1]: Connection closed by 1.2.3.4 port 22 [preauth]",
+    H + "sshd[1]: Connection reset by invalid user x 1.2.3.4 port 22",
+    H + "sshd[1]: Connection closed by authenticating user root 1.2.3.4 port 22 [preauth]",
+    H + "sshd[1]: Connection from 1.2.3.4 port 22 on 10.0.0.1 port 22",
+    H + "sshd[1]: Connection closed by",
+    H + "sshd[1]: Server listening on 0.0.0.0 port 22.",
+    H + "sshd[1]: error: kex_exchange_identification: Connection closed by remote host",
+    H + "sshd[1]: ",
+    H + "sshd[1]:",
+    # PAM authentication failures and other PAM lines
+    H + "sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh "
+    "ruser= rhost=1.2.3.4  user=root",
+    H + "sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 rhost=1.2.3.4",
+    H + "sshd[1]: pam_unix(sshd:auth): authentication failure; user=a user= ruser=b rhost=x rhost=",
+    H + "sshd[1]: pam_unix(sshd:auth): authentication failure; a-user=x user=a=b logname=c",
+    H + "sshd[1]: pam_unix(sshd:auth): authentication failure;logname=l",
+    H + "sshd[1]: pam_unix(sshd:auth): check pass; user unknown",
+    H + "sshd[1]: pam_unix(sshd:session): session opened for user (uid=0)",
+    H + "sshd[1]: pam_systemd(sshd:session): new session 5 of user bob.",
+    H + "su[1]: pam_unix(su:auth): authentication failure; logname=bob uid=1000 user=root",
     # PAM sessions
     H + "sshd[1]: pam_unix(sshd:session): session opened for user root(uid=0) by (uid=0)",
     H + "sshd[1]: pam_unix(sshd:session): session closed for user root",
@@ -209,6 +257,8 @@ EDGES = [
     H + "CRON[7]: pam_unix(cr(on:session): session opened for user root",
     H + "login[7]: pam_unix(login:auth): authentication failure; logname= uid=0 user=root",
     H + "passwd[7]: pam_unix(passwd:chauthtok): password changed for bob",
+    H + "chpasswd[7]: pam_unix(chpasswd:chauthtok): password for 'bob' changed",
+    H + "sshd[1]: Invalid user a from  b from 1.2.3.4",
     H + "unknown[7]: pam_unix(x:session): session opened for user a",
     H + "unknown[7]: something else entirely",
     H + "su[7]: pam_unix(su:session): session opened for user root by bob(uid=1000)",
@@ -258,12 +308,58 @@ def test_edges_parse_the_same_in_a_batch(moment: datetime) -> None:
     assert_same(*both([line_record(line) for line in EDGES], moment))
 
 
+BRUTE_FORCE = [  # an sshd brute force as auth.log records it (Debian 12), minute by minute
+    "sshd[7]: Invalid user {u} from 203.0.113.9 port {p}",
+    "sshd[7]: pam_unix(sshd:auth): check pass; user unknown",
+    (
+        "sshd[7]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh "
+        "ruser= rhost=203.0.113.9"
+    ),
+    "sshd[7]: Failed password for invalid user {u} from 203.0.113.9 port {p} ssh2",
+    "sshd[7]: Received disconnect from 203.0.113.9 port {p}:11: Bye Bye [preauth]",
+    "sshd[7]: Disconnected from invalid user {u} 203.0.113.9 port {p} [preauth]",
+    "sshd[7]: Connection closed by authenticating user root 203.0.113.9 port {p} [preauth]",
+    "sshd[7]: Did not receive identification string from 203.0.113.9 port {p}",
+    "CRON[9]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+    "CRON[9]: pam_unix(cron:session): session closed for user root",
+    "sudo:      bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/usr/bin/id",
+    "sudo: pam_unix(sudo:session): session opened for user root(uid=0) by bob(uid=1000)",
+]
+
+
+@needs_compiled
+def test_a_brute_force_is_done_in_c_but_each_minutes_first_line() -> None:
+    lines = [
+        f"Nov 21 10:{m:02d}:{s:02d} web-1 " + shape.format(u=f"u{s}", p=40000 + s)
+        for m in range(2)
+        for s in range(0, 60, 5)
+        for shape in BRUTE_FORCE
+    ]
+    done = done_in_c(lines)
+    assert len(done) == len(lines) - 2
+    assert_same(*both([line_record(line) for line in lines]))
+
+
 @needs_compiled
 def test_edges_done_in_c_are_the_ones_meant() -> None:
     lines = [H + "sshd[1]: x", *EDGES]
     done = set(done_in_c(lines))
-    assert H + "sshd[1]: Failed password for invalid user from 1.2.3.4 port 22 ssh2" in done
-    assert H + "sudo: bob : a ; b ; c ; d ; e ; f ; g ; h ; i ; TSID=1" not in done  # > 8 errors
+    assert {
+        H + "sshd[1]: " + body
+        for body in (
+            "Failed password for invalid user from 1.2.3.4 port 22 ssh2",
+            "Invalid user a from  b from 1.2.3.4",  # the second " from ", an address after it
+            "Disconnected from invalid port 22",  # "invalid " but no "user ": an address
+            "Server listening on 0.0.0.0 port 22.",  # no pattern starts with "S"
+            "pam_unix(sshd:auth): check pass; user unknown",
+        )
+    } <= done
+    assert {
+        H + "sshd[1]: Connection from 1.2.3.4 port 22 on 10.0.0.1 port 22",
+        H + "sudo: bob : a ; b ; c ; d ; e ; f ; g ; h ; i ; TSID=1",  # > 8 errors
+        H + "passwd[7]: pam_unix(passwd:chauthtok): password changed for bob",
+        H + "chpasswd[7]: pam_unix(chpasswd:chauthtok): password for 'bob' changed",
+    }.isdisjoint(done)
     assert not {line for line in done if not line.isascii() or not line.isprintable()}
     assert not {line for line in done if line.startswith(("<", "2026"))}
 
@@ -349,6 +445,20 @@ PIECES = st.sampled_from(
         "TSID=1",
         "=",
         "authentication failure",
+        "Invalid user ",
+        "Did not receive identification string from ",
+        "Received disconnect from ",
+        "Disconnected from ",
+        "Connection closed by ",
+        "Connection reset by ",
+        "authenticating ",
+        "user ",
+        "user=",
+        "ruser=",
+        "rhost=",
+        "logname=",
+        "; ",
+        "check pass",
         " ",
         "  ",
         "(",
