@@ -900,6 +900,160 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(gather_run_doc,
+             "gather_run(data, position, want, max_bytes, strict, body, hashes, max_frame, error)"
+             "\n--\n\n"
+             "See agent.buffer.segment.gather_run_py: the same loop, the same results.");
+
+/* One frame at pos of data[:size]: 1 (its seq, h, record span and end set), 0 if incomplete,
+ * -1 with CorruptFrameError set (as parse_run checks it). */
+static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos,
+                      long long max_frame, PyObject *error, int verify, uint64_t *seq,
+                      const unsigned char **h, Py_ssize_t *record, Py_ssize_t *end) {
+    if (pos + HEAD > size) {
+        return 0;
+    }
+    uint32_t length = get_u32(data + pos), crc = get_u32(data + pos + 4);
+    if (length < BODY_HEAD || (long long)length > max_frame) {
+        char reason[64];
+        snprintf(reason, sizeof reason, "impossible length %u", length);
+        corrupt(error, pos, reason);
+        return -1;
+    }
+    Py_ssize_t start = pos + HEAD;
+    *end = start + (Py_ssize_t)length;
+    if (*end > size) {
+        return 0;
+    }
+    if (verify && frame_crc(data + start, length) != crc) {
+        corrupt(error, pos, "checksum mismatch");
+        return -1;
+    }
+    const unsigned char *body = data + start;
+    *seq = 0;
+    for (int i = 7; i >= 0; i--) {
+        *seq = *seq << 8 | body[i];
+    }
+    Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
+    if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
+        corrupt(error, pos, "checkpoint overruns frame");
+        return -1;
+    }
+    *h = body + 8;
+    *record = start + BODY_HEAD + cp_len;
+    return 1;
+}
+
+/* gather_run's loop over data[:size]: pass 1 (out NULL) finds the frames to take and sums
+ * their bytes in *need (records and newlines) and *count; pass 2 copies them to out and their h
+ * to hashes. Both meet the same frames: pass 2 skips the checksums pass 1 checked.
+ * Returns 0, or -1 with CorruptFrameError set. */
+static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long long position,
+                       Py_ssize_t want, Py_ssize_t max_bytes, int strict, long long max_frame,
+                       PyObject *error, char *out, char *hashes, Py_ssize_t *need,
+                       Py_ssize_t *count, Py_ssize_t *skipped_end, uint64_t *first_seq,
+                       uint64_t *last_seq, const unsigned char **last_h, Py_ssize_t *taken_bytes,
+                       Py_ssize_t *end_out) {
+    Py_ssize_t pos = 0, record = 0, end = 0, taken = 0, bytes = 0;
+    uint64_t seq = 0, prev = 0;
+    const unsigned char *h = NULL;
+    int got;
+    *skipped_end = 0;
+    *first_seq = *last_seq = 0;
+    *last_h = NULL;
+    while ((got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end)) == 1 &&
+           seq <= position) {
+        pos = *skipped_end = end;
+    }
+    if (got == 1) {
+        *first_seq = seq;
+        if (strict && seq != position + 1) {
+            got = 0; /* a hole, and the batch has records: it ends before it */
+        }
+    }
+    while (got == 1 && taken < want && bytes < max_bytes && (taken == 0 || seq == prev + 1)) {
+        Py_ssize_t n = end - record;
+        if (out != NULL) {
+            memcpy(out, data + record, (size_t)n);
+            out[n] = '\n';
+            out += n + 1;
+            memcpy(hashes + DIGEST * taken, h, DIGEST);
+        }
+        taken++;
+        bytes += n;
+        prev = seq;
+        *last_h = h;
+        pos = end;
+        if (taken >= want || bytes >= max_bytes) {
+            break; /* the next frame is not looked at */
+        }
+        got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end);
+    }
+    if (got < 0) {
+        return -1;
+    }
+    *need = bytes + taken;
+    *count = taken;
+    *last_seq = prev;
+    *taken_bytes = bytes;
+    *end_out = taken ? pos : *skipped_end;
+    return 0;
+}
+
+static PyObject *gather_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyByteArray_CheckExact(args[5]) || !PyByteArray_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "gather_run(data, position, want, max_bytes, strict, "
+                                         "body: bytearray, hashes: bytearray, max_frame, error)");
+        return NULL;
+    }
+    unsigned long long position = PyLong_AsUnsignedLongLong(args[1]);
+    Py_ssize_t want = PyLong_AsSsize_t(args[2]), max_bytes = PyLong_AsSsize_t(args[3]);
+    int strict = PyObject_IsTrue(args[4]);
+    long long max_frame = PyLong_AsLongLong(args[7]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *body = args[5], *hashes = args[6], *error = args[8];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    Py_ssize_t need, count, skipped_end, taken_bytes, end;
+    uint64_t first_seq, last_seq;
+    const unsigned char *last_h;
+    PyObject *out = NULL;
+    if (gather_pass(data, view.len, position, want, max_bytes, strict, max_frame, error, NULL,
+                    NULL, &need, &count, &skipped_end, &first_seq, &last_seq, &last_h,
+                    &taken_bytes, &end) < 0) {
+        goto done;
+    }
+    if (count > 0) {
+        /* One resize each, to the exact size: growing a record at a time reallocated (and
+         * copied) the body a hundred times over. */
+        Py_ssize_t at = PyByteArray_GET_SIZE(body), hat = PyByteArray_GET_SIZE(hashes);
+        if (PyByteArray_Resize(body, at + need) < 0 ||
+            PyByteArray_Resize(hashes, hat + DIGEST * count) < 0) {
+            goto done;
+        }
+        if (gather_pass(data, view.len, position, want, max_bytes, strict, max_frame, error,
+                        PyByteArray_AS_STRING(body) + at, PyByteArray_AS_STRING(hashes) + hat,
+                        &need, &count, &skipped_end, &first_seq, &last_seq, &last_h,
+                        &taken_bytes, &end) < 0) {
+            goto done;
+        }
+    }
+    PyObject *digest = last_h == NULL ? Py_NewRef(Py_None)
+                                      : PyBytes_FromStringAndSize((const char *)last_h, DIGEST);
+    if (digest != NULL) {
+        out = Py_BuildValue("(nnKKNnn)", skipped_end, count, (unsigned long long)first_seq,
+                            (unsigned long long)last_seq, digest, taken_bytes, end);
+    }
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
 PyDoc_STRVAR(verify_wire_doc,
              "verify_wire(prev, lines, first_seq, loads, dumps, option, errors)\n--\n\n"
              "See agent.collector.batch.verify_wire_py: the same checks, the same result.");
@@ -1402,6 +1556,7 @@ static PyMethodDef methods[] = {
     {"link", (PyCFunction)(void (*)(void))chain_link, METH_FASTCALL, link_doc},
     {"crc32", py_crc32, METH_O, crc32_doc},
     {"parse_run", (PyCFunction)(void (*)(void))parse_run, METH_FASTCALL, parse_run_doc},
+    {"gather_run", (PyCFunction)(void (*)(void))gather_run, METH_FASTCALL, gather_run_doc},
     {"verify_wire", (PyCFunction)(void (*)(void))verify_wire, METH_FASTCALL, verify_wire_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import accumulate, islice
+from typing import cast
 
 from agent.buffer import segment
 from agent.buffer.segment import SegmentInfo
@@ -31,7 +29,6 @@ _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
 # The window buffer is kept from read to read (a fresh 1 MiB ``bytes`` per read cost a page fault
 # per 4 KiB of it); one grown past this for a huge frame is dropped after that read.
 _KEEP_WINDOW = 4 * _WINDOW
-_SKIP_SLACK = 1024  # frames decoded beyond the batch's need, for those a seek left behind
 
 
 class _DroppedError(Exception):
@@ -52,66 +49,71 @@ def _joined(
     return before[0], after[1]
 
 
-def take_run(
-    seqs: list[int], sizes: Iterable[int], max_records: int, max_bytes: int
-) -> tuple[int, int]:
-    """How many records of a batch to take from the start of ``seqs`` (and their bytes): up to
-    the first hole in seqs (after recovery), ``max_records``, and the first record whose running
-    size reaches ``max_bytes`` — at least one."""
-    take = min(len(seqs), max_records)
-    if seqs[take - 1] - seqs[0] != take - 1:  # seqs only grow: ends len - 1 apart = no hole
-        take = next(i for i in range(1, take) if seqs[i] != seqs[i - 1] + 1)
-    running = list(accumulate(islice(sizes, take)))
-    take = min(take, bisect_left(running, max_bytes) + 1)
-    return take, running[take - 1]
-
-
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Consecutive records ``first_seq..last_seq``; ``prev_h`` is the chain value before them."""
+    """Consecutive records ``first_seq..last_seq``; ``prev_h`` is the chain value before them.
+
+    The records are held as they ship: ``body`` is their wire forms, each followed by "\n" (a
+    wire form holds no raw newline: it is JSON), and ``hash_blob`` their h, 32 bytes each, so a
+    batch can be split without parsing. The reader appends both straight from the segment's
+    frames (``segment.gather_run``), with no object per record; ``records`` and ``hashes`` make
+    the lists for the rare paths that need one record (a split, a quarantine)."""
 
     first_seq: int
     last_seq: int
     prev_h: bytes
     last_h: bytes
-    records: list[bytes]
-    hashes: list[bytes]  # h of each record, so a batch can be split without parsing
+    body: bytes | bytearray  # the reader's bytearray, unchanged once the batch is made
+    hash_blob: bytes
     # Seqs (first, last) this buffer dropped or lost just before first_seq: the sink declares
     # them to the collector so it can accept a batch that does not link to what it holds.
     gap: tuple[int, int] | None = None
-    # The records' bytes: summed here unless the maker knows it (the reader counts as it reads;
-    # summing ~5,000 lengths per batch again was 3% of the agent's GIL time on raw lines).
+    # The records' bytes (``body`` without its newlines).
     size: int = -1
 
     def __post_init__(self) -> None:
         if self.size < 0:
-            object.__setattr__(self, "size", sum(map(len, self.records)))
+            object.__setattr__(self, "size", len(self.body) - self.count)
+
+    @classmethod
+    def of(
+        cls,
+        first_seq: int,
+        prev_h: bytes,
+        records: list[bytes],
+        hashes: list[bytes],
+        gap: tuple[int, int] | None = None,
+    ) -> Batch:
+        """A batch of ``records`` (wire forms, at least one) and their ``hashes``."""
+        body = b"\n".join([*records, b""])
+        last_seq = first_seq + len(records) - 1
+        return cls(first_seq, last_seq, prev_h, hashes[-1], body, b"".join(hashes), gap)
+
+    @property
+    def count(self) -> int:
+        return len(self.hash_blob) // segment.DIGEST_SIZE
+
+    @property
+    def records(self) -> list[bytes]:
+        return [bytes(record) for record in self.body.split(b"\n")[:-1]]
+
+    @property
+    def hashes(self) -> list[bytes]:
+        blob, size = self.hash_blob, segment.DIGEST_SIZE
+        return [blob[at : at + size] for at in range(0, len(blob), size)]
 
     def split(self, k: int | None = None) -> tuple[Batch, Batch]:
         """Two consecutive parts, the first of ``k`` records (default: halves, for a collector
         that answered 413). A declared gap goes with the first part, which it precedes."""
-        k = len(self.records) // 2 if k is None else k
-        if not 0 < k < len(self.records):
-            raise ValueError(f"cannot split {len(self.records)} records after {k}")
+        count = self.count
+        k = count // 2 if k is None else k
+        if not 0 < k < count:
+            raise ValueError(f"cannot split {count} records after {k}")
         mid = self.first_seq + k - 1
+        records, hashes = self.records, self.hashes
         return (
-            Batch(
-                self.first_seq,
-                mid,
-                self.prev_h,
-                self.hashes[k - 1],
-                self.records[:k],
-                self.hashes[:k],
-                self.gap,
-            ),
-            Batch(
-                mid + 1,
-                self.last_seq,
-                self.hashes[k - 1],
-                self.last_h,
-                self.records[k:],
-                self.hashes[k:],
-            ),
+            Batch.of(self.first_seq, self.prev_h, records[:k], hashes[:k], self.gap),
+            Batch.of(mid + 1, hashes[k - 1], records[k:], hashes[k:]),
         )
 
 
@@ -154,7 +156,7 @@ class BufferReader:
             batch = await in_thread(self._read, max_records, max_bytes)
             # The read itself may have gone past records dropped while it ran.
             gap = _joined(gap, batch.gap)
-            if batch.records or batch.gap is None:  # else all it found was dropped: wait on
+            if batch.count or batch.gap is None:  # else all it found was dropped: wait on
                 break
         return batch if gap == batch.gap else dataclasses.replace(batch, gap=gap)
 
@@ -198,7 +200,7 @@ class BufferReader:
         (quarantined by the sink): the next batch declares it as a gap, together with the gap
         ``batch`` itself declared (the collector stored nothing of it)."""
         seq = batch.first_seq
-        self.seek(seq, batch.hashes[0])
+        self.seek(seq, batch.hash_blob[: segment.DIGEST_SIZE])
         self._declared = (batch.gap[0] if batch.gap is not None else seq, seq)
 
     def declare_gap_from(self, first: int) -> bool:
@@ -236,20 +238,20 @@ class BufferReader:
         return self.buffer.last_seq - self.position
 
     def _read(self, max_records: int, max_bytes: int) -> Batch:
-        """The next batch from segment files: a window of frames decoded at a time. Records
+        """The next batch from segment files: windows of frames, the records after the
+        position appended to the batch's body as they are (``segment.gather_run``). Records
         dropped (``drop_oldest``) since ``next_batch`` looked end the batch, or, before any was
         read, are skipped: the batch's ``gap`` then says which."""
-        records: list[bytes] = []
-        hashes: list[bytes] = []
-        size = 0
+        body, hashes = bytearray(), bytearray()
+        count = size = 0
         first, prev = self.position + 1, self.position_h
         last_h = prev
         dropped: tuple[int, int] | None = None
-        while len(records) < max_records and size < max_bytes:
+        while count < max_records and size < max_bytes:
             try:
                 info, limit = self._locate()
             except _DroppedError as gone:
-                if records:
+                if count:
                     break  # they ship; the next batch starts after what was dropped
                 dropped = _joined(dropped, (self.position + 1, gone.base))
                 self.seek(gone.base, gone.base_h)
@@ -258,40 +260,42 @@ class BufferReader:
                 continue
             if info is None:
                 break
-            run = self._window(limit, max_records - len(records))
-            if not run.seqs:
+            got = self._window(
+                limit, body, hashes, want=max_records - count, room=max_bytes - size, count=count
+            )
+            if not got.taken:
+                if got.first_seq:  # a hole in seqs (only after recovery lost records): the
+                    self._close()  # batch ends before it; the next read re-finds its place
+                    break
+                if got.skipped_end:  # all at or before the position (after a seek)
+                    self._offset += got.skipped_end
+                    continue
                 if not self._next_segment(info):
                     break
                 continue
-            skip = bisect_right(run.seqs, self.position)  # what this sink already has
-            if skip == len(run.seqs):
-                self._offset += run.ends[-1]
-                continue
-            seqs = run.seqs[skip:]
-            if seqs[0] != self.position + 1:
-                # A hole in seqs (only after recovery lost records): end the batch here so
-                # every batch stays consecutive; the next batch starts after the hole.
-                if records:
-                    self._close()  # the next read re-finds its place by seq
-                    break
-                first, prev = seqs[0], self.position_h
-            take, taken_bytes = take_run(
-                seqs,
-                map(len, islice(run.records, skip, None)),
-                max_records - len(records),
-                max_bytes - size,
-            )
-            records += run.records[skip : skip + take]
-            hashes += run.hashes[skip : skip + take]
-            size += taken_bytes
-            self.position = seqs[take - 1]
-            self.position_h = last_h = run.hashes[skip + take - 1]
-            self._offset += run.ends[skip + take - 1]
-        return Batch(first, self.position, prev, last_h, records, hashes, dropped, size=size)
+            if got.first_seq != self.position + 1:  # after a hole, the batch's first record
+                first, prev = got.first_seq, self.position_h
+            count += got.taken
+            size += got.taken_bytes
+            self.position = got.last_seq
+            self.position_h = last_h = cast(bytes, got.last_h)
+            self._offset += got.end
+        # The body is not copied into a bytes: nothing changes it once it is the batch's.
+        return Batch(first, self.position, prev, last_h, body, bytes(hashes), dropped, size=size)
 
-    def _window(self, limit: int, want: int) -> segment.Run:
-        """Decode frames from ``_offset`` (up to ``limit``, the committed end): a window of
-        ``_WINDOW`` bytes, or more when one frame is bigger than that."""
+    def _window(
+        self,
+        limit: int,
+        body: bytearray,
+        hashes: bytearray,
+        *,
+        want: int,
+        room: int,
+        count: int,
+    ) -> segment.Gathered:
+        """``gather_run`` over the frames from ``_offset`` (up to ``limit``, the committed end):
+        a window of ``_WINDOW`` bytes, or more when one frame is bigger than that. ``count``
+        records are in the batch already (strict: no hole before the next)."""
         window = _WINDOW
         try:
             while True:
@@ -300,10 +304,16 @@ class BufferReader:
                     self._buf = bytearray(length)
                 with memoryview(self._buf) as view:
                     got = os.preadv(self._fd, [view[:length]], self._offset) if length else 0
-                    # Skipped frames (at or before the position) count against want too: a few
-                    # windows more at most, and only after a seek.
-                    run = segment.parse_run(view[:got], max(want, 1) + _SKIP_SLACK)
-                    if run.seqs or got < window:
+                    run = segment.gather_run(
+                        view[:got],
+                        self.position,
+                        body,
+                        hashes,
+                        want=want,
+                        max_bytes=room,
+                        strict=count > 0,
+                    )
+                    if run.skipped_end or run.first_seq or got < window:
                         return run
                     frame = segment.HEADER.unpack_from(view)[0] + segment.HEADER.size
                 window = max(window * 2, frame)

@@ -29,6 +29,7 @@ import orjson
 from agent.compiled import MODULE
 from agent.sources import Checkpoint
 
+DIGEST_SIZE = 32  # a record's h
 HEADER = struct.Struct("<II")
 BODY_HEAD = struct.Struct("<Q32sH")
 SUFFIX = ".seg"
@@ -177,6 +178,127 @@ def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
         ends.append(end)
         pos = end
     return Run(seqs, hashes, records, ends)
+
+
+class Gathered(NamedTuple):
+    """What ``gather_run`` took from a window of frames (offsets relative to it)."""
+
+    skipped_end: int  # just after the frames at or before the position (0: none)
+    taken: int
+    first_seq: int  # of the first complete frame after the position (0: none)
+    last_seq: int  # of the last frame taken (0: none)
+    last_h: bytes | None  # its h (None: none)
+    taken_bytes: int  # the records' bytes, without the newlines
+    end: int  # just after the last frame taken (``skipped_end`` when none)
+
+
+def gather_run(
+    data: bytes | memoryview,
+    position: int,
+    body: bytearray,
+    hashes: bytearray,
+    *,
+    want: int,
+    max_bytes: int,
+    strict: bool,
+) -> Gathered:
+    """The sinks' reader: skip the frames of ``data`` at or before seq ``position``, then append
+    the records of the consecutive frames after them to ``body`` (each followed by "\n": the
+    batch's NDJSON as it ships) and their h to ``hashes``: up to ``want`` of them, and up to the
+    first whose record brings their bytes to ``max_bytes``. The first frame taken may come after
+    a hole (recovery lost records) unless ``strict`` (a batch that already holds records must
+    end before one): then nothing is taken and ``first_seq`` says where it is. An incomplete
+    last frame is left for the next read; a corrupt one raises CorruptFrameError where it is
+    met (the frame after the last taken is looked at only if one more may be taken). Compiled
+    where built; ``gather_run_py`` is the reference and the fallback."""
+    if MODULE is None:
+        return gather_run_py(
+            data, position, body, hashes, want=want, max_bytes=max_bytes, strict=strict
+        )
+    return Gathered(
+        *MODULE.gather_run(
+            data,
+            position,
+            want,
+            max_bytes,
+            strict,
+            body,
+            hashes,
+            MAX_FRAME_BYTES,
+            CorruptFrameError,
+        )
+    )
+
+
+def gather_run_py(
+    data: bytes | memoryview,
+    position: int,
+    body: bytearray,
+    hashes: bytearray,
+    *,
+    want: int,
+    max_bytes: int,
+    strict: bool,
+) -> Gathered:
+    """``gather_run`` in Python."""
+    frames = _frames_py(data)
+    skipped_end = taken = taken_bytes = first_seq = last_seq = end = 0
+    last_h: bytes | None = None
+    frame = next(frames, None)
+    while frame is not None and frame[0] <= position:
+        skipped_end = end = frame[3]
+        frame = next(frames, None)
+    if frame is not None:
+        first_seq = frame[0]
+        if strict and first_seq != position + 1:
+            frame = None
+    while (
+        frame is not None
+        and taken < want
+        and taken_bytes < max_bytes
+        and (taken == 0 or frame[0] == last_seq + 1)
+    ):
+        seq, h, record, frame_end = frame
+        body += record
+        body += b"\n"
+        hashes += h
+        taken, taken_bytes, last_seq, last_h, end = (
+            taken + 1,
+            taken_bytes + len(record),
+            seq,
+            h,
+            frame_end,
+        )
+        if taken >= want or taken_bytes >= max_bytes:
+            break
+        frame = next(frames, None)
+    return Gathered(skipped_end, taken, first_seq, last_seq, last_h, taken_bytes, end)
+
+
+def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, int]]:
+    """(seq, h, record, end) of each complete frame of ``data``, checked as ``parse_run_py``
+    checks them, one at a time."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    view = view.cast("B")
+    head, body_head = HEADER.size, BODY_HEAD.size
+    size, pos = len(view), 0
+    while pos + head <= size:
+        length, crc = HEADER.unpack_from(view, pos)
+        if length < body_head or length > MAX_FRAME_BYTES:
+            raise CorruptFrameError(pos, f"impossible length {length}")
+        start = pos + head
+        end = start + length
+        if end > size:
+            return
+        if zlib.crc32(view[start:end]) != crc:
+            raise CorruptFrameError(pos, "checksum mismatch")
+        seq, h, cp_len = BODY_HEAD.unpack_from(view, start)
+        if body_head + cp_len > length:
+            raise CorruptFrameError(pos, "checkpoint overruns frame")
+        yield seq, h, bytes(view[start + body_head + cp_len : end]), end
+        pos = end
 
 
 def scan(path: Path) -> ScanResult:

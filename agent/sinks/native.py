@@ -48,7 +48,6 @@ ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 # A collector's 400 that names the record it refuses (docs/protocol.md, checks 9 and 11).
 _RECORD_ERROR = re.compile(r"record (\d+): ")
 # Records joined per zstd feed: a piece (~80 KiB at 300 B a record) stays on the malloc heap.
-_ZSTD_PIECE = 256
 
 
 class NativeSink:
@@ -221,7 +220,7 @@ class NativeSink:
             try:
                 await self._post(session, current)
             except _TooLargeError as too_large:
-                if len(batch.records) == 1:
+                if batch.count == 1:
                     # No split can help: the collector will never take this record as it is
                     # (a line near max_line_bytes against a smaller body limit). Like a record
                     # it refuses by seq, it is kept here and accounted by a gap record, so the
@@ -240,9 +239,7 @@ class NativeSink:
                 continue
             self.backoff.reset()
             # Not the batch itself: its records need not stay in memory while the cursor is saved.
-            acked.append(
-                _Acked(batch.last_seq, batch.last_h, len(batch.records), batch.size, started)
-            )
+            acked.append(_Acked(batch.last_seq, batch.last_h, batch.count, batch.size, started))
         return _Delivered(acked, None)
 
     async def _ack(self, part: _Acked) -> None:
@@ -376,7 +373,7 @@ class NativeSink:
             raise _RelinkError(reply["expected"])
         if status == 413:
             reason = str(reply.get("error") or "request body too large")
-            if len(batch.records) == 1 and _json(batch.records[0]).get("type") == "gap":
+            if batch.count == 1 and _json(batch.records[0]).get("type") == "gap":
                 # Quarantining a gap record would commit another one: retried instead, loudly.
                 raise RetryableError(
                     f"collector refuses gap record seq {batch.first_seq} "
@@ -424,27 +421,21 @@ class NativeSink:
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
         if self.config.compression == "zstd":
             return self._zstd_body(orjson.dumps(header), batch), ENCODINGS["zstd"]
-        # The trailing b"" gives the final newline in the one join: no second copy of the body.
-        body = b"\n".join([orjson.dumps(header), *batch.records, b""])
+        body = b"".join([orjson.dumps(header), b"\n", batch.body])
         if self.config.compression == "gzip":
             return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
         return body, ENCODINGS["none"]
 
     def _zstd_body(self, header: bytes, batch: Batch) -> bytes:
         """The NDJSON body compressed as one zstd frame that declares its size (the collector's
-        one-shot path), fed ``_ZSTD_PIECE`` records at a time: the plain body is never made
-        whole (a fresh 2 MiB join per batch cost the agent a page fault per 4 KiB of it)."""
-        records = batch.records
-        size = len(header) + 1 + batch.size + len(records)
+        one-shot path): the header line, then the batch's body as the reader made it."""
         compressor = getattr(self._zstd, "compressor", None)
         if compressor is None:
             compressor = self._zstd.compressor = zstandard.ZstdCompressor(level=self._zstd_level)
-        stream = compressor.compressobj(size=size)
-        pieces = (records[at : at + _ZSTD_PIECE] for at in range(0, len(records), _ZSTD_PIECE))
-        out = [stream.compress(header + b"\n")]
-        out.extend(stream.compress(b"\n".join([*piece, b""])) for piece in pieces)
-        out.append(stream.flush())
-        return b"".join(out)
+        stream = compressor.compressobj(size=len(header) + 1 + len(batch.body))
+        return b"".join(
+            [stream.compress(header + b"\n"), stream.compress(batch.body), stream.flush()]
+        )
 
     def _read_token(self) -> str:
         if not self.config.token_file:

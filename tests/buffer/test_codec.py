@@ -1,4 +1,5 @@
-"""The reader's batch cut and the frame codec against plain reference implementations."""
+"""The reader's gathering of frames into a batch and the frame codec against plain reference
+implementations."""
 
 from __future__ import annotations
 
@@ -12,42 +13,156 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.buffer import segment
-from agent.buffer.reader import take_run
 from agent.sources import Checkpoint
 
+try:
+    from agent import _speedups as SPEEDUPS  # type: ignore[attr-defined]  # noqa: N812
+except ImportError:  # built without a compiler: the fallback is all there is to test
+    SPEEDUPS = None
 
-def reference_take(
-    seqs: list[int], sizes: list[int], max_records: int, max_bytes: int
-) -> tuple[int, int]:
-    """The obvious loop: consecutive records from the first, until a limit (at least one)."""
-    take, size = 1, sizes[0]
-    while (
-        take < min(len(seqs), max_records) and size < max_bytes and seqs[take] == seqs[take - 1] + 1
-    ):
-        size += sizes[take]
+needs_compiled = pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+
+
+def frames(seqs: list[int], sizes: list[int]) -> bytes:
+    """Frames for ``seqs``, records of ``sizes`` bytes, checkpoints on every other one."""
+    data = b""
+    for seq, size in zip(seqs, sizes, strict=False):
+        cp = b"" if seq % 2 else segment.encode_checkpoint(Checkpoint("s", "k", seq, "/p"))
+        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b"r" * size)
+    return data
+
+
+def reference_gather(
+    data: bytes, position: int, want: int, max_bytes: int, strict: bool
+) -> tuple[segment.Gathered, bytes, bytes]:
+    """The obvious way, from every frame parse_run finds: skip those at or before the position,
+    then consecutive records from the first, until a limit (at least one)."""
+    run = segment.parse_run_py(data, 1 << 30)
+    skip = sum(1 for seq in run.seqs if seq <= position)
+    skipped_end = run.ends[skip - 1] if skip else 0
+    rest = run.seqs[skip:]
+    if not rest or (strict and rest[0] != position + 1) or want < 1 or max_bytes < 1:
+        first = rest[0] if rest else 0
+        return segment.Gathered(skipped_end, 0, first, 0, None, 0, skipped_end), b"", b""
+    take, size = 1, len(run.records[skip])
+    while take < min(len(rest), want) and size < max_bytes and rest[take] == rest[take - 1] + 1:
+        size += len(run.records[skip + take])
         take += 1
-    return take, size
+    last = skip + take - 1
+    body = b"".join(record + b"\n" for record in run.records[skip : last + 1])
+    got = segment.Gathered(
+        skipped_end, take, rest[0], run.seqs[last], run.hashes[last], size, run.ends[last]
+    )
+    return got, body, b"".join(run.hashes[skip : last + 1])
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    first=st.integers(1, 50),
-    steps=st.lists(st.sampled_from([1, 1, 1, 1, 2, 5]), min_size=1, max_size=60),
-    sizes=st.lists(st.integers(1, 40), min_size=60, max_size=60),
-    max_records=st.integers(1, 70),
-    max_bytes=st.integers(1, 400),
-)
-def test_take_run_matches_the_plain_loop(
-    first: int, steps: list[int], sizes: list[int], max_records: int, max_bytes: int
-) -> None:
-    """Seqs with holes (as after recovery), every limit: the bisecting version answers the
-    same."""
+def gathered(
+    data: bytes, position: int, want: int, max_bytes: int, strict: bool, *, compiled: bool
+) -> object:
+    """gather_run's result and what it appended (to buffers that held something already), or
+    the error it raised (type, offset, reason)."""
+    body, hashes = bytearray(b"before\n"), bytearray(b"h" * 32)
+    try:
+        if compiled:
+            assert SPEEDUPS is not None
+            raw = SPEEDUPS.gather_run(
+                data,
+                position,
+                want,
+                max_bytes,
+                strict,
+                body,
+                hashes,
+                segment.MAX_FRAME_BYTES,
+                segment.CorruptFrameError,
+            )
+            got = segment.Gathered(*raw)
+        else:
+            got = segment.gather_run_py(
+                data, position, body, hashes, want=want, max_bytes=max_bytes, strict=strict
+            )
+    except segment.CorruptFrameError as exc:
+        return ("corrupt", exc.offset, exc.reason)
+    assert body.startswith(b"before\n")
+    assert hashes.startswith(b"h" * 32)
+    return got, bytes(body[7:]), bytes(hashes[32:])
+
+
+GATHER = {
+    "first": st.integers(1, 50),
+    "steps": st.lists(st.sampled_from([1, 1, 1, 1, 2, 5]), min_size=1, max_size=40),
+    "sizes": st.lists(st.integers(1, 40), min_size=40, max_size=40),
+    "back": st.integers(-3, 45),
+    "want": st.integers(0, 50),  # the reader asks for one at least: 0 takes none
+    "max_bytes": st.integers(0, 400),
+    "strict": st.booleans(),
+    "cut": st.integers(0, 60),
+}
+
+
+def gather_case(
+    first: int, steps: list[int], sizes: list[int], back: int, cut: int
+) -> tuple[bytes, int]:
+    """Frames of seqs with holes (as after recovery), the last ``cut`` bytes torn off, and a
+    position ``back`` records before the last seq (before the first, or past the last)."""
     seqs = [first]
     for step in steps[1:]:
         seqs.append(seqs[-1] + step)
-    sizes = sizes[: len(seqs)]
-    want = reference_take(seqs, sizes, max_records, max_bytes)
-    assert take_run(seqs, iter(sizes), max_records, max_bytes) == want
+    data = frames(seqs, sizes)
+    return data[: len(data) - cut], max(seqs[-1] - back, 0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(**GATHER)
+def test_gather_run_matches_the_plain_loop(
+    *,
+    first: int,
+    steps: list[int],
+    sizes: list[int],
+    back: int,
+    want: int,
+    max_bytes: int,
+    strict: bool,
+    cut: int,
+) -> None:
+    """Every position, limit and torn end: the reference gives the same frames, bytes and
+    offsets as the obvious loop over parse_run's frames, and the compiled one as the
+    reference."""
+    data, position = gather_case(first, steps, sizes, back, cut)
+    want_result = reference_gather(data, position, want, max_bytes, strict)
+    assert gathered(data, position, want, max_bytes, strict, compiled=False) == want_result
+    if SPEEDUPS is not None:
+        assert gathered(data, position, want, max_bytes, strict, compiled=True) == want_result
+
+
+@needs_compiled
+@settings(max_examples=400, deadline=None)
+@given(
+    **GATHER,
+    flips=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 255)), min_size=1, max_size=3),
+)
+def test_compiled_gather_run_meets_corruption_as_the_reference(
+    *,
+    first: int,
+    steps: list[int],
+    sizes: list[int],
+    back: int,
+    want: int,
+    max_bytes: int,
+    strict: bool,
+    cut: int,
+    flips: list[tuple[int, int]],
+) -> None:
+    """Bytes flipped anywhere (lengths, crcs, checkpoint lengths, records): the same frames
+    taken, or the same error at the same offset for the same reason."""
+    data, position = gather_case(first, steps, sizes, back, cut)
+    damaged = bytearray(data)
+    for at, xor in flips:
+        if at < len(damaged):
+            damaged[at] ^= xor
+    blob = bytes(damaged)
+    args = (blob, position, want, max_bytes, strict)
+    assert gathered(*args, compiled=True) == gathered(*args, compiled=False)
 
 
 @settings(max_examples=100, deadline=None)

@@ -595,10 +595,11 @@ async def test_a_refusal_that_names_no_record_of_the_batch_is_retried(
 async def test_zstd_body_is_one_sized_frame_of_the_plain_body(
     rig: Rig, tls_files: TlsFiles, count: int
 ) -> None:
-    """Fed in pieces, the zstd body still decodes to exactly the plain NDJSON body and declares
-    its size in one frame (what the collector's one-shot path takes)."""
+    """The zstd body (the header line and the batch's body fed in two pieces) decodes to
+    exactly the plain NDJSON body and declares its size in one frame (what the collector's
+    one-shot path takes)."""
     records = [orjson.dumps({"msg": f"line {i}", "seq": i + 1}) for i in range(count)]
-    batch = Batch(1, count, bytes(32), bytes(32), records, [bytes(32)] * count, gap=(0, 0))
+    batch = Batch.of(1, bytes(32), records, [bytes(32)] * count, gap=(0, 0))
     zstd_sink = rig.sink("https://127.0.0.1:9", tls_files, compression="zstd")
     plain_sink = rig.sink("https://127.0.0.1:9", tls_files, compression="none")
     body, encoding = zstd_sink._encode(batch)
@@ -618,7 +619,7 @@ async def test_compression_level_is_applied(
     records = [
         orjson.dumps({"msg": f"GET /api/items/{i % 97} 200", "seq": i + 1}) for i in range(3000)
     ]
-    batch = Batch(1, 3000, bytes(32), bytes(32), records, [bytes(32)] * 3000)
+    batch = Batch.of(1, bytes(32), records, [bytes(32)] * 3000)
     bodies = {}
     for level in (fast, small):
         sink = rig.sink(
