@@ -119,7 +119,11 @@ class TailsealSinkConfig(_Section, frozen=True, tag="tailseal", tag_field="type"
     # wire) to 19, gzip 1 to 9.
     compression_level: int | None = None
     max_batch_records: int = 10_000
-    max_batch_bytes: int = 2 * MiB
+    # A batch's body and each copy of it (the join zstd takes, its TLS records) must stay under
+    # the malloc mmap threshold (runtime.py, 2 MiB) to be reused from the heap: at 2 MiB, each
+    # was mapped fresh, a page fault per 4 KiB (bench/ raw lines: 2.85-3.01 CPU-s/M, peak RSS
+    # 74-78 MB; at 1.5 MiB 2.59-2.74 and 71.5-74.4 MB; at 1.75 MiB RSS reached 81 MB).
+    max_batch_bytes: int = 3 * MiB // 2
     linger: float = 0.05
     # Batches in flight at once (answers are still taken in order): the collector stores one
     # while the next is on its way, read and checked. Two while shipping as records come (each

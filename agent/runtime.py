@@ -14,7 +14,8 @@ trim thresholds, so how much freed memory the heap keeps is bounded rather than 
 big buffer. Elsewhere (musl) this is a no-op.
 
 The mmap threshold is 2 MiB: a request body, its TLS records and a read chunk (each up to about
-``max_batch_bytes``, 2 MiB) are taken from the heap and reused there. At 256 KiB they were each
+``max_batch_bytes``, 1.5 MiB by default, below the threshold on purpose) are taken from the heap
+and reused there. At 256 KiB they were each
 mapped fresh and unmapped when freed, and the agent took a page fault per 4 KiB of every copy of
 a body (zstd's pieces joined, aiohttp's join with the headers, the TLS bytes): 53,000 faults/s,
 31% of its CPU in the kernel at 230,000 raw lines/s. The heap gives memory back on its own only

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from agent import runtime
+from agent.config import TailsealSinkConfig
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -21,6 +22,7 @@ def test_malloc_settings_are_accepted_by_glibc() -> None:
 MALLINFO = """
 import ctypes, ctypes.util
 from agent import runtime
+from agent.config import TailsealSinkConfig
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
@@ -53,6 +55,7 @@ def test_a_request_body_comes_from_the_heap_and_stays_there_when_freed() -> None
 BURST = """
 import os
 from agent import runtime
+from agent.config import TailsealSinkConfig
 def resident():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -92,3 +95,14 @@ def test_gc_thresholds_and_freeze_in_a_fresh_process() -> None:
     assert (
         out == f"({runtime.YOUNG_THRESHOLD}, {', '.join(map(str, runtime.OLDER_THRESHOLDS))}) True"
     )
+
+
+def test_a_default_batch_body_stays_under_the_mmap_threshold() -> None:
+    """The sink's body (records, a newline each, the header line) and zstd's input, a copy of
+    it, are below the threshold with the default limits, so the heap reuses them: a full batch
+    passes max_batch_bytes by its last record only, here a 64 KiB one (a long log line; a
+    line near max_line_bytes makes a batch that maps its memory, correct but slower)."""
+    sink = TailsealSinkConfig(endpoint="https://127.0.0.1:1")
+    last_record, header = 64 * 1024, 4096
+    body = sink.max_batch_bytes + last_record + sink.max_batch_records + header
+    assert body < runtime.MMAP_THRESHOLD_BYTES
