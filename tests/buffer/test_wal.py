@@ -218,6 +218,23 @@ async def test_reader_rewinds_to_an_earlier_seq(running: Running) -> None:
     assert again.prev_h == first.hashes[8]
 
 
+async def test_a_batch_full_by_bytes_does_not_linger_for_more_records(running: Running) -> None:
+    """A sink asks for up to 10,000 records or 4 KiB. Once a batch showed how big records are,
+    as many as fill 4 KiB make a full batch, and next_batch takes them at once. (It waited for
+    10,000 records: with this linger of an hour, the test would time out.)"""
+    await running.commit(pending(100, size=100))
+    reader = BufferReader(running.buffer, "a")
+    first = await reader.next_batch(10_000, 4096, linger=0)
+    assert first is not None
+    assert 0 < first.count < 50  # cut by bytes
+    wait = reader.next_batch(10_000, 4096, linger=3600)
+    batch = await asyncio.wait_for(wait, timeout=60)
+    reader.close()
+    assert batch is not None
+    assert batch.first_seq == first.last_seq + 1
+    assert batch.size >= 4096
+
+
 async def test_reader_returns_none_once_closed_and_read(tmp_path: Path) -> None:
     run = await start(tmp_path)
     await run.commit(pending(3))
