@@ -241,16 +241,12 @@ static PyObject *split_bsd(PyObject *Py_UNUSED(module), PyObject *line) {
 PyDoc_STRVAR(split_iso_doc, "split_iso(line, /)\n--\n\n"
                             "_RFC3339.match(line).groups(), or None (syslog.split_iso_py).");
 
-static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
-    Text t;
-    if (text_of(line, &t) < 0) {
-        return NULL;
-    }
-    /* pri, stamp, host, prog, pid, body */
-    Span s[6];
-    Py_ssize_t i = match_pri(&t, &s[0]);
+/* The RFC 3339 header's spans in t (pri, stamp, host, prog, pid, body): 0 on a match, -1 if
+ * there is none. */
+static int iso_spans(const Text *t, Span s[6]) {
+    Py_ssize_t i = match_pri(t, &s[0]);
     if (i < 0) {
-        Py_RETURN_NONE;
+        return -1;
     }
     Py_ssize_t stamp = i;
     /* \d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d: 19 characters, a digit where the pattern has \d */
@@ -258,44 +254,53 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
     for (Py_ssize_t k = 0; k < 19; k++) {
         Py_ssize_t p = i + k;
         if (shape[k] == 'd') {
-            if (!is_digit(&t, p)) {
-                Py_RETURN_NONE;
+            if (!is_digit(t, p)) {
+                return -1;
             }
         } else if (shape[k] == 'T') {
-            Py_UCS4 ch = at(&t, p);
-            if ((ch != 'T' && ch != ' ') || p >= t.n) {
-                Py_RETURN_NONE;
+            Py_UCS4 ch = at(t, p);
+            if ((ch != 'T' && ch != ' ') || p >= t->n) {
+                return -1;
             }
-        } else if (at(&t, p) != (Py_UCS4)shape[k] || p >= t.n) {
-            Py_RETURN_NONE;
+        } else if (at(t, p) != (Py_UCS4)shape[k] || p >= t->n) {
+            return -1;
         }
     }
     i += 19;
-    if (at(&t, i) == '.' && i < t.n) {
-        Py_ssize_t d = digits(&t, i + 1, 9);
+    if (at(t, i) == '.' && i < t->n) {
+        Py_ssize_t d = digits(t, i + 1, 9);
         if (d < 1 || d > 9) {
-            Py_RETURN_NONE;
+            return -1;
         }
         i += 1 + d;
     }
-    Py_UCS4 zone = at(&t, i);
-    if (zone == 'Z' && i < t.n) {
+    Py_UCS4 zone = at(t, i);
+    if (zone == 'Z' && i < t->n) {
         i += 1;
-    } else if ((zone == '+' || zone == '-') && i < t.n) {
-        if (!is_digit(&t, i + 1) || !is_digit(&t, i + 2)) {
-            Py_RETURN_NONE;
+    } else if ((zone == '+' || zone == '-') && i < t->n) {
+        if (!is_digit(t, i + 1) || !is_digit(t, i + 2)) {
+            return -1;
         }
-        Py_ssize_t m = at(&t, i + 3) == ':' && i + 3 < t.n ? i + 4 : i + 3;
-        if (!is_digit(&t, m) || !is_digit(&t, m + 1)) {
-            Py_RETURN_NONE;
+        Py_ssize_t m = at(t, i + 3) == ':' && i + 3 < t->n ? i + 4 : i + 3;
+        if (!is_digit(t, m) || !is_digit(t, m + 1)) {
+            return -1;
         }
         i = m + 2;
     }
     s[1] = (Span){stamp, i};
-    if (at(&t, i) != ' ' || i >= t.n) {
-        Py_RETURN_NONE;
+    if (at(t, i) != ' ' || i >= t->n) {
+        return -1;
     }
-    if (match_tail(&t, i + 1, &s[2], &s[3], &s[4], &s[5]) < 0) {
+    return match_tail(t, i + 1, &s[2], &s[3], &s[4], &s[5]);
+}
+
+static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
+    Text t;
+    if (text_of(line, &t) < 0) {
+        return NULL;
+    }
+    Span s[6];
+    if (iso_spans(&t, s) < 0) {
         Py_RETURN_NONE;
     }
     return groups(line, s, 6);
@@ -311,10 +316,12 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
  *   - it is a dict of exactly the keys ts, src, msg and log (nothing else to merge with), its msg
  *     an exact str of printable ASCII (" " to "~"), where re's \s is " ", \w [A-Za-z0-9_] and \d
  *     [0-9], and "." and "$" meet no newline;
- *   - its header is BSD (bsd_spans) without a priority, and its time is the stamp the parser
- *     cached, or a stamp without fraction and below second 60 in the minute it cached, while the
- *     clock reads in the month it last read (state(): (stamp, ts, minute, minute's ts, (year,
- *     month) or None), read again after each slow call);
+ *   - its header is BSD (bsd_spans) or RFC 3339 (iso_spans) without a priority, and its time
+ *     is the stamp the parser cached, or: (BSD) a stamp without fraction and below second 60 in
+ *     the minute it cached, while the clock reads in the month it last read; (RFC 3339) a stamp
+ *     below second 60 in the minute IsoTimes cached, with the same zone text (state(): (stamp,
+ *     ts, minute, minute's ts, (year, month) or None, (head, zone, prefix) or None), read again
+ *     after each slow call);
  *   - programs is None (the syslog format: the header only), or by programs[prog] (1 sshd, 2
  *     sudo, 3 PAM only, 0 other; absent is 3, as parse_auth), the body (after ": ?" and leading
  *     spaces) is one of: (sshd) an "Accepted|Failed <method> for ..." login, an "Invalid user",
@@ -775,6 +782,7 @@ typedef struct {
     int has_minute;
     long year, month;
     int has_month;
+    PyObject *iso_head, *iso_zone, *iso_prefix; /* IsoTimes' minute, or NULL */
 } State;
 
 static int ascii_str(PyObject *o) { return PyUnicode_CheckExact(o) && PyUnicode_IS_ASCII(o); }
@@ -785,9 +793,9 @@ static int load_state(PyObject *fn, State *st) {
     if (t == NULL) {
         return -1;
     }
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 5) {
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 6) {
         Py_DECREF(t);
-        PyErr_SetString(PyExc_TypeError, "state() must return a 5-tuple");
+        PyErr_SetString(PyExc_TypeError, "state() must return a 6-tuple");
         return -1;
     }
     st->tuple = t;
@@ -816,6 +824,15 @@ static int load_state(PyObject *fn, State *st) {
     st->has_month = PyTuple_CheckExact(month) && PyTuple_GET_SIZE(month) == 2 &&
                     PyLong_CheckExact(PyTuple_GET_ITEM(month, 0)) &&
                     PyLong_CheckExact(PyTuple_GET_ITEM(month, 1));
+    PyObject *iso = PyTuple_GET_ITEM(t, 5);
+    st->iso_head = st->iso_zone = st->iso_prefix = NULL;
+    if (PyTuple_CheckExact(iso) && PyTuple_GET_SIZE(iso) == 3 &&
+        ascii_str(PyTuple_GET_ITEM(iso, 0)) && PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(iso, 0)) == 17 &&
+        ascii_str(PyTuple_GET_ITEM(iso, 1)) && ascii_str(PyTuple_GET_ITEM(iso, 2))) {
+        st->iso_head = PyTuple_GET_ITEM(iso, 0);
+        st->iso_zone = PyTuple_GET_ITEM(iso, 1);
+        st->iso_prefix = PyTuple_GET_ITEM(iso, 2);
+    }
     if (st->has_month) {
         st->year = PyLong_AsLong(PyTuple_GET_ITEM(month, 0));
         st->month = PyLong_AsLong(PyTuple_GET_ITEM(month, 1));
@@ -877,6 +894,47 @@ static PyObject *minute_ts(const State *st, const char *s, const Span *b) {
     out[head] = hms[6];
     out[head + 1] = hms[7];
     memcpy(out + head + 2, ".000000Z", 8);
+    return ts;
+}
+
+/* The ts of an RFC 3339 stamp s[a:b] that is not the cached one, as IsoTimes.to_utc gives it
+ * from its cached minute (same text up to the minute, same zone text): the minute's UTC prefix,
+ * then seconds_text (the fraction cut or padded to 6 digits); NULL (no exception) otherwise. */
+static PyObject *iso_ts(const State *st, const char *s, Span stamp) {
+    if (st->iso_head == NULL || stamp.end - stamp.start < 19 ||
+        memcmp(s + stamp.start, PyUnicode_1BYTE_DATA(st->iso_head), 17) != 0) {
+        return NULL;
+    }
+    const char *sec = s + stamp.start + 17;
+    if (sec[0] >= '6') {
+        return NULL; /* second 60 and up: not a time */
+    }
+    Py_ssize_t i = stamp.start + 19, frac = i, nfrac = 0;
+    if (i < stamp.end && s[i] == '.') {
+        frac = i + 1;
+        for (i = frac; i < stamp.end && is_dig(s[i]); i++) {
+        }
+        nfrac = i - frac;
+    }
+    Py_ssize_t zone = stamp.end - i;
+    if (zone != PyUnicode_GET_LENGTH(st->iso_zone) ||
+        memcmp(s + i, PyUnicode_1BYTE_DATA(st->iso_zone), (size_t)zone) != 0) {
+        return NULL;
+    }
+    Py_ssize_t head = PyUnicode_GET_LENGTH(st->iso_prefix);
+    PyObject *ts = PyUnicode_New(head + 10, 127); /* "SS.ffffffZ" after it */
+    if (ts == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_1BYTE_DATA(ts);
+    memcpy(out, PyUnicode_1BYTE_DATA(st->iso_prefix), (size_t)head);
+    out[head] = sec[0];
+    out[head + 1] = sec[1];
+    out[head + 2] = '.';
+    for (int k = 0; k < 6; k++) {
+        out[head + 3 + k] = k < nfrac ? s[frac + k] : '0';
+    }
+    out[head + 9] = 'Z';
     return ts;
 }
 
@@ -1199,16 +1257,31 @@ static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObjec
         return 0;
     }
     Text t = {PyUnicode_KIND(line), PyUnicode_DATA(line), PyUnicode_GET_LENGTH(line)};
-    Span b[10];
-    if (bsd_spans(&t, b) < 0 || b[0].start >= 0) {
-        return 0;
-    }
     const char *s = (const char *)t.data;
     Py_ssize_t n = t.n;
+    /* SyslogParser.header: a line starting with a digit is RFC 3339 or nothing, else BSD */
+    int iso = n > 0 && is_dig(s[0]);
+    Span b[10], stamp;
     Plan p;
-    p.host = b[6];
-    p.prog = b[7];
-    p.pid = b[8];
+    if (iso) {
+        Span h[6];
+        if (iso_spans(&t, h) < 0 || h[0].start >= 0) {
+            return 0;
+        }
+        stamp = h[1];
+        p.host = h[2];
+        p.prog = h[3];
+        p.pid = h[4];
+        b[9] = h[5];
+    } else {
+        if (bsd_spans(&t, b) < 0 || b[0].start >= 0) {
+            return 0;
+        }
+        stamp = b[1];
+        p.host = b[6];
+        p.prog = b[7];
+        p.pid = b[8];
+    }
     Py_ssize_t body = b[9].start;
     while (body < n && s[body] == ' ') {
         body++;
@@ -1231,24 +1304,24 @@ static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObjec
         }
     }
     /* The time: the last stamp's, or one in the cached minute. */
-    Py_ssize_t len = b[1].end - b[1].start;
+    Py_ssize_t len = stamp.end - stamp.start;
     PyObject *ts = NULL;
     if (PyUnicode_GET_LENGTH(*cur_stamp) == len &&
-        memcmp(PyUnicode_1BYTE_DATA(*cur_stamp), s + b[1].start, (size_t)len) == 0) {
+        memcmp(PyUnicode_1BYTE_DATA(*cur_stamp), s + stamp.start, (size_t)len) == 0) {
         ts = Py_NewRef(*cur_ts);
     } else {
-        ts = minute_ts(st, s, b);
+        ts = iso ? iso_ts(st, s, stamp) : minute_ts(st, s, b);
         if (ts == NULL) {
             Py_DECREF(prog);
             return PyErr_Occurred() ? -1 : 0;
         }
-        PyObject *stamp = PyUnicode_Substring(line, b[1].start, b[1].end);
-        if (stamp == NULL) {
+        PyObject *text = PyUnicode_Substring(line, stamp.start, stamp.end);
+        if (text == NULL) {
             Py_DECREF(prog);
             Py_DECREF(ts);
             return -1;
         }
-        Py_SETREF(*cur_stamp, stamp);
+        Py_SETREF(*cur_stamp, text);
         Py_SETREF(*cur_ts, Py_NewRef(ts));
     }
     int r = apply_plan(rec, line, s, &p, ts, prog);

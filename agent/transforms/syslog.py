@@ -214,6 +214,12 @@ class IsoTimes:
         self._head = self._zone = self._prefix = ""
         self._tz: tzinfo | None = None
 
+    def cached(self, tz: tzinfo | None) -> tuple[str, str, str] | None:
+        """The minute cached for ``tz``: (text up to the minute, zone text, UTC prefix)."""
+        if not self._head or tz is not self._tz:
+            return None
+        return self._head, self._zone, self._prefix
+
     def to_utc(self, stamp: str, tz: tzinfo | None) -> str | None:
         """The same result as ``iso_to_utc(stamp, tz)``."""
         m = _ISO_PARTS.fullmatch(stamp)
@@ -278,11 +284,17 @@ class SyslogParser:
         bsd = (split_bsd if exact else split_bsd_py)(line)
         return self._rfc3164(bsd) if bsd else None
 
-    def fast_state(self) -> tuple[str, str, tuple[object, ...], str, tuple[int, int] | None]:
+    def fast_state(
+        self,
+    ) -> tuple[
+        str, str, tuple[object, ...], str, tuple[int, int] | None, tuple[str, str, str] | None
+    ]:
         """The caches as the compiled batch parser (``parse_batch``) reads them: the last
         timestamp text and its ``ts``, the last minute (year, month, day, "HH:MM", tz) and its
-        UTC text up to the minute, and the clock's (year, month) if the clock still reads inside
-        the month it last read, else None (the minute cache is then not to be used there)."""
+        UTC text up to the minute, the clock's (year, month) if the clock still reads inside
+        the month it last read, else None (the minute cache is then not to be used there), and
+        ``IsoTimes``' minute (its text up to the minute, zone text and UTC prefix) if it was
+        cached for this parser's zone."""
         if self._system_clock:
             first, last = self._month_span
             inside = first <= time.time() < last
@@ -290,7 +302,8 @@ class SyslogParser:
             now = self.clock()
             inside = now.tzinfo is UTC and self._month_from <= now < self._month_until
         month = self._month if inside else None
-        return self._cache_key, self._cache_ts, self._minute, self._minute_ts, month
+        iso = self._iso.cached(self.tz)
+        return self._cache_key, self._cache_ts, self._minute, self._minute_ts, month, iso
 
     def apply(self, record: Record, head: Header) -> None:
         """Move ``head`` into ECS fields of ``record`` (``msg`` stays the whole line)."""

@@ -136,6 +136,23 @@ def test_each_benchmark_shape_is_done_in_c() -> None:
 
 
 @needs_compiled
+@pytest.mark.parametrize("zone", ["+00:00", "+01:00", "Z", ""])
+def test_rfc3339_headers_are_done_in_c(zone: str) -> None:
+    # rsyslog's high-precision format (Debian 12's default): every stamp differs; each minute's
+    # first takes the Python path (it fills IsoTimes' minute), the rest are done in C.
+    lines = [
+        f"2026-11-21T10:{m:02d}:{s:02d}.{s * 16661:06d}{zone} web-1 "
+        + shape.format(u=f"u{s}", p=40000 + s)
+        for m in range(2)
+        for s in range(0, 60, 7)
+        for shape in BRUTE_FORCE
+    ]
+    assert len(done_in_c(lines)) == len(lines) - 2
+    assert_same(*both([line_record(line) for line in lines]))
+    assert_same(*both([line_record(line) for line in lines], timezone="Europe/Berlin"))
+
+
+@needs_compiled
 def test_syslog_format_headers_are_done_in_c() -> None:
     lines = [f"Nov 21 10:00:{s:02d} h cron[{s}]: anything at all" for s in range(60)]
     assert len(done_in_c(lines, fmt="syslog")) == 59  # all but the minute's first
@@ -286,6 +303,12 @@ EDGES = [
     "Jan  1 00:00:00 h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
     "Nov 21 10:00:01 sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
     "2026-11-21T10:00:01Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-11-21T10:00:02.5Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-11-21T10:00:03.1234567Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-11-21T10:00:04+01:00 h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-11-21T10:00:59.999999Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-11-21T10:00:60Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
+    "2026-02-30T10:00:01Z h sshd[1]: Accepted publickey for a from 1.2.3.4 port 22",
     H + "sshd[12345678901]: Accepted publickey for a from 1.2.3.4 port 22",
     H + "sshd[9999999999]: Accepted publickey for a from 1.2.3.4 port 22",
     H + "sshd[1]: Accepted publickey for \u00e9 from 1.2.3.4 port 22",
@@ -361,7 +384,9 @@ def test_edges_done_in_c_are_the_ones_meant() -> None:
         H + "chpasswd[7]: pam_unix(chpasswd:chauthtok): password for 'bob' changed",
     }.isdisjoint(done)
     assert not {line for line in done if not line.isascii() or not line.isprintable()}
-    assert not {line for line in done if line.startswith(("<", "2026"))}
+    assert not {line for line in done if line.startswith("<")}
+    iso = {line[:30] for line in done if line.startswith("2026")}
+    assert iso == {"2026-11-21T10:00:02.5Z h sshd[", "2026-11-21T10:00:03.1234567Z h"}
 
 
 def hostile_records() -> list[Record]:
@@ -486,6 +511,14 @@ HEADS = st.sampled_from(
         "<13>Nov 21 10:00:01 h ",
         "Nov 21 10:00:01 ",
         "2026-11-21T10:00:01Z h ",
+        "2026-11-21T10:00:01.123456+00:00 h ",
+        "2026-11-21T10:00:02.5+01:00 h ",
+        "2026-11-21T10:00:03.1234567891+01:00 h ",
+        "2026-11-21 10:00:04.123456789-0530 h ",
+        "2026-11-21T10:00:05 h ",
+        "2026-11-21T10:00:60.1Z h ",
+        "2026-11-21T10:01:00.000001+00:00 h ",
+        "2026-11-21T10:00:01.123456+00:00 ",
     ]
 )
 PROGRAMS = st.sampled_from(
