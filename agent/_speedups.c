@@ -1032,8 +1032,14 @@ static PyObject *gather_run(PyObject *Py_UNUSED(module), PyObject *const *args, 
         /* One resize each, to the exact size: growing a record at a time reallocated (and
          * copied) the body a hundred times over. */
         Py_ssize_t at = PyByteArray_GET_SIZE(body), hat = PyByteArray_GET_SIZE(hashes);
-        if (PyByteArray_Resize(body, at + need) < 0 ||
-            PyByteArray_Resize(hashes, hat + DIGEST * count) < 0) {
+        if (PyByteArray_Resize(body, at + need) < 0) {
+            goto done;
+        }
+        if (PyByteArray_Resize(hashes, hat + DIGEST * count) < 0) {
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            (void)PyByteArray_Resize(body, at); /* back to what the caller gave: a shrink */
+            PyErr_Restore(type, value, traceback);
             goto done;
         }
         if (gather_pass(data, view.len, position, want, max_bytes, strict, max_frame, error,

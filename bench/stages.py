@@ -100,9 +100,9 @@ def run_stages(scenario: str, lines: int, work: Path) -> dict[str, Any]:
             while True:
                 with stage("reader"):
                     found = reader._read(most, size)
-                if not found.records:
+                if not found.count:
                     break
-                shipped += len(found.records)
+                shipped += found.count
                 with stage("encode"):
                     sink._encode(found)
         os.close(fd)

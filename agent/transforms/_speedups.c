@@ -321,7 +321,9 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
  *     the minute it cached, while the clock reads in the month it last read; (RFC 3339) a stamp
  *     below second 60 in the minute IsoTimes cached, with the same zone text (state(): (stamp,
  *     ts, minute, minute's ts, (year, month) or None, (head, zone, prefix) or None), read again
- *     after each slow call);
+ *     after each slow call; state(stamp, ts) first hands the parser the last stamp read here,
+ *     before each slow call and at the end, so its stamp cache is where the Python path would
+ *     have left it);
  *   - programs is None (the syslog format: the header only), or by programs[prog] (1 sshd, 2
  *     sudo, 3 PAM only, 0 other; absent is 3, as parse_auth), the body (after ": ?" and leading
  *     spaces) is one of: (sshd) an "Accepted|Failed <method> for ..." login, an "Invalid user",
@@ -1370,7 +1372,13 @@ static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (r == 1) {
             done++;
         } else if (r == 0) {
-            PyObject *out = PyObject_CallOneArg(slow, rec);
+            /* The parser's stamp cache first takes the last stamp read here, as the Python
+             * path would have left it; then the record goes there; then the caches are read
+             * back, as it may have changed them. */
+            PyObject *out = PyObject_CallFunctionObjArgs(state, cur_stamp, cur_ts, NULL);
+            if (out != NULL) {
+                Py_SETREF(out, PyObject_CallOneArg(slow, rec));
+            }
             Py_XDECREF(out);
             Py_CLEAR(cur_stamp);
             Py_CLEAR(cur_ts);
@@ -1379,6 +1387,11 @@ static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
             failed = 1;
         }
         Py_DECREF(rec);
+    }
+    if (!failed && cur_stamp != NULL) { /* the last stamp read here, to the parser's cache */
+        PyObject *out = PyObject_CallFunctionObjArgs(state, cur_stamp, cur_ts, NULL);
+        failed = out == NULL;
+        Py_XDECREF(out);
     }
     Py_XDECREF(cur_stamp);
     Py_XDECREF(cur_ts);

@@ -560,3 +560,40 @@ def test_a_slow_path_that_raises_stops_the_batch() -> None:
 
     with pytest.raises(RuntimeError, match="slow path failed"):
         parse_batch([line_record("no header")], slow)
+
+
+def test_the_stamp_cache_carries_over_batches_as_one_at_a_time() -> None:
+    # The stamp cache holds the last line's stamp, whichever path parsed it: a stamp seen
+    # again in the next batch, after the clock moved to another month, is taken from it on both
+    # paths (an exact repeat: the cache never reads the clock). It was stale in a batch only.
+    clock = [datetime(2027, 1, 15, tzinfo=UTC)]
+    config = source_config(format="auth", timezone="UTC")
+    fast, reference = (build("t", config, clock=lambda: clock[0]) for _ in range(2))
+    line = "Mar  1 10:00:{} h sshd[1]: Failed none for x from ::1 port 1"
+    batches = [([line.format("00"), line.format("01")], 1), ([line.format("00")], 3)]
+    for lines, month in batches:
+        clock[0] = datetime(2027, month, 15, tzinfo=UTC)
+        made = [line_record(text) for text in lines]
+        batch, alone = copy.deepcopy(made), copy.deepcopy(made)
+        fast.apply([Pending(record, None) for record in batch])
+        for record in alone:
+            reference(record)
+        assert_same(batch, alone)
+
+
+def test_a_failing_clock_is_met_by_the_python_path() -> None:
+    # A clock that raises (a test's) leaves the minute cache unused: the Python path meets the
+    # failure and counts it as it does one at a time.
+    def broken() -> datetime:
+        raise RuntimeError("no clock")
+
+    config = source_config(format="auth", timezone="UTC")
+    fast, reference = build("t", config, clock=broken), build("t", config, clock=broken)
+    made = [line_record(line) for line in bench_lines(8)]
+    batch, alone = copy.deepcopy(made), copy.deepcopy(made)
+    fast.apply([Pending(record, None) for record in batch])
+    for record in alone:
+        reference(record)
+    assert_same(batch, alone)
+    assert fast.stats == reference.stats
+    assert fast.stats.parser_errors == 8
