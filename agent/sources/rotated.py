@@ -97,6 +97,7 @@ class Generations:
     def on_restart(self, open_idents: set[str], live: LiveHeads) -> Plan:
         bases, self._bases = self._bases, []
         plan: Plan = []
+        live_heads: KnownHeads | None = None
         seen: set[str] = set()  # a sibling of two bases (app.log, app.log.1) is judged once
         for base in bases:
             unknown: list[Sibling] = []
@@ -108,11 +109,20 @@ class Generations:
                 head = self._head(sib)
                 if head is None:
                     continue
-                cp = match(self._by_ident.get(sib.ident, ()), head) or self.known.find(head)
+                own = match(self._by_ident.get(sib.ident, ()), head)
+                cp = own or self.known.find(head)
                 if cp is None:
                     unknown.append(sib)
                     continue
                 newest = max(newest, sib.mtime_ns)
+                if own is None:  # a checkpoint of another inode: this may be a copy of it
+                    live_heads = live_heads or live()
+                    if live_heads.find(head) is not None:
+                        # ... made by copytruncate before its truncate: the original, read on
+                        # from the checkpoint, holds it too. Read from the copy only what the
+                        # original loses when truncated (the source's copy_of), not both.
+                        self._deferred[sib.path] = sib
+                        continue
                 if _may_hold_more(sib, cp.offset):
                     plan.append((sib, cp.offset))
             newer = [s for s in unknown if 0 <= newest <= s.mtime_ns]

@@ -287,3 +287,24 @@ async def test_multiline_group_is_cut_before_it_passes_max_line_bytes(tmp_path: 
     async with tailing(config) as tail:
         await tail.wait_records(3)
     assert [len(m) for m in tail.msgs] == [41, 51, 5]
+
+
+async def test_a_copy_found_at_a_restart_beside_its_original_is_not_read_twice(
+    tmp_path: Path,
+) -> None:
+    # Found by the state machine (test_stateful): a restart with a checkpoint after line 3,
+    # then line 4 is written and app.log copied to app.log.1 (copytruncate, before its
+    # truncate) before the new source looks. The copy holds the checkpointed content, but so
+    # does the original, read on from the checkpoint: the copy is read only for what the
+    # original loses when it is truncated. Both were read from the checkpoint: line 4 twice.
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 4))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 40, str(log))}
+    append(log, numbered(4, 1))
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    async with tailing(make_config(tmp_path), checkpoints) as tail:
+        await tail.wait_records(1)
+        os.truncate(log, 0)
+        append(log, b"new 1\n")
+        await tail.wait_for(lambda: "new 1" in tail.msgs, "the line after the truncation")
+    assert sorted(tail.msgs) == ["line 0004", "new 1"]
