@@ -274,7 +274,12 @@ class BufferReader:
             if info is None:
                 break
             got = self._window(
-                limit, body, hashes, want=max_records - count, room=max_bytes - size, count=count
+                limit,
+                body,
+                hashes,
+                want=max_records - count,
+                room=max_bytes - size,
+                strict=count > 0,
             )
             if not got.taken:
                 if got.first_seq:  # a hole in seqs (only after recovery lost records): the
@@ -304,11 +309,10 @@ class BufferReader:
         *,
         want: int,
         room: int,
-        count: int,
+        strict: bool,
     ) -> segment.Gathered:
         """``gather_run`` over the frames from ``_offset`` (up to ``limit``, the committed end):
-        a window of ``_WINDOW`` bytes, or more when one frame is bigger than that. ``count``
-        records are in the batch already (strict: no hole before the next)."""
+        a window of ``_WINDOW`` bytes, or more when one frame is bigger than that."""
         window = _WINDOW
         try:
             while True:
@@ -324,7 +328,7 @@ class BufferReader:
                         hashes,
                         want=want,
                         max_bytes=room,
-                        strict=count > 0,
+                        strict=strict,
                     )
                     if run.skipped_end or run.first_seq or got < window:
                         return run

@@ -47,7 +47,6 @@ DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 # A collector's 400 that names the record it refuses (docs/protocol.md, checks 9 and 11).
 _RECORD_ERROR = re.compile(r"record (\d+): ")
-# Records joined per zstd feed: a piece (~80 KiB at 300 B a record) stays on the malloc heap.
 
 
 class NativeSink:
@@ -85,7 +84,7 @@ class NativeSink:
         self._zstd_level = 1 if level is None else level
         # One compressor per thread: batches are encoded in threads side by side (the next
         # batch, a split, a resend), and a ZstdCompressor is not safe to share between them.
-        self._zstd = threading.local()
+        self._zstd_local = threading.local()
         self._gzip_level = 1 if level is None else level
 
     async def run(self) -> None:
@@ -419,22 +418,23 @@ class NativeSink:
         }
         if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
-        if self.config.compression == "zstd":
-            return self._zstd_body(orjson.dumps(header), batch), ENCODINGS["zstd"]
         body = b"".join([orjson.dumps(header), b"\n", batch.body])
+        if self.config.compression == "zstd":
+            return self._zstd(body), ENCODINGS["zstd"]
         if self.config.compression == "gzip":
             return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
         return body, ENCODINGS["none"]
 
-    def _zstd_body(self, header: bytes, batch: Batch) -> bytes:
-        """The NDJSON body compressed as one zstd frame that declares its size (the collector's
-        one-shot path): the header line and the batch's body joined, then compressed at once.
-        (Fed to a stream in two pieces, zstd copied them into its window and compressed the
-        body against the header as an external dictionary: ~15% more CPU than the join.)"""
-        compressor = getattr(self._zstd, "compressor", None)
+    def _zstd(self, body: bytes) -> bytes:
+        """``body`` as one zstd frame that declares its size (the collector's one-shot path),
+        compressed at once. (Fed to a stream in two pieces, header and records, zstd copied them
+        into its window and compressed the records against the header as an external
+        dictionary: ~15% more CPU than this one join.)"""
+        compressor = getattr(self._zstd_local, "compressor", None)
         if compressor is None:
-            compressor = self._zstd.compressor = zstandard.ZstdCompressor(level=self._zstd_level)
-        compressed: bytes = compressor.compress(b"".join([header, b"\n", batch.body]))
+            compressor = zstandard.ZstdCompressor(level=self._zstd_level)
+            self._zstd_local.compressor = compressor
+        compressed: bytes = compressor.compress(body)
         return compressed
 
     def _read_token(self) -> str:

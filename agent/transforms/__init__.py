@@ -114,7 +114,6 @@ class TransformChain:
         # Parsers that only copy substrings of msg: their fields need no walk when msg is clean.
         # Without a parser there are no parsed fields at all: only msg can hold a secret.
         self.fields_from_msg = parser is None or isinstance(parser, _SyslogAuth | AccessParser)
-        self._slow = partial(self._parse_msg, parser) if parser is not None else None
 
     def __call__(self, record: Record) -> Record:
         """Transform one record in place and return it."""
@@ -154,22 +153,21 @@ class TransformChain:
         one scan over them all (``redact_records``). A batch with runs has no parser (``apply``
         made records of them for one): their suspect lines are taken out first."""
         parser, redactor = self.parser, self.redactor
-        pendings = cast(list[Pending], batch)
         if runs:
             self.stats.records += record_count(batch)
             if redactor is None:
                 return batch
             batch = _open_runs(redactor, batch)
-            pendings = [item for item in batch if type(item) is Pending]
+            records = [item.record for item in batch if type(item) is Pending]
         else:
             self.stats.records += len(batch)
-            if type(parser) is _SyslogAuth and self._slow is not None:
-                parser.parse_batch(list(map(_RECORD, pendings)), self._slow)
+            records = list(map(_RECORD, cast(list[Pending], batch)))
+            if type(parser) is _SyslogAuth:
+                parser.parse_batch(records, partial(self._parse_msg, parser))
             elif parser is not None:
-                for pending in pendings:
-                    self._parse_msg(parser, pending.record)
-        if redactor is not None and pendings:
-            records = list(map(_RECORD, pendings))
+                for record in records:
+                    self._parse_msg(parser, record)
+        if redactor is not None and records:
             self.stats.redacted += redact_records(
                 redactor, records, fields_from_msg=self.fields_from_msg
             )

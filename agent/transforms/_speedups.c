@@ -855,6 +855,27 @@ static long long number(const char *s, Span sp) {
     return v;
 }
 
+/* prefix (a minute's UTC text, ASCII) + "SS.ffffffZ": the two digits at sec, then the first
+ * six of the nfrac fraction digits at frac, padded with zeros (syslog.seconds_text). */
+static PyObject *with_seconds(PyObject *prefix, const char *sec, const char *frac,
+                              Py_ssize_t nfrac) {
+    Py_ssize_t head = PyUnicode_GET_LENGTH(prefix);
+    PyObject *ts = PyUnicode_New(head + 10, 127);
+    if (ts == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_1BYTE_DATA(ts);
+    memcpy(out, PyUnicode_1BYTE_DATA(prefix), (size_t)head);
+    out[head] = sec[0];
+    out[head + 1] = sec[1];
+    out[head + 2] = '.';
+    for (Py_ssize_t k = 0; k < 6; k++) {
+        out[head + 3 + k] = k < nfrac ? frac[k] : '0';
+    }
+    out[head + 9] = 'Z';
+    return ts;
+}
+
 /* The ts of a stamp s[a:b] that is not the cached one, by SyslogParser._naive_to_ts's usual
  * way (the cached minute), or NULL (no exception) when that does not apply. */
 static PyObject *minute_ts(const State *st, const char *s, const Span *b) {
@@ -886,17 +907,7 @@ static PyObject *minute_ts(const State *st, const char *s, const Span *b) {
         memcmp(hms, st->minute_hm, 5) != 0 || hms[6] >= '6') {
         return NULL;
     }
-    Py_ssize_t head = PyUnicode_GET_LENGTH(st->minute_ts);
-    PyObject *ts = PyUnicode_New(head + 10, 127); /* "SS.000000Z" after it */
-    if (ts == NULL) {
-        return NULL;
-    }
-    char *out = (char *)PyUnicode_1BYTE_DATA(ts);
-    memcpy(out, PyUnicode_1BYTE_DATA(st->minute_ts), (size_t)head);
-    out[head] = hms[6];
-    out[head + 1] = hms[7];
-    memcpy(out + head + 2, ".000000Z", 8);
-    return ts;
+    return with_seconds(st->minute_ts, hms + 6, "", 0);
 }
 
 /* The ts of an RFC 3339 stamp s[a:b] that is not the cached one, as IsoTimes.to_utc gives it
@@ -923,21 +934,7 @@ static PyObject *iso_ts(const State *st, const char *s, Span stamp) {
         memcmp(s + i, PyUnicode_1BYTE_DATA(st->iso_zone), (size_t)zone) != 0) {
         return NULL;
     }
-    Py_ssize_t head = PyUnicode_GET_LENGTH(st->iso_prefix);
-    PyObject *ts = PyUnicode_New(head + 10, 127); /* "SS.ffffffZ" after it */
-    if (ts == NULL) {
-        return NULL;
-    }
-    char *out = (char *)PyUnicode_1BYTE_DATA(ts);
-    memcpy(out, PyUnicode_1BYTE_DATA(st->iso_prefix), (size_t)head);
-    out[head] = sec[0];
-    out[head + 1] = sec[1];
-    out[head + 2] = '.';
-    for (int k = 0; k < 6; k++) {
-        out[head + 3 + k] = k < nfrac ? s[frac + k] : '0';
-    }
-    out[head + 9] = 'Z';
-    return ts;
+    return with_seconds(st->iso_prefix, sec, s + frac, nfrac);
 }
 
 /* d[key] = v, v's reference taken (NULL: -1, as its maker failed). */

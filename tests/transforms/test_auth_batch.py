@@ -53,8 +53,16 @@ def both(
 ) -> tuple[list[Record], list[Record]]:
     """``made`` through ``apply`` (one batch) and through ``chain(record)`` (one at a time), by
     two chains of the same config and clock; asserts their stats agree."""
-    batch, alone = copy.deepcopy(made), copy.deepcopy(made)
     fast, reference = chain_at(moment, fmt, **parser), chain_at(moment, fmt, **parser)
+    return compared(fast, reference, made)
+
+
+def compared(
+    fast: TransformChain, reference: TransformChain, made: list[Record]
+) -> tuple[list[Record], list[Record]]:
+    """Copies of ``made`` through ``fast.apply`` (one batch) and ``reference(record)`` (one at a
+    time); asserts the two chains' stats agree."""
+    batch, alone = copy.deepcopy(made), copy.deepcopy(made)
     fast.apply([Pending(record, None) for record in batch])
     for record in alone:
         reference(record)
@@ -573,12 +581,7 @@ def test_the_stamp_cache_carries_over_batches_as_one_at_a_time() -> None:
     batches = [([line.format("00"), line.format("01")], 1), ([line.format("00")], 3)]
     for lines, month in batches:
         clock[0] = datetime(2027, month, 15, tzinfo=UTC)
-        made = [line_record(text) for text in lines]
-        batch, alone = copy.deepcopy(made), copy.deepcopy(made)
-        fast.apply([Pending(record, None) for record in batch])
-        for record in alone:
-            reference(record)
-        assert_same(batch, alone)
+        assert_same(*compared(fast, reference, [line_record(text) for text in lines]))
 
 
 def test_a_failing_clock_is_met_by_the_python_path() -> None:
@@ -589,11 +592,5 @@ def test_a_failing_clock_is_met_by_the_python_path() -> None:
 
     config = source_config(format="auth", timezone="UTC")
     fast, reference = build("t", config, clock=broken), build("t", config, clock=broken)
-    made = [line_record(line) for line in bench_lines(8)]
-    batch, alone = copy.deepcopy(made), copy.deepcopy(made)
-    fast.apply([Pending(record, None) for record in batch])
-    for record in alone:
-        reference(record)
-    assert_same(batch, alone)
-    assert fast.stats == reference.stats
+    assert_same(*compared(fast, reference, [line_record(line) for line in bench_lines(8)]))
     assert fast.stats.parser_errors == 8
