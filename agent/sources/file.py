@@ -337,6 +337,9 @@ class FileSource:
                     os.close(fd)  # rotated again since it was found: the next round sees it
                     return None
             head = identity.read_head(fd, size, self._config.fingerprint_bytes)
+            # A copytruncate between the fstat and the head's read makes ``size`` the old
+            # generation's: it counts as seen only if the file whose head we hold has that much.
+            seen = size if os.fstat(fd).st_size >= size else len(head)
         except OSError as exc:
             self._warn_once(path, "cannot open %s: %s", path, exc)
             return None
@@ -350,7 +353,7 @@ class FileSource:
             self._name, config.max_line_bytes, config.fingerprint_bytes, path, ident, fd, 0, 0.0
         )
         tailed.runs = cuts_runs(config)
-        tailed.grew_at, tailed.seen_size = time.monotonic(), size
+        tailed.grew_at, tailed.seen_size = time.monotonic(), seen
         resume = self._generations.resume(ident, head) if start is None else None
         if start is not None:
             tailed.read_pos = start

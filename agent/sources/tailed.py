@@ -10,10 +10,12 @@ Invariants:
   key made from it (``identity.py``): set when the file is opened, upgraded once when a short file
   reaches ``fingerprint_bytes``, and made anew after a truncation (new content, new key).
 * A truncation in place is noticed when the file is shorter than our read position, or (once per
-  drain) when its first bytes no longer equal ``head``: the file was truncated and regrew past our
-  offset before we looked. Reading restarts at 0, the next record is tagged ``truncated``, and the
-  old generation is described in ``truncation`` for the source to recover from its copy or
-  account with a ``gap`` record (``seen_size`` is the largest size we saw it have).
+  drain, and after every read that returned bytes) when its first bytes no longer equal ``head``:
+  the file was truncated and regrew past our offset before we looked, or between the look at its
+  size and the read. Reading restarts at 0, the next record is tagged ``truncated``, and the old
+  generation is described in ``truncation`` for the source to recover from its copy or account
+  with a ``gap`` record (``seen_size`` is the largest size we saw it have, counted only once its
+  first bytes were found still there after the look: never the next generation's size).
 
 State ownership: the file source's ``run()`` task owns every ``TailedFile``; its methods run in a
 worker thread only while ``run()`` awaits them.
@@ -177,9 +179,17 @@ class TailedFile:
             self._restart(ts, out)
             end = size
         end = size if end is None else end
-        self.seen_size = max(self.seen_size, size)
+        known = bool(self.head)  # none after a restart: nothing tells this generation apart yet
         want = min(chunk, end - self.read_pos)
         data = os.pread(self.fd, want, self.read_pos) if want > 0 else b""
+        if data and not self._head_intact(end):
+            # Truncated since ``size`` was taken (a copytruncate, then writes past our offset):
+            # ``data`` is the next generation's. A fresh look finds the truncation (nothing is
+            # in ``out`` yet: after a restart there is no head to differ).
+            return self.read(chunk, None)
+        # ``size`` is this generation's only if its first bytes were still there after the look;
+        # with none known yet, only the bytes read are.
+        self.seen_size = max(self.seen_size, size if known else self.read_pos + len(data))
         if data:
             self.grew_at = time.monotonic()
             if self.read_pos == 0 or len(self.head) < self.fp_bytes:

@@ -308,3 +308,52 @@ async def test_a_copy_found_at_a_restart_beside_its_original_is_not_read_twice(
         append(log, b"new 1\n")
         await tail.wait_for(lambda: "new 1" in tail.msgs, "the line after the truncation")
     assert sorted(tail.msgs) == ["line 0004", "new 1"]
+
+
+async def test_copytruncate_between_two_chunks_of_a_read_is_not_read_at_the_old_offset(
+    tmp_path: Path,
+) -> None:
+    # Found by the state machine (test_stateful): a copytruncate and a write landed between the
+    # look at the file's size and the read of its bytes, and the bytes of the new generation at
+    # our offset were shipped as the old one's, then again from 0 once the truncation was seen.
+    # Here the window is held open between two chunks of one drain (the emit of the first one
+    # waits), where the file's size is not checked against its first bytes either.
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 10))
+    config = make_config(tmp_path, read_chunk_bytes=20)
+    async with tailing(config, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # read 2 lines of 10, more to go
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        os.truncate(log, 0)
+        append(log, numbered(0, 5, prefix="next"))  # regrown past our offset (20)
+        tail.gate.set()
+        await tail.wait_records(15)
+    expected = [f"line {i:04d}" for i in range(10)] + [f"next {i:04d}" for i in range(5)]
+    assert sorted(tail.msgs) == sorted(expected)
+    assert not [r for r in tail.records if r.get("type") == "gap"]
+    copied = [r for r in tail.records if r["log"]["file"]["path"] == str(tmp_path / "app.log.1")]
+    assert [r["log"]["offset"] for r in copied] == list(range(20, 100, 10))
+    assert next(r for r in tail.records if r["msg"] == "next 0000")["tags"] == ["truncated"]
+
+
+async def test_truncation_between_two_chunks_accounts_only_the_old_generations_bytes(
+    tmp_path: Path,
+) -> None:
+    # As above without a copy: the gap covers what the old generation held past our offset
+    # (20..100), not the new generation's size seen between the two chunks (150).
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 10))
+    config = make_config(tmp_path, read_chunk_bytes=20)
+    async with tailing(config, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
+        os.truncate(log, 0)
+        append(log, numbered(0, 15, prefix="next"))
+        tail.gate.set()
+        await tail.wait_for(lambda: "next 0014" in tail.msgs, "the new generation's last line")
+    assert [r["msg"] for r in tail.records if "type" not in r] == [
+        "line 0000",
+        "line 0001",
+        *[f"next {i:04d}" for i in range(15)],
+    ]
+    [gap] = [r for r in tail.records if r.get("type") == "gap"]
+    assert gap["gap"] == {"path": str(log), "from_offset": 20, "to_offset": 100, "bytes": 80}
