@@ -2,7 +2,7 @@
 
     python -m bench.run [--scenario raw|auth|shell|api|all] [--lines 500000] [--repeat 3]
                         [--rate 10000] [--latency-seconds 10] [--idle-seconds 60] [--json FILE]
-                        [--cpu-affinity none|auto|LIST]
+                        [--cpu-affinity none|auto|LIST] [--sink S] [--source S] [--buffer S]
 
 Per scenario (input generated here, realistic shapes): end-to-end lines/s from the input file
 appearing beside a running agent until the collector holds every line, agent CPU-seconds per
@@ -11,7 +11,9 @@ collector CPU-seconds, and the same input through a plain read-and-split loop so
 be compared across machines as a ratio. Once per run: p50/p99 latency from a line written to
 the collector holding it at a fixed rate, idle CPU and RSS after --idle-seconds with no input,
 and the drain rate of a backlog after SIGTERM. Prints a table and writes JSON. The agent runs
-with its defaults, but for ``--cpu-affinity`` (its ``cpu_affinity`` setting) when given.
+with its defaults, but for ``--cpu-affinity`` (its ``cpu_affinity`` setting) and the settings
+given to ``--sink``, ``--source`` and ``--buffer`` (TOML lines, e.g. ``'read_chunk_bytes =
+262144'``; repeatable), which the JSON records. An agent that exits ends the run with its log.
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ def cpu(pid: int) -> float:
 AGENT_ENV: dict[str, str] = {}
 # More [sinks.central] settings of the measured agent (--sink), TOML lines; set once by main().
 SINK_SETTINGS: list[str] = []
+# More settings of the measured source (--source) and [buffer] (--buffer); set once by main().
+SOURCE_SETTINGS: list[str] = []
+BUFFER_SETTINGS: list[str] = []
 
 
 @contextmanager
@@ -166,8 +171,8 @@ def rig(
         root / "agent",
         collector,
         sources={scenario: [str(root / "logs" / "*.log")]},
-        source_options=SCENARIOS[scenario][1],
-        tables="[buffer]\nmax_bytes = 8589934592\n" + extra_tables,
+        source_options="\n".join([SCENARIOS[scenario][1], *SOURCE_SETTINGS]),
+        tables="\n".join(["[buffer]", "max_bytes = 8589934592", *BUFFER_SETTINGS, extra_tables]),
         poll_interval=None,  # measured as deployed: the agent's default
         env=dict(AGENT_ENV),
         extra="\n".join(SINK_SETTINGS),
@@ -179,9 +184,31 @@ def rig(
         collector.stop()
 
 
-def wait_held(collector: CollectorProcess, count: int, limit: float = 900) -> None:
+def _check_running(agent: AgentProcess) -> None:
+    """SystemExit with the agent's own words (a bad --source/--buffer/--sink setting, a crash)
+    if it exited: the loops that wait for it would otherwise wait forever."""
+    if agent.proc is not None and agent.proc.poll() is not None:
+        raise SystemExit(f"the agent exited ({agent.proc.returncode}):\n{agent.log_tail()}")
+
+
+def wait_status(
+    agent: AgentProcess, until: Callable[[dict[str, Any]], bool] = lambda _: True
+) -> dict[str, Any]:
+    """The agent's status once it is up and ``until`` holds for it."""
+    while True:
+        status = agent.status_or_none()
+        if status is not None and until(status):
+            return status
+        _check_running(agent)
+        time.sleep(0.05)
+
+
+def wait_held(
+    collector: CollectorProcess, agent: AgentProcess, count: int, limit: float = 900
+) -> None:
     deadline = time.monotonic() + limit
     while collector.held_on_disk() < count:
+        _check_running(agent)
         if time.monotonic() > deadline:
             raise SystemExit(f"collector held {collector.held()} of {count} after {limit}s")
         time.sleep(0.05)
@@ -202,14 +229,13 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         assert collector.proc is not None
         sampler = Sampler(agent.proc.pid)
         sampler.start()
-        while agent.status_or_none() is None:
-            time.sleep(0.05)
+        wait_status(agent)
         startup_cpu = cpu(agent.proc.pid)
         agent_sys0 = float(psutil.Process(agent.proc.pid).cpu_times().system)
         collector_cpu0 = cpu(collector.proc.pid)
         started = time.monotonic()
         staged.rename(log)
-        wait_held(collector, lines)
+        wait_held(collector, agent, lines)
         elapsed = time.monotonic() - started
         agent_cpu = cpu(agent.proc.pid) - startup_cpu
         agent_sys = float(psutil.Process(agent.proc.pid).cpu_times().system) - agent_sys0
@@ -238,8 +264,7 @@ def latency(rate: int, seconds: float, root: Path) -> dict[str, Any]:
     with rig(root, "raw") as (collector, agent, log):
         log.touch()
         agent.start()
-        while agent.status_or_none() is None:
-            time.sleep(0.05)
+        wait_status(agent)
         written: dict[int, float] = {}
         seen: dict[int, float] = {}
         total = int(rate * seconds)
@@ -292,8 +317,7 @@ def idle(seconds: float, root: Path) -> dict[str, Any]:
         log.touch()
         agent.start()
         assert agent.proc is not None
-        while agent.status_or_none() is None:
-            time.sleep(0.05)
+        wait_status(agent)
         time.sleep(5)  # start-up settles before the idle window
         before = cpu(agent.proc.pid)
         time.sleep(seconds)
@@ -313,8 +337,7 @@ def drain(lines: int, root: Path) -> dict[str, Any]:
         port = collector.port
         collector.stop()
         agent.start()
-        while (agent.status_or_none() or {}).get("last_seq", 0) < lines:
-            time.sleep(0.1)
+        wait_status(agent, lambda status: status.get("last_seq", 0) >= lines)
         collector.start(port=port)
         assert agent.proc is not None
         started = time.monotonic()
@@ -353,11 +376,24 @@ def main() -> None:
         metavar="SETTING",
         help="a sink setting other than its default, as TOML (e.g. 'concurrency = 1'); repeatable",
     )
+    for option, table in (("--source", "the source"), ("--buffer", "[buffer]")):
+        parser.add_argument(
+            option,
+            action="append",
+            default=[],
+            metavar="SETTING",
+            help=f"a setting of {table} other than its default, as TOML; repeatable",
+        )
     args = parser.parse_args()
     results: dict[str, Any] = {"throughput": []}
-    if args.sink:
-        SINK_SETTINGS.extend(args.sink)
-        results["sink"] = args.sink
+    for name, settings in (
+        ("sink", SINK_SETTINGS),
+        ("source", SOURCE_SETTINGS),
+        ("buffer", BUFFER_SETTINGS),
+    ):
+        if getattr(args, name):
+            settings.extend(getattr(args, name))
+            results[name] = getattr(args, name)
     if args.cpu_affinity:
         AGENT_ENV["TAILSEAL_CPU_AFFINITY"] = json.dumps(args.cpu_affinity)
         results["cpu_affinity"] = args.cpu_affinity

@@ -24,6 +24,7 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     args = ["--scenario", "auth", "--lines", "3000", "--repeat", "2", "--latency-seconds", "1"]
     args += ["--idle-seconds", "1", "--drain-lines", "3000", "--json", str(out)]
     args += ["--cpu-affinity", "auto"]  # the agent's setting, passed on to every run
+    args += ["--source", "read_chunk_bytes = 8192", "--buffer", 'fsync = "always"']
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", *args],
         cwd=ROOT,
@@ -50,5 +51,28 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     assert results["drain"]["lines"] == 3000
     assert results["drain"]["mb_per_s"] > 0
     assert results["cpu_affinity"] == "auto"
+    assert results["source"] == ["read_chunk_bytes = 8192"]
+    assert results["buffer"] == ['fsync = "always"']
     assert "auth" in proc.stdout
     assert "latency at" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_run_stops_with_the_agents_error_when_a_setting_is_refused(tmp_path: Path) -> None:
+    """A setting the agent refuses ends the run with its words, instead of waiting forever for
+    an agent that exited."""
+    args = ["--scenario", "raw", "--lines", "10", "--repeat", "1", "--latency-seconds", "0"]
+    args += ["--idle-seconds", "0", "--drain-lines", "0", "--json", str(tmp_path / "r.json")]
+    args += ["--buffer", 'fsync = "never"']
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "the agent exited (78)" in proc.stderr
+    assert "buffer.fsync" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
