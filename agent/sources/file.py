@@ -18,6 +18,12 @@ Invariants:
   its unterminated line shipped, and closed; whatever now has its name is a new file read from 0.
   Generations rotated away unseen, between two scans or while the agent was down, are found among
   the rotated siblings and read (``rotated.py``).
+* Those planned generations are read before the other files, oldest first (by mtime), each to its
+  end, and while one has read bytes but shipped none (one unterminated line or multi-line group,
+  until its timeout or retirement) the files after it wait. So a generation's checkpoint is
+  committed only after every older planned one has one: a restart takes unknown siblings older
+  than the newest checkpointed one for history, and a kill between two generations' records must
+  not make an unread one look like that.
 * Copytruncate: a file shorter than our offset, or whose first bytes changed, was truncated in
   place. Reading restarts at 0 (tagged ``truncated``). The bytes of the old generation we had not
   read are read from its copy when a sibling is one; otherwise the bytes we provably missed are
@@ -147,6 +153,8 @@ class FileSource:
         self._fresh = not mine  # the first start: read_from applies
         self._generations = rotated.Generations(name, mine, config.fingerprint_bytes)
         self._files: dict[str, TailedFile] = {}  # ident -> file
+        # Rotated generations planned to be read (ident -> mtime, ns): read first, oldest first.
+        self._planned: dict[str, int] = {}
         self._fds = 0  # descriptors held
         self._groups: dict[str, Grouper] = {}  # ident -> held multi-line group
         self._multiline = re.compile(config.multiline_start) if config.multiline_start else None
@@ -219,29 +227,27 @@ class FileSource:
         return min([config.poll_interval, *(max(d - now, 0.0) for d in due)])
 
     async def _round(self, watcher: Watcher, *, first: bool, final: bool) -> None:
-        """Rescan the globs, read every file (in the final sweep: to its end), retire the files
-        that left the glob set and are done, then (except in the final sweep) flush stale
-        partial lines and groups and close idle files."""
+        """Rescan the globs, read every file (in the final sweep: to its end; planned rotated
+        generations first, see the module docstring), retire the files that left the glob set
+        and are done, then (except in the final sweep) flush stale partial lines and groups and
+        close idle files."""
         found = await in_thread(self._discover, watcher, first)
         now = time.monotonic()
-        for tailed in list(self._files.values()):
-            path = found.get(tailed.ident)
-            if path is not None:
-                tailed.path, tailed.left_at = path, None
-            elif tailed.left_at is None:
-                tailed.left_at = now
-                if tailed.in_set_mtime:
-                    await in_thread(self._adopt_missed, tailed)
+        await self._locate(found, now)
+        for tailed in self._reading_order():
             if tailed.fd < 0:
-                if path is None:
+                if tailed.left_at is not None:
                     self._forget(tailed)  # closed while idle: read to its end already
                 continue
-            if not await self._drain(tailed, to_end=final):
+            planned = tailed.ident in self._planned
+            if not await self._drain(tailed, to_end=final or planned):
                 continue
             idle = now - max(tailed.grew_at, tailed.left_at or 0.0)
             if tailed.left_at is not None and (final or idle >= self._config.rotate_wait):
                 await self._retire(tailed)
-        if self._adopted:  # siblings opened during this round are read in the next one
+            elif planned and self._holds_back(tailed):
+                break  # the files after it wait until it ships: its timeout, its retirement
+        if self._adopted:  # a copy opened while reading (copy_of) is read in the next round
             self._adopted = False
             self._wake.set()
         if not final:
@@ -250,6 +256,37 @@ class FileSource:
             if self._store is not None and (first or now - self._pruned_at >= PRUNE_EVERY):
                 self._pruned_at = now
                 await in_thread(self._prune, self._store)
+
+    async def _locate(self, found: dict[str, str], now: float) -> None:
+        """Note where each file is (``found``: identity -> path in the glob set). For one that
+        has just left the set, plan the generations rotated away since it was last there: they
+        are read in this round, before the others."""
+        for tailed in list(self._files.values()):
+            path = found.get(tailed.ident)
+            if path is not None:
+                tailed.path, tailed.left_at = path, None
+            elif tailed.left_at is None:
+                tailed.left_at = now
+                if tailed.in_set_mtime:
+                    await in_thread(self._adopt_missed, tailed)
+
+    def _reading_order(self) -> list[TailedFile]:
+        """Every file followed, the rotated generations planned to be read first, oldest first."""
+        files = list(self._files.values())
+        if not self._planned:
+            return files
+        planned = sorted(self._planned, key=self._planned.__getitem__)
+        return [self._files[i] for i in planned] + [
+            f for f in files if f.ident not in self._planned
+        ]
+
+    def _holds_back(self, tailed: TailedFile) -> bool:
+        """Whether ``tailed`` read bytes and shipped none (one unterminated line, one held
+        multi-line group): no checkpoint makes its content known yet."""
+        group = self._groups.get(tailed.ident)
+        if group is not None and group.holding:
+            return group.offset == 0
+        return tailed.consumed == 0 and bool(tailed.pending)
 
     def _prune(self, store: CheckpointStore) -> None:
         """Forget the checkpoints of files gone (worker thread)."""
@@ -457,6 +494,7 @@ class FileSource:
             return False
         if adopted.in_set_mtime == 0:
             adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
+            self._planned[adopted.ident] = sibling.mtime_ns
             self._adopted = True
             _log.info("file source %s: reading rotated %s from %d", self._name, sibling.path, start)
         return True
@@ -542,6 +580,7 @@ class FileSource:
             self._close_fd(tailed)
         self._files.pop(tailed.ident, None)
         self._groups.pop(tailed.ident, None)
+        self._planned.pop(tailed.ident, None)
 
     async def _flush_stale(self) -> None:
         """Ship unterminated lines whose file has not grown for ``partial_line_timeout`` and

@@ -10,7 +10,9 @@ reading it from 0 can never duplicate a line. Four situations:
   down, and whole generations created and rotated away before it came back. A sibling matching a
   checkpoint (by inode, else by fingerprint) resumes at it if it holds more. An unknown sibling
   modified no earlier than the newest matched one was never read: from 0. Older unknown siblings
-  are history from before the first start and are left alone.
+  are history from before the first start and are left alone. (The source ships planned
+  generations oldest first and before the files it follows, so a newer one's checkpoint implies
+  the older planned ones have one: ``file.py``.)
 * **A tailed file left the glob set** (``on_leave``, rename + create): unknown siblings modified
   since the file was last seen in the glob set were created and rotated away between two scans.
 * **A watched directory changed** (``sweep``): unknown files with a rotated name of a tailed

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from agent.sources import Checkpoint
+import pytest
+
+from agent.config import FileSourceConfig
+from agent.sources import Checkpoint, Checkpoints, Item
+from agent.sources.file import FileSource
 from agent.sources.identity import make_key
 from tests.sources.tailing import (
     DEADLINE,
+    Tail,
     append,
     ident_of,
     identity,
@@ -357,3 +364,108 @@ async def test_truncation_between_two_chunks_accounts_only_the_old_generations_b
     ]
     [gap] = [r for r in tail.records if r.get("type") == "gap"]
     assert gap["gap"] == {"path": str(log), "from_offset": 20, "to_offset": 100, "bytes": 80}
+
+
+@contextlib.asynccontextmanager
+async def killed_after(
+    line: str, config: FileSourceConfig, checkpoints: Checkpoints, *, gate_open: bool = True
+) -> AsyncIterator[Tail]:
+    """A running source whose emit shuts for good after the batch holding ``line`` (the next
+    batch waits, as for a full buffer); on exit, once ``line`` shipped, the source is killed
+    there: cancelled, without the final sweep (SIGKILL). What it emitted is what was committed."""
+    tail = Tail()
+    if not gate_open:
+        tail.gate.clear()
+
+    async def emit(batch: Sequence[Item]) -> None:
+        await tail.emit(batch)
+        if line in tail.msgs:
+            tail.gate.clear()
+
+    tail.task = asyncio.create_task(FileSource("app", config, checkpoints, emit, tail.stop).run())
+    try:
+        yield tail
+        await tail.wait_for(lambda: line in tail.msgs, f"{line} shipped")
+    finally:
+        tail.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(tail.task, DEADLINE)
+
+
+def committed(checkpoints: Checkpoints, tail: Tail) -> Checkpoints:
+    """The checkpoints a restart after ``tail`` is handed: the last one of every key."""
+    return {**checkpoints, **{cp.key: cp for cp in tail.checkpoints()}}
+
+
+def assert_each_once(msgs: list[str], expected: list[str]) -> None:
+    assert sorted(msgs) == expected, f"never emitted: {sorted(set(expected) - set(msgs))}"
+
+
+def set_ages(*paths: Path) -> None:
+    """Modification times in the order given, oldest first, a second apart."""
+    for age, path in enumerate(paths):
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+
+
+MULTILINE = {"multiline_start": "line ", "multiline_timeout": 0.2}
+
+
+@pytest.mark.parametrize(
+    ("unread", "options", "unread_msgs"),
+    [
+        (numbered(3, 3), {}, ["line 0003", "line 0004", "line 0005"]),
+        (b"line 0003", {}, ["line 0003"]),
+        (b"line 0003\n  at a()\n", MULTILINE, ["line 0003\n  at a()"]),
+    ],
+    ids=["lines", "unterminated", "group"],
+)
+async def test_a_generation_planned_at_a_restart_ships_before_the_live_file(
+    tmp_path: Path, unread: bytes, options: dict[str, object], unread_msgs: list[str]
+) -> None:
+    # Found by the state machine (test_stateful): a restart planned app.log.2, never read, but
+    # read the live file first. Killed after the live file's lines shipped and before
+    # app.log.2's did, and app.log rotated again before the next start: app.log.2 was older
+    # than the newest checkpointed sibling (app.log.3), so history, and its lines were lost.
+    # A generation that ships nothing until its timeout or retirement (one unterminated line,
+    # one multi-line group) holds the newer files back until then.
+    log, first, second = (tmp_path / n for n in ("app.log", "app.log.1", "app.log.2"))
+    log.write_bytes(numbered(0, 3))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 30, str(log))}  # shipped to its end
+    log.rename(first)
+    log.write_bytes(unread)  # written and rotated while the agent was down
+    log.rename(second)
+    log.write_bytes(numbered(6, 3))
+    set_ages(first, second, log)
+    config = make_config(tmp_path, **options)
+    async with killed_after("line 0006", config, checkpoints) as killed:
+        pass
+    log.rename(tmp_path / "app.log.3")  # rotated again while the agent was down
+    log.write_bytes(numbered(9, 1))
+    async with tailing(config, committed(checkpoints, killed)) as tail:
+        await tail.wait_for(lambda: "line 0009" in tail.msgs, "the live file")
+    expected = unread_msgs + [f"line {i:04d}" for i in range(6, 10)]
+    assert_each_once(killed.msgs + tail.msgs, expected)
+
+
+@pytest.mark.parametrize("rotated", ["app.log.{}", "app.log-{}"], ids=["sweep", "on_leave"])
+async def test_a_generation_rotated_between_two_scans_ships_before_the_new_live_file(
+    tmp_path: Path, rotated: str
+) -> None:
+    # As above, for a generation created and rotated away between two scans: found by the
+    # sweep (a rotated name) or when the file it follows leaves the glob set (any longer name).
+    log = tmp_path / "app.log"
+    first, unseen, third = (tmp_path / rotated.format(n) for n in (1, 2, 3))
+    log.write_bytes(numbered(0, 1))
+    async with killed_after("line 0003", make_config(tmp_path), {}, gate_open=False) as killed:
+        await asyncio.wait_for(killed.blocked.wait(), DEADLINE)
+        log.rename(first)
+        log.write_bytes(numbered(1, 2))
+        log.rename(unseen)  # never seen under a name in the glob set
+        log.write_bytes(numbered(3, 1))
+        killed.gate.set()
+    log.rename(third)  # rotated again while the agent was down
+    log.write_bytes(numbered(4, 1))
+    set_ages(first, unseen, third, log)
+    async with tailing(make_config(tmp_path), committed({}, killed)) as tail:
+        await tail.wait_for(lambda: "line 0004" in tail.msgs, "the live file")
+    assert_each_once(killed.msgs + tail.msgs, [f"line {i:04d}" for i in range(5)])
