@@ -8,6 +8,7 @@ import copy
 import errno
 import os
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,32 @@ def test_a_run_with_a_non_ascii_line_is_refused(link: Link | None) -> None:
     data = b"fine\ncaf\xc3\xa9\n"
     with pytest.raises(ValueError, match="ASCII"):
         linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/p")])
+
+
+@needs_compiled
+def test_a_long_run_grows_out_midway_and_frames_as_the_reference() -> None:
+    """The compiled loop frames a run's lines without the GIL and takes it back only to grow
+    ``out``: a run of ~1 MiB of frames grows it several times from 64 bytes, mid-line-loop."""
+    assert COMPILED is not None
+    data = b"".join(b'line %d "quoted" \\ \x01%s\n' % (i, b"x" * (i % 300)) for i in range(5000))
+    run: list[Item] = [PlainRun(data, 0, len(data), 7, TS, "s", "k", "/var/log/x")]
+    compiled = linked(COMPILED, run)
+    assert compiled == linked(link_py, run)
+    assert compiled[3] == 5000
+    assert len(compiled[2]) > 1 << 20
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_errors_met_while_framing_a_run_are_raised_as_the_references(link: Link | None) -> None:
+    """Errors the compiled loop meets with the GIL released are raised once it is held again
+    (the reference's encoder refuses the seq past the u64 instead), and nothing is made."""
+    assert link is not None
+    data = b"a\nb\nc\n"
+    with pytest.raises((OverflowError, struct.error, TypeError)):
+        linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/p")], seq=2**64 - 3)
+    with pytest.raises((ValueError, struct.error), match="65535"):
+        linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/" + "p" * 70_000)])
+    assert linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/p")])[3] == 3
 
 
 @needs_compiled
