@@ -17,6 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def bench_run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> None:
@@ -25,14 +36,7 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     args += ["--idle-seconds", "1", "--drain-lines", "3000", "--json", str(out)]
     args += ["--cpu-affinity", "auto"]  # the agent's setting, passed on to every run
     args += ["--source", "read_chunk_bytes = 8192", "--buffer", 'fsync = "always"']
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    proc = bench_run(args, timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     (row,) = results["throughput"]
@@ -64,14 +68,7 @@ def test_bench_run_stops_with_the_agents_error_when_a_setting_is_refused(tmp_pat
     args = ["--scenario", "raw", "--lines", "10", "--repeat", "1", "--latency-seconds", "0"]
     args += ["--idle-seconds", "0", "--drain-lines", "0", "--json", str(tmp_path / "r.json")]
     args += ["--buffer", 'fsync = "never"']
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
+    proc = bench_run(args, timeout=100)
     assert proc.returncode == 1
     assert "the agent exited (78)" in proc.stderr
     assert "buffer.fsync" in proc.stderr

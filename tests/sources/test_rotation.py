@@ -75,7 +75,20 @@ async def test_short_fingerprint_checkpoint_resumes_a_file_that_grew(tmp_path: P
     assert tail.checkpoints()[0].key == key_of(log, 16)  # upgraded to the full fingerprint
 
 
-async def test_copytruncate_reads_the_unread_rest_from_the_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "new",
+    [["new 1"], [f"next {i:04d}" for i in range(5)]],
+    ids=["short", "regrown past our offset"],
+)
+async def test_copytruncate_reads_the_unread_rest_from_the_copy(
+    tmp_path: Path, new: list[str]
+) -> None:
+    # Regrown past our offset: found by the state machine (test_stateful). A copytruncate and a
+    # write landed between the look at the file's size and the read of its bytes, and the bytes
+    # of the new generation at our offset were shipped as the old one's, then again from 0 once
+    # the truncation was seen. Here the window is held open between two chunks of one drain (the
+    # emit of the first one waits), where the file's size is not checked against its first bytes
+    # either.
     log = tmp_path / "app.log"
     log.write_bytes(numbered(0, 10))
     config = make_config(tmp_path, read_chunk_bytes=20)
@@ -83,14 +96,14 @@ async def test_copytruncate_reads_the_unread_rest_from_the_copy(tmp_path: Path) 
         await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # read 2 lines, saw 10
         shutil.copyfile(log, tmp_path / "app.log.1")
         os.truncate(log, 0)
-        append(log, b"new 1\n")
+        append(log, b"".join(f"{line}\n".encode() for line in new))
         tail.gate.set()
-        await tail.wait_records(11)
-    assert sorted(tail.msgs) == sorted([f"line {i:04d}" for i in range(10)] + ["new 1"])
+        await tail.wait_records(10 + len(new))
+    assert sorted(tail.msgs) == sorted([f"line {i:04d}" for i in range(10)] + new)
     assert not [r for r in tail.records if r.get("type") == "gap"]
     copied = [r for r in tail.records if r["log"]["file"]["path"] == str(tmp_path / "app.log.1")]
     assert [r["log"]["offset"] for r in copied] == list(range(20, 100, 10))
-    assert next(r for r in tail.records if r["msg"] == "new 1")["tags"] == ["truncated"]
+    assert next(r for r in tail.records if r["msg"] == new[0])["tags"] == ["truncated"]
 
 
 async def test_copytruncate_without_a_copy_accounts_the_bytes_seen_but_unread(
@@ -315,32 +328,6 @@ async def test_a_copy_found_at_a_restart_beside_its_original_is_not_read_twice(
         append(log, b"new 1\n")
         await tail.wait_for(lambda: "new 1" in tail.msgs, "the line after the truncation")
     assert sorted(tail.msgs) == ["line 0004", "new 1"]
-
-
-async def test_copytruncate_between_two_chunks_of_a_read_is_not_read_at_the_old_offset(
-    tmp_path: Path,
-) -> None:
-    # Found by the state machine (test_stateful): a copytruncate and a write landed between the
-    # look at the file's size and the read of its bytes, and the bytes of the new generation at
-    # our offset were shipped as the old one's, then again from 0 once the truncation was seen.
-    # Here the window is held open between two chunks of one drain (the emit of the first one
-    # waits), where the file's size is not checked against its first bytes either.
-    log = tmp_path / "app.log"
-    log.write_bytes(numbered(0, 10))
-    config = make_config(tmp_path, read_chunk_bytes=20)
-    async with tailing(config, gate_open=False) as tail:
-        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # read 2 lines of 10, more to go
-        shutil.copyfile(log, tmp_path / "app.log.1")
-        os.truncate(log, 0)
-        append(log, numbered(0, 5, prefix="next"))  # regrown past our offset (20)
-        tail.gate.set()
-        await tail.wait_records(15)
-    expected = [f"line {i:04d}" for i in range(10)] + [f"next {i:04d}" for i in range(5)]
-    assert sorted(tail.msgs) == sorted(expected)
-    assert not [r for r in tail.records if r.get("type") == "gap"]
-    copied = [r for r in tail.records if r["log"]["file"]["path"] == str(tmp_path / "app.log.1")]
-    assert [r["log"]["offset"] for r in copied] == list(range(20, 100, 10))
-    assert next(r for r in tail.records if r["msg"] == "next 0000")["tags"] == ["truncated"]
 
 
 async def test_truncation_between_two_chunks_accounts_only_the_old_generations_bytes(
