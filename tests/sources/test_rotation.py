@@ -106,23 +106,26 @@ async def test_copytruncate_reads_the_unread_rest_from_the_copy(
     assert next(r for r in tail.records if r["msg"] == new[0])["tags"] == ["truncated"]
 
 
+@pytest.mark.parametrize(
+    "new",
+    [["new 1"], [f"next {i:04d}" for i in range(15)]],
+    ids=["short", "regrown past our offset"],
+)
 async def test_copytruncate_without_a_copy_accounts_the_bytes_seen_but_unread(
-    tmp_path: Path,
+    tmp_path: Path, new: list[str]
 ) -> None:
+    # Regrown past our offset between two chunks (as above): the gap covers what the old
+    # generation held past our offset (20..100), not the new generation's size (150).
     log = tmp_path / "app.log"
     log.write_bytes(numbered(0, 10))
     config = make_config(tmp_path, read_chunk_bytes=20)
     async with tailing(config, gate_open=False) as tail:
         await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
         os.truncate(log, 0)
-        append(log, b"new 1\n")
+        append(log, b"".join(f"{line}\n".encode() for line in new))
         tail.gate.set()
-        await tail.wait_records(4)
-    assert [r["msg"] for r in tail.records if "type" not in r] == [
-        "line 0000",
-        "line 0001",
-        "new 1",
-    ]
+        await tail.wait_for(lambda: new[-1] in tail.msgs, "the new generation's last line")
+    assert [r["msg"] for r in tail.records if "type" not in r] == ["line 0000", "line 0001", *new]
     [gap] = [r for r in tail.records if r.get("type") == "gap"]
     assert gap["reason"] == "copytruncate"
     assert gap["gap"] == {"path": str(log), "from_offset": 20, "to_offset": 100, "bytes": 80}
@@ -328,29 +331,6 @@ async def test_a_copy_found_at_a_restart_beside_its_original_is_not_read_twice(
         append(log, b"new 1\n")
         await tail.wait_for(lambda: "new 1" in tail.msgs, "the line after the truncation")
     assert sorted(tail.msgs) == ["line 0004", "new 1"]
-
-
-async def test_truncation_between_two_chunks_accounts_only_the_old_generations_bytes(
-    tmp_path: Path,
-) -> None:
-    # As above without a copy: the gap covers what the old generation held past our offset
-    # (20..100), not the new generation's size seen between the two chunks (150).
-    log = tmp_path / "app.log"
-    log.write_bytes(numbered(0, 10))
-    config = make_config(tmp_path, read_chunk_bytes=20)
-    async with tailing(config, gate_open=False) as tail:
-        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
-        os.truncate(log, 0)
-        append(log, numbered(0, 15, prefix="next"))
-        tail.gate.set()
-        await tail.wait_for(lambda: "next 0014" in tail.msgs, "the new generation's last line")
-    assert [r["msg"] for r in tail.records if "type" not in r] == [
-        "line 0000",
-        "line 0001",
-        *[f"next {i:04d}" for i in range(15)],
-    ]
-    [gap] = [r for r in tail.records if r.get("type") == "gap"]
-    assert gap["gap"] == {"path": str(log), "from_offset": 20, "to_offset": 100, "bytes": 80}
 
 
 @contextlib.asynccontextmanager
