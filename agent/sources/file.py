@@ -36,10 +36,10 @@ Invariants:
   siblings that exist then are history, not read). After that, files without a checkpoint are
   new since and are read from 0, and known files resume at their checkpoint (a checkpoint whose
   fingerprint no longer matches is a different file: from 0).
-* At most ``max_open_files`` descriptors: a file idle for ``close_idle_after`` (or the least
-  recently active idle file, when a new one needs the slot) is closed with its offset and
-  identity kept, and reopened when its size or mtime changes. A file deleted while closed this
-  way is simply forgotten: it was read to its end before it was closed.
+* At most ``max_open_files`` descriptors: a file idle for ``close_idle_after`` and read to its
+  end (or the least recently active idle file, when a new one needs the slot) is closed with its
+  offset and identity kept, and reopened when its size or mtime changes. A file deleted while
+  closed this way is simply forgotten: it was read to its end before it was closed.
 * Every filesystem call runs in a worker thread; the event loop only awaits those threads,
   ``emit`` and the wake-up event.
 
@@ -603,7 +603,16 @@ class FileSource:
             group = self._groups.get(tailed.ident)
             busy = tailed.pending or (group is not None and group.holding)
             if tailed.fd >= 0 and tailed.left_at is None and not busy and tailed.grew_at <= since:
-                await in_thread(self._close_fd, tailed)
+                await in_thread(self._close_if_read, tailed)
+
+    def _close_if_read(self, tailed: TailedFile) -> None:  # worker thread
+        """Close ``tailed`` unless it holds bytes we have not read: written since its last read,
+        or not read at all because a planned generation held the round back. A file that leaves
+        the glob set while closed is forgotten, taken to be read to its end."""
+        with contextlib.suppress(OSError):
+            if os.fstat(tailed.fd).st_size != tailed.read_pos:
+                return
+        self._close_fd(tailed)
 
     def _warn_once(self, subject: str, message: str, *args: object) -> None:
         if subject not in self._warned:

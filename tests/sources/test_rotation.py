@@ -436,3 +436,29 @@ async def test_a_generation_rotated_between_two_scans_ships_before_the_new_live_
     async with tailing(make_config(tmp_path), committed({}, killed)) as tail:
         await tail.wait_for(lambda: "line 0004" in tail.msgs, "the live file")
     assert_each_once(killed.msgs + tail.msgs, [f"line {i:04d}" for i in range(5)])
+
+
+async def test_a_file_held_back_unread_is_not_closed_as_idle_and_lost_when_rotated(
+    tmp_path: Path,
+) -> None:
+    # While a planned generation holds the round back (app.log.1: one unterminated line), the
+    # files after it are not read; closed as idle all the same, the live file was forgotten when
+    # rotated while closed ("closed while idle: read to its end already") and its lines lost.
+    log = tmp_path / "app.log"
+    first, older, newer = (tmp_path / n for n in ("app.log.3", "app.log.2", "app.log.1"))
+    log.write_bytes(numbered(0, 3))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 30, str(log))}  # shipped to its end
+    log.rename(first)
+    log.write_bytes(numbered(3, 2))  # written and rotated while the agent was down: planned
+    log.rename(older)
+    log.write_bytes(b"line 0005")  # planned too, and holds the live file back
+    log.rename(newer)
+    log.write_bytes(numbered(6, 2))
+    set_ages(first, older, newer, log)
+    config = make_config(
+        tmp_path, close_idle_after=1e-6, partial_line_timeout=60.0, rotate_wait=60.0
+    )
+    async with tailing(config, checkpoints, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # app.log.2's lines, mid-round
+        log.rename(tmp_path / "app.log.0")  # rotated after the round's scan
+    assert_each_once(tail.msgs, [f"line {i:04d}" for i in range(3, 8)])
