@@ -178,6 +178,10 @@ class TailedFile:
         if size < self.read_pos or (end is None and not self._head_intact(size)):
             self._restart(ts, out)
             end = size
+        elif end is None and self.head:
+            # Its first bytes were still there after the look: ``size`` is this generation's,
+            # even if it is truncated before the read below (a loss its gap is to cover).
+            self.seen_size = max(self.seen_size, size)
         end = size if end is None else end
         known = bool(self.head)  # none after a restart: nothing tells this generation apart yet
         want = min(chunk, end - self.read_pos)
