@@ -245,8 +245,11 @@ class FileSource:
             idle = now - max(tailed.grew_at, tailed.left_at or 0.0)
             if tailed.left_at is not None and (final or idle >= self._config.rotate_wait):
                 await self._retire(tailed)
-            elif planned and self._holds_back(tailed):
-                break  # the files after it wait until it ships: its timeout, its retirement
+            elif planned and not final and self._holds_back(tailed):
+                # The files after it wait until it ships: its timeout, its retirement. Not in
+                # the final sweep, which reads every file to its end (one renamed back into the
+                # glob set is never retired, and its line stays unshipped, as in any live file).
+                break
         if self._adopted:  # a copy opened while reading (copy_of) is read in the next round
             self._adopted = False
             self._wake.set()

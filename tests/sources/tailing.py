@@ -111,6 +111,11 @@ def make_config(directory: Path, *patterns: str, **overrides: Any) -> FileSource
     return FileSourceConfig(paths=[str(directory / p) for p in patterns or ("*.log",)], **options)
 
 
+def numbered(start: int, count: int, prefix: str = "line") -> bytes:
+    """Lines of exactly 10 bytes: ``line 0003\\n``."""
+    return b"".join(f"{prefix} {i:04d}\n".encode() for i in range(start, start + count))
+
+
 def append(path: Path, data: bytes) -> None:
     with path.open("ab") as out:
         out.write(data)

@@ -23,15 +23,11 @@ from tests.sources.tailing import (
     identity,
     key_of,
     make_config,
+    numbered,
     open_fds_to,
     tailing,
 )
 from tests.support import eventually
-
-
-def numbered(start: int, count: int, prefix: str = "line") -> bytes:
-    """Lines of exactly 10 bytes: ``line 0003\\n``."""
-    return b"".join(f"{prefix} {i:04d}\n".encode() for i in range(start, start + count))
 
 
 async def test_reused_inode_with_other_first_bytes_is_read_from_zero(tmp_path: Path) -> None:
@@ -462,3 +458,25 @@ async def test_a_file_held_back_unread_is_not_closed_as_idle_and_lost_when_rotat
         await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # app.log.2's lines, mid-round
         log.rename(tmp_path / "app.log.0")  # rotated after the round's scan
     assert_each_once(tail.msgs, [f"line {i:04d}" for i in range(3, 8)])
+
+
+async def test_the_final_sweep_reads_every_file_past_a_planned_one_that_holds_back(
+    tmp_path: Path,
+) -> None:
+    # A planned generation holding one unterminated line holds the files after it back, but not
+    # in the final sweep: renamed back into the glob set it is never retired, and the sweep
+    # stopped at it, leaving the live file's lines unshipped at a clean stop.
+    log, older, newer = (tmp_path / n for n in ("app.log", "app.log.2", "app.log.1"))
+    log.write_bytes(numbered(0, 2))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 10, str(log))}  # line 0001 not shipped
+    log.rename(older)
+    log.write_bytes(b"line 0003")  # written and rotated while the agent was down: unknown
+    log.rename(newer)
+    log.write_bytes(numbered(6, 3))
+    set_ages(older, newer, log)
+    config = make_config(tmp_path, partial_line_timeout=3600, rotate_wait=3600)
+    async with tailing(config, checkpoints, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)  # in app.log.2's emit: both planned
+        newer.rename(tmp_path / "back.log")  # back into the glob set (*.log)
+        tail.gate.set()
+    assert_each_once(tail.msgs, ["line 0001", "line 0006", "line 0007", "line 0008"])

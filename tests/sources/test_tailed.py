@@ -8,12 +8,7 @@ from pathlib import Path
 
 from agent.sources import materialize
 from agent.sources.tailed import TailedFile
-from tests.sources.tailing import append
-
-
-def numbered(start: int, count: int, prefix: str = "line") -> bytes:
-    """Lines of exactly 10 bytes: ``line 0003\\n``."""
-    return b"".join(f"{prefix} {i:04d}\n".encode() for i in range(start, start + count))
+from tests.sources.tailing import append, numbered
 
 
 class Racing(TailedFile):
