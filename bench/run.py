@@ -193,12 +193,12 @@ def _check_running(agent: AgentProcess) -> None:
 
 def wait_status(
     agent: AgentProcess, until: Callable[[dict[str, Any]], bool] = lambda _: True
-) -> dict[str, Any]:
-    """The agent's status once it is up and ``until`` holds for it."""
+) -> None:
+    """Return once the agent is up and ``until`` holds for its status."""
     while True:
         status = agent.status_or_none()
         if status is not None and until(status):
-            return status
+            return
         _check_running(agent)
         time.sleep(0.05)
 
@@ -369,30 +369,22 @@ def main() -> None:
     parser.add_argument(
         "--cpu-affinity", default="", help="the agent's cpu_affinity (default: its own default)"
     )
-    parser.add_argument(
-        "--sink",
-        action="append",
-        default=[],
-        metavar="SETTING",
-        help="a sink setting other than its default, as TOML (e.g. 'concurrency = 1'); repeatable",
-    )
-    for option, table in (("--source", "the source"), ("--buffer", "[buffer]")):
+    settings = {"sink": SINK_SETTINGS, "source": SOURCE_SETTINGS, "buffer": BUFFER_SETTINGS}
+    examples = {"sink": "concurrency = 1", "source": "read_chunk_bytes = 262144"}
+    examples["buffer"] = "max_commit_records = 20000"
+    for name, example in examples.items():
         parser.add_argument(
-            option,
+            f"--{name}",
             action="append",
             default=[],
             metavar="SETTING",
-            help=f"a setting of {table} other than its default, as TOML; repeatable",
+            help=f"a {name} setting other than its default, as TOML (e.g. '{example}'); repeatable",
         )
     args = parser.parse_args()
     results: dict[str, Any] = {"throughput": []}
-    for name, settings in (
-        ("sink", SINK_SETTINGS),
-        ("source", SOURCE_SETTINGS),
-        ("buffer", BUFFER_SETTINGS),
-    ):
+    for name, given in settings.items():
         if getattr(args, name):
-            settings.extend(getattr(args, name))
+            given.extend(getattr(args, name))
             results[name] = getattr(args, name)
     if args.cpu_affinity:
         AGENT_ENV["TAILSEAL_CPU_AFFINITY"] = json.dumps(args.cpu_affinity)
