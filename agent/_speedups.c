@@ -36,7 +36,7 @@
 
 static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
 static PyObject *str_begin, *str_end, *str_offset, *str_data, *str_head, *str_tail, *str_source,
-    *str_key, *str_path;
+    *str_key, *str_path, *str_blob;
 static PyObject *option_kwnames;
 
 /* The frames of one link() call, written into the caller's bytearray. It stays exported (a
@@ -690,19 +690,166 @@ done:
     return status;
 }
 
+static unsigned long long get_le(const unsigned char *p, int bytes) {
+    unsigned long long v = 0;
+    for (int i = bytes - 1; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+#define ENCODED_HEAD 16
+
+/* The frames of an EncodedRun's records (agent/sources/__init__.py) from blob[run.begin] on,
+ * while they fit: each is its JSON before the place of seq + "seq":N, + the JSON after it, with
+ * the checkpoint its head gives. As link_run: 1 go on, 0 stop, -1 error; *complete, *at. */
+static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *complete) {
+    PyObject *blob = NULL, *source = NULL, *key = NULL, *path = NULL;
+    PyObject *values[2] = {NULL, NULL};
+    PyObject *names[2] = {str_begin, str_end};
+    char *canonical = NULL;
+    Py_ssize_t capacity = 0, begin = -1, end = -1;
+    int status = -1;
+    for (int k = 0; k < 2; k++) {
+        values[k] = PyObject_GetAttr(run, names[k]);
+        if (values[k] == NULL || !PyLong_CheckExact(values[k])) {
+            if (values[k] != NULL) {
+                PyErr_SetString(PyExc_TypeError, "an encoded run's begin and end must be ints");
+            }
+            goto done;
+        }
+    }
+    begin = PyLong_AsSsize_t(values[0]);
+    end = PyLong_AsSsize_t(values[1]);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    blob = run_bytes(run, str_blob); /* held: cp_prefix runs Python code */
+    if (blob == NULL) {
+        goto done;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(blob);
+    if (begin < 0 || begin >= end || end > PyBytes_GET_SIZE(blob)) {
+        PyErr_SetString(PyExc_ValueError, "an encoded run holds at least one record of its blob");
+        goto done;
+    }
+    source = PyObject_GetAttr(run, str_source);
+    key = source == NULL ? NULL : PyObject_GetAttr(run, str_key);
+    path = key == NULL ? NULL : PyObject_GetAttr(run, str_path);
+    if (path == NULL) {
+        goto done;
+    }
+    PyObject *prefix = prefix_for(&L->cache, source, key, path, L->cp_prefix);
+    if (prefix == NULL) {
+        goto done;
+    }
+    Py_INCREF(prefix); /* the cache's reference goes when a later prefix replaces it */
+    Py_ssize_t pos = begin;
+    unsigned long long last_cp = 0;
+    int framed = 0;
+    status = 1;
+    while (pos < end) {
+        if (L->room - L->out.len <= 0) {
+            status = 0;
+            break;
+        }
+        if (L->seq == ULLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+            status = -1;
+            break;
+        }
+        if (end - pos < ENCODED_HEAD) {
+            PyErr_SetString(PyExc_ValueError, "an encoded run's blob ends inside a record's head");
+            status = -1;
+            break;
+        }
+        Py_ssize_t before = (Py_ssize_t)get_le(data + pos, 4);
+        Py_ssize_t after = (Py_ssize_t)get_le(data + pos + 4, 4);
+        unsigned long long cp = get_le(data + pos + 8, 8);
+        const unsigned char *json = data + pos + ENCODED_HEAD;
+        if (end - pos - ENCODED_HEAD < before + after) {
+            PyErr_SetString(PyExc_ValueError, "an encoded run's blob ends inside a record");
+            status = -1;
+            break;
+        }
+        char seq_digits[24], cp_digits[24];
+        int seq_len = put_digits(seq_digits, L->seq + 1);
+        int cp_len = put_digits(cp_digits, cp);
+        static const char seq_open[] = "\"seq\":";
+        Py_ssize_t n = before + (Py_ssize_t)(sizeof seq_open - 1) + seq_len + 1 + after;
+        if (n > capacity) {
+            char *grown = PyMem_Realloc(canonical, (size_t)n);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                status = -1;
+                break;
+            }
+            canonical = grown;
+            capacity = n;
+        }
+        char *p = canonical;
+        memcpy(p, json, (size_t)before);
+        p += before;
+        memcpy(p, seq_open, sizeof seq_open - 1);
+        p += sizeof seq_open - 1;
+        memcpy(p, seq_digits, (size_t)seq_len);
+        p += seq_len;
+        *p++ = ',';
+        memcpy(p, json + before, (size_t)after);
+        if (n < 2 || canonical[0] != '{' || canonical[n - 1] != '}') {
+            PyErr_SetString(PyExc_ValueError, "an encoded run's record is not a JSON object");
+            status = -1;
+            break;
+        }
+        int made = frame_record(L, canonical, n, prefix, cp_digits, cp_len);
+        if (made <= 0) {
+            status = made;
+            break;
+        }
+        pos += ENCODED_HEAD + before + after;
+        last_cp = cp;
+        framed = 1;
+        if (one) {
+            status = 0;
+            break;
+        }
+    }
+    Py_DECREF(prefix);
+    *complete = pos == end;
+    *at = pos == begin || pos == end ? 0 : pos;
+    if (status >= 0 && framed) { /* the last record's checkpoint stands for the run's */
+        PyObject *cp = PyObject_CallMethod(run, "checkpoint", "K", last_cp);
+        if (cp == NULL || PyList_Append(L->cps, cp) < 0) {
+            status = -1;
+        }
+        Py_XDECREF(cp);
+    }
+done:
+    PyMem_Free(canonical);
+    for (int k = 0; k < 2; k++) {
+        Py_XDECREF(values[k]);
+    }
+    Py_XDECREF(blob);
+    Py_XDECREF(source);
+    Py_XDECREF(key);
+    Py_XDECREF(path);
+    return status;
+}
+
 PyDoc_STRVAR(link_doc,
              "link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, "
-             "on_error, out, run_type)\n--\n\nSee agent.buffer.chain.link_py: the same loop, the "
-             "same results.");
+             "on_error, out, run_type, encoded_type)\n--\n\nSee agent.buffer.chain.link_py: "
+             "the same loop, the same results.");
 
 static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "link takes 14 arguments");
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "link takes 15 arguments");
         return NULL;
     }
     PyObject *items = args[0];
     PyObject *prev_obj = args[3];
-    PyObject *dumps = args[8], *option = args[9], *on_error = args[11], *run_type = args[13];
+    PyObject *dumps = args[8], *option = args[9], *on_error = args[11], *run_type = args[13],
+             *encoded_type = args[14];
     Linker L = {.out = {.array = args[12], .held = 0, .len = 0},
                 .cache = {NULL, NULL, NULL, NULL},
                 .cp_prefix = args[10]};
@@ -747,8 +894,8 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         PyErr_SetString(PyExc_TypeError, "out must be a bytearray (not a subclass)");
         return NULL;
     }
-    if (!PyType_Check(run_type)) {
-        PyErr_SetString(PyExc_TypeError, "run_type must be a type");
+    if (!PyType_Check(run_type) || !PyType_Check(encoded_type)) {
+        PyErr_SetString(PyExc_TypeError, "run_type and encoded_type must be types");
         return NULL;
     }
     memcpy(L.prev, PyBytes_AS_STRING(prev_obj), DIGEST);
@@ -768,6 +915,8 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
         int made, complete = 0;
         if (Py_IS_TYPE(item, (PyTypeObject *)run_type)) {
             made = link_run(&L, item, one, &at, &complete);
+        } else if (Py_IS_TYPE(item, (PyTypeObject *)encoded_type)) {
+            made = link_encoded(&L, item, one, &at, &complete);
         } else if (L.room - L.out.len <= 0) {
             made = 0;
         } else if (L.seq == ULLONG_MAX) {
@@ -1584,10 +1733,11 @@ static int exec_module(PyObject *Py_UNUSED(module)) {
     str_source = PyUnicode_InternFromString("source");
     str_key = PyUnicode_InternFromString("key");
     str_path = PyUnicode_InternFromString("path");
+    str_blob = PyUnicode_InternFromString("blob");
     init_escapes();
     init_crc_table();
     if (!str_begin || !str_end || !str_offset || !str_data || !str_head || !str_tail ||
-        !str_source || !str_key || !str_path) {
+        !str_source || !str_key || !str_path || !str_blob) {
         return -1;
     }
     /* Interned: orjson matches keyword names by identity first. */

@@ -122,12 +122,15 @@ def _msg_bytes(batch: Sequence[Item]) -> int:
     try:
         return sum(map(len, map(_MSG, map(_RECORD, batch))))
     except (KeyError, AttributeError):
-        return sum(
-            item.end - item.begin - item.count
-            if isinstance(item, PlainRun)
-            else len(item.record.get("msg", ""))
-            for item in batch
-        )
+        return sum(map(_item_msg_bytes, batch))
+
+
+def _item_msg_bytes(item: Item) -> int:
+    if isinstance(item, PlainRun):
+        return item.end - item.begin - item.count
+    if isinstance(item, Pending):
+        return len(item.record.get("msg", ""))
+    raise TypeError("a source's batch holds no encoded run")  # the transform chain makes them
 
 
 class Transformed:

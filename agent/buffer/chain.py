@@ -7,8 +7,9 @@ Python: the reference the tests hold the compiled one to, byte for byte, and the
 it was not built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
 
 ``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error,
-out, run_type)`` walks ``items[start:]`` (``Pending``, or ``run_type``: a ``PlainRun``, standing
-for its lines' records), giving each record ``seq`` + 1, + 2, ... and chaining it after ``prev``.
+out, run_type, encoded_type)`` walks ``items[start:]`` (``Pending``; ``run_type``: a
+``PlainRun``, standing for its lines' records; ``encoded_type``: an ``EncodedRun``, records a
+parser wrote as JSON), giving each record ``seq`` + 1, + 2, ... and chaining it after ``prev``.
 It stops
 
 * before a record once the frames made reach ``room`` bytes (``room`` - made <= 0);
@@ -39,6 +40,12 @@ A run's lines are encoded by the compiled loop without making their records: ``r
 offset + ``},"msg":`` + the line as a JSON string + ``,"seq":`` + seq + ``run.tail``, which is
 orjson's encoding of the record ``run.records()`` makes (tests hold them equal on every byte a
 line can hold). Its lines must be ASCII (ValueError), as the file source makes them.
+
+An encoded run's records are framed as they are in its blob, each with ``"seq":N,`` put in its
+place (``EncodedRun.canonical``); they carry the checkpoints their heads give, and the run its
+last framed record's. A blob that does not hold whole records, or a record that is not a JSON
+object, is refused (ValueError); that the JSON is canonical is the parser's promise
+(``transforms/_speedups.c``: ``encode_run``, held to orjson's encoding by the tests).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from typing import Any, cast
 
 from agent.buffer.segment import BODY_HEAD, HEADER
 from agent.compiled import MODULE
-from agent.sources import Checkpoint, Item, Pending, PlainRun
+from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun
 
 Dumps = Callable[..., bytes]
 CpPrefix = Callable[[str, str, str], bytes]
@@ -73,6 +80,7 @@ Link = Callable[
         OnError,
         bytearray,
         type[PlainRun],
+        type[EncodedRun],
     ],
     Linked,
 ]
@@ -102,12 +110,16 @@ class _Frames:
     def add(self, record: dict[str, Any], cp: Checkpoint | None) -> bool:
         """Frame ``record`` as the next seq; False (nothing made) if it does not fit the
         segment."""
-        seq = self.seq + 1
-        record["seq"] = seq
+        record["seq"] = self.seq + 1
         try:
             canonical = self.dumps(record, option=self.option)  # never b"{}": it holds "seq"
         except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
             canonical = self.on_error(record, exc)
+        return self.frame(canonical, cp)
+
+    def frame(self, canonical: bytes, cp: Checkpoint | None) -> bool:
+        """Frame ``canonical`` (a record's canonical JSON, its seq the next) as ``add``."""
+        seq = self.seq + 1
         digest = hashlib.sha256(self.prev + canonical).digest()
         wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
         cp_bytes = (
@@ -142,6 +154,29 @@ class _Frames:
                 return self._ran(run, at), True, False
         return self._ran(run, at), False, False
 
+    def add_encoded(self, run: EncodedRun, room: int, one: bool) -> tuple[int, bool, bool]:
+        """Frame ``run``'s records while they fit (as ``add_run``); returns where in its blob
+        it stopped, whether to stop, and whether the segment is full."""
+        at, last = run.begin, -1
+        stop = full = False
+        for start, split, end, cp in run.spans():
+            if room - self.size <= 0:
+                stop = True
+                break
+            canonical = run.canonical(start, split, end, self.seq + 1)
+            if not (canonical.startswith(b"{") and canonical.endswith(b"}")):
+                raise ValueError("an encoded run's record is not a JSON object")
+            if not self.frame(canonical, run.checkpoint(cp)):
+                stop = full = True
+                break
+            at, last = end, cp
+            if one:
+                stop = True
+                break
+        if last >= 0:  # the last record's checkpoint stands for the run's
+            self.cps.append(run.checkpoint(last))
+        return at, stop, full
+
     def _ran(self, run: PlainRun, at: int) -> int:
         if at > run.begin:  # the last line's checkpoint stands for the run's
             self.cps.append(run.checkpoint_at(at))
@@ -163,6 +198,7 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     on_error: OnError,
     out: bytearray,
     run_type: type[PlainRun],
+    encoded_type: type[EncodedRun],
 ) -> Linked:
     """The reference loop (see the module docstring)."""
     if len(prev) != 32:
@@ -179,7 +215,10 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
     with memoryview(out):
         while index < len(items) and not stop:
             item = items[index]
-            if type(item) is not run_type:
+            if type(item) is encoded_type:
+                at, stop, segment_full = made.add_encoded(item, room, one)
+                run: PlainRun | EncodedRun = item
+            elif type(item) is not run_type:
                 pending = cast(Pending, item)
                 if room - made.size <= 0:
                     break
@@ -191,9 +230,11 @@ def link_py(  # noqa: PLR0917 -- positional, as the compiled link() it stands fo
                 index += 1
                 stop = one
                 continue
-            at, stop, segment_full = made.add_run(item, room, one)
-            if at < item.end:  # stopped inside the run (or before it): go on from ``at``
-                at = 0 if at == item.begin else at
+            else:
+                run = item
+                at, stop, segment_full = made.add_run(run, room, one)
+            if at < run.end:  # stopped inside the run (or before it): go on from ``at``
+                at = 0 if at == run.begin else at
                 break
             index, at = index + 1, 0
     data = b"".join(made.frames)

@@ -30,7 +30,7 @@ from agent.buffer.segment import SegmentInfo
 from agent.config import BufferConfig
 from agent.record import Record
 from agent.retry import Backoff
-from agent.sources import Checkpoint, Item, Pending, PlainRun, record_count
+from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun, record_count
 from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
@@ -355,13 +355,14 @@ class Buffer:
                     self._unencodable,
                     frames,
                     PlainRun,
+                    EncodedRun,
                 )
                 if count:
                     with memoryview(frames) as view:  # released before the next link grows it
                         self._flush(view[:size], count, head, cps)
                     room -= size
                 if at:  # stopped inside a run, whose lines before ``at`` are now durable
-                    items[index] = cast(PlainRun, items[index]).after(at)
+                    items[index] = cast(PlainRun | EncodedRun, items[index]).after(at)
                 done = index
                 if segment_full:
                     self._new_segment()

@@ -13,7 +13,8 @@ which is how backpressure reaches the source (it stops reading; files stay on di
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import struct
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -147,19 +148,85 @@ class PlainRun:
         return out
 
 
-# What a batch holds: records, and runs of plain lines standing for theirs.
-Item = Pending | PlainRun
+# An EncodedRun's head per record: JSON bytes before seq, after it; the line's end in the file.
+ENCODED_HEAD = struct.Struct("<IIQ")
+
+
+class EncodedRun:
+    """Records a parser made of a run's lines, already in their canonical JSON but for ``seq``.
+
+    The syslog and auth parsers (compiled: ``encode_run`` in ``transforms/_speedups.c``) write
+    the records of the lines they parse themselves straight into ``blob``, so that no Python
+    object is made per line on its way to its frame. ``blob[begin:end]`` holds, per record, an
+    ``ENCODED_HEAD`` (the lengths of its JSON before and after the place of ``"seq":N,``, and
+    the file offset just after its line: its checkpoint's) then that JSON: the canonical
+    encoding of the record with ``seq`` N is ``before + b'"seq":N,' + after``. Every record is
+    of ``source``'s file ``key`` at ``path``. The buffer writer (``buffer/chain.py``) frames
+    them; nothing mutates a run once made, ``after`` makes a new one that shares ``blob``.
+    """
+
+    __slots__ = ("_count", "begin", "blob", "end", "key", "path", "source")
+
+    def __init__(  # noqa: PLR0917 -- the run's fields, as encode_run's caller has them
+        self, blob: bytes, begin: int, end: int, source: str, key: str, path: str, count: int = -1
+    ) -> None:
+        if not 0 <= begin < end <= len(blob):
+            raise ValueError("an encoded run holds at least one record of its blob")
+        self.blob, self.begin, self.end = blob, begin, end
+        self.source, self.key, self.path = source, key, path
+        self._count = count
+
+    def spans(self) -> Iterator[tuple[int, int, int, int]]:
+        """Each record's (start of its JSON, place of seq, end, checkpoint offset); ValueError
+        if the blob does not hold whole records."""
+        at, blob, end = self.begin, self.blob, self.end
+        while at < end:
+            if end - at < ENCODED_HEAD.size:
+                raise ValueError("an encoded run's blob ends inside a record's head")
+            before, after, cp = ENCODED_HEAD.unpack_from(blob, at)
+            start = at + ENCODED_HEAD.size
+            at = start + before + after
+            if at > end:
+                raise ValueError("an encoded run's blob ends inside a record")
+            yield start, start + before, at, cp
+
+    @property
+    def count(self) -> int:
+        """How many records it holds."""
+        if self._count < 0:
+            self._count = sum(1 for _ in self.spans())
+        return self._count
+
+    def canonical(self, start: int, split: int, end: int, seq: int) -> bytes:
+        """The canonical encoding of the record at ``blob[start:end]`` (``spans``) as ``seq``."""
+        return b"".join((self.blob[start:split], b'"seq":%d,' % seq, self.blob[split:end]))
+
+    def after(self, at: int) -> EncodedRun:
+        """The records from ``blob[at]`` on (``at`` starts one of its records' heads)."""
+        return EncodedRun(self.blob, at, self.end, self.source, self.key, self.path)
+
+    def checkpoint(self, offset: int) -> Checkpoint:
+        """The checkpoint of its record whose line ends just before ``offset``."""
+        return Checkpoint(self.source, self.key, offset, self.path)
+
+
+# What a batch holds: records, runs of plain lines standing for theirs and, once parsed, runs of
+# encoded records (never from a source: the transform chain makes them).
+Item = Pending | PlainRun | EncodedRun
 Emit = Callable[[Sequence[Item]], Awaitable[None]]
 # The checkpoints a source resumes from: key -> last committed Checkpoint.
 Checkpoints = Mapping[str, Checkpoint]
 
 
 def materialize(batch: Sequence[Item]) -> list[Pending]:
-    """``batch`` with each run replaced by its records (a new list)."""
+    """``batch`` with each run of plain lines replaced by its records (a new list). An encoded
+    run cannot be: its records were never made (TypeError)."""
     out: list[Pending] = []
     for item in batch:
         if isinstance(item, PlainRun):
             out.extend(item.records())
+        elif isinstance(item, EncodedRun):
+            raise TypeError("an encoded run's records cannot be made again")
         else:
             out.append(item)
     return out
@@ -167,4 +234,4 @@ def materialize(batch: Sequence[Item]) -> list[Pending]:
 
 def record_count(batch: Sequence[Item]) -> int:
     """How many records ``batch`` stands for."""
-    return len(batch) + sum(item.count - 1 for item in batch if type(item) is PlainRun)
+    return len(batch) + sum(item.count - 1 for item in batch if not isinstance(item, Pending))

@@ -117,9 +117,11 @@ def _moved(sibling: Sibling) -> bool:
 
 def cuts_runs(config: FileSourceConfig) -> bool:
     """Whether the source's plain chunks go on as ``PlainRun``s: where nothing reads their
-    records before the buffer (no parser, no multi-line grouping). The transform chain makes
-    records of the lines that may hold a secret."""
-    return config.parser.format == "none" and not config.multiline_start
+    records before the buffer (no parser, no multi-line grouping), or the parser is the syslog
+    or auth one, which encodes the lines it parses in C without making their records. The
+    transform chain makes records of the lines that may hold a secret (and of the lines the
+    parser leaves to its Python path)."""
+    return config.parser.format in ("none", "syslog", "auth") and not config.multiline_start
 
 
 class FileSource:

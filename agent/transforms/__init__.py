@@ -27,9 +27,11 @@ from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, cast, overload
 
+import orjson
+
 from agent.compiled import load
 from agent.record import Record
-from agent.sources import Item, Pending, PlainRun, materialize, record_count
+from agent.sources import EncodedRun, Item, Pending, PlainRun, materialize, record_count
 from agent.transforms.access import AccessParser
 from agent.transforms.auditd import AuditParser
 from agent.transforms.auth import PROGRAM_CODES, parse_auth
@@ -86,6 +88,32 @@ class _SyslogAuth:
         done: int = _COMPILED.parse_batch(records, programs, slow, self.syslog.fast_state)
         return done
 
+    def encode_run(self, run: PlainRun, slow: Callable[[Record], object]) -> list[Item]:
+        """The records of ``run``'s lines, parsed as ``parse_batch`` parses them: the lines the
+        compiled ``encode_run`` does itself as ``EncodedRun``s (no Python object per line), each
+        other one as its record, parsed by ``slow`` (the Python path), in the lines' order.
+        Needs the compiled module."""
+        if _COMPILED is None:
+            raise RuntimeError("encode_run needs agent.transforms._speedups")
+        programs = PROGRAM_CODES if self.auth else None
+        created, src = orjson.dumps(run.ts), orjson.dumps(run.source)
+        log_head = run.head[1:]  # '"log":{"file":{"path":...},"offset":'
+        out: list[Item] = []
+        at, data, end = run.begin, run.data, run.end
+        while at < end:
+            blob, at, count = _COMPILED.encode_run(
+                data, at, end, run.offset, programs, self.syslog.fast_state, created, log_head, src
+            )
+            if count:
+                out.append(EncodedRun(blob, 0, len(blob), run.source, run.key, run.path, count))
+            if at < end:  # a line encode_run leaves to the Python path
+                newline = data.index(b"\n", at) + 1
+                line = run.line(at, newline)
+                slow(line.record)
+                out.append(line)
+                at = newline
+        return out
+
     def __call__(self, record: Record) -> bool:
         head = self.syslog.header(record["msg"])
         if head is None:
@@ -137,6 +165,8 @@ class TransformChain:
         that may hold a secret are made records, to be redacted as any other. A parser gets
         records."""
         runs = PlainRun in set(map(type, batch))
+        if runs and type(self.parser) is _SyslogAuth and _COMPILED is not None:
+            return self._apply_encoded(self.parser, batch)
         if runs and self.parser is not None:
             batch, runs = materialize(batch), False
         if self.audit is None:
@@ -172,6 +202,39 @@ class TransformChain:
                 redactor, records, fields_from_msg=self.fields_from_msg
             )
         return batch
+
+    def _apply_encoded(self, parser: _SyslogAuth, batch: Sequence[Item]) -> list[Item]:
+        """``_apply`` for a batch with runs, by the syslog or auth parser: the lines it parses
+        in C go on encoded (``_SyslogAuth.encode_run``), the others as records, parsed and
+        redacted as ``_apply`` does. A line that may hold a secret is taken out of its run
+        first (``_open_runs``): an encoded line is one the redactor would leave as it is, and
+        its fields are parts of it (``fields_from_msg``)."""
+        self.stats.records += record_count(batch)
+        items = list(batch) if self.redactor is None else _open_runs(self.redactor, list(batch))
+        slow = partial(self._parse_msg, parser)
+        out: list[Item] = []
+        records: list[Record] = []  # every record of the batch, to redact
+        waiting: list[Record] = []  # records not parsed yet: parsed in order, before a run
+        for item in items:
+            if type(item) is PlainRun:
+                if waiting:
+                    parser.parse_batch(waiting, slow)
+                    waiting = []
+                made = parser.encode_run(item, slow)
+                records += [each.record for each in made if type(each) is Pending]
+                out += made
+            else:
+                record = cast(Pending, item).record
+                records.append(record)
+                waiting.append(record)
+                out.append(item)
+        if waiting:
+            parser.parse_batch(waiting, slow)
+        if self.redactor is not None and records:
+            self.stats.redacted += redact_records(
+                self.redactor, records, fields_from_msg=self.fields_from_msg
+            )
+        return out
 
     def flush(self, *, final: bool = False) -> list[Pending]:
         """Records a parser held back and may now release (all of them when ``final``)."""

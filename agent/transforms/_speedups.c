@@ -1241,64 +1241,59 @@ static int plan_body(const char *s, Py_ssize_t i, Py_ssize_t n, long code, Plan 
     return -1;
 }
 
-/* One record: 1 done, 0 not done here (untouched), -1 error. *cur_stamp / *cur_ts are the
- * last stamp seen and its ts (owned). */
-static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObject **cur_stamp,
-                     PyObject **cur_ts) {
-    if (!PyDict_CheckExact(rec)) {
-        return 0;
-    }
-    PyObject *line = PyDict_GetItemWithError(rec, NAMES[K_MSG]);
-    if (line == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    if (!plain(rec, line)) {
-        return 0;
-    }
-    Text t = {PyUnicode_KIND(line), PyUnicode_DATA(line), PyUnicode_GET_LENGTH(line)};
-    const char *s = (const char *)t.data;
-    Py_ssize_t n = t.n;
+/* The plan and time of the line t (printable ASCII, kind 1): 1 planned (*ts and *prog are new
+ * references: the line's ts and its program name), 0 not done here (nothing made, the caches
+ * untouched), -1 error. *cur_stamp / *cur_ts are the last stamp seen and its ts (owned);
+ * *last_prog the last program name made (owned, or NULL), reused while lines repeat it. */
+static int plan_line(const Text *t, PyObject *programs, const State *st, PyObject **cur_stamp,
+                     PyObject **cur_ts, PyObject **last_prog, Plan *p, PyObject **ts_out,
+                     PyObject **prog_out) {
+    const char *s = (const char *)t->data;
+    Py_ssize_t n = t->n;
     /* SyslogParser.header: a line starting with a digit is RFC 3339 or nothing, else BSD */
     int iso = n > 0 && is_dig(s[0]);
     Span b[10], stamp;
-    Plan p;
     if (iso) {
         Span h[6];
-        if (iso_spans(&t, h) < 0 || h[0].start >= 0) {
+        if (iso_spans(t, h) < 0 || h[0].start >= 0) {
             return 0;
         }
         stamp = h[1];
-        p.host = h[2];
-        p.prog = h[3];
-        p.pid = h[4];
+        p->host = h[2];
+        p->prog = h[3];
+        p->pid = h[4];
         b[9] = h[5];
     } else {
-        if (bsd_spans(&t, b) < 0 || b[0].start >= 0) {
+        if (bsd_spans(t, b) < 0 || b[0].start >= 0) {
             return 0;
         }
         stamp = b[1];
-        p.host = b[6];
-        p.prog = b[7];
-        p.pid = b[8];
+        p->host = b[6];
+        p->prog = b[7];
+        p->pid = b[8];
     }
     Py_ssize_t body = b[9].start;
     while (body < n && s[body] == ' ') {
         body++;
     }
-    PyObject *prog = PyUnicode_Substring(line, p.prog.start, p.prog.end);
-    if (prog == NULL) {
-        return -1;
+    Py_ssize_t prog_len = p->prog.end - p->prog.start;
+    if (*last_prog == NULL || PyUnicode_GET_LENGTH(*last_prog) != prog_len ||
+        memcmp(PyUnicode_1BYTE_DATA(*last_prog), s + p->prog.start, (size_t)prog_len) != 0) {
+        PyObject *made = PyUnicode_DecodeASCII(s + p->prog.start, prog_len, NULL);
+        if (made == NULL) {
+            return -1;
+        }
+        Py_XSETREF(*last_prog, made);
     }
     if (programs == Py_None) {
-        p.what = W_HEADER;
+        p->what = W_HEADER;
     } else {
         long code = P_PAM_ONLY;
-        PyObject *found = PyDict_GetItemWithError(programs, prog);
+        PyObject *found = PyDict_GetItemWithError(programs, *last_prog);
         if (found != NULL) {
             code = PyLong_AsLong(found);
         }
-        if (PyErr_Occurred() || plan_body(s, body, n, code, &p) < 0) {
-            Py_DECREF(prog);
+        if (PyErr_Occurred() || plan_body(s, body, n, code, p) < 0) {
             return PyErr_Occurred() ? -1 : 0;
         }
     }
@@ -1311,19 +1306,42 @@ static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObjec
     } else {
         ts = iso ? iso_ts(st, s, stamp) : minute_ts(st, s, b);
         if (ts == NULL) {
-            Py_DECREF(prog);
             return PyErr_Occurred() ? -1 : 0;
         }
-        PyObject *text = PyUnicode_Substring(line, stamp.start, stamp.end);
+        PyObject *text = PyUnicode_DecodeASCII(s + stamp.start, len, NULL);
         if (text == NULL) {
-            Py_DECREF(prog);
             Py_DECREF(ts);
             return -1;
         }
         Py_SETREF(*cur_stamp, text);
         Py_SETREF(*cur_ts, Py_NewRef(ts));
     }
-    int r = apply_plan(rec, line, s, &p, ts, prog);
+    *ts_out = ts;
+    *prog_out = Py_NewRef(*last_prog);
+    return 1;
+}
+
+/* One record: 1 done, 0 not done here (untouched), -1 error. */
+static int parse_one(PyObject *rec, PyObject *programs, const State *st, PyObject **cur_stamp,
+                     PyObject **cur_ts, PyObject **last_prog) {
+    if (!PyDict_CheckExact(rec)) {
+        return 0;
+    }
+    PyObject *line = PyDict_GetItemWithError(rec, NAMES[K_MSG]);
+    if (line == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!plain(rec, line)) {
+        return 0;
+    }
+    Text t = {PyUnicode_KIND(line), PyUnicode_DATA(line), PyUnicode_GET_LENGTH(line)};
+    Plan p;
+    PyObject *ts = NULL, *prog = NULL;
+    int r = plan_line(&t, programs, st, cur_stamp, cur_ts, last_prog, &p, &ts, &prog);
+    if (r <= 0) {
+        return r;
+    }
+    r = apply_plan(rec, line, (const char *)t.data, &p, ts, prog);
     Py_DECREF(ts);
     Py_DECREF(prog);
     return r < 0 ? -1 : 1;
@@ -1347,7 +1365,7 @@ static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (load_state(state, &st) < 0) {
         return NULL;
     }
-    PyObject *cur_stamp = NULL, *cur_ts = NULL;
+    PyObject *cur_stamp = NULL, *cur_ts = NULL, *last_prog = NULL;
     Py_ssize_t done = 0;
     int failed = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records) && !failed; i++) {
@@ -1365,7 +1383,7 @@ static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
             }
         }
         PyObject *rec = Py_NewRef(PyList_GET_ITEM(records, i));
-        int r = parse_one(rec, programs, &st, &cur_stamp, &cur_ts);
+        int r = parse_one(rec, programs, &st, &cur_stamp, &cur_ts, &last_prog);
         if (r == 1) {
             done++;
         } else if (r == 0) {
@@ -1392,8 +1410,445 @@ static PyObject *parse_batch(PyObject *Py_UNUSED(module), PyObject *const *args,
     }
     Py_XDECREF(cur_stamp);
     Py_XDECREF(cur_ts);
+    Py_XDECREF(last_prog);
     Py_XDECREF(st.tuple);
     return failed ? NULL : PyLong_FromSsize_t(done);
+}
+
+/* ---- encode_run: the same records, written as their canonical JSON ----
+ *
+ * encode_run(data, begin, end, offset, programs, state, created, log_head, src) walks the lines
+ * of data[begin:end] (each ending in "\n", as a PlainRun's) and, for each line parse_batch would
+ * do itself (printable ASCII, planned, its time known from the caches), writes the record that
+ * path makes of the run's record for it ({"ts", "src", "msg", "log"}: sources.PlainRun.line) in
+ * its canonical JSON, orjson's with sorted keys, but for its "seq". It stops before the first
+ * line it does not do (or at end) and returns (blob, at, count): the records written, where it
+ * stopped, how many. blob holds, per record, a 16-byte head (little endian: u32 length before
+ * seq, u32 length after it, u64 the file offset just after its line) then the JSON up to the
+ * place of "seq":N, and the JSON after it: sources.EncodedRun reads it, buffer/chain.link
+ * frames it. created, log_head and src are JSON the caller made: the run's read time (event.created),
+ * '{"file":{"path":<path>},"offset":' and the source name. The stamp cache is read (state())
+ * at the start and handed back (state(stamp, ts)) at the end, as parse_batch does around its
+ * slow calls. Keys are written in sorted order by hand: tests hold every record to orjson's
+ * encoding of the record parse_batch makes. */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Writer;
+
+static int w_room(Writer *w, Py_ssize_t more) {
+    if (w->len + more <= w->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = w->cap ? w->cap : 4096;
+    while (cap < w->len + more) {
+        cap *= 2;
+    }
+    char *grown = PyMem_Realloc(w->buf, (size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->buf = grown;
+    w->cap = cap;
+    return 0;
+}
+
+static int w_raw(Writer *w, const char *text, Py_ssize_t n) {
+    if (w_room(w, n) < 0) {
+        return -1;
+    }
+    memcpy(w->buf + w->len, text, (size_t)n);
+    w->len += n;
+    return 0;
+}
+
+#define W_LIT(w, text) w_raw((w), (text), (Py_ssize_t)(sizeof(text) - 1))
+
+/* Printable ASCII s[sp] inside a JSON string: only '"' and '\\' are escaped (as orjson does). */
+static int w_escaped(Writer *w, const char *s, Span sp) {
+    Py_ssize_t n = sp.end - sp.start;
+    if (w_room(w, 2 * n) < 0) {
+        return -1;
+    }
+    char *o = w->buf + w->len;
+    for (Py_ssize_t i = sp.start; i < sp.end; i++) {
+        char c = s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+        }
+        *o++ = c;
+    }
+    w->len = o - w->buf;
+    return 0;
+}
+
+/* Printable ASCII s[sp] as a JSON string. */
+static int w_text(Writer *w, const char *s, Span sp) {
+    return W_LIT(w, "\"") < 0 || w_escaped(w, s, sp) < 0 ? -1 : W_LIT(w, "\"");
+}
+
+/* A str of printable ASCII (a name or a ts) as a JSON string. */
+static int w_name(Writer *w, PyObject *str) {
+    Span all = {0, PyUnicode_GET_LENGTH(str)};
+    return w_text(w, (const char *)PyUnicode_1BYTE_DATA(str), all);
+}
+
+static int w_int(Writer *w, long long v) {
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%lld", v);
+    return w_raw(w, digits, n);
+}
+
+/* "key":"text of s[sp]" */
+static int w_field(Writer *w, const char *key, const char *s, Span sp) {
+    return w_raw(w, key, (Py_ssize_t)strlen(key)) < 0 ? -1 : w_text(w, s, sp);
+}
+
+static int printable_str(PyObject *o) {
+    if (!ascii_str(o)) {
+        return 0;
+    }
+    const unsigned char *c = PyUnicode_1BYTE_DATA(o);
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(o); i++) {
+        if (c[i] < 0x20 || c[i] > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* event's members (sorted): action, category, created, outcome, type. */
+static int w_event(Writer *w, int category, int type, int action, int outcome,
+                   const char *created, Py_ssize_t created_len) {
+    if (W_LIT(w, "\"event\":{\"action\":") < 0 || w_name(w, NAMES[action]) < 0 ||
+        W_LIT(w, ",\"category\":[") < 0 || w_name(w, NAMES[category]) < 0 ||
+        W_LIT(w, "],\"created\":") < 0 || w_raw(w, created, created_len) < 0 ||
+        W_LIT(w, ",\"outcome\":") < 0 || w_name(w, NAMES[outcome]) < 0 ||
+        W_LIT(w, ",\"type\":[") < 0 || w_name(w, NAMES[type]) < 0) {
+        return -1;
+    }
+    return W_LIT(w, "]},");
+}
+
+typedef struct {
+    const char *created, *log_head, *src;
+    Py_ssize_t created_len, log_head_len, src_len;
+} RunJson;
+
+/* The JSON of apply_plan's record for line s[0:n] at file offset `at`, seq left out: writes
+ * the part before seq, sets *split (where seq goes, from the record's start), then the rest. */
+static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObject *ts,
+                    PyObject *prog, long long at, const RunJson *rj, Py_ssize_t *split) {
+    Py_ssize_t start = w->len;
+    Span line = {0, n};
+    int event[4] = {-1, -1, -1, -1}; /* category, type, action, outcome */
+    int w_login = p->what == W_LOGIN, w_sshd = p->what == W_SSHD, w_sudo = p->what == W_SUDO;
+    int pam = p->what == W_SESSION || p->what == W_AUTHFAIL || p->what == W_PAM;
+    if (w_login) {
+        int e[4] = {V_AUTHENTICATION, p->ok ? V_START : V_INFO, V_SSH_LOGIN,
+                    p->ok ? V_SUCCESS : V_FAILURE};
+        memcpy(event, e, sizeof e);
+    } else if (w_sshd) {
+        static const int events[4][4] = {
+            {V_AUTHENTICATION, V_INFO, V_INVALID_USER, V_FAILURE},
+            {V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_FAILURE},
+            {V_SESSION, V_END, V_SSH_DISCONNECT, V_UNKNOWN},
+            {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
+        };
+        memcpy(event, events[p->sshd], sizeof event);
+    } else if (p->what == W_AUTHFAIL) {
+        int e[4] = {V_AUTHENTICATION, V_INFO, V_AUTHENTICATION_FAILURE, V_FAILURE};
+        memcpy(event, e, sizeof e);
+    } else if (p->what == W_SESSION) {
+        int e[4] = {V_SESSION, p->opened ? V_START : V_END,
+                    p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS};
+        memcpy(event, e, sizeof e);
+    } else if (w_sudo && p->full) {
+        int e[4] = {V_PROCESS, V_START, V_SUDO_COMMAND, p->nerrors > 0 ? V_FAILURE : V_SUCCESS};
+        memcpy(event, e, sizeof e);
+    }
+    int sudo_full = w_sudo && p->full;
+    if (W_LIT(w, "{") < 0) {
+        return -1;
+    }
+    if (sudo_full && p->nerrors > 0) { /* error.message: the errors joined by " ; " */
+        if (W_LIT(w, "\"error\":{\"message\":\"") < 0) {
+            return -1;
+        }
+        for (int k = 0; k < p->nerrors; k++) {
+            if ((k > 0 && W_LIT(w, " ; ") < 0) || w_escaped(w, s, p->errors[k]) < 0) {
+                return -1;
+            }
+        }
+        if (W_LIT(w, "\"},") < 0) {
+            return -1;
+        }
+    }
+    if (event[0] >= 0) {
+        if (w_event(w, event[0], event[1], event[2], event[3], rj->created, rj->created_len) < 0) {
+            return -1;
+        }
+    } else if (W_LIT(w, "\"event\":{\"created\":") < 0 ||
+               w_raw(w, rj->created, rj->created_len) < 0 || W_LIT(w, "},") < 0) {
+        return -1;
+    }
+    if (sudo_full && p->egroup.start >= 0 &&
+        (w_field(w, "\"group\":{\"effective\":{\"name\":", s, p->egroup) < 0 ||
+         W_LIT(w, "}},") < 0)) {
+        return -1;
+    }
+    if (p->host.start >= 0 &&
+        (w_field(w, "\"host\":{\"hostname\":", s, p->host) < 0 || W_LIT(w, "},") < 0)) {
+        return -1;
+    }
+    if (w_raw(w, rj->log_head, rj->log_head_len) < 0 || w_int(w, at) < 0 ||
+        W_LIT(w, "},\"msg\":") < 0 || w_text(w, s, line) < 0) {
+        return -1;
+    }
+    /* process (sorted): command_line, name, pid, tty, working_directory */
+    if (W_LIT(w, ",\"process\":{") < 0) {
+        return -1;
+    }
+    if (sudo_full && p->command.start >= 0 &&
+        (w_field(w, "\"command_line\":", s, p->command) < 0 || W_LIT(w, ",") < 0)) {
+        return -1;
+    }
+    if (W_LIT(w, "\"name\":") < 0 || w_name(w, prog) < 0) {
+        return -1;
+    }
+    if (p->pid.start >= 0 && (W_LIT(w, ",\"pid\":") < 0 || w_int(w, number(s, p->pid)) < 0)) {
+        return -1;
+    }
+    if (sudo_full && p->tty.start >= 0 &&
+        (w_field(w, ",\"tty\":{\"name\":", s, p->tty) < 0 || W_LIT(w, "}") < 0)) {
+        return -1;
+    }
+    if (sudo_full && p->pwd.start >= 0 && w_field(w, ",\"working_directory\":", s, p->pwd) < 0) {
+        return -1;
+    }
+    if (W_LIT(w, "},") < 0) {
+        return -1;
+    }
+    *split = w->len - start;
+    /* source: ip, port */
+    Span ip = {-1, -1}, port = {-1, -1};
+    if (w_login || w_sshd) {
+        ip = p->ip;
+        port = p->port;
+    } else if (p->what == W_AUTHFAIL && p->kv_rhost.end > p->kv_rhost.start) {
+        ip = p->kv_rhost;
+    }
+    if (ip.start >= 0 || (w_login || w_sshd)) {
+        if (w_field(w, "\"source\":{\"ip\":", s, ip) < 0) {
+            return -1;
+        }
+        if (port.start >= 0 &&
+            (W_LIT(w, ",\"port\":") < 0 || w_int(w, number(s, port)) < 0)) {
+            return -1;
+        }
+        if (W_LIT(w, "},") < 0) {
+            return -1;
+        }
+    }
+    if (W_LIT(w, "\"src\":") < 0 || w_raw(w, rj->src, rj->src_len) < 0 || W_LIT(w, ",") < 0) {
+        return -1;
+    }
+    /* system.auth: ssh (invalid_user, method, preauth, signature) or pam (module, service) */
+    if (w_login) {
+        if (W_LIT(w, "\"system\":{\"auth\":{\"ssh\":{") < 0 ||
+            (p->invalid && W_LIT(w, "\"invalid_user\":true,") < 0) ||
+            w_field(w, "\"method\":", s, p->method) < 0 ||
+            (p->preauth && W_LIT(w, ",\"preauth\":true") < 0) ||
+            (p->sig.start >= 0 && p->sig.end > p->sig.start &&
+             w_field(w, ",\"signature\":", s, p->sig) < 0) ||
+            W_LIT(w, "}}},") < 0) {
+            return -1;
+        }
+    } else if (w_sshd && p->preauth) {
+        if (W_LIT(w, "\"system\":{\"auth\":{\"ssh\":{\"preauth\":true}}},") < 0) {
+            return -1;
+        }
+    } else if (pam) {
+        if (w_field(w, "\"system\":{\"auth\":{\"pam\":{\"module\":", s, p->mod) < 0 ||
+            w_field(w, ",\"service\":", s, p->svc) < 0 || W_LIT(w, "}}},") < 0) {
+            return -1;
+        }
+    }
+    if (W_LIT(w, "\"ts\":") < 0 || w_name(w, ts) < 0) {
+        return -1;
+    }
+    /* user (sorted): effective, id, name */
+    Span name = {-1, -1}, effective = {-1, -1}, id = {-1, -1};
+    if (w_login || w_sshd) {
+        if (p->user.start >= 0 && p->user.end > p->user.start) {
+            name = p->user;
+        }
+    } else if (p->what == W_AUTHFAIL) {
+        const Span *names[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname};
+        for (int k = 0; k < 3; k++) {
+            if (names[k]->end > names[k]->start) {
+                name = *names[k];
+                break;
+            }
+        }
+    } else if (p->what == W_SESSION) {
+        if (p->by.end > p->by.start) {
+            name = p->by;
+            effective = p->name;
+            id = p->uid;
+        } else {
+            name = p->name;
+        }
+    } else if (w_sudo) {
+        name = p->suser;
+        if (p->full) {
+            effective = p->euser;
+        }
+    }
+    if (name.start >= 0) {
+        if (W_LIT(w, ",\"user\":{") < 0 ||
+            (effective.start >= 0 &&
+             (w_field(w, "\"effective\":{\"name\":", s, effective) < 0 || W_LIT(w, "},") < 0)) ||
+            (id.start >= 0 && (w_field(w, "\"id\":", s, id) < 0 || W_LIT(w, ",") < 0)) ||
+            w_field(w, "\"name\":", s, name) < 0 || W_LIT(w, "}") < 0) {
+            return -1;
+        }
+    }
+    return W_LIT(w, "}");
+}
+
+static void put_le(char *p, unsigned long long v, int bytes) {
+    for (int i = 0; i < bytes; i++) {
+        p[i] = (char)(v >> (8 * i));
+    }
+}
+
+static int bytes_arg(PyObject *o, const char *name, const char **text, Py_ssize_t *len) {
+    if (!PyBytes_CheckExact(o)) {
+        PyErr_Format(PyExc_TypeError, "encode_run: %s must be bytes", name);
+        return -1;
+    }
+    *text = PyBytes_AS_STRING(o);
+    *len = PyBytes_GET_SIZE(o);
+    return 0;
+}
+
+#define RECORD_HEAD 16
+
+PyDoc_STRVAR(encode_run_doc,
+             "encode_run(data, begin, end, offset, programs, state, created, log_head, src, /)\n"
+             "--\n\nThe canonical JSON (but for seq) of the records parse_batch would make of\n"
+             "data[begin:end]'s lines, up to the first it would not: (blob, at, count).");
+
+static PyObject *encode_run(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    if (nargs != 9 || !PyBytes_CheckExact(args[0]) ||
+        (args[4] != Py_None && !PyDict_CheckExact(args[4]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_run(data: bytes, begin, end, offset, programs: dict | None, "
+                        "state, created: bytes, log_head: bytes, src: bytes)");
+        return NULL;
+    }
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t begin = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    long long offset = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (begin < 0 || begin > end || end > size || (end > begin && data[end - 1] != '\n') ||
+        offset < 0 || offset > LLONG_MAX - size) {
+        PyErr_SetString(PyExc_ValueError, "encode_run: data[begin:end] must be whole lines");
+        return NULL;
+    }
+    RunJson rj;
+    if (bytes_arg(args[6], "created", &rj.created, &rj.created_len) < 0 ||
+        bytes_arg(args[7], "log_head", &rj.log_head, &rj.log_head_len) < 0 ||
+        bytes_arg(args[8], "src", &rj.src, &rj.src_len) < 0) {
+        return NULL;
+    }
+    PyObject *programs = args[4], *state = args[5];
+    State st = {0};
+    if (load_state(state, &st) < 0) {
+        return NULL;
+    }
+    PyObject *cur_stamp = NULL, *cur_ts = NULL, *last_prog = NULL, *result = NULL;
+    if (ascii_str(st.stamp) && PyUnicode_CheckExact(st.ts)) {
+        cur_stamp = Py_NewRef(st.stamp);
+        cur_ts = Py_NewRef(st.ts);
+    } else if ((cur_stamp = PyUnicode_New(0, 127)) != NULL) {
+        cur_ts = Py_NewRef(Py_None);
+    } else {
+        goto done;
+    }
+    Writer w = {NULL, 0, 0};
+    Py_ssize_t pos = begin, count = 0;
+    int failed = 0;
+    while (pos < end) {
+        const char *line = data + pos;
+        const char *newline = memchr(line, '\n', (size_t)(end - pos));
+        Py_ssize_t n = newline - line;
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < n && ok; i++) {
+            ok = (unsigned char)line[i] >= 0x20 && (unsigned char)line[i] <= 0x7e;
+        }
+        if (!ok) {
+            break;
+        }
+        Text t = {PyUnicode_1BYTE_KIND, line, n};
+        Plan p;
+        PyObject *ts = NULL, *prog = NULL;
+        int r = plan_line(&t, programs, &st, &cur_stamp, &cur_ts, &last_prog, &p, &ts, &prog);
+        if (r < 0) {
+            failed = 1;
+            break;
+        }
+        if (r == 0) {
+            break;
+        }
+        Py_ssize_t head_at = w.len, split = 0;
+        int bad = !printable_str(ts) || !printable_str(prog);
+        if (!bad) {
+            if (w_room(&w, RECORD_HEAD) < 0) {
+                failed = 1;
+            } else {
+                w.len += RECORD_HEAD;
+                failed = w_record(&w, line, n, &p, ts, prog, offset + pos, &rj, &split) < 0;
+            }
+        }
+        Py_DECREF(ts);
+        Py_DECREF(prog);
+        if (failed) {
+            break;
+        }
+        if (bad) { /* not a time or name JSON writes as it is: the Python path's */
+            w.len = head_at;
+            break;
+        }
+        Py_ssize_t json_len = w.len - head_at - RECORD_HEAD;
+        put_le(w.buf + head_at, (unsigned long long)split, 4);
+        put_le(w.buf + head_at + 4, (unsigned long long)(json_len - split), 4);
+        put_le(w.buf + head_at + 8, (unsigned long long)(offset + pos + n + 1), 8);
+        count++;
+        pos += n + 1;
+    }
+    if (!failed) { /* the last stamp read here, to the parser's cache */
+        PyObject *out = PyObject_CallFunctionObjArgs(state, cur_stamp, cur_ts, NULL);
+        failed = out == NULL;
+        Py_XDECREF(out);
+    }
+    if (!failed) {
+        result = Py_BuildValue("(y#nn)", w.buf == NULL ? "" : w.buf, w.len, pos, count);
+    }
+    PyMem_Free(w.buf);
+done:
+    Py_XDECREF(cur_stamp);
+    Py_XDECREF(cur_ts);
+    Py_XDECREF(last_prog);
+    Py_XDECREF(st.tuple);
+    return result;
 }
 
 static int exec_module(PyObject *Py_UNUSED(module)) {
@@ -1409,6 +1864,7 @@ static PyMethodDef methods[] = {
     {"split_bsd", (PyCFunction)split_bsd, METH_O, split_bsd_doc},
     {"split_iso", (PyCFunction)split_iso, METH_O, split_iso_doc},
     {"parse_batch", (PyCFunction)(void (*)(void))parse_batch, METH_FASTCALL, parse_batch_doc},
+    {"encode_run", (PyCFunction)(void (*)(void))encode_run, METH_FASTCALL, encode_run_doc},
     {NULL, NULL, 0, NULL},
 };
 

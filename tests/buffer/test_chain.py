@@ -20,7 +20,7 @@ from agent import record as chain_record
 from agent.buffer import chain, segment
 from agent.buffer.chain import Link, link_py
 from agent.compiled import MODULE
-from agent.sources import Checkpoint, Pending, PlainRun
+from agent.sources import Checkpoint, EncodedRun, Pending, PlainRun
 
 try:  # the module itself, even where TAILSEAL_PURE_PYTHON keeps the agent from using it
     from agent import _speedups as SPEEDUPS  # type: ignore[attr-defined]  # noqa: N812
@@ -36,6 +36,7 @@ PREV = bytes(range(32))
 # link's arguments between items and cp_prefix for a call that commits everything it is given:
 # from the start, seq 0, after PREV, room and segment to spare, not one at a time, orjson.
 WHOLE = (0, 0, PREV, 1 << 30, 0, 1 << 30, False, orjson.dumps, SORT)
+RUN_TYPES = (PlainRun, EncodedRun)
 # What link made: as it returns it, with the frames it wrote into ``out`` in place of their size.
 Made = tuple[int, bytes, int, bytes, list[Checkpoint], bool]
 
@@ -61,7 +62,7 @@ def run(
     out = bytearray(b"\xa5" * 100)
     end, at, size, count, head, cps, full = link(
         mine, start, seq, PREV, room, used, limit, one, orjson.dumps, SORT,
-        segment.checkpoint_prefix, stand_in, out, PlainRun,
+        segment.checkpoint_prefix, stand_in, out, PlainRun, EncodedRun,
     )  # fmt: skip
     assert at == 0  # no run in items
     return (end, bytes(out[:size]), count, head, cps, full), [item.record for item in mine]
@@ -130,16 +131,16 @@ def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
 
     bad = [Pending({"msg": "\ud800"}, None)]
     with pytest.raises(RuntimeError, match="no stand-in"):
-        link(bad, *WHOLE, segment.checkpoint_prefix, refuse, bytearray(), PlainRun)
+        link(bad, *WHOLE, segment.checkpoint_prefix, refuse, bytearray(), *RUN_TYPES)
     with pytest.raises(ValueError, match="encoder broke"):
         link([Pending({"msg": "x"}, None)], 0, 0, PREV, 1 << 30, 0, 1 << 30, False, broken,
-             SORT, segment.checkpoint_prefix, stand_in, bytearray(), PlainRun)  # fmt: skip
+             SORT, segment.checkpoint_prefix, stand_in, bytearray(), *RUN_TYPES)  # fmt: skip
     with pytest.raises(ValueError, match="32 bytes"):
         link([], 0, 0, b"short", 1, 0, 1, False, orjson.dumps, SORT,
-             segment.checkpoint_prefix, stand_in, bytearray(), PlainRun)  # fmt: skip
+             segment.checkpoint_prefix, stand_in, bytearray(), *RUN_TYPES)  # fmt: skip
     with pytest.raises(TypeError, match="bytearray"):
         link([], 0, 0, PREV, 1, 0, 1, False, orjson.dumps, SORT,
-             segment.checkpoint_prefix, stand_in, memoryview(bytearray(8)), PlainRun)  # type: ignore[arg-type]  # fmt: skip
+             segment.checkpoint_prefix, stand_in, memoryview(bytearray(8)), PlainRun, EncodedRun)  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_the_reference_matches_the_record_and_frame_formats() -> None:
@@ -347,7 +348,7 @@ def test_an_item_taken_out_of_items_midway_is_still_linked(link: Link | None) ->
         return stand_in(record, exc)
 
     end, _, _, count, _, cps, full = link(
-        items, *WHOLE, segment.checkpoint_prefix, clearing, bytearray(), PlainRun
+        items, *WHOLE, segment.checkpoint_prefix, clearing, bytearray(), PlainRun, EncodedRun
     )
     assert (end, count, cps, full) == (1, 1, [cp], False)
 
@@ -406,10 +407,10 @@ def test_out_is_grown_reused_and_only_its_start_is_written(link: Link | None) ->
     (_, expected, *_), _ = run(link_py, items)
     out = bytearray()
     args = (*WHOLE, segment.checkpoint_prefix)
-    end, _, size, *_ = link(copy.deepcopy(items), *args, stand_in, out, PlainRun)
+    end, _, size, *_ = link(copy.deepcopy(items), *args, stand_in, out, PlainRun, EncodedRun)
     assert (end, bytes(out[:size])) == (300, expected)
     big = bytearray(b"\x5a" * (4 * len(expected)))
-    end, _, size, *_ = link(copy.deepcopy(items[:10]), *args, stand_in, big, PlainRun)
+    end, _, size, *_ = link(copy.deepcopy(items[:10]), *args, stand_in, big, PlainRun, EncodedRun)
     (_, ten, *_), _ = run(link_py, items[:10])
     assert (end, len(big)) == (10, 4 * len(expected))  # not shrunk to the frames
     assert bytes(big[:size]) == ten
@@ -431,8 +432,8 @@ def test_a_callback_cannot_resize_out_under_either_loop(link: Link | None) -> No
     items = [Pending({"msg": "x"}, None), Pending({"msg": "\ud800"}, None)]
     args = (*WHOLE, segment.checkpoint_prefix)
     with pytest.raises(BufferError):
-        link(copy.deepcopy(items), *args, shrinking, out, PlainRun)
-    end, _, size, *_ = link(copy.deepcopy(items), *args, stand_in, out, PlainRun)
+        link(copy.deepcopy(items), *args, shrinking, out, PlainRun, EncodedRun)
+    end, _, size, *_ = link(copy.deepcopy(items), *args, stand_in, out, PlainRun, EncodedRun)
     (_, expected, *_), _ = run(link_py, items)
     assert (end, bytes(out[:size])) == (2, expected)
     out.clear()  # released: resizable again
@@ -457,7 +458,7 @@ def test_out_must_be_a_bytearray_not_a_subclass(link: Link | None, out: bytearra
     items = [Pending({"msg": "x" * 200_000}, None)]
     args = (*WHOLE, segment.checkpoint_prefix)
     with pytest.raises(TypeError, match="bytearray"):
-        link(items, *args, stand_in, out, PlainRun)
+        link(items, *args, stand_in, out, PlainRun, EncodedRun)
     assert "seq" not in items[0].record
     assert OtherBuffer.small == bytearray(16)
 
@@ -503,7 +504,7 @@ def test_the_compiled_loop_asks_for_a_prefix_only_when_the_file_changes() -> Non
     a = Checkpoint("app", "1:2:aa", 0, "/var/log/a.log")
     b = Checkpoint("app", "1:3:bb", 0, "/var/log/b.log")
     items = [Pending({"msg": "x"}, cp._replace(offset=i)) for i, cp in enumerate([a, a, b, b, a])]
-    COMPILED(items, *WHOLE, counted, stand_in, bytearray(), PlainRun)
+    COMPILED(items, *WHOLE, counted, stand_in, bytearray(), *RUN_TYPES)
     assert calls == [("app", "1:2:aa", "/var/log/a.log"), ("app", "1:3:bb", "/var/log/b.log"),
                      ("app", "1:2:aa", "/var/log/a.log")]  # fmt: skip
 
@@ -520,9 +521,9 @@ def test_a_failing_or_wrong_checkpoint_prefix_raises(link: Link | None) -> None:
         return "not bytes"
 
     with pytest.raises(RuntimeError, match="no prefix"):
-        link(copy.deepcopy(items), *WHOLE, broken, stand_in, bytearray(), PlainRun)
+        link(copy.deepcopy(items), *WHOLE, broken, stand_in, bytearray(), *RUN_TYPES)
     with pytest.raises(TypeError):
-        link(copy.deepcopy(items), *WHOLE, text, stand_in, bytearray(), PlainRun)
+        link(copy.deepcopy(items), *WHOLE, text, stand_in, bytearray(), *RUN_TYPES)
 
 
 @needs_compiled
@@ -537,7 +538,15 @@ def test_the_compiled_loop_leaks_no_references_to_checkpoint_parts() -> None:
         items = [Pending({"msg": m}, Checkpoint(source, key, i, path))
                  for i, m in enumerate(["a", "b", "\ud800", "c"])]  # fmt: skip
         with contextlib.suppress(RuntimeError):
-            COMPILED(items, *WHOLE, segment.checkpoint_prefix, on_error, bytearray(), PlainRun)
+            COMPILED(
+                items,
+                *WHOLE,
+                segment.checkpoint_prefix,
+                on_error,
+                bytearray(),
+                PlainRun,
+                EncodedRun,
+            )
 
     def refuse(record: dict[str, Any], exc: TypeError) -> bytes:
         raise RuntimeError("refused")

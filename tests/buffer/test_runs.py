@@ -21,7 +21,7 @@ from agent.buffer import segment
 from agent.buffer.chain import Link, link_py
 from agent.buffer.wal import SegmentIO
 from agent.config import BufferConfig
-from agent.sources import Checkpoint, Item, Pending, PlainRun, materialize, record_count
+from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun, materialize, record_count
 from agent.sources.tailed import cut_plain_py
 from agent.statefile import write_all
 from tests.buffer.harness import assert_chain, start, stored
@@ -68,6 +68,7 @@ def linked(link: Link, items: list[Item], **kw: Any) -> tuple[Any, ...]:
     end, at, size, count, head, cps, full = link(
         mine, args["start"], args["seq"], PREV, args["room"], args["used"], args["limit"],
         bool(args["one"]), orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
+        EncodedRun,
     )  # fmt: skip
     return end, at, bytes(out[:size]), count, head, [tuple(cp) for cp in cps], full
 
@@ -84,7 +85,7 @@ def whole(link: Link, items: list[Item], **kw: Any) -> tuple[bytes, int, bytes, 
         out = bytearray()
         index, at, size, made, prev, more, full = link(
             items, index, seq, prev, kw.get("room", 1 << 40), used, limit, kw.get("one", False),
-            orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun,
+            orjson.dumps, SORT, segment.checkpoint_prefix, stand_in, out, PlainRun, EncodedRun,
         )  # fmt: skip
         frames += bytes(out[:size])
         seq += made
@@ -92,7 +93,7 @@ def whole(link: Link, items: list[Item], **kw: Any) -> tuple[bytes, int, bytes, 
         used = 0 if full else used + size
         if at:
             run = items[index]
-            assert isinstance(run, PlainRun)
+            assert isinstance(run, PlainRun | EncodedRun)
             items[index] = run.after(at)
     return frames, seq, prev, cps
 
