@@ -55,6 +55,36 @@ def test_the_spans_of_a_run_are_the_lines_the_batch_check_flags(
     assert suspects.every_line(run.data, run.begin, run.end) == starts
 
 
+# The gates' pieces (suspects._GATES): each word a gate starts with, the quotes and backslash
+# it may take, every ASCII character re's \s matches (\x1c-\x1f too) and the separators.
+GATE_LINE = st.lists(
+    st.sampled_from(
+        [
+            *("pass", "PassWord", "passwd", "passphrase", "secret", "KEY", "token", "api_key"),
+            *("private", "curl", "docker", "login", "-u", "podman"),
+            *('"', "'", "\\", ":", "=", " ", "\t", "\x0b", "\x0c", "\r", "\x1c", "\x1d"),
+            *("\x1e", "\x1f", "x", "Failed password for"),
+        ]
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(lines=st.lists(GATE_LINE, min_size=1, max_size=80))
+def test_the_gates_in_the_scan_flag_the_lines_the_gates_confirm(lines: list[str]) -> None:
+    """The scanner matches the gates itself (``suspects._line_gate``), a line at a time as re
+    does in its lowered text: a separator after any of re's ASCII spaces, never across lines."""
+    run = run_of(lines)
+    flags = suspects._suspects(lines)
+    starts, at = [], run.begin
+    for line in lines:
+        starts.append((at, at + len(line)))
+        at += len(line) + 1
+    flagged = [span for span, flag in zip(starts, flags, strict=True) if flag]
+    assert SCANNER.spans(run.data, run.begin, run.end) == flagged
+
+
 def as_records(batch: Sequence[Item]) -> list[tuple[Any, Any]]:
     return [(p.record, p.checkpoint) for p in materialize(batch)]
 
