@@ -763,15 +763,16 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
             status = -1;
             break;
         }
-        Py_ssize_t before = (Py_ssize_t)get_le(data + pos, 4);
-        Py_ssize_t after = (Py_ssize_t)get_le(data + pos + 4, 4);
+        /* Each length is below 2**32: their sum is compared unsigned, then fits a Py_ssize_t. */
+        unsigned long long before_u = get_le(data + pos, 4), after_u = get_le(data + pos + 4, 4);
         unsigned long long cp = get_le(data + pos + 8, 8);
         const unsigned char *json = data + pos + ENCODED_HEAD;
-        if (end - pos - ENCODED_HEAD < before + after) {
+        if ((unsigned long long)(end - pos - ENCODED_HEAD) < before_u + after_u) {
             PyErr_SetString(PyExc_ValueError, "an encoded run's blob ends inside a record");
             status = -1;
             break;
         }
+        Py_ssize_t before = (Py_ssize_t)before_u, after = (Py_ssize_t)after_u;
         char seq_digits[24], cp_digits[24];
         int seq_len = put_digits(seq_digits, L->seq + 1);
         int cp_len = put_digits(cp_digits, cp);

@@ -6,7 +6,8 @@ and skipped (the install goes on) where not. Their functions stand in for Python
 as the reference and the fallback: ``buffer.chain.link_py``, ``buffer.segment.parse_run_py``,
 ``collector.batch.verify_wire_py``, ``sources.tailed.cut_plain_py`` and
 ``transforms.syslog.split_bsd_py``/``split_iso_py``, and the ``syslog``/``auth`` parsers' commonest
-lines (``transforms._speedups.parse_batch``, for the chain's parse of a record at a time). Setting
+lines (``transforms._speedups.parse_batch``, for the chain's parse of a record at a time, and
+``encode_run``, which writes a run's lines' records as JSON without making them). Setting
 ``TAILSEAL_PURE_PYTHON`` (to anything) runs the Python ones even where they were built.
 """
 

@@ -159,10 +159,11 @@ class _Frames:
         it stopped, whether to stop, and whether the segment is full."""
         at, last = run.begin, -1
         stop = full = False
-        for start, split, end, cp in run.spans():
-            if room - self.size <= 0:
+        while at < run.end:
+            if room - self.size <= 0:  # before the head is read, as the compiled loop
                 stop = True
                 break
+            start, split, end, cp = run.span_at(at)
             canonical = run.canonical(start, split, end, self.seq + 1)
             if not (canonical.startswith(b"{") and canonical.endswith(b"}")):
                 raise ValueError("an encoded run's record is not a JSON object")

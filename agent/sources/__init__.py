@@ -176,19 +176,24 @@ class EncodedRun:
         self.source, self.key, self.path = source, key, path
         self._count = count
 
+    def span_at(self, at: int) -> tuple[int, int, int, int]:
+        """The record whose head is at ``blob[at]``: (start of its JSON, place of seq, end,
+        checkpoint offset); ValueError if the blob does not hold it whole."""
+        if self.end - at < ENCODED_HEAD.size:
+            raise ValueError("an encoded run's blob ends inside a record's head")
+        before, after, cp = ENCODED_HEAD.unpack_from(self.blob, at)
+        start = at + ENCODED_HEAD.size
+        if start + before + after > self.end:
+            raise ValueError("an encoded run's blob ends inside a record")
+        return start, start + before, start + before + after, cp
+
     def spans(self) -> Iterator[tuple[int, int, int, int]]:
-        """Each record's (start of its JSON, place of seq, end, checkpoint offset); ValueError
-        if the blob does not hold whole records."""
-        at, blob, end = self.begin, self.blob, self.end
-        while at < end:
-            if end - at < ENCODED_HEAD.size:
-                raise ValueError("an encoded run's blob ends inside a record's head")
-            before, after, cp = ENCODED_HEAD.unpack_from(blob, at)
-            start = at + ENCODED_HEAD.size
-            at = start + before + after
-            if at > end:
-                raise ValueError("an encoded run's blob ends inside a record")
-            yield start, start + before, at, cp
+        """Each record's ``span_at``, in order."""
+        at = self.begin
+        while at < self.end:
+            span = self.span_at(at)
+            yield span
+            at = span[2]
 
     @property
     def count(self) -> int:

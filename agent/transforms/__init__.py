@@ -162,8 +162,9 @@ class TransformChain:
         """Transform a batch; returns it with any parser-made records inserted in order.
 
         Runs of plain lines (``PlainRun``) stay runs when there is no parser: only their lines
-        that may hold a secret are made records, to be redacted as any other. A parser gets
-        records."""
+        that may hold a secret are made records, to be redacted as any other. The syslog and
+        auth parsers turn them into ``EncodedRun``s (``_apply_encoded``) where compiled; any
+        other parser gets records."""
         runs = PlainRun in set(map(type, batch))
         if runs and type(self.parser) is _SyslogAuth and _COMPILED is not None:
             return self._apply_encoded(self.parser, batch)

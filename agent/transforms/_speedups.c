@@ -1828,6 +1828,11 @@ static PyObject *encode_run(PyObject *Py_UNUSED(module), PyObject *const *args,
             break;
         }
         Py_ssize_t json_len = w.len - head_at - RECORD_HEAD;
+        if ((unsigned long long)split > UINT32_MAX ||
+            (unsigned long long)(json_len - split) > UINT32_MAX) {
+            w.len = head_at; /* a head holds 32-bit lengths: the Python path's (never in practice) */
+            break;
+        }
         put_le(w.buf + head_at, (unsigned long long)split, 4);
         put_le(w.buf + head_at + 4, (unsigned long long)(json_len - split), 4);
         put_le(w.buf + head_at + 8, (unsigned long long)(offset + pos + n + 1), 8);

@@ -5,6 +5,7 @@ ends, one record per call), and refuse a blob that does not hold whole records."
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,11 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.buffer import segment
 from agent.buffer.chain import Link, link_py
+from agent.config import BufferConfig
 from agent.sources import ENCODED_HEAD, Checkpoint, EncodedRun, Item, Pending, record_count
 from agent.sources import materialize as made_of
+from tests.buffer.harness import assert_chain, start, stored
 from tests.buffer.test_chain import COMPILED, SORT
 from tests.buffer.test_runs import LINKS, last_per_key, linked, whole
+from tests.support import eventually
 
 SOURCE, KEY, PATH = "auth", "1:2", "/var/log/auth.log"
 WHERE = (SOURCE, KEY, PATH)
@@ -109,6 +114,18 @@ def hostile_runs() -> list[tuple[str, EncodedRun]]:
 
 
 @pytest.mark.parametrize("link", LINKS)
+def test_a_call_out_of_room_stops_before_reading_the_next_head(link: Link | None) -> None:
+    # One record fits the room; the blob after it is cut inside a head, which neither loop
+    # reads before the next call: both stop after the first record, alike.
+    assert link is not None
+    good = encoded_of([{"msg": "x" * 40, "src": SOURCE}] * 2, [5, 10])
+    cut = EncodedRun(good.blob[:-60], 0, len(good.blob) - 60, *WHERE)
+    end, at, _, count, *_ = linked(link, [cut], room=1)
+    assert (end, count) == (0, 1)
+    assert at == good.span_at(0)[2]
+
+
+@pytest.mark.parametrize("link", LINKS)
 @pytest.mark.parametrize(("reason", "run"), hostile_runs())
 def test_a_blob_without_whole_records_is_refused(
     link: Link | None, reason: str, run: EncodedRun
@@ -123,3 +140,36 @@ def test_an_empty_encoded_run_is_refused() -> None:
         EncodedRun(b"", 0, 0, SOURCE, KEY, PATH)
     with pytest.raises(ValueError, match="at least one record"):
         EncodedRun(b"x" * 20, 5, 30, SOURCE, KEY, PATH)
+
+
+@pytest.mark.parametrize("fsync", ["batch", "always"])
+async def test_encoded_runs_commit_across_segments_as_their_records(
+    tmp_path: Path, fsync: str
+) -> None:
+    # The writer commits a run in parts (segment ends, one record per commit), going on from
+    # ``after(at)``: the stored records, chain and checkpoint are those of the records.
+    config = BufferConfig(segment_bytes=4096, fsync=fsync)  # type: ignore[arg-type]
+    run = await start(tmp_path, config)
+    buf = run.buffer
+    first = [{"msg": f"line {i}" + "x" * 50, "src": SOURCE} for i in range(40)]
+    last = [{"msg": f"line {i}", "src": SOURCE} for i in range(40, 43)]
+    await buf.emit(
+        [
+            encoded_of(first, [100 * (i + 1) for i in range(40)]),
+            Pending({"msg": "between"}, None),
+            encoded_of(last, [5000, 5100, 5200]),
+        ]
+    )
+    await eventually(lambda: buf.last_seq == 44, timeout=10, what="the commit")
+    await run.close()
+    frames = stored(tmp_path)
+    records = [orjson.loads(f.record) for f in frames[:44]]
+    assert [r["msg"] for r in records] == [r["msg"] for r in first] + ["between"] + [
+        r["msg"] for r in last
+    ]
+    assert [r["seq"] for r in records] == list(range(1, 45))
+    starts = [first_seq for first_seq, _ in segment.list_segments(tmp_path / "buffer")]
+    assert len(starts) >= 3
+    assert all(1 < seq <= 40 for seq in starts[1:3])  # the first run cut by two segment ends
+    assert_chain(frames, buf.stream_id)
+    assert buf.checkpoints[(SOURCE, KEY)].offset == 5200

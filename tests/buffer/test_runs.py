@@ -169,8 +169,8 @@ def test_a_run_with_a_non_ascii_line_is_refused(link: Link | None) -> None:
 
 @needs_compiled
 def test_a_long_run_grows_out_midway_and_frames_as_the_reference() -> None:
-    """The compiled loop frames a run's lines without the GIL and takes it back only to grow
-    ``out``: a run of ~1 MiB of frames grows it several times from 64 bytes, mid-line-loop."""
+    """The compiled loop grows ``out`` as it frames a run's lines: a run of ~1 MiB of frames
+    grows it several times from 64 bytes, mid-line-loop."""
     assert COMPILED is not None
     data = b"".join(b'line %d "quoted" \\ \x01%s\n' % (i, b"x" * (i % 300)) for i in range(5000))
     run: list[Item] = [PlainRun(data, 0, len(data), 7, TS, "s", "k", "/var/log/x")]

@@ -220,3 +220,19 @@ def test_any_lines_encode_as_their_records_parse_in_another_zone(lines: list[str
 @settings(max_examples=150, deadline=None)
 def test_any_lines_with_secrets_encode_as_their_records_redact(lines: list[str]) -> None:
     through_both(run_of([H + "sshd[1]: x", *(H + "sshd[1]: " + line for line in lines)]))
+
+
+@needs_compiled
+def test_secret_lines_in_a_long_run_are_found_by_the_scan_and_redacted() -> None:
+    # 64 lines and more: the redactor's Hyperscan scan finds them in place (``spans``).
+    lines = bench_lines(300)
+    secret = H + "sudo: bob : TTY=pts/0 ; USER=root ; COMMAND=/bin/login password=hunter2hunter2"
+    key = H + "sshd[1]: Accepted publickey for a from 1.2.3.4 port 22 ssh2: aws key AKIA" + "Z" * 16
+    for at in (0, 61, 150, 299):
+        lines.insert(at, secret if at % 2 else key)
+    made = through_both(run_of(lines))
+    taken = [item.record for item in made if isinstance(item, Pending) and "tags" in item.record]
+    assert len(taken) == 4
+    assert all("redacted" in record["tags"] for record in taken)
+    assert "hunter2" not in str(taken)
+    assert "AKIA" + "Z" * 16 not in str(taken)
