@@ -489,6 +489,29 @@ done:
     return made;
 }
 
+/* Whether a run's next record may be framed: 1 yes, 0 no room is left (stop), -1 its seq would
+ * pass the frames' u64 (an error). */
+static int next_fits(Linker *L) {
+    if (L->room - L->out.len <= 0) {
+        return 0;
+    }
+    if (L->seq == ULLONG_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+        return -1;
+    }
+    return 1;
+}
+
+/* A run's checkpoint `cp` (a new reference, or NULL: its maker failed) added to the call's;
+ * returns `status`, or -1 on an error. */
+static int add_checkpoint(Linker *L, PyObject *cp, int status) {
+    if (cp == NULL || PyList_Append(L->cps, cp) < 0) {
+        status = -1;
+    }
+    Py_XDECREF(cp);
+    return status;
+}
+
 /* How orjson writes each ASCII byte inside a JSON string: 0 as it is, else the escape's second
  * character ('u' for \u00XX); 'x' for a byte that is not ASCII, which a run's lines must be. */
 static char escapes[256];
@@ -581,13 +604,7 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
     Py_ssize_t pos = begin;
     status = 1;
     while (pos < end) {
-        if (L->room - L->out.len <= 0) {
-            status = 0;
-            break;
-        }
-        if (L->seq == ULLONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
-            status = -1;
+        if ((status = next_fits(L)) <= 0) {
             break;
         }
         const char *line = data + pos;
@@ -670,11 +687,7 @@ lines_done:
     *complete = pos == end;
     *at = pos == begin || pos == end ? 0 : pos;
     if (status >= 0 && pos > begin) { /* the last line's checkpoint stands for the run's */
-        PyObject *cp = PyObject_CallMethod(run, "checkpoint_at", "n", pos);
-        if (cp == NULL || PyList_Append(L->cps, cp) < 0) {
-            status = -1;
-        }
-        Py_XDECREF(cp);
+        status = add_checkpoint(L, PyObject_CallMethod(run, "checkpoint_at", "n", pos), status);
     }
 done:
     PyMem_Free(canonical);
@@ -749,13 +762,7 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
     int framed = 0;
     status = 1;
     while (pos < end) {
-        if (L->room - L->out.len <= 0) {
-            status = 0;
-            break;
-        }
-        if (L->seq == ULLONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
-            status = -1;
+        if ((status = next_fits(L)) <= 0) {
             break;
         }
         if (end - pos < ENCODED_HEAD) {
@@ -819,11 +826,7 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
     *complete = pos == end;
     *at = pos == begin || pos == end ? 0 : pos;
     if (status >= 0 && framed) { /* the last record's checkpoint stands for the run's */
-        PyObject *cp = PyObject_CallMethod(run, "checkpoint", "K", last_cp);
-        if (cp == NULL || PyList_Append(L->cps, cp) < 0) {
-            status = -1;
-        }
-        Py_XDECREF(cp);
+        status = add_checkpoint(L, PyObject_CallMethod(run, "checkpoint", "K", last_cp), status);
     }
 done:
     PyMem_Free(canonical);

@@ -358,14 +358,19 @@ BRUTE_FORCE = [  # an sshd brute force as auth.log records it (Debian 12), minut
 ]
 
 
-@needs_compiled
-def test_a_brute_force_is_done_in_c_but_each_minutes_first_line() -> None:
-    lines = [
+def brute_force_lines() -> list[str]:
+    """Two minutes of BRUTE_FORCE, a round every 5 seconds."""
+    return [
         f"Nov 21 10:{m:02d}:{s:02d} web-1 " + shape.format(u=f"u{s}", p=40000 + s)
         for m in range(2)
         for s in range(0, 60, 5)
         for shape in BRUTE_FORCE
     ]
+
+
+@needs_compiled
+def test_a_brute_force_is_done_in_c_but_each_minutes_first_line() -> None:
+    lines = brute_force_lines()
     done = done_in_c(lines)
     assert len(done) == len(lines) - 2
     assert_same(*both([line_record(line) for line in lines]))

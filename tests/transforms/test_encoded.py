@@ -26,13 +26,13 @@ from tests.buffer.test_chain import COMPILED as COMPILED_LINK
 from tests.buffer.test_runs import whole
 from tests.transforms.corpus import corpus, records
 from tests.transforms.test_auth_batch import (
-    BRUTE_FORCE,
     CLOCKS,
     EDGES,
     LINES,
     MID_MONTH,
     H,
     bench_lines,
+    brute_force_lines,
     chain_at,
     needs_compiled,
 )
@@ -113,12 +113,7 @@ def test_the_benchmark_lines_are_encoded_but_each_minutes_first() -> None:
 
 @needs_compiled
 def test_a_brute_force_is_encoded_but_each_minutes_first_line() -> None:
-    lines = [
-        f"Nov 21 10:{m:02d}:{s:02d} web-1 " + shape.format(u=f"u{s}", p=40000 + s)
-        for m in range(2)
-        for s in range(0, 60, 5)
-        for shape in BRUTE_FORCE
-    ]
+    lines = brute_force_lines()
     made = through_both(run_of(lines))
     assert encoded(made) == len(lines) - 2
 

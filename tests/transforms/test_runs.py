@@ -36,6 +36,18 @@ def run_of(lines: list[str], lead: bytes = b"") -> PlainRun:
     return PlainRun(data, len(lead), len(data), 500, TS, "app", "1:2", "/var/log/app.log")
 
 
+def flagged_spans(
+    run: PlainRun, lines: list[str]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (start, newline) of each of ``run``'s ``lines``, and of those ``_suspects`` flags."""
+    starts, at = [], run.begin
+    for line in lines:
+        starts.append((at, at + len(line)))
+        at += len(line) + 1
+    flags = suspects._suspects(lines)
+    return starts, [span for span, flag in zip(starts, flags, strict=True) if flag]
+
+
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(ASCII_LINE, min_size=1, max_size=90), lead=st.sampled_from([b"", b"x\n"]))
 def test_the_spans_of_a_run_are_the_lines_the_batch_check_flags(
@@ -44,12 +56,7 @@ def test_the_spans_of_a_run_are_the_lines_the_batch_check_flags(
     """Found in place by the scanner, and by the fallback for few lines: the same lines as
     ``_suspects`` flags over the lines as strs."""
     run = run_of(lines, lead)
-    expected = suspects._suspects(lines)
-    starts, at = [], run.begin
-    for line in lines:
-        starts.append((at, at + len(line)))
-        at += len(line) + 1
-    flagged = [span for span, flag in zip(starts, expected, strict=True) if flag]
+    starts, flagged = flagged_spans(run, lines)
     assert SCANNER.spans(run.data, run.begin, run.end) == flagged
     assert suspects.Suspects().spans(run.data, run.begin, run.end, run.count) == flagged
     assert suspects.every_line(run.data, run.begin, run.end) == starts
@@ -76,13 +83,7 @@ def test_the_gates_in_the_scan_flag_the_lines_the_gates_confirm(lines: list[str]
     """The scanner matches the gates itself (``suspects._line_gate``), a line at a time as re
     does in its lowered text: a separator after any of re's ASCII spaces, never across lines."""
     run = run_of(lines)
-    flags = suspects._suspects(lines)
-    starts, at = [], run.begin
-    for line in lines:
-        starts.append((at, at + len(line)))
-        at += len(line) + 1
-    flagged = [span for span, flag in zip(starts, flags, strict=True) if flag]
-    assert SCANNER.spans(run.data, run.begin, run.end) == flagged
+    assert SCANNER.spans(run.data, run.begin, run.end) == flagged_spans(run, lines)[1]
 
 
 def as_records(batch: Sequence[Item]) -> list[tuple[Any, Any]]:
