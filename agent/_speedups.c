@@ -107,6 +107,14 @@ static void put_u64(unsigned char *p, uint64_t v) {
     }
 }
 
+static uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
 /* crc32 (zlib's: reflected 0xEDB88320, pre- and post-inverted) of a frame body, the checksum
  * segment.py's frames carry. Frames are a few hundred bytes, where zlib 1.2's table-driven crc32
  * runs ~1.3 GB/s: about a tenth of the writer's CPU per record and as much again in the reader.
@@ -512,6 +520,57 @@ static int add_checkpoint(Linker *L, PyObject *cp, int status) {
     return status;
 }
 
+/* The ints a run holds at `names` (begin, end and, for a PlainRun, offset) into out: 0, or -1
+ * with an exception set. */
+static int run_ints(PyObject *run, PyObject *const *names, int n, long long *out) {
+    for (int k = 0; k < n; k++) {
+        PyObject *value = PyObject_GetAttr(run, names[k]);
+        if (value == NULL) {
+            return -1;
+        }
+        if (!PyLong_CheckExact(value)) {
+            Py_DECREF(value);
+            PyErr_Format(PyExc_TypeError, "a run's %U must be an int", names[k]);
+            return -1;
+        }
+        out[k] = PyLong_AsLongLong(value);
+        Py_DECREF(value);
+        if (out[k] == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The checkpoint prefix of a run's records, from its source, key and path: a new reference
+ * (the cache's may go when a later prefix replaces it), or NULL. */
+static PyObject *run_prefix(Linker *L, PyObject *run) {
+    PyObject *source = PyObject_GetAttr(run, str_source);
+    PyObject *key = source == NULL ? NULL : PyObject_GetAttr(run, str_key);
+    PyObject *path = key == NULL ? NULL : PyObject_GetAttr(run, str_path);
+    PyObject *prefix = path == NULL ? NULL : prefix_for(&L->cache, source, key, path, L->cp_prefix);
+    Py_XINCREF(prefix);
+    Py_XDECREF(source);
+    Py_XDECREF(key);
+    Py_XDECREF(path);
+    return prefix;
+}
+
+/* *buf grown (PyMem) to hold n bytes: 0, or -1 with MemoryError. */
+static int scratch_reserve(char **buf, Py_ssize_t *capacity, Py_ssize_t n) {
+    if (n <= *capacity) {
+        return 0;
+    }
+    char *grown = PyMem_Realloc(*buf, (size_t)n);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = grown;
+    *capacity = n;
+    return 0;
+}
+
 /* How orjson writes each ASCII byte inside a JSON string: 0 as it is, else the escape's second
  * character ('u' for \u00XX); 'x' for a byte that is not ASCII, which a run's lines must be. */
 static char escapes[256];
@@ -547,28 +606,13 @@ static PyObject *run_bytes(PyObject *run, PyObject *name) {
  * segment end or `one`); -1: an error. *complete: every line was framed; else *at is where in
  * the text it stopped (0 when before its first line). */
 static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *complete) {
-    PyObject *text = NULL, *head_obj = NULL, *tail_obj = NULL, *source = NULL, *key = NULL,
-             *path = NULL;
+    PyObject *text = NULL, *head_obj = NULL, *tail_obj = NULL;
     char *canonical = NULL;
     Py_ssize_t capacity = 0;
     int status = -1;
-    Py_ssize_t begin = -1, end = -1;
-    long long offset = -1;
-    PyObject *values[3] = {NULL, NULL, NULL};
-    PyObject *names[3] = {str_begin, str_end, str_offset};
-    for (int k = 0; k < 3; k++) {
-        values[k] = PyObject_GetAttr(run, names[k]);
-        if (values[k] == NULL || !PyLong_CheckExact(values[k])) {
-            if (values[k] != NULL) {
-                PyErr_SetString(PyExc_TypeError, "a run's begin, end and offset must be ints");
-            }
-            goto done;
-        }
-    }
-    begin = PyLong_AsSsize_t(values[0]);
-    end = PyLong_AsSsize_t(values[1]);
-    offset = PyLong_AsLongLong(values[2]);
-    if (PyErr_Occurred()) {
+    PyObject *const names[3] = {str_begin, str_end, str_offset};
+    long long ints[3];
+    if (run_ints(run, names, 3, ints) < 0) {
         goto done;
     }
     /* Held while the lines are framed: cp_prefix runs Python code, which could rebind them. */
@@ -578,11 +622,13 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
     }
     const char *data = PyBytes_AS_STRING(text);
     Py_ssize_t text_len = PyBytes_GET_SIZE(text);
-    if (begin < 0 || begin >= end || end > text_len || data[end - 1] != '\n' || offset < 0 ||
-        offset > LLONG_MAX - text_len) {
+    long long offset = ints[2];
+    if (ints[0] < 0 || ints[0] >= ints[1] || ints[1] > text_len || data[ints[1] - 1] != '\n' ||
+        offset < 0 || offset > LLONG_MAX - text_len) {
         PyErr_SetString(PyExc_ValueError, "a run holds whole lines of its data");
         goto done;
     }
+    Py_ssize_t begin = (Py_ssize_t)ints[0], end = (Py_ssize_t)ints[1];
     head_obj = run_bytes(run, str_head);
     tail_obj = head_obj == NULL ? NULL : run_bytes(run, str_tail);
     if (tail_obj == NULL) {
@@ -590,17 +636,10 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
     }
     const char *head = PyBytes_AS_STRING(head_obj), *tail = PyBytes_AS_STRING(tail_obj);
     Py_ssize_t head_len = PyBytes_GET_SIZE(head_obj), tail_len = PyBytes_GET_SIZE(tail_obj);
-    source = PyObject_GetAttr(run, str_source);
-    key = source == NULL ? NULL : PyObject_GetAttr(run, str_key);
-    path = key == NULL ? NULL : PyObject_GetAttr(run, str_path);
-    if (path == NULL) {
-        goto done;
-    }
-    PyObject *prefix = prefix_for(&L->cache, source, key, path, L->cp_prefix);
+    PyObject *prefix = run_prefix(L, run);
     if (prefix == NULL) {
         goto done;
     }
-    Py_INCREF(prefix); /* the cache's reference goes when a later prefix replaces it */
     Py_ssize_t pos = begin;
     status = 1;
     while (pos < end) {
@@ -627,15 +666,9 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
         static const char msg_open[] = "},\"msg\":\"", seq_open[] = "\",\"seq\":";
         Py_ssize_t n = head_len + at_len + (Py_ssize_t)(sizeof msg_open - 1) + escaped +
                        (Py_ssize_t)(sizeof seq_open - 1) + seq_len + tail_len;
-        if (n > capacity) {
-            char *grown = PyMem_Realloc(canonical, (size_t)n);
-            if (grown == NULL) {
-                PyErr_NoMemory();
-                status = -1;
-                break;
-            }
-            canonical = grown;
-            capacity = n;
+        if (scratch_reserve(&canonical, &capacity, n) < 0) {
+            status = -1;
+            break;
         }
         char *p = canonical;
         memcpy(p, head, (size_t)head_len);
@@ -691,24 +724,10 @@ lines_done:
     }
 done:
     PyMem_Free(canonical);
-    for (int k = 0; k < 3; k++) {
-        Py_XDECREF(values[k]);
-    }
     Py_XDECREF(text);
     Py_XDECREF(head_obj);
     Py_XDECREF(tail_obj);
-    Py_XDECREF(source);
-    Py_XDECREF(key);
-    Py_XDECREF(path);
     return status;
-}
-
-static unsigned long long get_le(const unsigned char *p, int bytes) {
-    unsigned long long v = 0;
-    for (int i = bytes - 1; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
 }
 
 #define ENCODED_HEAD 16
@@ -717,24 +736,13 @@ static unsigned long long get_le(const unsigned char *p, int bytes) {
  * while they fit: each is its JSON before the place of seq + "seq":N, + the JSON after it, with
  * the checkpoint its head gives. As link_run: 1 go on, 0 stop, -1 error; *complete, *at. */
 static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *complete) {
-    PyObject *blob = NULL, *source = NULL, *key = NULL, *path = NULL;
-    PyObject *values[2] = {NULL, NULL};
-    PyObject *names[2] = {str_begin, str_end};
+    PyObject *blob = NULL;
     char *canonical = NULL;
-    Py_ssize_t capacity = 0, begin = -1, end = -1;
+    Py_ssize_t capacity = 0;
     int status = -1;
-    for (int k = 0; k < 2; k++) {
-        values[k] = PyObject_GetAttr(run, names[k]);
-        if (values[k] == NULL || !PyLong_CheckExact(values[k])) {
-            if (values[k] != NULL) {
-                PyErr_SetString(PyExc_TypeError, "an encoded run's begin and end must be ints");
-            }
-            goto done;
-        }
-    }
-    begin = PyLong_AsSsize_t(values[0]);
-    end = PyLong_AsSsize_t(values[1]);
-    if (PyErr_Occurred()) {
+    PyObject *const names[2] = {str_begin, str_end};
+    long long ints[2];
+    if (run_ints(run, names, 2, ints) < 0) {
         goto done;
     }
     blob = run_bytes(run, str_blob); /* held: cp_prefix runs Python code */
@@ -742,21 +750,15 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
         goto done;
     }
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(blob);
-    if (begin < 0 || begin >= end || end > PyBytes_GET_SIZE(blob)) {
+    if (ints[0] < 0 || ints[0] >= ints[1] || ints[1] > PyBytes_GET_SIZE(blob)) {
         PyErr_SetString(PyExc_ValueError, "an encoded run holds at least one record of its blob");
         goto done;
     }
-    source = PyObject_GetAttr(run, str_source);
-    key = source == NULL ? NULL : PyObject_GetAttr(run, str_key);
-    path = key == NULL ? NULL : PyObject_GetAttr(run, str_path);
-    if (path == NULL) {
-        goto done;
-    }
-    PyObject *prefix = prefix_for(&L->cache, source, key, path, L->cp_prefix);
+    Py_ssize_t begin = (Py_ssize_t)ints[0], end = (Py_ssize_t)ints[1];
+    PyObject *prefix = run_prefix(L, run);
     if (prefix == NULL) {
         goto done;
     }
-    Py_INCREF(prefix); /* the cache's reference goes when a later prefix replaces it */
     Py_ssize_t pos = begin;
     unsigned long long last_cp = 0;
     int framed = 0;
@@ -771,8 +773,8 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
             break;
         }
         /* Each length is below 2**32: their sum is compared unsigned, then fits a Py_ssize_t. */
-        unsigned long long before_u = get_le(data + pos, 4), after_u = get_le(data + pos + 4, 4);
-        unsigned long long cp = get_le(data + pos + 8, 8);
+        unsigned long long before_u = get_u32(data + pos), after_u = get_u32(data + pos + 4);
+        unsigned long long cp = get_u64(data + pos + 8);
         const unsigned char *json = data + pos + ENCODED_HEAD;
         if ((unsigned long long)(end - pos - ENCODED_HEAD) < before_u + after_u) {
             PyErr_SetString(PyExc_ValueError, "an encoded run's blob ends inside a record");
@@ -785,15 +787,9 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
         int cp_len = put_digits(cp_digits, cp);
         static const char seq_open[] = "\"seq\":";
         Py_ssize_t n = before + (Py_ssize_t)(sizeof seq_open - 1) + seq_len + 1 + after;
-        if (n > capacity) {
-            char *grown = PyMem_Realloc(canonical, (size_t)n);
-            if (grown == NULL) {
-                PyErr_NoMemory();
-                status = -1;
-                break;
-            }
-            canonical = grown;
-            capacity = n;
+        if (scratch_reserve(&canonical, &capacity, n) < 0) {
+            status = -1;
+            break;
         }
         char *p = canonical;
         memcpy(p, json, (size_t)before);
@@ -830,13 +826,7 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
     }
 done:
     PyMem_Free(canonical);
-    for (int k = 0; k < 2; k++) {
-        Py_XDECREF(values[k]);
-    }
     Py_XDECREF(blob);
-    Py_XDECREF(source);
-    Py_XDECREF(key);
-    Py_XDECREF(path);
     return status;
 }
 
@@ -953,10 +943,6 @@ done:
     return result;
 }
 
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason) {
     PyObject *exc = PyObject_CallFunction(error, "ns", offset, reason);
     if (exc != NULL) {
@@ -1015,10 +1001,7 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
             goto fail;
         }
         const unsigned char *body = data + start;
-        uint64_t seq = 0;
-        for (int i = 7; i >= 0; i--) {
-            seq = seq << 8 | body[i];
-        }
+        uint64_t seq = get_u64(body);
         Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
         if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
             corrupt(error, pos, "checkpoint overruns frame");
@@ -1083,10 +1066,7 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
         return -1;
     }
     const unsigned char *body = data + start;
-    *seq = 0;
-    for (int i = 7; i >= 0; i--) {
-        *seq = *seq << 8 | body[i];
-    }
+    *seq = get_u64(body);
     Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
     if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
         corrupt(error, pos, "checkpoint overruns frame");

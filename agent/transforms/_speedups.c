@@ -226,16 +226,21 @@ static int bsd_spans(const Text *t, Span s[10]) {
     return match_tail(t, i + 1, &s[6], &s[7], &s[8], &s[9]);
 }
 
-static PyObject *split_bsd(PyObject *Py_UNUSED(module), PyObject *line) {
+/* The groups of a header's `spans` of line as a tuple, or None when it does not match. */
+static PyObject *split_by(PyObject *line, int (*spans)(const Text *, Span *), Py_ssize_t count) {
     Text t;
     if (text_of(line, &t) < 0) {
         return NULL;
     }
     Span s[10];
-    if (bsd_spans(&t, s) < 0) {
+    if (spans(&t, s) < 0) {
         Py_RETURN_NONE;
     }
-    return groups(line, s, 10);
+    return groups(line, s, count);
+}
+
+static PyObject *split_bsd(PyObject *Py_UNUSED(module), PyObject *line) {
+    return split_by(line, bsd_spans, 10);
 }
 
 PyDoc_STRVAR(split_iso_doc, "split_iso(line, /)\n--\n\n"
@@ -295,15 +300,7 @@ static int iso_spans(const Text *t, Span s[6]) {
 }
 
 static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
-    Text t;
-    if (text_of(line, &t) < 0) {
-        return NULL;
-    }
-    Span s[6];
-    if (iso_spans(&t, s) < 0) {
-        Py_RETURN_NONE;
-    }
-    return groups(line, s, 6);
+    return split_by(line, iso_spans, 6);
 }
 
 /* ---- parse_batch: the syslog and auth parsers over a batch of records ----
@@ -1002,8 +999,107 @@ static PyObject *joined(PyObject *line, const char *s, const Plan *p) {
     return out;
 }
 
+/* What a plan puts in its record besides the header's fields (auth.parse_auth's choices, made
+ * once for the two writers: apply_plan's dicts and encode_run's JSON). A span with start < 0 is
+ * absent. */
+typedef struct {
+    int event[4];   /* category, type, action, outcome (NAMES); event[0] < 0: created alone */
+    int source;     /* source: ip, then port when present */
+    Span ip, port;
+    Span user, effective, id; /* user.name (absent: no user), user.effective.name, user.id */
+    int ssh;        /* system.auth.ssh: 0 none, 1 the login's members, 2 preauth alone */
+    int pam;        /* system.auth.pam: module, service */
+    int sudo;       /* a sudo command's: error, group, process' tty, working dir, command line */
+} Fields;
+
+static void fields_of(const Plan *p, Fields *f) {
+    static const Span none = {-1, -1};
+    static const int sshd_events[4][4] = {
+        {V_AUTHENTICATION, V_INFO, V_INVALID_USER, V_FAILURE},
+        {V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_FAILURE},
+        {V_SESSION, V_END, V_SSH_DISCONNECT, V_UNKNOWN},
+        {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
+    };
+    *f = (Fields){.event = {-1, -1, -1, -1}, .ip = none, .port = none, .user = none,
+                  .effective = none, .id = none};
+    switch (p->what) {
+    case W_LOGIN:
+    case W_SSHD: {
+        if (p->what == W_LOGIN) {
+            int e[4] = {V_AUTHENTICATION, p->ok ? V_START : V_INFO, V_SSH_LOGIN,
+                        p->ok ? V_SUCCESS : V_FAILURE};
+            memcpy(f->event, e, sizeof e);
+            f->ssh = 1;
+        } else {
+            memcpy(f->event, sshd_events[p->sshd], sizeof f->event);
+            f->ssh = p->preauth ? 2 : 0;
+        }
+        f->source = 1;
+        f->ip = p->ip;
+        f->port = p->port;
+        if (p->user.start >= 0 && p->user.end > p->user.start) {
+            f->user = p->user;
+        }
+        break;
+    }
+    case W_AUTHFAIL: {
+        int e[4] = {V_AUTHENTICATION, V_INFO, V_AUTHENTICATION_FAILURE, V_FAILURE};
+        memcpy(f->event, e, sizeof e);
+        f->pam = 1;
+        const Span *names[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname};
+        for (int k = 0; k < 3 && f->user.start < 0; k++) {
+            if (names[k]->end > names[k]->start) {
+                f->user = *names[k];
+            }
+        }
+        if (p->kv_rhost.end > p->kv_rhost.start) {
+            f->source = 1;
+            f->ip = p->kv_rhost;
+        }
+        break;
+    }
+    case W_SESSION: {
+        int e[4] = {V_SESSION, p->opened ? V_START : V_END,
+                    p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS};
+        memcpy(f->event, e, sizeof e);
+        f->pam = 1;
+        if (p->by.end > p->by.start) {
+            f->user = p->by;
+            f->effective = p->name;
+            f->id = p->uid;
+        } else {
+            f->user = p->name;
+        }
+        break;
+    }
+    case W_PAM:
+        f->pam = 1;
+        break;
+    case W_SUDO:
+        f->user = p->suser;
+        if (p->full) {
+            int e[4] = {V_PROCESS, V_START, V_SUDO_COMMAND,
+                        p->nerrors > 0 ? V_FAILURE : V_SUCCESS};
+            memcpy(f->event, e, sizeof e);
+            f->sudo = 1;
+            f->effective = p->euser;
+        }
+        break;
+    default: /* W_HEADER: the header's fields alone */
+        break;
+    }
+}
+
+/* d[key] = {"name": s[sp]}: the ECS "name" objects (user.effective, tty, group.effective). */
+static int put_named(PyObject *d, int key, PyObject *line, Span sp) {
+    PyObject *c = child(d, key);
+    return c == NULL ? -1 : put_text(c, K_NAME, line, sp);
+}
+
 static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *p, PyObject *ts,
                       PyObject *prog) {
+    Fields f;
+    fields_of(p, &f);
     /* SyslogParser.apply */
     PyObject *read = PyDict_GetItemWithError(rec, NAMES[K_TS]);
     if (read == NULL) {
@@ -1028,152 +1124,55 @@ static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *
         return -1;
     }
     /* auth.parse_auth */
-    if (p->what == W_LOGIN) {
+    if (f.event[0] >= 0 && put_event(event, f.event[0], f.event[1], f.event[2], f.event[3]) < 0) {
+        return -1;
+    }
+    if (f.source) {
         PyObject *source = child(rec, K_SOURCE);
-        if (source == NULL || put_text(source, K_IP, line, p->ip) < 0 ||
-            put(source, K_PORT, PyLong_FromLongLong(number(s, p->port))) < 0) {
+        if (source == NULL || put_text(source, K_IP, line, f.ip) < 0 ||
+            (f.port.start >= 0 &&
+             put(source, K_PORT, PyLong_FromLongLong(number(s, f.port))) < 0)) {
             return -1;
         }
-        if (p->user.end > p->user.start) {
-            PyObject *user = child(rec, K_USER);
-            if (user == NULL || put_text(user, K_NAME, line, p->user) < 0) {
-                return -1;
-            }
-        }
-        if (put_event(event, V_AUTHENTICATION, p->ok ? V_START : V_INFO, V_SSH_LOGIN,
-                      p->ok ? V_SUCCESS : V_FAILURE) < 0) {
+    }
+    if (f.user.start >= 0) {
+        PyObject *user = child(rec, K_USER);
+        if (user == NULL || put_text(user, K_NAME, line, f.user) < 0 ||
+            (f.effective.start >= 0 && put_named(user, K_EFFECTIVE, line, f.effective) < 0) ||
+            (f.id.start >= 0 && put_text(user, K_ID, line, f.id) < 0)) {
             return -1;
         }
+    }
+    if (f.ssh || f.pam) {
         PyObject *system = child(rec, K_SYSTEM);
         PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
-        PyObject *ssh = auth == NULL ? NULL : child(auth, K_SSH);
-        if (ssh == NULL || put_text(ssh, K_METHOD, line, p->method) < 0) {
+        PyObject *kind = auth == NULL ? NULL : child(auth, f.ssh ? K_SSH : K_PAM);
+        if (kind == NULL) {
             return -1;
         }
-        if (p->sig.start >= 0 && p->sig.end > p->sig.start &&
-            put_text(ssh, K_SIGNATURE, line, p->sig) < 0) {
+        if (f.pam && (put_text(kind, K_MODULE, line, p->mod) < 0 ||
+                      put_text(kind, K_SERVICE, line, p->svc) < 0)) {
             return -1;
         }
-        if (p->invalid && PyDict_SetItem(ssh, NAMES[K_INVALID_USER], Py_True) < 0) {
+        if (f.ssh == 1 && (put_text(kind, K_METHOD, line, p->method) < 0 ||
+                           (p->sig.start >= 0 && p->sig.end > p->sig.start &&
+                            put_text(kind, K_SIGNATURE, line, p->sig) < 0) ||
+                           (p->invalid && PyDict_SetItem(kind, NAMES[K_INVALID_USER], Py_True) < 0))) {
             return -1;
         }
-        if (p->preauth && PyDict_SetItem(ssh, NAMES[K_PREAUTH], Py_True) < 0) {
+        if (f.ssh && p->preauth && PyDict_SetItem(kind, NAMES[K_PREAUTH], Py_True) < 0) {
             return -1;
         }
-    } else if (p->what == W_SSHD) {
-        static const int events[4][4] = {
-            {V_AUTHENTICATION, V_INFO, V_INVALID_USER, V_FAILURE},
-            {V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_FAILURE},
-            {V_SESSION, V_END, V_SSH_DISCONNECT, V_UNKNOWN},
-            {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
-        };
-        const int *e = events[p->sshd];
-        PyObject *source = child(rec, K_SOURCE);
-        if (source == NULL || put_text(source, K_IP, line, p->ip) < 0) {
+    }
+    if (f.sudo) {
+        if ((p->tty.start >= 0 && put_named(process, K_TTY, line, p->tty) < 0) ||
+            (p->pwd.start >= 0 && put_text(process, K_WORKING_DIRECTORY, line, p->pwd) < 0) ||
+            (p->command.start >= 0 && put_text(process, K_COMMAND_LINE, line, p->command) < 0)) {
             return -1;
-        }
-        if (p->port.start >= 0 && put(source, K_PORT, PyLong_FromLongLong(number(s, p->port))) < 0) {
-            return -1;
-        }
-        if (p->user.start >= 0 && p->user.end > p->user.start) {
-            PyObject *user = child(rec, K_USER);
-            if (user == NULL || put_text(user, K_NAME, line, p->user) < 0) {
-                return -1;
-            }
-        }
-        if (put_event(event, e[0], e[1], e[2], e[3]) < 0) {
-            return -1;
-        }
-        if (p->preauth) {
-            PyObject *system = child(rec, K_SYSTEM);
-            PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
-            PyObject *ssh = auth == NULL ? NULL : child(auth, K_SSH);
-            if (ssh == NULL || PyDict_SetItem(ssh, NAMES[K_PREAUTH], Py_True) < 0) {
-                return -1;
-            }
-        }
-    } else if (p->what == W_SESSION || p->what == W_AUTHFAIL || p->what == W_PAM) {
-        PyObject *system = child(rec, K_SYSTEM);
-        PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
-        PyObject *pam = auth == NULL ? NULL : child(auth, K_PAM);
-        if (pam == NULL || put_text(pam, K_MODULE, line, p->mod) < 0 ||
-            put_text(pam, K_SERVICE, line, p->svc) < 0) {
-            return -1;
-        }
-        if (p->what == W_PAM) {
-            return 0;
-        }
-        if (p->what == W_AUTHFAIL) {
-            const Span *names[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname};
-            for (int k = 0; k < 3; k++) {
-                if (names[k]->end > names[k]->start) {
-                    PyObject *user = child(rec, K_USER);
-                    if (user == NULL || put_text(user, K_NAME, line, *names[k]) < 0) {
-                        return -1;
-                    }
-                    break;
-                }
-            }
-            if (p->kv_rhost.end > p->kv_rhost.start) {
-                PyObject *source = child(rec, K_SOURCE);
-                if (source == NULL || put_text(source, K_IP, line, p->kv_rhost) < 0) {
-                    return -1;
-                }
-            }
-            return put_event(event, V_AUTHENTICATION, V_INFO, V_AUTHENTICATION_FAILURE,
-                             V_FAILURE);
-        }
-        if (put_event(event, V_SESSION, p->opened ? V_START : V_END,
-                      p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS) < 0) {
-            return -1;
-        }
-        PyObject *user = child(rec, K_USER);
-        if (user == NULL) {
-            return -1;
-        }
-        if (p->by.end > p->by.start) {
-            PyObject *effective;
-            if (put_text(user, K_NAME, line, p->by) < 0 ||
-                (effective = child(user, K_EFFECTIVE)) == NULL ||
-                put_text(effective, K_NAME, line, p->name) < 0) {
-                return -1;
-            }
-            if (p->uid.start >= 0 && put_text(user, K_ID, line, p->uid) < 0) {
-                return -1;
-            }
-        } else if (put_text(user, K_NAME, line, p->name) < 0) {
-            return -1;
-        }
-    } else if (p->what == W_SUDO) {
-        PyObject *user = child(rec, K_USER);
-        if (user == NULL || put_text(user, K_NAME, line, p->suser) < 0) {
-            return -1;
-        }
-        if (!p->full) {
-            return 0;
-        }
-        if (p->tty.start >= 0) {
-            PyObject *tty = child(process, K_TTY);
-            if (tty == NULL || put_text(tty, K_NAME, line, p->tty) < 0) {
-                return -1;
-            }
-        }
-        if (p->pwd.start >= 0 && put_text(process, K_WORKING_DIRECTORY, line, p->pwd) < 0) {
-            return -1;
-        }
-        if (p->command.start >= 0 && put_text(process, K_COMMAND_LINE, line, p->command) < 0) {
-            return -1;
-        }
-        if (p->euser.start >= 0) {
-            PyObject *effective = child(user, K_EFFECTIVE);
-            if (effective == NULL || put_text(effective, K_NAME, line, p->euser) < 0) {
-                return -1;
-            }
         }
         if (p->egroup.start >= 0) {
             PyObject *group = child(rec, K_GROUP);
-            PyObject *effective = group == NULL ? NULL : child(group, K_EFFECTIVE);
-            if (effective == NULL || put_text(effective, K_NAME, line, p->egroup) < 0) {
+            if (group == NULL || put_named(group, K_EFFECTIVE, line, p->egroup) < 0) {
                 return -1;
             }
         }
@@ -1182,10 +1181,6 @@ static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *
             if (error == NULL || put(error, K_MESSAGE, joined(line, s, p)) < 0) {
                 return -1;
             }
-        }
-        if (put_event(event, V_PROCESS, V_START, V_SUDO_COMMAND,
-                      p->nerrors > 0 ? V_FAILURE : V_SUCCESS) < 0) {
-            return -1;
         }
     }
     return 0;
@@ -1541,39 +1536,14 @@ typedef struct {
  * the part before seq, sets *split (where seq goes, from the record's start), then the rest. */
 static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObject *ts,
                     PyObject *prog, long long at, const RunJson *rj, Py_ssize_t *split) {
+    Fields f;
+    fields_of(p, &f);
     Py_ssize_t start = w->len;
     Span line = {0, n};
-    int event[4] = {-1, -1, -1, -1}; /* category, type, action, outcome */
-    int w_login = p->what == W_LOGIN, w_sshd = p->what == W_SSHD, w_sudo = p->what == W_SUDO;
-    int pam = p->what == W_SESSION || p->what == W_AUTHFAIL || p->what == W_PAM;
-    if (w_login) {
-        int e[4] = {V_AUTHENTICATION, p->ok ? V_START : V_INFO, V_SSH_LOGIN,
-                    p->ok ? V_SUCCESS : V_FAILURE};
-        memcpy(event, e, sizeof e);
-    } else if (w_sshd) {
-        static const int events[4][4] = {
-            {V_AUTHENTICATION, V_INFO, V_INVALID_USER, V_FAILURE},
-            {V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_FAILURE},
-            {V_SESSION, V_END, V_SSH_DISCONNECT, V_UNKNOWN},
-            {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
-        };
-        memcpy(event, events[p->sshd], sizeof event);
-    } else if (p->what == W_AUTHFAIL) {
-        int e[4] = {V_AUTHENTICATION, V_INFO, V_AUTHENTICATION_FAILURE, V_FAILURE};
-        memcpy(event, e, sizeof e);
-    } else if (p->what == W_SESSION) {
-        int e[4] = {V_SESSION, p->opened ? V_START : V_END,
-                    p->opened ? V_SESSION_OPENED : V_SESSION_CLOSED, V_SUCCESS};
-        memcpy(event, e, sizeof e);
-    } else if (w_sudo && p->full) {
-        int e[4] = {V_PROCESS, V_START, V_SUDO_COMMAND, p->nerrors > 0 ? V_FAILURE : V_SUCCESS};
-        memcpy(event, e, sizeof e);
-    }
-    int sudo_full = w_sudo && p->full;
     if (W_LIT(w, "{") < 0) {
         return -1;
     }
-    if (sudo_full && p->nerrors > 0) { /* error.message: the errors joined by " ; " */
+    if (f.sudo && p->nerrors > 0) { /* error.message: the errors joined by " ; " */
         if (W_LIT(w, "\"error\":{\"message\":\"") < 0) {
             return -1;
         }
@@ -1586,15 +1556,16 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
             return -1;
         }
     }
-    if (event[0] >= 0) {
-        if (w_event(w, event[0], event[1], event[2], event[3], rj->created, rj->created_len) < 0) {
+    if (f.event[0] >= 0) {
+        if (w_event(w, f.event[0], f.event[1], f.event[2], f.event[3], rj->created,
+                    rj->created_len) < 0) {
             return -1;
         }
     } else if (W_LIT(w, "\"event\":{\"created\":") < 0 ||
                w_raw(w, rj->created, rj->created_len) < 0 || W_LIT(w, "},") < 0) {
         return -1;
     }
-    if (sudo_full && p->egroup.start >= 0 &&
+    if (f.sudo && p->egroup.start >= 0 &&
         (w_field(w, "\"group\":{\"effective\":{\"name\":", s, p->egroup) < 0 ||
          W_LIT(w, "}},") < 0)) {
         return -1;
@@ -1611,7 +1582,7 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
     if (W_LIT(w, ",\"process\":{") < 0) {
         return -1;
     }
-    if (sudo_full && p->command.start >= 0 &&
+    if (f.sudo && p->command.start >= 0 &&
         (w_field(w, "\"command_line\":", s, p->command) < 0 || W_LIT(w, ",") < 0)) {
         return -1;
     }
@@ -1621,42 +1592,28 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
     if (p->pid.start >= 0 && (W_LIT(w, ",\"pid\":") < 0 || w_int(w, number(s, p->pid)) < 0)) {
         return -1;
     }
-    if (sudo_full && p->tty.start >= 0 &&
+    if (f.sudo && p->tty.start >= 0 &&
         (w_field(w, ",\"tty\":{\"name\":", s, p->tty) < 0 || W_LIT(w, "}") < 0)) {
         return -1;
     }
-    if (sudo_full && p->pwd.start >= 0 && w_field(w, ",\"working_directory\":", s, p->pwd) < 0) {
+    if (f.sudo && p->pwd.start >= 0 && w_field(w, ",\"working_directory\":", s, p->pwd) < 0) {
         return -1;
     }
     if (W_LIT(w, "},") < 0) {
         return -1;
     }
     *split = w->len - start;
-    /* source: ip, port */
-    Span ip = {-1, -1}, port = {-1, -1};
-    if (w_login || w_sshd) {
-        ip = p->ip;
-        port = p->port;
-    } else if (p->what == W_AUTHFAIL && p->kv_rhost.end > p->kv_rhost.start) {
-        ip = p->kv_rhost;
-    }
-    if (ip.start >= 0 || (w_login || w_sshd)) {
-        if (w_field(w, "\"source\":{\"ip\":", s, ip) < 0) {
-            return -1;
-        }
-        if (port.start >= 0 &&
-            (W_LIT(w, ",\"port\":") < 0 || w_int(w, number(s, port)) < 0)) {
-            return -1;
-        }
-        if (W_LIT(w, "},") < 0) {
-            return -1;
-        }
+    if (f.source && (w_field(w, "\"source\":{\"ip\":", s, f.ip) < 0 ||
+                     (f.port.start >= 0 &&
+                      (W_LIT(w, ",\"port\":") < 0 || w_int(w, number(s, f.port)) < 0)) ||
+                     W_LIT(w, "},") < 0)) {
+        return -1;
     }
     if (W_LIT(w, "\"src\":") < 0 || w_raw(w, rj->src, rj->src_len) < 0 || W_LIT(w, ",") < 0) {
         return -1;
     }
     /* system.auth: ssh (invalid_user, method, preauth, signature) or pam (module, service) */
-    if (w_login) {
+    if (f.ssh == 1) {
         if (W_LIT(w, "\"system\":{\"auth\":{\"ssh\":{") < 0 ||
             (p->invalid && W_LIT(w, "\"invalid_user\":true,") < 0) ||
             w_field(w, "\"method\":", s, p->method) < 0 ||
@@ -1666,11 +1623,11 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
             W_LIT(w, "}}},") < 0) {
             return -1;
         }
-    } else if (w_sshd && p->preauth) {
+    } else if (f.ssh == 2) {
         if (W_LIT(w, "\"system\":{\"auth\":{\"ssh\":{\"preauth\":true}}},") < 0) {
             return -1;
         }
-    } else if (pam) {
+    } else if (f.pam) {
         if (w_field(w, "\"system\":{\"auth\":{\"pam\":{\"module\":", s, p->mod) < 0 ||
             w_field(w, ",\"service\":", s, p->svc) < 0 || W_LIT(w, "}}},") < 0) {
             return -1;
@@ -1680,41 +1637,13 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
         return -1;
     }
     /* user (sorted): effective, id, name */
-    Span name = {-1, -1}, effective = {-1, -1}, id = {-1, -1};
-    if (w_login || w_sshd) {
-        if (p->user.start >= 0 && p->user.end > p->user.start) {
-            name = p->user;
-        }
-    } else if (p->what == W_AUTHFAIL) {
-        const Span *names[] = {&p->kv_user, &p->kv_ruser, &p->kv_logname};
-        for (int k = 0; k < 3; k++) {
-            if (names[k]->end > names[k]->start) {
-                name = *names[k];
-                break;
-            }
-        }
-    } else if (p->what == W_SESSION) {
-        if (p->by.end > p->by.start) {
-            name = p->by;
-            effective = p->name;
-            id = p->uid;
-        } else {
-            name = p->name;
-        }
-    } else if (w_sudo) {
-        name = p->suser;
-        if (p->full) {
-            effective = p->euser;
-        }
-    }
-    if (name.start >= 0) {
-        if (W_LIT(w, ",\"user\":{") < 0 ||
-            (effective.start >= 0 &&
-             (w_field(w, "\"effective\":{\"name\":", s, effective) < 0 || W_LIT(w, "},") < 0)) ||
-            (id.start >= 0 && (w_field(w, "\"id\":", s, id) < 0 || W_LIT(w, ",") < 0)) ||
-            w_field(w, "\"name\":", s, name) < 0 || W_LIT(w, "}") < 0) {
-            return -1;
-        }
+    if (f.user.start >= 0 &&
+        (W_LIT(w, ",\"user\":{") < 0 ||
+         (f.effective.start >= 0 &&
+          (w_field(w, "\"effective\":{\"name\":", s, f.effective) < 0 || W_LIT(w, "},") < 0)) ||
+         (f.id.start >= 0 && (w_field(w, "\"id\":", s, f.id) < 0 || W_LIT(w, ",") < 0)) ||
+         w_field(w, "\"name\":", s, f.user) < 0 || W_LIT(w, "}") < 0)) {
+        return -1;
     }
     return W_LIT(w, "}");
 }
@@ -1735,7 +1664,7 @@ static int bytes_arg(PyObject *o, const char *name, const char **text, Py_ssize_
     return 0;
 }
 
-#define RECORD_HEAD 16
+#define ENCODED_HEAD 16 /* sources.ENCODED_HEAD's size */
 
 PyDoc_STRVAR(encode_run_doc,
              "encode_run(data, begin, end, offset, programs, state, created, log_head, src, /)\n"
@@ -1811,10 +1740,10 @@ static PyObject *encode_run(PyObject *Py_UNUSED(module), PyObject *const *args,
         Py_ssize_t head_at = w.len, split = 0;
         int bad = !printable_str(ts) || !printable_str(prog);
         if (!bad) {
-            if (w_room(&w, RECORD_HEAD) < 0) {
+            if (w_room(&w, ENCODED_HEAD) < 0) {
                 failed = 1;
             } else {
-                w.len += RECORD_HEAD;
+                w.len += ENCODED_HEAD;
                 failed = w_record(&w, line, n, &p, ts, prog, offset + pos, &rj, &split) < 0;
             }
         }
@@ -1827,7 +1756,7 @@ static PyObject *encode_run(PyObject *Py_UNUSED(module), PyObject *const *args,
             w.len = head_at;
             break;
         }
-        Py_ssize_t json_len = w.len - head_at - RECORD_HEAD;
+        Py_ssize_t json_len = w.len - head_at - ENCODED_HEAD;
         if ((unsigned long long)split > UINT32_MAX ||
             (unsigned long long)(json_len - split) > UINT32_MAX) {
             w.len = head_at; /* a head holds 32-bit lengths: the Python path's (never in practice) */
