@@ -37,9 +37,11 @@ Invariants:
   new since and are read from 0, and known files resume at their checkpoint (a checkpoint whose
   fingerprint no longer matches is a different file: from 0).
 * At most ``max_open_files`` descriptors: a file idle for ``close_idle_after`` and read to its
-  end (or the least recently active idle file, when a new one needs the slot) is closed with its
-  offset and identity kept, and reopened when its size or mtime changes. A file deleted while
-  closed this way is simply forgotten: it was read to its end before it was closed.
+  end (or the least recently active idle file read to its end, when a new one needs the slot)
+  is closed with its offset and identity kept, and reopened when its size or mtime changes. A
+  file deleted or rotated away while closed this way is simply forgotten: it was read to its end
+  before it was closed. A file that finds no slot waits: a new one in the glob set is found
+  again by the next scan, a planned rotated generation is kept and retried at every scan.
 * Every filesystem call runs in a worker thread; the event loop only awaits those threads,
   ``emit`` and the wake-up event.
 
@@ -115,6 +117,15 @@ def _moved(sibling: Sibling) -> bool:
     return f"{st.st_dev}:{st.st_ino}" != sibling.ident
 
 
+def _read_to_end(tailed: TailedFile) -> bool:
+    """Whether ``tailed``'s file holds no byte past what we read (taken as so if its descriptor
+    cannot be stat'ed: nothing more can be read from it)."""
+    try:
+        return os.fstat(tailed.fd).st_size == tailed.read_pos
+    except OSError:
+        return True
+
+
 def cuts_runs(config: FileSourceConfig) -> bool:
     """Whether the source's plain chunks go on as ``PlainRun``s: where nothing reads their
     records before the buffer (no parser, no multi-line grouping), or the parser is the syslog
@@ -157,6 +168,9 @@ class FileSource:
         self._files: dict[str, TailedFile] = {}  # ident -> file
         # Rotated generations planned to be read (ident -> mtime, ns): read first, oldest first.
         self._planned: dict[str, int] = {}
+        # Planned generations not opened yet for want of a descriptor (ident -> the plan):
+        # retried at every scan, never dropped (their lines would be lost without a gap).
+        self._waiting: dict[str, tuple[Sibling, int]] = {}
         self._fds = 0  # descriptors held
         self._groups: dict[str, Grouper] = {}  # ident -> held multi-line group
         self._multiline = re.compile(config.multiline_start) if config.multiline_start else None
@@ -348,7 +362,7 @@ class FileSource:
             plan = self._generations.sweep(
                 directories, self._globs.rotated_of, following, open_idents, self._live_heads
             )
-        for sibling, start in plan:
+        for sibling, start in [*self._waiting.values(), *plan]:
             self._adopt(sibling, start)
         # Before any read: a write after this point must wake the next round.
         watcher.paths = frozenset(found.values())
@@ -440,16 +454,19 @@ class FileSource:
         self._fds += 1
 
     def _make_room(self) -> bool:
-        """Close the least recently active idle file to free a descriptor."""
+        """Close the least recently active idle file read to its end to free a descriptor. One
+        holding bytes not read yet stays open: closed, and rotated before it was reopened, it
+        would be forgotten with them (see :meth:`_close_if_read`)."""
         idle = [
             f
             for f in self._files.values()
             if f.fd >= 0 and f.left_at is None and not f.pending and f.ident not in self._groups
         ]
-        if not idle:
-            return False
-        self._close_fd(min(idle, key=lambda f: f.grew_at))
-        return True
+        for tailed in sorted(idle, key=lambda f: f.grew_at):
+            if _read_to_end(tailed):
+                self._close_fd(tailed)
+                return True
+        return False
 
     def _close_fd(self, tailed: TailedFile) -> None:
         with contextlib.suppress(OSError):
@@ -482,6 +499,11 @@ class FileSource:
         """Read the rotated ``sibling`` from ``start``; True once it is open. Rotated again
         since it was found (another file at its path), it is looked for where it went: renamed
         (its inode) or compressed (its content, known by a checkpoint at ``start``)."""
+        self._waiting.pop(sibling.ident, None)
+        if self._fds >= self._config.max_open_files and not self._make_room():
+            self._warn_once("max_open_files", "max_open_files reached; %s waits", sibling.path)
+            self._waiting.setdefault(sibling.ident, (sibling, start))
+            return False
         ident = self._open(sibling.path, first=False, start=start, planned=sibling.ident)
         if ident is None and _moved(sibling):
             moved = self._generations.relocate(sibling, start, set(self._files))
@@ -614,10 +636,8 @@ class FileSource:
         """Close ``tailed`` unless it holds bytes we have not read: written since its last read,
         or not read at all because a planned generation held the round back. A file that leaves
         the glob set while closed is forgotten, taken to be read to its end."""
-        with contextlib.suppress(OSError):
-            if os.fstat(tailed.fd).st_size != tailed.read_pos:
-                return
-        self._close_fd(tailed)
+        if _read_to_end(tailed):
+            self._close_fd(tailed)
 
     def _warn_once(self, subject: str, message: str, *args: object) -> None:
         if subject not in self._warned:

@@ -480,3 +480,60 @@ async def test_the_final_sweep_reads_every_file_past_a_planned_one_that_holds_ba
         newer.rename(tmp_path / "back.log")  # back into the glob set (*.log)
         tail.gate.set()
     assert_each_once(tail.msgs, ["line 0001", "line 0006", "line 0007", "line 0008"])
+
+
+async def test_a_file_with_unread_bytes_is_not_closed_for_room_and_lost_when_rotated(
+    tmp_path: Path,
+) -> None:
+    # max_open_files reached: a new file's open closed the least recently grown idle file even
+    # when it held bytes written since its last read. Rotated before it was reopened, it was
+    # forgotten ("closed while idle: read to its end already") and those lines lost.
+    a, b, c = (tmp_path / n for n in ("a.log", "b.log", "c.log"))
+    a.write_bytes(b"a 0\n")
+    b.write_bytes(b"b 0\n")
+    at_c, release = asyncio.Event(), asyncio.Event()
+    tail = Tail()
+
+    async def emit(batch: Sequence[Item]) -> None:
+        await tail.emit(batch)
+        if "c 0" in tail.msgs and not release.is_set():
+            at_c.set()  # c.log was opened in this round's scan, after a.log grew
+            await release.wait()
+
+    config = make_config(tmp_path, max_open_files=2, close_idle_after=60.0)
+    source = FileSource("app", config, {}, emit, tail.stop)
+    tail.task = asyncio.create_task(source.run())
+    try:
+        await tail.wait_records(2)
+        tail.gate.clear()
+        append(b, b"b 1\n")  # b.log grows after a.log: a.log is the least recently grown
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
+        append(a, b"a 1\n")  # after a.log's read in this round: unread at the next scan
+        c.write_bytes(b"c 0\n")
+        tail.gate.set()
+        await asyncio.wait_for(at_c.wait(), DEADLINE)
+        a.rename(tmp_path / "a.log.1")  # rotated after the scan that opened c.log
+        release.set()
+        await tail.wait_for(lambda: "a 1" in tail.msgs, "a.log's unread line")
+    finally:
+        release.set()
+        await tail.finish()
+    assert_each_once(tail.msgs, ["a 0", "a 1", "b 0", "b 1", "c 0"])
+
+
+async def test_generations_planned_at_a_restart_wait_for_a_descriptor_rather_than_drop(
+    tmp_path: Path,
+) -> None:
+    # With max_open_files = 1, the live file holds the only descriptor: each planned
+    # generation's open failed, and the plan dropped it (no retry, no gap): its lines lost.
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 3))
+    checkpoint = Checkpoint("app", key_of(log), 10, str(log))  # shipped 1 line of 3
+    log.rename(tmp_path / "app.log-00000001")
+    log.write_bytes(numbered(3, 2))
+    log.rename(tmp_path / "app.log-00000002")
+    log.write_bytes(numbered(5, 2))
+    async with tailing(make_config(tmp_path, max_open_files=1), {"k": checkpoint}) as tail:
+        await tail.wait_records(6)
+        assert len(open_fds_to(tmp_path)) <= 1
+    assert_each_once(tail.msgs, [f"line {i:04d}" for i in range(1, 7)])
