@@ -160,11 +160,28 @@ def test_run_records_are_the_file_sources_cut() -> None:
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_a_run_with_a_non_ascii_line_is_refused(link: Link | None) -> None:
+@pytest.mark.parametrize("at", [0, 3, 15, 16, 17, 31, 32, 40])
+def test_a_run_with_a_non_ascii_line_is_refused(link: Link | None, at: int) -> None:
+    # ``at``: where the byte falls in the compiled scan's 16-byte blocks (and the tail after).
     assert link is not None
-    data = b"fine\ncaf\xc3\xa9\n"
+    line = b"x" * at + b"\xc3\xa9" + b"y" * 7
+    data = b"fine\n" + line + b"\n"
     with pytest.raises(ValueError, match="ASCII"):
         linked(link, [PlainRun(data, 0, len(data), 0, TS, "s", "k", "/p")])
+
+
+@needs_compiled
+@pytest.mark.parametrize("special", [b'"', b"\\", b"\x00", b"\t", b"\x1f", b"\x7f", b" "])
+def test_a_byte_to_escape_anywhere_in_a_long_line_frames_as_the_reference(special: bytes) -> None:
+    """The compiled loop finds the bytes to escape 16 at a time: one at every place of lines
+    up to three blocks long, lines with one at each end, and lines with none."""
+    assert COMPILED is not None
+    body = [b"a" * n for n in (15, 16, 17, 48)]
+    body += [b"a" * at + special + b"b" * (40 - at) for at in range(41)]
+    body += [special + b"c" * 30 + special]
+    data = b"".join(line + b"\n" for line in body)
+    items: list[Item] = [PlainRun(data, 0, len(data), 7, TS, "s", "k", "/p")]
+    assert linked(COMPILED, items) == linked(link_py, items)
 
 
 @needs_compiled

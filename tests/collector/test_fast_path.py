@@ -774,3 +774,21 @@ def test_each_other_spelling_is_refused_as_the_reference_refuses_it(old: bytes, 
     assert batch_module.verify_wire_py(header, [line]) is None
     assert compiled_check(header, [line]) is None
     assert compiled_check(header, [hashed_line(chain, body)], never) is not None  # as it was
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+@pytest.mark.parametrize("special", ['"', "\\", "\x00", "\t", "\x1f", "\x7f", " ", "\u00e9"])
+def test_a_character_anywhere_in_a_long_string_is_judged_as_the_reference(special: str) -> None:
+    """The compiled check finds what ends a string's plain bytes 16 bytes at a time: the
+    character at every place of strings up to three blocks long, at both ends, and none. ASCII
+    is read in place (never parsed); a non-ASCII character leaves the line to ``loads``."""
+    texts = ["a" * n for n in (0, 15, 16, 17, 48)]
+    texts += ["a" * at + special + "b" * (40 - at) for at in range(41)]
+    texts += [special + "c" * 30 + special]
+    chain = chain_of([{"msg": text} for text in texts])
+    header, _ = parse_header(chain.batch(1, len(texts)))
+    expected = batch_module.verify_wire_py(header, chain.lines)
+    assert expected is not None
+    assert compiled_check(header, chain.lines, never if special.isascii() else orjson.loads) == (
+        expected
+    )
