@@ -23,13 +23,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 #include <zlib.h>
+
+#include "_text.h"
 
 #define DIGEST 32
 #define HEAD 8                /* u32 body_len, u32 crc */
@@ -352,21 +350,6 @@ static int offset_digits(PyObject *offset, char *small, size_t small_len, const 
     return 0;
 }
 
-/* The digits of v, written at p; returns how many (at most 20). snprintf's "%llu" cost the
- * writer about 2% of its CPU at three numbers per line. */
-static int put_digits(char *p, unsigned long long v) {
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (int i = 0; i < n; i++) {
-        p[i] = tmp[n - 1 - i];
-    }
-    return n;
-}
-
 /* The state of one link() call: the frames made so far (in out), the chain head and seq, and
  * what goes back to the caller. */
 typedef struct {
@@ -593,34 +576,6 @@ static void init_escapes(void) {
     escapes['\r'] = 'r';
     escapes['"'] = '"';
     escapes['\\'] = '\\';
-}
-
-/* How many of the n bytes at p, from the first, a JSON string holds as they are: printable
- * ASCII other than '"' and '\\'. The byte there (if any) needs an escape, or is not ASCII. 16
- * bytes at a time where SSE2 is (always on x86-64): a signed compare below 0x20 also takes the
- * bytes from 0x80 up. */
-static Py_ssize_t plain_prefix(const unsigned char *p, Py_ssize_t n) {
-    Py_ssize_t k = 0;
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
-    const __m128i space = _mm_set1_epi8(0x20);
-    for (; n - k >= 16; k += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(p + k));
-        __m128i special = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                                       _mm_cmplt_epi8(v, space));
-        int mask = _mm_movemask_epi8(special);
-        if (mask != 0) {
-            return k + __builtin_ctz((unsigned)mask);
-        }
-    }
-#endif
-    for (; k < n; k++) {
-        unsigned char c = p[k];
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') {
-            break;
-        }
-    }
-    return k;
 }
 
 /* The bytes value of a run's attribute `name` (a new reference), or NULL with an exception set. */

@@ -29,6 +29,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../_text.h"
+
 typedef struct {
     int kind;
     const void *data;
@@ -1191,12 +1193,9 @@ static int plain(PyObject *rec, PyObject *msg) {
     if (PyDict_GET_SIZE(rec) != 4 || !ascii_str(msg)) {
         return 0;
     }
-    const unsigned char *s = PyUnicode_1BYTE_DATA(msg);
     Py_ssize_t n = PyUnicode_GET_LENGTH(msg);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] < 0x20 || s[i] > 0x7e) {
-            return 0;
-        }
+    if (printable_prefix(PyUnicode_1BYTE_DATA(msg), n) != n) {
+        return 0;
     }
     return PyDict_Contains(rec, NAMES[K_TS]) == 1 && PyDict_Contains(rec, NAMES[K_SRC]) == 1 &&
            PyDict_Contains(rec, NAMES[K_LOG]) == 1;
@@ -1468,12 +1467,20 @@ static int w_escaped(Writer *w, const char *s, Span sp) {
         return -1;
     }
     char *o = w->buf + w->len;
-    for (Py_ssize_t i = sp.start; i < sp.end; i++) {
-        char c = s[i];
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
+    const unsigned char *at = (const unsigned char *)s + sp.start;
+    while (n > 0) {
+        Py_ssize_t k = plain_prefix(at, n);
+        memcpy(o, at, (size_t)k);
+        o += k;
+        at += k;
+        n -= k;
+        if (n > 0) { /* '"' or '\\', in printable ASCII */
+            if (*at == '"' || *at == '\\') {
+                *o++ = '\\';
+            }
+            *o++ = (char)*at++;
+            n--;
         }
-        *o++ = c;
     }
     w->len = o - w->buf;
     return 0;
@@ -1492,7 +1499,9 @@ static int w_name(Writer *w, PyObject *str) {
 
 static int w_int(Writer *w, long long v) {
     char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", v);
+    int n = v < 0 ? 1 : 0;
+    digits[0] = '-';
+    n += put_digits(digits + n, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
     return w_raw(w, digits, n);
 }
 
@@ -1505,13 +1514,8 @@ static int printable_str(PyObject *o) {
     if (!ascii_str(o)) {
         return 0;
     }
-    const unsigned char *c = PyUnicode_1BYTE_DATA(o);
-    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(o); i++) {
-        if (c[i] < 0x20 || c[i] > 0x7e) {
-            return 0;
-        }
-    }
-    return 1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+    return printable_prefix(PyUnicode_1BYTE_DATA(o), n) == n;
 }
 
 /* event's members (sorted): action, category, created, outcome, type. */
@@ -1719,11 +1723,7 @@ static PyObject *encode_run(PyObject *Py_UNUSED(module), PyObject *const *args,
         const char *line = data + pos;
         const char *newline = memchr(line, '\n', (size_t)(end - pos));
         Py_ssize_t n = newline - line;
-        int ok = 1;
-        for (Py_ssize_t i = 0; i < n && ok; i++) {
-            ok = (unsigned char)line[i] >= 0x20 && (unsigned char)line[i] <= 0x7e;
-        }
-        if (!ok) {
+        if (printable_prefix((const unsigned char *)line, n) != n) {
             break;
         }
         Text t = {PyUnicode_1BYTE_KIND, line, n};
