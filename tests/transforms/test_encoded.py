@@ -227,3 +227,18 @@ def test_secret_lines_in_a_long_run_are_found_by_the_scan_and_redacted() -> None
     assert all("redacted" in record["tags"] for record in taken)
     assert "hunter2" not in str(taken)
     assert "AKIA" + "Z" * 16 not in str(taken)
+
+
+@needs_compiled
+@pytest.mark.parametrize("odd", ['"', "\\", "~", " ", "\x7f", "\x01", "\t"])
+def test_a_character_anywhere_in_a_long_field_encodes_as_its_record_parses(odd: str) -> None:
+    """The encoder checks lines printable and copies strings 16 bytes at a time: ``odd`` at
+    every place of a user name and a message up to three blocks long. Printable lines are
+    encoded (but the minute's first); a DEL or a control character leaves its line to Python."""
+    lines = []
+    for at in range(48):
+        text = "u" * at + odd + "v" * (47 - at)
+        lines.append(H + f"sshd[1]: Accepted password for {text} from 1.2.3.4 port 22 ssh2")
+        lines.append(H + f"sshd[1]: {text}")
+    made = through_both(run_of(lines))
+    assert encoded(made) == (len(lines) - 1 if odd.isprintable() else 0)
