@@ -611,17 +611,24 @@ class FileSource:
 
     async def _flush_stale(self) -> None:
         """Ship unterminated lines whose file has not grown for ``partial_line_timeout`` and
-        multi-line groups that waited ``multiline_timeout`` for another line."""
+        multi-line groups that waited ``multiline_timeout`` for another line. One of a planned
+        generation may have held the round back: the next round starts at once, to read the
+        files after it (not at the next poll)."""
         now = time.monotonic()
         since = now - self._config.partial_line_timeout
         stale = [f for f in self._files.values() if f.pending and f.grew_at <= since]
         ts = now_rfc3339()
+        planned = False
         for tailed in stale:
             await self._ship(tailed, [tailed.flush_partial(ts)])
+            planned = planned or tailed.ident in self._planned
         since = now - self._config.multiline_timeout
-        for group in self._groups.values():
+        for ident, group in self._groups.items():
             if group.holding and group.since <= since:
                 await self._emit(group.flush())
+                planned = planned or ident in self._planned
+        if planned:
+            self._wake.set()
 
     async def _close_idle(self) -> None:
         """Close the descriptors of files idle for ``close_idle_after``; they reopen on change."""

@@ -537,3 +537,37 @@ async def test_generations_planned_at_a_restart_wait_for_a_descriptor_rather_tha
         await tail.wait_records(6)
         assert len(open_fds_to(tmp_path)) <= 1
     assert_each_once(tail.msgs, [f"line {i:04d}" for i in range(1, 7)])
+
+
+@pytest.mark.parametrize(
+    ("unread", "options", "unread_msgs"),
+    [
+        (b"line 0003", {}, ["line 0003"]),
+        (b"line 0003\n  at a()\n", MULTILINE, ["line 0003\n  at a()"]),
+    ],
+    ids=["unterminated", "group"],
+)
+async def test_files_held_back_are_read_as_soon_as_the_hold_is_flushed(
+    tmp_path: Path, unread: bytes, options: dict[str, object], unread_msgs: list[str]
+) -> None:
+    # A planned generation's unterminated line (or group) holds the live file back until it
+    # is flushed at its timeout; the live file was then read only at the next round, up to a
+    # poll interval later (here a minute: no event comes, the files do not change).
+    log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_bytes(numbered(0, 3))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 30, str(log))}  # shipped to its end
+    log.rename(rotated)
+    log.write_bytes(unread)  # written and rotated while the agent was down: planned
+    log.rename(tmp_path / "app.log.2")
+    log.write_bytes(numbered(6, 2))
+    set_ages(rotated, tmp_path / "app.log.2", log)
+    config = make_config(
+        tmp_path,
+        poll_interval=60.0,
+        rotate_wait=60.0,
+        **{"partial_line_timeout": 0.2, "multiline_timeout": 0.2, **options},
+    )
+    async with tailing(config, checkpoints) as tail:
+        await tail.wait_for(lambda: "line 0007" in tail.msgs, "the live file")
+    assert_each_once(tail.msgs, [*unread_msgs, "line 0006", "line 0007"])
+    assert tail.msgs.index(unread_msgs[0]) < tail.msgs.index("line 0006")
