@@ -168,6 +168,8 @@ class FileSource:
         self._files: dict[str, TailedFile] = {}  # ident -> file
         # Rotated generations planned to be read (ident -> mtime, ns): read first, oldest first.
         self._planned: dict[str, int] = {}
+        # How long one holds the files after it back at most, growing or not (_round).
+        self._max_hold = max(config.partial_line_timeout, config.multiline_timeout)
         # Planned generations not opened yet for want of a descriptor (ident -> the plan):
         # retried at every scan, never dropped (their lines would be lost without a gap).
         self._waiting: dict[str, tuple[Sibling, int]] = {}
@@ -265,7 +267,12 @@ class FileSource:
                 # The files after it wait until it ships: its timeout, its retirement. Not in
                 # the final sweep, which reads every file to its end (one renamed back into the
                 # glob set is never retired, and its line stays unshipped, as in any live file).
-                break
+                if now - (tailed.left_at or now) < self._max_hold:
+                    break
+                # Still growing after the longest timeout since it was planned (a writer still
+                # appends to it, and each growth restarts the timeouts): what it holds ships as
+                # it stands, as at a timeout, and the files after it are read.
+                await self._end_hold(tailed)
         if self._adopted:  # a copy opened while reading (copy_of) is read in the next round
             self._adopted = False
             self._wake.set()
@@ -298,6 +305,14 @@ class FileSource:
         return [self._files[i] for i in planned] + [
             f for f in files if f.ident not in self._planned
         ]
+
+    async def _end_hold(self, tailed: TailedFile) -> None:
+        """Ship ``tailed``'s unterminated line and multi-line group as they stand."""
+        if tailed.pending:
+            await self._ship(tailed, [tailed.flush_partial(now_rfc3339())])
+        group = self._groups.get(tailed.ident)
+        if group is not None and group.holding:
+            await self._emit(group.flush())
 
     def _holds_back(self, tailed: TailedFile) -> bool:
         """Whether ``tailed`` read bytes and shipped none (one unterminated line, one held

@@ -571,3 +571,42 @@ async def test_files_held_back_are_read_as_soon_as_the_hold_is_flushed(
         await tail.wait_for(lambda: "line 0007" in tail.msgs, "the live file")
     assert_each_once(tail.msgs, [*unread_msgs, "line 0006", "line 0007"])
     assert tail.msgs.index(unread_msgs[0]) < tail.msgs.index("line 0006")
+
+
+async def test_a_planned_generation_still_growing_holds_the_files_after_it_back_only_so_long(
+    tmp_path: Path,
+) -> None:
+    # A writer still appending to a rotated generation, one unterminated line: each growth
+    # restarted the partial line's timeout, so it held the live file back until the line
+    # reached max_line_bytes. The hold now ends at the longest timeout since it was planned:
+    # the line ships as it stands (its rest later), then the live file.
+    log, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_bytes(numbered(0, 3))
+    checkpoints = {"k": Checkpoint("app", key_of(log), 30, str(log))}  # shipped to its end
+    log.rename(rotated)
+    log.write_bytes(b"line 0003")  # the writer goes on appending to it after the rotation
+    log.rename(tmp_path / "app.log.2")
+    log.write_bytes(numbered(6, 2))
+    set_ages(rotated, tmp_path / "app.log.2", log)
+    config = make_config(tmp_path, partial_line_timeout=0.2, rotate_wait=60.0)
+    done = asyncio.Event()
+
+    async def writer() -> None:  # a slow writer: a byte every 20 ms, 10x the timeout
+        while not done.is_set():
+            append(tmp_path / "app.log.2", b"+")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
+
+    async with tailing(config, checkpoints) as tail:
+        writing = asyncio.create_task(writer())
+        try:
+            await tail.wait_for(lambda: "line 0007" in tail.msgs, "the live file")
+        finally:
+            done.set()
+            await writing
+    assert tail.msgs[0].startswith("line 0003")
+    assert sorted(m for m in tail.msgs if not m.startswith("+")) == [
+        tail.msgs[0],
+        "line 0006",
+        "line 0007",
+    ]
