@@ -65,6 +65,26 @@ def auth_line(i: int, rng: random.Random) -> str:
     )
 
 
+def auth_mixed_line(i: int, rng: random.Random) -> str:
+    """auth.log as a host writes it around its logins: the ``auth`` lines, and as many again of
+    systemd-logind sessions, su and cron's PAM sessions."""
+    kind = i % 8
+    if kind < 4:
+        return auth_line(i, rng)
+    head = f"Nov 21 10:{i // 60 % 60:02d}:{i % 60:02d} web-1 "
+    user = rng.choice(USERS)
+    if kind == 4:
+        return head + f"systemd-logind[612]: New session {i % 9000} of user {user}."
+    if kind == 5:
+        return head + f"systemd-logind[612]: Removed session {i % 9000}."
+    if kind == 6:
+        return head + (
+            f"CRON[{3000 + i % 5000}]: pam_unix(cron:session): session opened for user root"
+            "(uid=0) by (uid=0)"
+        )
+    return head + f"su[{3000 + i % 5000}]: (to root) {user} on pts/{i % 8}"
+
+
 def shell_line(i: int, rng: random.Random) -> str:
     user = rng.choice(USERS)
     return json.dumps(
@@ -97,6 +117,7 @@ def raw_line(i: int, rng: random.Random) -> str:
 SCENARIOS: dict[str, tuple[Callable[[int, random.Random], str], str]] = {
     "raw": (raw_line, 'parser = { format = "none" }'),
     "auth": (auth_line, 'parser = { format = "auth" }'),
+    "auth_mixed": (auth_mixed_line, 'parser = { format = "auth" }'),
     "shell": (shell_line, 'parser = { format = "shell" }'),
     "api": (api_line, 'parser = { format = "access" }'),
 }

@@ -324,13 +324,14 @@ static PyObject *split_iso(PyObject *Py_UNUSED(module), PyObject *line) {
  *     before each slow call and at the end, so its stamp cache is where the Python path would
  *     have left it);
  *   - programs is None (the syslog format: the header only), or by programs[prog] (1 sshd, 2
- *     sudo, 3 PAM only, 0 other; absent is 3, as parse_auth), the body (after ": ?" and leading
- *     spaces) is one of: (sshd) an "Accepted|Failed <method> for ..." login, an "Invalid user",
- *     "Did not receive identification string", "Received disconnect", "Disconnected from",
- *     "Connection closed|reset by" line, or one starting with a letter none of its patterns
- *     starts with (the header only); (sshd, sudo, PAM only) a pam_* line other than a password
- *     change; (sudo) a "<user> : ..." line; (PAM only) a body not starting "pam_" (the header
- *     only).
+ *     sudo, 3 PAM only, 4 su, 5 systemd-logind, 0 other; absent is 3, as parse_auth), the body
+ *     (after ": ?" and leading spaces) is one of: (sshd) an "Accepted|Failed <method> for ..."
+ *     login, an "Invalid user", "Did not receive identification string", "Received disconnect",
+ *     "Disconnected from", "Connection closed|reset by" line, or one starting with a letter none
+ *     of its patterns starts with (the header only); (sshd, sudo, PAM only, su) a pam_* line
+ *     other than a password change; (sudo) a "<user> : ..." line; (PAM only) a body not
+ *     starting "pam_" (the header only); (su, systemd-logind) any other body: auth._SU's or
+ *     auth._LOGIND's match, or the header only.
  * The patterns, read from auth.py and matched here without backtracking, because none finds a
  * second way through: each greedy run is of characters that cannot follow it, so a shorter one
  * fails where the longest does. Two places do search: the login's lazy user (each " from " in
@@ -347,7 +348,7 @@ enum {
     K_MESSAGE, V_AUTHENTICATION, V_START, V_INFO, V_SSH_LOGIN, V_SUCCESS, V_FAILURE, V_SESSION,
     V_END, V_SESSION_OPENED, V_SESSION_CLOSED, V_PROCESS, V_SUDO_COMMAND, V_INVALID_USER,
     V_NETWORK, V_CONNECTION, V_SSH_DROPPED_CONNECTION, V_SSH_DISCONNECT, V_SSH_CLOSED, V_UNKNOWN,
-    V_AUTHENTICATION_FAILURE, N_NAMES
+    V_AUTHENTICATION_FAILURE, V_SU, V_LOGIND_SESSION_NEW, V_LOGIND_SESSION_REMOVED, N_NAMES
 };
 static const char *const NAME_TEXT[N_NAMES] = {
     "ts", "src", "msg", "log", "event", "created", "host", "hostname", "process", "name", "pid",
@@ -357,14 +358,14 @@ static const char *const NAME_TEXT[N_NAMES] = {
     "message", "authentication", "start", "info", "ssh_login", "success", "failure", "session",
     "end", "session_opened", "session_closed", "process", "sudo_command", "invalid_user",
     "network", "connection", "ssh_dropped_connection", "ssh_disconnect", "ssh_closed", "unknown",
-    "authentication_failure",
+    "authentication_failure", "su", "logind_session_new", "logind_session_removed",
 };
 static PyObject *NAMES[N_NAMES];
 
-enum { P_OTHER = 0, P_SSHD = 1, P_SUDO = 2, P_PAM_ONLY = 3 };
+enum { P_OTHER = 0, P_SSHD = 1, P_SUDO = 2, P_PAM_ONLY = 3, P_SU = 4, P_LOGIND = 5 };
 /* What a line is: the header alone, an sshd login, another sshd event (by `sshd`), a PAM line
  * (session, authentication failure, or none of auth.py's: the PAM fields alone), a sudo line. */
-enum { W_HEADER, W_LOGIN, W_SSHD, W_SESSION, W_AUTHFAIL, W_PAM, W_SUDO };
+enum { W_HEADER, W_LOGIN, W_SSHD, W_SESSION, W_AUTHFAIL, W_PAM, W_SUDO, W_SU, W_LOGIND };
 enum { S_INVALID, S_DROPPED, S_DISCONNECT, S_CLOSED };
 #define MAX_ERRORS 8
 
@@ -381,6 +382,10 @@ typedef struct {
     /* sudo: the user alone unless `full` (a command or an error) */
     int full, nerrors;
     Span suser, tty, pwd, command, euser, egroup, errors[MAX_ERRORS];
+    /* su: by (its user), name (whom it became), tty (optional), fail; logind: opened (a new
+     * session), name (its user, a new one's), sid (the session's id) */
+    int fail;
+    Span sid;
 } Plan;
 
 static int is_word(char c) {
@@ -714,6 +719,105 @@ static int plan_pam(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     return 0;
 }
 
+/* The end of the run of characters from j that are none of `stop`. */
+static Py_ssize_t run_to(const char *s, Py_ssize_t j, Py_ssize_t n, const char *stop) {
+    while (j < n && strchr(stop, s[j]) == NULL) {
+        j++;
+    }
+    return j;
+}
+
+/* auth._SU at i (re.match: anything may follow), not a pam_ line: 0 planned, 1 not a match (the
+ * header alone). An optional "FAILED SU", "FAILED su" or "Successful su" and an optional space,
+ * then "for <to> by <by>" or "(to <to>) <by> on <tty>". No backtracking finds another way: the
+ * prefix, when there, is the only one (the rest cannot start with its letter), and each run
+ * ends at a character its next literal starts with, which the run cannot hold. */
+static int plan_su(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t j = i, m;
+    p->fail = starts(s, j, n, "FAILED SU") || starts(s, j, n, "FAILED su");
+    if (p->fail) {
+        j += 9;
+    } else if (starts(s, j, n, "Successful su")) {
+        j += 13;
+    }
+    if (j < n && s[j] == ' ') {
+        j++;
+    }
+    p->tty = NONE;
+    if (starts(s, j, n, "for ")) {
+        m = run_to(s, j + 4, n, " ");
+        if (m == j + 4 || !starts(s, m, n, " by ")) {
+            return 1;
+        }
+        p->name = (Span){j + 4, m};
+        j = m + 4;
+        m = run_to(s, j, n, " ");
+    } else if (starts(s, j, n, "(to ")) {
+        m = run_to(s, j + 4, n, ")");
+        if (m == j + 4 || !starts(s, m, n, ") ")) {
+            return 1;
+        }
+        p->name = (Span){j + 4, m};
+        j = m + 2;
+        m = run_to(s, j, n, " ");
+        if (m == j || !starts(s, m, n, " on ")) {
+            return 1;
+        }
+        p->tty = (Span){m + 4, run_to(s, m + 4, n, " ")};
+        if (p->tty.end == p->tty.start) {
+            return 1;
+        }
+    } else {
+        return 1;
+    }
+    if (m == j) {
+        return 1;
+    }
+    p->by = (Span){j, m};
+    p->what = W_SU;
+    return 0;
+}
+
+/* auth._LOGIND at i (re.match: anything may follow): 0 planned, 1 not a match (the header
+ * alone). "New session <id> of user <user>", "Removed session <id>" or "Session <id> logged
+ * out"; as in plan_su, each run ends where its next literal must start. */
+static int plan_logind(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
+    Py_ssize_t j, m;
+    p->name = NONE;
+    if (starts(s, i, n, "New session ")) {
+        j = i + 12;
+        m = run_to(s, j, n, " ");
+        if (m == j || !starts(s, m, n, " of user ")) {
+            return 1;
+        }
+        p->sid = (Span){j, m};
+        p->name = (Span){m + 9, run_to(s, m + 9, n, " .")};
+        if (p->name.end == p->name.start) {
+            return 1;
+        }
+        p->opened = 1;
+    } else if (starts(s, i, n, "Removed session ")) {
+        j = i + 16;
+        p->sid = (Span){j, run_to(s, j, n, " .")};
+        if (p->sid.end == j) {
+            return 1;
+        }
+        p->opened = 0;
+    } else if (starts(s, i, n, "Session ")) {
+        j = i + 8;
+        m = run_to(s, j, n, " ");
+        if (m == j || !starts(s, m, n, " logged out")) {
+            return 1;
+        }
+        p->sid = (Span){j, m};
+        p->opened = 0;
+    } else {
+        return 1;
+    }
+    p->what = W_LOGIND;
+    return 0;
+}
+
 /* auth._sudo at i, not a pam_ line: "<user> : <rest>", rest's " ; " parts and its COMMAND=. */
 static int plan_sudo(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     Py_ssize_t m = i;
@@ -1011,7 +1115,9 @@ typedef struct {
     Span user, effective, id; /* user.name (absent: no user), user.effective.name, user.id */
     int ssh;        /* system.auth.ssh: 0 none, 1 the login's members, 2 preauth alone */
     int pam;        /* system.auth.pam: module, service */
-    int sudo;       /* a sudo command's: error, group, process' tty, working dir, command line */
+    int sudo;       /* a sudo command's: error, group, working directory, command line */
+    Span tty;       /* process.tty.name: a sudo command's, an su's */
+    Span session;   /* system.auth.session.id: a logind session's */
 } Fields;
 
 static void fields_of(const Plan *p, Fields *f) {
@@ -1023,7 +1129,7 @@ static void fields_of(const Plan *p, Fields *f) {
         {V_SESSION, V_END, V_SSH_CLOSED, V_UNKNOWN},
     };
     *f = (Fields){.event = {-1, -1, -1, -1}, .ip = none, .port = none, .user = none,
-                  .effective = none, .id = none};
+                  .effective = none, .id = none, .tty = none, .session = none};
     switch (p->what) {
     case W_LOGIN:
     case W_SSHD: {
@@ -1085,8 +1191,25 @@ static void fields_of(const Plan *p, Fields *f) {
             memcpy(f->event, e, sizeof e);
             f->sudo = 1;
             f->effective = p->euser;
+            f->tty = p->tty;
         }
         break;
+    case W_SU: {
+        int e[4] = {V_AUTHENTICATION, V_START, V_SU, p->fail ? V_FAILURE : V_SUCCESS};
+        memcpy(f->event, e, sizeof e);
+        f->user = p->by;
+        f->effective = p->name;
+        f->tty = p->tty;
+        break;
+    }
+    case W_LOGIND: {
+        int e[4] = {V_SESSION, p->opened ? V_START : V_END,
+                    p->opened ? V_LOGIND_SESSION_NEW : V_LOGIND_SESSION_REMOVED, V_SUCCESS};
+        memcpy(f->event, e, sizeof e);
+        f->user = p->name;
+        f->session = p->sid;
+        break;
+    }
     default: /* W_HEADER: the header's fields alone */
         break;
     }
@@ -1166,9 +1289,19 @@ static int apply_plan(PyObject *rec, PyObject *line, const char *s, const Plan *
             return -1;
         }
     }
+    if (f.session.start >= 0) {
+        PyObject *system = child(rec, K_SYSTEM);
+        PyObject *auth = system == NULL ? NULL : child(system, K_AUTH);
+        PyObject *session = auth == NULL ? NULL : child(auth, V_SESSION);
+        if (session == NULL || put_text(session, K_ID, line, f.session) < 0) {
+            return -1;
+        }
+    }
+    if (f.tty.start >= 0 && put_named(process, K_TTY, line, f.tty) < 0) {
+        return -1;
+    }
     if (f.sudo) {
-        if ((p->tty.start >= 0 && put_named(process, K_TTY, line, p->tty) < 0) ||
-            (p->pwd.start >= 0 && put_text(process, K_WORKING_DIRECTORY, line, p->pwd) < 0) ||
+        if ((p->pwd.start >= 0 && put_text(process, K_WORKING_DIRECTORY, line, p->pwd) < 0) ||
             (p->command.start >= 0 && put_text(process, K_COMMAND_LINE, line, p->command) < 0)) {
             return -1;
         }
@@ -1208,8 +1341,14 @@ static int plan_body(const char *s, Py_ssize_t i, Py_ssize_t n, long code, Plan 
         p->what = W_HEADER;
         return 0;
     }
-    if (pam && (code == P_SSHD || code == P_SUDO || code == P_PAM_ONLY)) {
+    if (pam && (code == P_SSHD || code == P_SUDO || code == P_PAM_ONLY || code == P_SU)) {
         return plan_pam(s, i, n, p);
+    }
+    if (code == P_SU || code == P_LOGIND) {
+        if ((code == P_SU ? plan_su(s, i, n, p) : plan_logind(s, i, n, p)) != 0) {
+            p->what = W_HEADER; /* not one of its patterns: the header's fields alone */
+        }
+        return 0;
     }
     if (code == P_SSHD) {
         /* _sshd tries the patterns of the body's first letter ("AFIDRC"), none for another */
@@ -1596,8 +1735,8 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
     if (p->pid.start >= 0 && (W_LIT(w, ",\"pid\":") < 0 || w_int(w, number(s, p->pid)) < 0)) {
         return -1;
     }
-    if (f.sudo && p->tty.start >= 0 &&
-        (w_field(w, ",\"tty\":{\"name\":", s, p->tty) < 0 || W_LIT(w, "}") < 0)) {
+    if (f.tty.start >= 0 &&
+        (w_field(w, ",\"tty\":{\"name\":", s, f.tty) < 0 || W_LIT(w, "}") < 0)) {
         return -1;
     }
     if (f.sudo && p->pwd.start >= 0 && w_field(w, ",\"working_directory\":", s, p->pwd) < 0) {
@@ -1634,6 +1773,11 @@ static int w_record(Writer *w, const char *s, Py_ssize_t n, const Plan *p, PyObj
     } else if (f.pam) {
         if (w_field(w, "\"system\":{\"auth\":{\"pam\":{\"module\":", s, p->mod) < 0 ||
             w_field(w, ",\"service\":", s, p->svc) < 0 || W_LIT(w, "}}},") < 0) {
+            return -1;
+        }
+    } else if (f.session.start >= 0) {
+        if (w_field(w, "\"system\":{\"auth\":{\"session\":{\"id\":", s, f.session) < 0 ||
+            W_LIT(w, "}}},") < 0) {
             return -1;
         }
     }

@@ -392,9 +392,15 @@ PROGRAMS: dict[str, Callable[[str, Record], bool]] = {
 
 
 # For the compiled batch parser (``transforms._speedups.parse_batch``): which handler a program
-# has, as 1 (sshd), 2 (sudo), 3 (PAM only) or 0 (another: always parsed here). A program not
-# listed is PAM only, as ``parse_auth`` has it.
-_CODES: dict[Callable[[str, Record], bool], int] = {_sshd: 1, _sudo: 2, _pam_only: 3}
+# has, as 1 (sshd), 2 (sudo), 3 (PAM only), 4 (su), 5 (systemd-logind) or 0 (another: always
+# parsed here). A program not listed is PAM only, as ``parse_auth`` has it.
+_CODES: dict[Callable[[str, Record], bool], int] = {
+    _sshd: 1,
+    _sudo: 2,
+    _pam_only: 3,
+    _su: 4,
+    _logind: 5,
+}
 PROGRAM_CODES = {name: _CODES.get(handler, 0) for name, handler in PROGRAMS.items()}
 
 

@@ -287,6 +287,40 @@ EDGES = [
     H + "unknown[7]: pam_unix(x:session): session opened for user a",
     H + "unknown[7]: something else entirely",
     H + "su[7]: pam_unix(su:session): session opened for user root by bob(uid=1000)",
+    # su
+    H + "su[1]: (to root) alice on pts/0",
+    H + "su[1]: FAILED SU (to root) alice on pts/0",
+    H + "su[1]: Successful su for root by alice",
+    H + "su[1]: FAILED su for root by alice",
+    H + "su[1]: FAILED SUfor a by b",
+    H + "su[1]: FAILED SU  for a by b",
+    H + "su[1]: Successful su",
+    H + "su[1]: (to root alice on pts/0",
+    H + "su[1]: (to ) alice on pts/0",
+    H + "su[1]: (to root)  alice on pts/0",
+    H + "su[1]: (to root) alice on ",
+    H + "su[1]: (to a b) c on d e",
+    H + "su[1]: (to a)) c on d",
+    H + "su[1]: for root by ",
+    H + "su[1]: for  by alice",
+    H + "su[1]: for root by alice and more",
+    H + "su[1]: + pts/0 alice:root",
+    H + "su: (to x) y on z",
+    # systemd-logind
+    H + "systemd-logind[1]: New session 5 of user alice.",
+    H + "systemd-logind[1]: New session c1 of user gdm.",
+    H + "systemd-logind[1]: New session  of user a.",
+    H + "systemd-logind[1]: New session 5 of user .x",
+    H + "systemd-logind[1]: New session 5 of user a.b c",
+    H + "systemd-logind[1]: New session 5 of  user a",
+    H + "systemd-logind[1]: Removed session 5.",
+    H + "systemd-logind[1]: Removed session .",
+    H + "systemd-logind[1]: Removed session 5x y",
+    H + "systemd-logind[1]: Session 5 logged out. Waiting for processes to exit.",
+    H + "systemd-logind[1]: Session 5 logged outx",
+    H + "systemd-logind[1]: Session  logged out",
+    H + "systemd-logind[1]: New seat seat0.",
+    H + "systemd-logind[1]: pam_unix(x:session): session opened for user a",
     # sudo
     H + "sudo:    bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/ls -l",
     H + "sudo: bob : TTY=pts/0 ; TTY=pts/1 ; GROUP=ops ; ENV=A=B ; COMMAND=",
@@ -389,6 +423,14 @@ def test_edges_done_in_c_are_the_ones_meant() -> None:
             "Server listening on 0.0.0.0 port 22.",  # no pattern starts with "S"
             "pam_unix(sshd:auth): check pass; user unknown",
         )
+    } <= done
+    assert {
+        H + "su[1]: (to root) alice on pts/0",
+        H + "su[1]: FAILED su for root by alice",
+        H + "su[1]: + pts/0 alice:root",  # none of its patterns: the header's fields
+        H + "systemd-logind[1]: New session 5 of user alice.",
+        H + "systemd-logind[1]: Session 5 logged out. Waiting for processes to exit.",
+        H + "systemd-logind[1]: New seat seat0.",
     } <= done
     assert {
         H + "sshd[1]: Connection from 1.2.3.4 port 22 on 10.0.0.1 port 22",
@@ -507,6 +549,22 @@ PIECES = st.sampled_from(
         "\u00e9",
         "\n",
         "\x00",
+        # su and systemd-logind
+        "FAILED SU",
+        "FAILED su",
+        "Successful su",
+        "for ",
+        "(to ",
+        ") ",
+        " on ",
+        "pts/0",
+        "New session ",
+        "Removed session ",
+        "Session ",
+        " of user ",
+        " logged out",
+        "c1",
+        ".",
     ]
 )
 HEADS = st.sampled_from(
@@ -535,7 +593,19 @@ HEADS = st.sampled_from(
     ]
 )
 PROGRAMS = st.sampled_from(
-    ["sshd", "sshd-session", "sudo", "su", "CRON", "login", "passwd", "useradd", "other", "x y"]
+    [
+        "sshd",
+        "sshd-session",
+        "sudo",
+        "su",
+        "systemd-logind",
+        "CRON",
+        "login",
+        "passwd",
+        "useradd",
+        "other",
+        "x y",
+    ]
 )
 PIDS = st.sampled_from(["", "[1]", "[42]", "[12345678901]", "["])
 LINES = st.builds(
