@@ -727,13 +727,20 @@ static Py_ssize_t run_to(const char *s, Py_ssize_t j, Py_ssize_t n, const char *
     return j;
 }
 
+/* The end of a non-empty run from j of characters none of `stop`, if `lit` follows it; else -1. */
+static Py_ssize_t run_before(const char *s, Py_ssize_t j, Py_ssize_t n, const char *stop,
+                             const char *lit) {
+    Py_ssize_t m = run_to(s, j, n, stop);
+    return m > j && starts(s, m, n, lit) ? m : -1;
+}
+
 /* auth._SU at i (re.match: anything may follow), not a pam_ line: 0 planned, 1 not a match (the
  * header alone). An optional "FAILED SU", "FAILED su" or "Successful su" and an optional space,
  * then "for <to> by <by>" or "(to <to>) <by> on <tty>". No backtracking finds another way: the
  * prefix, when there, is the only one (the rest cannot start with its letter), and each run
  * ends at a character its next literal starts with, which the run cannot hold. */
 static int plan_su(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
-    Py_ssize_t j = i, m;
+    Py_ssize_t j = i, m, k;
     p->fail = starts(s, j, n, "FAILED SU") || starts(s, j, n, "FAILED su");
     if (p->fail) {
         j += 9;
@@ -744,36 +751,20 @@ static int plan_su(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
         j++;
     }
     p->tty = NONE;
-    if (starts(s, j, n, "for ")) {
-        m = run_to(s, j + 4, n, " ");
-        if (m == j + 4 || !starts(s, m, n, " by ")) {
-            return 1;
-        }
+    if (starts(s, j, n, "for ") && (m = run_before(s, j + 4, n, " ", " by ")) >= 0) {
         p->name = (Span){j + 4, m};
-        j = m + 4;
-        m = run_to(s, j, n, " ");
-    } else if (starts(s, j, n, "(to ")) {
-        m = run_to(s, j + 4, n, ")");
-        if (m == j + 4 || !starts(s, m, n, ") ")) {
-            return 1;
-        }
+        p->by = (Span){m + 4, run_to(s, m + 4, n, " ")};
+    } else if (starts(s, j, n, "(to ") && (m = run_before(s, j + 4, n, ")", ") ")) >= 0 &&
+               (k = run_before(s, m + 2, n, " ", " on ")) >= 0) {
         p->name = (Span){j + 4, m};
-        j = m + 2;
-        m = run_to(s, j, n, " ");
-        if (m == j || !starts(s, m, n, " on ")) {
-            return 1;
-        }
-        p->tty = (Span){m + 4, run_to(s, m + 4, n, " ")};
-        if (p->tty.end == p->tty.start) {
-            return 1;
-        }
+        p->by = (Span){m + 2, k};
+        p->tty = (Span){k + 4, run_to(s, k + 4, n, " ")};
     } else {
         return 1;
     }
-    if (m == j) {
+    if (p->by.end == p->by.start || (p->tty.start >= 0 && p->tty.end == p->tty.start)) {
         return 1;
     }
-    p->by = (Span){j, m};
     p->what = W_SU;
     return 0;
 }
@@ -782,36 +773,22 @@ static int plan_su(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
  * alone). "New session <id> of user <user>", "Removed session <id>" or "Session <id> logged
  * out"; as in plan_su, each run ends where its next literal must start. */
 static int plan_logind(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
-    Py_ssize_t j, m;
+    Py_ssize_t m;
     p->name = NONE;
-    if (starts(s, i, n, "New session ")) {
-        j = i + 12;
-        m = run_to(s, j, n, " ");
-        if (m == j || !starts(s, m, n, " of user ")) {
-            return 1;
-        }
-        p->sid = (Span){j, m};
+    p->opened = 0;
+    if (starts(s, i, n, "New session ") && (m = run_before(s, i + 12, n, " ", " of user ")) >= 0) {
+        p->sid = (Span){i + 12, m};
         p->name = (Span){m + 9, run_to(s, m + 9, n, " .")};
-        if (p->name.end == p->name.start) {
-            return 1;
-        }
         p->opened = 1;
     } else if (starts(s, i, n, "Removed session ")) {
-        j = i + 16;
-        p->sid = (Span){j, run_to(s, j, n, " .")};
-        if (p->sid.end == j) {
-            return 1;
-        }
-        p->opened = 0;
-    } else if (starts(s, i, n, "Session ")) {
-        j = i + 8;
-        m = run_to(s, j, n, " ");
-        if (m == j || !starts(s, m, n, " logged out")) {
-            return 1;
-        }
-        p->sid = (Span){j, m};
-        p->opened = 0;
+        p->sid = (Span){i + 16, run_to(s, i + 16, n, " .")};
+    } else if (starts(s, i, n, "Session ") &&
+               (m = run_before(s, i + 8, n, " ", " logged out")) >= 0) {
+        p->sid = (Span){i + 8, m};
     } else {
+        return 1;
+    }
+    if (p->sid.end == p->sid.start || (p->opened && p->name.end == p->name.start)) {
         return 1;
     }
     p->what = W_LOGIND;
