@@ -226,20 +226,20 @@ def wait_status(
 
 def wait_held(
     collector: CollectorProcess, agent: AgentProcess, count: int, limit: float = 900
-) -> float:
-    """Wait until the collector holds ``count`` records; return when it came to (wall clock,
-    seconds): the newest modification time of its streams' ``head.json``, which it replaces
-    once the records are fsynced, before its reply. Not when this poll noticed: polled every
-    50 ms (the poll runs on the cores it measures), that would add ~25 ms to a run on average,
-    over 1% of a 500,000-line run."""
+) -> int:
+    """Wait until the collector holds ``count`` records; return when it came to: the newest
+    change time (ns) of its streams' ``head.json``, which it renames into place once the
+    records are fsynced (then fsyncs the directory and replies). Not when this poll noticed:
+    polled every 50 ms (the poll runs on the cores it measures), that would add ~25 ms to a
+    run on average, over 1% of a 500,000-line run. A file time is the kernel's coarse clock:
+    measure the start with one too (see :func:`throughput`)."""
     deadline = time.monotonic() + limit
     while collector.held_on_disk() < count:
         _check_running(agent)
         if time.monotonic() > deadline:
             raise SystemExit(f"collector held {collector.held()} of {count} after {limit}s")
         time.sleep(0.05)
-    heads = collector.storage.glob("streams/*/head.json")
-    return max(path.stat().st_mtime_ns for path in heads) / 1e9
+    return max(path.stat().st_ctime_ns for path in collector.storage.glob("streams/*/head.json"))
 
 
 def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
@@ -261,9 +261,9 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         startup_cpu = cpu(agent.proc.pid)
         agent_sys0 = float(psutil.Process(agent.proc.pid).cpu_times().system)
         collector_cpu0 = cpu(collector.proc.pid)
-        started = time.time()  # wall clock, as the file times wait_held answers with
         staged.rename(log)
-        elapsed = wait_held(collector, agent, lines) - started
+        started = log.stat().st_ctime_ns  # the rename's time, on the clock of wait_held's
+        elapsed = (wait_held(collector, agent, lines) - started) / 1e9
         agent_cpu = cpu(agent.proc.pid) - startup_cpu
         agent_sys = float(psutil.Process(agent.proc.pid).cpu_times().system) - agent_sys0
         collector_cpu = cpu(collector.proc.pid) - collector_cpu0

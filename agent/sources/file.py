@@ -168,10 +168,13 @@ class FileSource:
         self._files: dict[str, TailedFile] = {}  # ident -> file
         # Rotated generations planned to be read (ident -> mtime, ns): read first, oldest first.
         self._planned: dict[str, int] = {}
-        # How long one holds the files after it back at most, growing or not (_round).
+        # When each was planned, and how long it holds the files after it back at most, growing
+        # or not (_round).
+        self._planned_at: dict[str, float] = {}
         self._max_hold = max(config.partial_line_timeout, config.multiline_timeout)
         # Planned generations not opened yet for want of a descriptor (ident -> the plan):
-        # retried at every scan, never dropped (their lines would be lost without a gap).
+        # retried at every scan until they open (dropped, as any plan, only if they can no
+        # longer be found: a warning says so).
         self._waiting: dict[str, tuple[Sibling, int]] = {}
         self._fds = 0  # descriptors held
         self._groups: dict[str, Grouper] = {}  # ident -> held multi-line group
@@ -233,7 +236,7 @@ class FileSource:
 
     def _next_wake(self) -> float:
         """Seconds until the next round: the poll interval, or sooner when a partial line, a
-        multi-line group or a rotated-away file is due."""
+        multi-line group, a rotated-away file or the end of a hold is due."""
         config, now = self._config, time.monotonic()
         due = [f.grew_at + config.partial_line_timeout for f in self._files.values() if f.pending]
         due += [g.since + config.multiline_timeout for g in self._groups.values() if g.holding]
@@ -242,6 +245,8 @@ class FileSource:
             for f in self._files.values()
             if f.left_at is not None
         ]
+        holds = (at + self._max_hold for at in self._planned_at.values())
+        due += [end for end in holds if end > now]  # a hold's end: the files after it go on
         return min([config.poll_interval, *(max(d - now, 0.0) for d in due)])
 
     async def _round(self, watcher: Watcher, *, first: bool, final: bool) -> None:
@@ -267,7 +272,7 @@ class FileSource:
                 # The files after it wait until it ships: its timeout, its retirement. Not in
                 # the final sweep, which reads every file to its end (one renamed back into the
                 # glob set is never retired, and its line stays unshipped, as in any live file).
-                if now - (tailed.left_at or now) < self._max_hold:
+                if now - self._planned_at.get(tailed.ident, now) < self._max_hold:
                     break
                 # Still growing after the longest timeout since it was planned (a writer still
                 # appends to it, and each growth restarts the timeouts): what it holds ships as
@@ -475,7 +480,7 @@ class FileSource:
         idle = [
             f
             for f in self._files.values()
-            if f.fd >= 0 and f.left_at is None and not f.pending and f.ident not in self._groups
+            if f.fd >= 0 and f.left_at is None and not f.pending and not self._grouping(f)
         ]
         for tailed in sorted(idle, key=lambda f: f.grew_at):
             if _read_to_end(tailed):
@@ -511,14 +516,17 @@ class FileSource:
         return heads
 
     def _adopt(self, sibling: Sibling, start: int) -> bool:
-        """Read the rotated ``sibling`` from ``start``; True once it is open. Rotated again
+        """Read the rotated ``sibling`` from ``start``; True once it is open, or waits for a
+        descriptor (``_waiting``: it is read once one frees), False if it cannot be. Rotated again
         since it was found (another file at its path), it is looked for where it went: renamed
         (its inode) or compressed (its content, known by a checkpoint at ``start``)."""
         self._waiting.pop(sibling.ident, None)
+        if sibling.ident in self._files:
+            return True  # opened meanwhile (planned twice: waiting, then by a later sweep)
         if self._fds >= self._config.max_open_files and not self._make_room():
             self._warn_once("max_open_files", "max_open_files reached; %s waits", sibling.path)
             self._waiting.setdefault(sibling.ident, (sibling, start))
-            return False
+            return True  # read once a descriptor frees
         ident = self._open(sibling.path, first=False, start=start, planned=sibling.ident)
         if ident is None and _moved(sibling):
             moved = self._generations.relocate(sibling, start, set(self._files))
@@ -537,6 +545,7 @@ class FileSource:
         if adopted.in_set_mtime == 0:
             adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
             self._planned[adopted.ident] = sibling.mtime_ns
+            self._planned_at[adopted.ident] = adopted.left_at
             self._adopted = True
             _log.info("file source %s: reading rotated %s from %d", self._name, sibling.path, start)
         return True
@@ -623,6 +632,7 @@ class FileSource:
         self._files.pop(tailed.ident, None)
         self._groups.pop(tailed.ident, None)
         self._planned.pop(tailed.ident, None)
+        self._planned_at.pop(tailed.ident, None)
 
     async def _flush_stale(self) -> None:
         """Ship unterminated lines whose file has not grown for ``partial_line_timeout`` and
@@ -645,12 +655,16 @@ class FileSource:
         if planned:
             self._wake.set()
 
+    def _grouping(self, tailed: TailedFile) -> bool:
+        """Whether ``tailed``'s multi-line group holds lines (every file keeps its grouper)."""
+        group = self._groups.get(tailed.ident)
+        return group is not None and group.holding
+
     async def _close_idle(self) -> None:
         """Close the descriptors of files idle for ``close_idle_after``; they reopen on change."""
         since = time.monotonic() - self._config.close_idle_after
         for tailed in self._files.values():
-            group = self._groups.get(tailed.ident)
-            busy = tailed.pending or (group is not None and group.holding)
+            busy = tailed.pending or self._grouping(tailed)
             if tailed.fd >= 0 and tailed.left_at is None and not busy and tailed.grew_at <= since:
                 await in_thread(self._close_if_read, tailed)
 

@@ -256,11 +256,20 @@ async def test_generation_created_and_rotated_between_two_scans_is_read(tmp_path
     assert sorted(tail.msgs) == [f"line {i:04d}" for i in range(4)]
 
 
-async def test_open_files_stay_within_max_open_files(tmp_path: Path) -> None:
+# With multi-line grouping, every file that shipped keeps its grouper: taken for one holding
+# lines, no file was ever closed for another, which waited until close_idle_after.
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"multiline_start": "(first|second) ", "multiline_timeout": 0.1}],
+    ids=["lines", "multiline"],
+)
+async def test_open_files_stay_within_max_open_files(
+    tmp_path: Path, options: dict[str, object]
+) -> None:
     logs = [tmp_path / f"app{i}.log" for i in range(4)]
     for i, log in enumerate(logs):
         log.write_bytes(f"first {i}\n".encode())
-    config = make_config(tmp_path, max_open_files=2)
+    config = make_config(tmp_path, max_open_files=2, **options)
     async with tailing(config) as tail:
         await tail.wait_records(4)
         assert len(open_fds_to(tmp_path)) <= 2
@@ -597,3 +606,24 @@ async def test_a_planned_generation_still_growing_holds_the_files_after_it_back_
         "line 0006",
         "line 0007",
     ]
+
+
+async def test_generations_rotated_away_with_one_descriptor_ship_each_line_once(
+    tmp_path: Path,
+) -> None:
+    # One descriptor, held by app.log-1 until it retires: the generation rotated away unseen
+    # (app.log-2), found by the sweep, found none and was dropped from the plan, its lines lost.
+    # It now waits for the descriptor, and ships once.
+    log = tmp_path / "app.log"
+    log.write_bytes(numbered(0, 1))
+    config = make_config(tmp_path, max_open_files=1)
+    async with tailing(config, gate_open=False) as tail:
+        await asyncio.wait_for(tail.blocked.wait(), DEADLINE)
+        log.rename(tmp_path / "app.log-1")
+        log.write_bytes(numbered(1, 2))
+        log.rename(tmp_path / "app.log-2")  # never seen under a name in the glob set
+        log.write_bytes(numbered(3, 1))
+        tail.gate.set()
+        await tail.wait_records(4)
+        assert len(open_fds_to(tmp_path)) <= 1
+    assert_each_once(tail.msgs, [f"line {i:04d}" for i in range(4)])
