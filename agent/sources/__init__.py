@@ -92,6 +92,8 @@ class PlainRun:
         key: str,
         path: str,
         head_tail: tuple[bytes, bytes] | None = None,
+        *,
+        count: int = -1,
     ) -> None:
         if not 0 <= begin < end <= len(data) or data[end - 1] != 10:  # b"\\n"
             raise ValueError("a run holds whole lines: data[begin:end] must end in a newline")
@@ -102,7 +104,7 @@ class PlainRun:
             tail = b',"src":' + orjson.dumps(source) + b',"ts":' + orjson.dumps(ts) + b"}"
             head_tail = (b'{"log":{"file":{"path":' + path_json + b'},"offset":', tail)
         self.head, self.tail = head_tail
-        self._count = -1
+        self._count = count  # its lines, if the caller counted them (-1: counted when asked)
 
     @property
     def count(self) -> int:

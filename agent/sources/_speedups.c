@@ -51,14 +51,18 @@ static int is_ascii(const char *data, Py_ssize_t n) {
 }
 
 /* The length of the longest line of `data` that ends in "\n" (0 if none does). */
-static Py_ssize_t longest_line(const char *data, Py_ssize_t n) {
-    Py_ssize_t longest = 0;
+static Py_ssize_t longest_line(const char *data, Py_ssize_t n, Py_ssize_t *count) {
+    Py_ssize_t longest = 0, lines = 0;
     const char *line = data, *stop = data + n, *newline;
     while ((newline = memchr(line, '\n', (size_t)(stop - line))) != NULL) {
         if (newline - line > longest) {
             longest = newline - line;
         }
+        lines++;
         line = newline + 1;
+    }
+    if (count != NULL) {
+        *count = lines;
     }
     return longest;
 }
@@ -266,7 +270,7 @@ static PyObject *cut_plain(PyObject *Py_UNUSED(module), PyObject *const *args, P
     if (overflow) {
         max_line = overflow < 0 ? LLONG_MIN : LLONG_MAX;
     }
-    if ((long long)longest_line(p, n) > max_line) {
+    if ((long long)longest_line(p, n, NULL) > max_line) {
         Py_RETURN_NONE; /* before any record is made, as the Python loop */
     }
     Py_ssize_t record_at = 0, checkpoint_at = 0;
@@ -353,15 +357,17 @@ fail:
     return NULL;
 }
 
-PyDoc_STRVAR(longest_line_doc,
-             "longest_line(data)\n--\n\nSee agent.sources.tailed.longest_line_py: the same result.");
+PyDoc_STRVAR(line_stats_doc,
+             "line_stats(data)\n--\n\nSee agent.sources.tailed.line_stats_py: the same result.");
 
-static PyObject *py_longest_line(PyObject *Py_UNUSED(module), PyObject *data) {
+static PyObject *py_line_stats(PyObject *Py_UNUSED(module), PyObject *data) {
     if (!PyBytes_Check(data)) {
         PyErr_SetString(PyExc_TypeError, "data must be bytes");
         return NULL;
     }
-    return PyLong_FromSsize_t(longest_line(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
+    Py_ssize_t count;
+    Py_ssize_t longest = longest_line(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &count);
+    return Py_BuildValue("(nn)", count, longest);
 }
 
 PyDoc_STRVAR(newlines_doc,
@@ -395,7 +401,7 @@ static PyObject *py_newlines(PyObject *Py_UNUSED(module), PyObject *const *args,
 static PyMethodDef methods[] = {
     {"newlines", (PyCFunction)(void (*)(void))py_newlines, METH_FASTCALL, newlines_doc},
     {"cut_plain", (PyCFunction)(void (*)(void))cut_plain, METH_FASTCALL, cut_plain_doc},
-    {"longest_line", py_longest_line, METH_O, longest_line_doc},
+    {"line_stats", py_line_stats, METH_O, line_stats_doc},
     {NULL, NULL, 0, NULL},
 };
 

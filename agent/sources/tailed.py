@@ -79,12 +79,12 @@ def cut_plain_py(  # noqa: PLR0917 -- positional, as the compiled cut_plain() it
     return starts[-1]
 
 
-def longest_line_py(data: bytes) -> int:
-    """The length of the longest line of ``data`` that ends in "\\n" (0 if none does): the
-    reference for ``longest_line``, compiled as ``cut_plain`` is."""
+def line_stats_py(data: bytes) -> tuple[int, int]:
+    """How many lines of ``data`` end in "\\n", and the length of the longest of them (0 if
+    none does): the reference for ``line_stats``, compiled as ``cut_plain`` is."""
     lines = data.split(b"\n")
     lines.pop()  # the piece after the last newline
-    return max(map(len, lines), default=0)
+    return len(lines), max(map(len, lines), default=0)
 
 
 def _compiled() -> Cut | None:
@@ -98,7 +98,9 @@ def _compiled() -> Cut | None:
 _CUT = _compiled()
 cut_plain: Cut = _CUT or cut_plain_py
 _MODULE = load("agent.sources._speedups")
-longest_line: Callable[[bytes], int] = longest_line_py if _MODULE is None else _MODULE.longest_line
+line_stats: Callable[[bytes], tuple[int, int]] = (
+    line_stats_py if _MODULE is None else _MODULE.line_stats
+)
 
 
 def speedups() -> bool:
@@ -256,9 +258,12 @@ class TailedFile:
             and joined.isascii()
             and b"\r" not in joined
         ):
-            if self.runs and longest_line(joined) <= self.max_line:
+            count, longest = line_stats(joined) if self.runs else (0, self.max_line + 1)
+            if longest <= self.max_line:
                 with contextlib.suppress(TypeError):  # a path JSON cannot hold: records
-                    out.append(PlainRun(joined, 0, complete, offset, ts, source, key, path))
+                    # Counted here, in the reading thread, not again on the event loop.
+                    run = PlainRun(joined, 0, complete, offset, ts, source, key, path, count=count)
+                    out.append(run)
                     rest = joined[complete:]
                     self.pending, _ = self._split(
                         rest, offset + complete, ts, out, longer_than=self.max_line + 1
