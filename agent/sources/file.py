@@ -166,11 +166,10 @@ class FileSource:
         self._fresh = not mine  # the first start: read_from applies
         self._generations = rotated.Generations(name, mine, config.fingerprint_bytes)
         self._files: dict[str, TailedFile] = {}  # ident -> file
-        # Rotated generations planned to be read (ident -> mtime, ns): read first, oldest first.
-        self._planned: dict[str, int] = {}
-        # When each was planned, and how long it holds the files after it back at most, growing
-        # or not (_round).
-        self._planned_at: dict[str, float] = {}
+        # Rotated generations planned to be read (ident -> its mtime in ns, and when it was
+        # planned): read first, oldest first; one holds the files after it back for at most
+        # _max_hold since it was planned, growing or not (_round).
+        self._planned: dict[str, tuple[int, float]] = {}
         self._max_hold = max(config.partial_line_timeout, config.multiline_timeout)
         # Planned generations not opened yet for want of a descriptor (ident -> the plan):
         # retried at every scan until they open (dropped, as any plan, only if they can no
@@ -250,7 +249,7 @@ class FileSource:
             for f in self._files.values()
             if f.left_at is not None
         ]
-        holds = (at + self._max_hold for at in self._planned_at.values())
+        holds = (at + self._max_hold for _, at in self._planned.values())
         due += [end for end in holds if end > now]  # a hold's end: the files after it go on
         return min([config.poll_interval, *(max(d - now, 0.0) for d in due)])
 
@@ -277,7 +276,7 @@ class FileSource:
                 # The files after it wait until it ships: its timeout, its retirement. Not in
                 # the final sweep, which reads every file to its end (one renamed back into the
                 # glob set is never retired, and its line stays unshipped, as in any live file).
-                if now - self._planned_at.get(tailed.ident, now) < self._max_hold:
+                if now - self._planned[tailed.ident][1] < self._max_hold:
                     break
                 # Still growing after the longest timeout since it was planned (a writer still
                 # appends to it, and each growth restarts the timeouts): what it holds ships as
@@ -311,7 +310,7 @@ class FileSource:
         files = list(self._files.values())
         if not self._planned:
             return files
-        planned = sorted(self._planned, key=self._planned.__getitem__)
+        planned = sorted(self._planned, key=lambda ident: self._planned[ident][0])
         return [self._files[i] for i in planned] + [
             f for f in files if f.ident not in self._planned
         ]
@@ -320,9 +319,8 @@ class FileSource:
         """Ship ``tailed``'s unterminated line and multi-line group as they stand."""
         if tailed.pending:
             await self._ship(tailed, [tailed.flush_partial(now_rfc3339())])
-        group = self._groups.get(tailed.ident)
-        if group is not None and group.holding:
-            await self._emit(group.flush())
+        if self._grouping(tailed):
+            await self._emit(self._groups[tailed.ident].flush())
 
     def _holds_back(self, tailed: TailedFile) -> bool:
         """Whether ``tailed`` read bytes and shipped none (one unterminated line, one held
@@ -400,8 +398,7 @@ class FileSource:
         have been rotated since it was stat'ed); return that identity. ``start``: the offset
         to read from (a rotated sibling, whose identity was ``planned``: another file now
         there is left to the next round); otherwise its checkpoint, or 0, or its end."""
-        if self._fds >= self._config.max_open_files and not self._make_room():
-            self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
+        if not self._room_for(path):
             return None
         packed = compressed.READABLE_COMPRESSED.search(path) is not None
         if packed and start is None:
@@ -464,7 +461,7 @@ class FileSource:
 
     def _reopen(self, tailed: TailedFile, path: str) -> None:
         """Reopen a file closed while idle, if ``path`` still is that file."""
-        if self._fds >= self._config.max_open_files and not self._make_room():
+        if not self._room_for(path):
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -477,6 +474,14 @@ class FileSource:
             return
         tailed.fd = fd
         self._fds += 1
+
+    def _room_for(self, path: str) -> bool:
+        """Whether a descriptor is free for ``path`` (one closed for it if need be); warns once
+        when none is."""
+        if self._fds < self._config.max_open_files or self._make_room():
+            return True
+        self._warn_once("max_open_files", "max_open_files reached; %s waits", path)
+        return False
 
     def _make_room(self) -> bool:
         """Close the least recently active idle file read to its end to free a descriptor. One
@@ -528,8 +533,7 @@ class FileSource:
         self._waiting.pop(sibling.ident, None)
         if sibling.ident in self._files:
             return True  # opened meanwhile (planned twice: waiting, then by a later sweep)
-        if self._fds >= self._config.max_open_files and not self._make_room():
-            self._warn_once("max_open_files", "max_open_files reached; %s waits", sibling.path)
+        if not self._room_for(sibling.path):
             self._waiting.setdefault(sibling.ident, (sibling, start))
             return True  # read once a descriptor frees
         ident = self._open(sibling.path, first=False, start=start, planned=sibling.ident)
@@ -549,8 +553,7 @@ class FileSource:
             return False
         if adopted.in_set_mtime == 0:
             adopted.left_at = time.monotonic()  # never in the glob set: retire when idle
-            self._planned[adopted.ident] = sibling.mtime_ns
-            self._planned_at[adopted.ident] = adopted.left_at
+            self._planned[adopted.ident] = (sibling.mtime_ns, adopted.left_at)
             self._adopted = True
             _log.info("file source %s: reading rotated %s from %d", self._name, sibling.path, start)
         return True
@@ -623,11 +626,7 @@ class FileSource:
         unterminated line and group (no newline can reach us anymore), then close it."""
         if not await self._drain(tailed, to_end=True):
             return
-        if tailed.pending:
-            await self._ship(tailed, [tailed.flush_partial(now_rfc3339())])
-        group = self._groups.get(tailed.ident)
-        if group is not None and group.holding:
-            await self._emit(group.flush())
+        await self._end_hold(tailed)
         self._generations.shipped(tailed.key, tailed.consumed, tailed.path)
         await in_thread(self._forget, tailed)
 
@@ -637,7 +636,6 @@ class FileSource:
         self._files.pop(tailed.ident, None)
         self._groups.pop(tailed.ident, None)
         self._planned.pop(tailed.ident, None)
-        self._planned_at.pop(tailed.ident, None)
 
     async def _flush_stale(self) -> None:
         """Ship unterminated lines whose file has not grown for ``partial_line_timeout`` and
