@@ -258,12 +258,12 @@ class TailedFile:
             and joined.isascii()
             and b"\r" not in joined
         ):
-            count, longest = line_stats(joined) if self.runs else (0, self.max_line + 1)
-            if longest <= self.max_line:
+            # (lines, longest): counted here, in the reading thread, not again on the event loop
+            stats = line_stats(joined) if self.runs else None
+            if stats is not None and stats[1] <= self.max_line:
                 with contextlib.suppress(TypeError):  # a path JSON cannot hold: records
-                    # Counted here, in the reading thread, not again on the event loop.
-                    run = PlainRun(joined, 0, complete, offset, ts, source, key, path, count=count)
-                    out.append(run)
+                    cut = (joined, 0, complete, offset, ts, source, key, path)
+                    out.append(PlainRun(*cut, count=stats[0]))
                     rest = joined[complete:]
                     self.pending, _ = self._split(
                         rest, offset + complete, ts, out, longer_than=self.max_line + 1
