@@ -719,9 +719,11 @@ static int plan_pam(const char *s, Py_ssize_t i, Py_ssize_t n, Plan *p) {
     return 0;
 }
 
-/* The end of the run of characters from j that are none of `stop`. */
+/* The end of the run of characters from j that are none of `stop` (memchr, not strchr: a NUL
+ * byte is no stop, though the lines planned here hold none). */
 static Py_ssize_t run_to(const char *s, Py_ssize_t j, Py_ssize_t n, const char *stop) {
-    while (j < n && strchr(stop, s[j]) == NULL) {
+    size_t stops = strlen(stop);
+    while (j < n && memchr(stop, s[j], stops) == NULL) {
         j++;
     }
     return j;
