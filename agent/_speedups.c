@@ -658,16 +658,11 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
             status = -1;
             break;
         }
-        char *p = canonical;
-        memcpy(p, head, (size_t)head_len);
-        p += head_len;
-        memcpy(p, at_digits, (size_t)at_len);
-        p += at_len;
-        memcpy(p, msg_open, sizeof msg_open - 1);
-        p += sizeof msg_open - 1;
+        char *p = put_bytes(canonical, head, head_len);
+        p = put_bytes(p, at_digits, at_len);
+        p = put_bytes(p, msg_open, sizeof msg_open - 1);
         if (escaped == line_len) {
-            memcpy(p, line, (size_t)line_len);
-            p += line_len;
+            p = put_bytes(p, line, line_len);
         } else {
             static const char hexdigits[] = "0123456789abcdef";
             for (Py_ssize_t k = 0; k < line_len; k++) {
@@ -687,11 +682,9 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
                 }
             }
         }
-        memcpy(p, seq_open, sizeof seq_open - 1);
-        p += sizeof seq_open - 1;
-        memcpy(p, seq_digits, (size_t)seq_len);
-        p += seq_len;
-        memcpy(p, tail, (size_t)tail_len);
+        p = put_bytes(p, seq_open, sizeof seq_open - 1);
+        p = put_bytes(p, seq_digits, seq_len);
+        put_bytes(p, tail, tail_len);
         int made = frame_record(L, canonical, n, prefix, end_digits, end_len);
         if (made <= 0) {
             status = made;
@@ -779,15 +772,11 @@ static int link_encoded(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *
             status = -1;
             break;
         }
-        char *p = canonical;
-        memcpy(p, json, (size_t)before);
-        p += before;
-        memcpy(p, seq_open, sizeof seq_open - 1);
-        p += sizeof seq_open - 1;
-        memcpy(p, seq_digits, (size_t)seq_len);
-        p += seq_len;
+        char *p = put_bytes(canonical, json, before);
+        p = put_bytes(p, seq_open, sizeof seq_open - 1);
+        p = put_bytes(p, seq_digits, seq_len);
         *p++ = ',';
-        memcpy(p, json + before, (size_t)after);
+        put_bytes(p, json + before, after);
         if (n < 2 || canonical[0] != '{' || canonical[n - 1] != '}') {
             PyErr_SetString(PyExc_ValueError, "an encoded run's record is not a JSON object");
             status = -1;

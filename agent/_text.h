@@ -7,6 +7,7 @@
 #define TAILSEAL_TEXT_H
 
 #include <Python.h>
+#include <string.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -48,6 +49,12 @@ static inline Py_ssize_t plain_prefix(const unsigned char *p, Py_ssize_t n) {
 /* Printable ASCII bytes from p: see text_prefix. */
 static inline Py_ssize_t printable_prefix(const unsigned char *p, Py_ssize_t n) {
     return text_prefix(p, n, 0);
+}
+
+/* n bytes of src written at p; returns the place after them. */
+static inline char *put_bytes(char *p, const void *src, Py_ssize_t n) {
+    memcpy(p, src, (size_t)n);
+    return p + n;
 }
 
 /* The digits of v, written at p; returns how many (at most 20). snprintf's "%llu" cost the

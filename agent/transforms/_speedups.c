@@ -1588,8 +1588,7 @@ static int w_escaped(Writer *w, const char *s, Span sp) {
     const unsigned char *at = (const unsigned char *)s + sp.start;
     while (n > 0) {
         Py_ssize_t k = plain_prefix(at, n);
-        memcpy(o, at, (size_t)k);
-        o += k;
+        o = put_bytes(o, at, k);
         at += k;
         n -= k;
         if (n > 0) { /* '"' or '\\', in printable ASCII */
