@@ -30,6 +30,10 @@ _WINDOW = 1 << 20  # bytes of segment read and decoded at a time
 # The window buffer is kept from read to read (a fresh 1 MiB ``bytes`` per read cost a page fault
 # per 4 KiB of it); one grown past this for a huge frame is dropped after that read.
 _KEEP_WINDOW = 4 * _WINDOW
+# Room before a batch's records for the request's header line: a batch header with the host's
+# fields is a few hundred bytes; a longer one is joined to the records instead.
+HEAD_ROOM = 1024
+_OVERSHOOT = 64 * 1024  # bytes a batch's body is sized beyond its room (the record ending it)
 
 
 class _DroppedError(Exception):
@@ -69,12 +73,15 @@ class Batch:
     # Seqs (first, last) this buffer dropped or lost just before first_seq: the sink declares
     # them to the collector so it can accept a batch that does not link to what it holds.
     gap: tuple[int, int] | None = None
-    # The records' bytes (``body`` without its newlines).
+    # The records' bytes (``body`` without its newlines and head room).
     size: int = -1
+    # Bytes at the start of ``body`` before the records: room the sink may write its header
+    # line into, right before them, so the request body is a view and not a copy (``native``).
+    head_room: int = 0
 
     def __post_init__(self) -> None:
         if self.size < 0:
-            object.__setattr__(self, "size", len(self.body) - self.count)
+            object.__setattr__(self, "size", len(self.body) - self.head_room - self.count)
 
     @classmethod
     def of(
@@ -96,7 +103,12 @@ class Batch:
 
     @property
     def records(self) -> list[bytes]:
-        return [bytes(record) for record in self.body.split(b"\n")[:-1]]
+        return [bytes(record) for record in self.body[self.head_room :].split(b"\n")[:-1]]
+
+    @property
+    def ndjson(self) -> memoryview:
+        """The records as they ship, each followed by a newline: ``body`` after its head room."""
+        return memoryview(self.body)[self.head_room :]
 
     @property
     def hashes(self) -> list[bytes]:
@@ -255,7 +267,7 @@ class BufferReader:
         position appended to the batch's body as they are (``segment.gather_run``). Records
         dropped (``drop_oldest``) since ``next_batch`` looked end the batch, or, before any was
         read, are skipped: the batch's ``gap`` then says which."""
-        body, hashes = bytearray(), bytearray()
+        body, hashes = bytearray(HEAD_ROOM), bytearray()
         count = size = 0
         first, prev = self.position + 1, self.position_h
         last_h = prev
@@ -299,7 +311,17 @@ class BufferReader:
             self.position_h = last_h = cast(bytes, got.last_h)
             self._offset += got.end
         # The body is not copied into a bytes: nothing changes it once it is the batch's.
-        return Batch(first, self.position, prev, last_h, body, bytes(hashes), dropped, size=size)
+        return Batch(
+            first,
+            self.position,
+            prev,
+            last_h,
+            body,
+            bytes(hashes),
+            dropped,
+            size=size,
+            head_room=HEAD_ROOM,
+        )
 
     def _window(
         self,
@@ -329,6 +351,10 @@ class BufferReader:
                         want=want,
                         max_bytes=room,
                         strict=strict,
+                        # What the batch may still take: no more than the committed frames
+                        # (each record and its newline is shorter than its frame), and about
+                        # its room (the last record may overshoot it; a newline each).
+                        reserve=min(limit - self._offset, room + want + _OVERSHOOT),
                     )
                     if run.skipped_end or run.first_seq or got < window:
                         return run

@@ -201,6 +201,7 @@ def gather_run(
     want: int,
     max_bytes: int,
     strict: bool,
+    reserve: int = 0,
 ) -> Gathered:
     """The sinks' reader: skip the frames of ``data`` at or before seq ``position``, then append
     the records of the consecutive frames after them to ``body`` (each followed by "\n": the
@@ -209,8 +210,11 @@ def gather_run(
     a hole (recovery lost records) unless ``strict`` (a batch that already holds records must
     end before one): then nothing is taken and ``first_seq`` says where it is. An incomplete
     last frame is left for the next read; a corrupt one raises CorruptFrameError where it is
-    met (the frame after the last taken is looked at only if one more may be taken). Compiled
-    where built; ``gather_run_py`` is the reference and the fallback."""
+    met (the frame after the last taken is looked at only if one more may be taken).
+    ``reserve``: how many bytes ``body`` may still take in this batch, from its current end, at
+    most; a body that must grow is given that room at once, so the windows after this one
+    append without a reallocation (a hint: no effect on what is taken). Compiled where built;
+    ``gather_run_py`` is the reference and the fallback."""
     if MODULE is None:
         return gather_run_py(
             data, position, body, hashes, want=want, max_bytes=max_bytes, strict=strict
@@ -226,6 +230,7 @@ def gather_run(
             hashes,
             MAX_FRAME_BYTES,
             CorruptFrameError,
+            reserve,
         )
     )
 
@@ -239,8 +244,9 @@ def gather_run_py(
     want: int,
     max_bytes: int,
     strict: bool,
+    reserve: int = 0,
 ) -> Gathered:
-    """``gather_run`` in Python."""
+    """``gather_run`` in Python (``reserve`` is a hint it has no use for)."""
     frames = _frames_py(data)
     skipped_end = taken = taken_bytes = first_seq = last_seq = end = 0
     last_h: bytes | None = None

@@ -408,6 +408,7 @@ class NativeSink:
             await asyncio.wait_for(self.drain.wait(), delay)
 
     def _encode(self, batch: Batch) -> tuple[bytes, str]:
+        """The request body: the header line, then the batch's records, compressed."""
         header = {
             "v": 1,
             "stream": self.buffer.stream_id,
@@ -418,14 +419,24 @@ class NativeSink:
         }
         if batch.gap is not None:  # seqs this buffer no longer has: see docs/protocol.md
             header["gap"] = {"from_seq": batch.gap[0], "to_seq": batch.gap[1]}
-        body = b"".join([orjson.dumps(header), b"\n", batch.body])
+        line = orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE)
+        room = batch.head_room
+        body: bytes | memoryview
+        if self.config.compression == "none":
+            return b"".join([line, batch.ndjson]), ENCODINGS["none"]
+        if len(line) > room:
+            body = b"".join([line, batch.ndjson])
+        else:
+            # Written into the room the reader left before the records: the same bytes for a
+            # batch every time it is encoded, and not a copy of its records (a copy of the
+            # whole batch was ~1.5 % of the agent's CPU on raw lines).
+            body = memoryview(batch.body)[room - len(line) :]
+            body[: len(line)] = line
         if self.config.compression == "zstd":
             return self._zstd(body), ENCODINGS["zstd"]
-        if self.config.compression == "gzip":
-            return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
-        return body, ENCODINGS["none"]
+        return gzip.compress(body, compresslevel=self._gzip_level), ENCODINGS["gzip"]
 
-    def _zstd(self, body: bytes) -> bytes:
+    def _zstd(self, body: bytes | memoryview) -> bytes:
         """``body`` as one zstd frame that declares its size (the collector's one-shot path),
         compressed at once. (Fed to a stream in two pieces, header and records, zstd copied them
         into its window and compressed the records against the header as an external

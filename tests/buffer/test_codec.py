@@ -51,14 +51,30 @@ def reference_gather(
 
 
 def gathered(
-    data: bytes, position: int, want: int, max_bytes: int, strict: bool, *, compiled: bool
+    data: bytes,
+    position: int,
+    want: int,
+    max_bytes: int,
+    strict: bool,
+    *,
+    compiled: bool,
+    reserve: int = 0,
 ) -> object:
     """gather_run's result and what it appended (to buffers that held something already), or
     the error it raised (type, offset, reason)."""
     body, hashes = bytearray(b"before\n"), bytearray(b"h" * 32)
     gather = segment.gather_run if compiled else segment.gather_run_py
     try:
-        got = gather(data, position, body, hashes, want=want, max_bytes=max_bytes, strict=strict)
+        got = gather(
+            data,
+            position,
+            body,
+            hashes,
+            want=want,
+            max_bytes=max_bytes,
+            strict=strict,
+            reserve=reserve,
+        )
     except segment.CorruptFrameError as exc:
         return ("corrupt", exc.offset, exc.reason)
     assert body.startswith(b"before\n")
@@ -94,6 +110,7 @@ def gather_case(
 @given(
     **GATHER,
     flips=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 255)), max_size=3),
+    reserve=st.integers(0, 3000),
 )
 @example(  # no room at all: nothing is taken, not one record
     first=1,
@@ -105,6 +122,7 @@ def gather_case(
     strict=False,
     cut=0,
     flips=[],
+    reserve=0,
 )
 def test_gather_run_matches_the_plain_loop(
     *,
@@ -117,11 +135,13 @@ def test_gather_run_matches_the_plain_loop(
     strict: bool,
     cut: int,
     flips: list[tuple[int, int]],
+    reserve: int,
 ) -> None:
     """Every position, limit and torn end: the reference gives the same frames, bytes and
     offsets as the obvious loop over parse_run's frames. With bytes flipped anywhere (lengths,
     crcs, checkpoint lengths, records), the compiled one takes the same frames as the
-    reference, or raises the same error at the same offset for the same reason."""
+    reference, or raises the same error at the same offset for the same reason, whatever room
+    it is told to reserve (less than it appends, or more)."""
     data, position = gather_case(first, steps, sizes, back, cut)
     damaged = bytearray(data)
     for at, xor in flips:
@@ -132,7 +152,55 @@ def test_gather_run_matches_the_plain_loop(
     if damaged == data:
         assert reference == reference_gather(*args)
     if MODULE is not None:  # compiled where built: the same frames, or the same error
-        assert gathered(*args, compiled=True) == reference
+        assert gathered(*args, compiled=True, reserve=reserve) == reference
+
+
+@pytest.mark.skipif(MODULE is None, reason="the compiled reader is not built")
+def test_gather_run_grows_the_body_once_for_what_it_reserves() -> None:
+    """A batch gathered over several windows: the first growth allocates the reserved room,
+    and the windows after it append within it (each used to reallocate the body, copying
+    the records gathered so far); the bytes are those appended, and a body reserved for less
+    than comes still takes it all."""
+    data = frames(list(range(1, 31)), [100] * 30)
+    run = segment.parse_run_py(data, 100)
+    windows = [data[: run.ends[9]], data[run.ends[9] : run.ends[19]], data[run.ends[19] :]]
+    expected = b"".join(record + b"\n" for record in run.records)
+    for reserve, growths in ((len(expected), 1), (0, 3)):
+        body, hashes, allocations = bytearray(), bytearray(), set()
+        position = 0
+        for window in windows:
+            got = segment.gather_run(
+                window,
+                position,
+                body,
+                hashes,
+                want=100,
+                max_bytes=1 << 20,
+                strict=True,
+                reserve=reserve - len(body) if reserve else 0,
+            )
+            assert got.taken == 10
+            position = got.last_seq
+            allocations.add(body.__alloc__())
+        assert bytes(body) == expected
+        assert hashes == b"".join(run.hashes)
+        assert len(allocations) == growths
+        assert body.__alloc__() > len(expected)
+
+
+@pytest.mark.skipif(MODULE is None, reason="the compiled reader is not built")
+def test_gather_run_refuses_a_body_with_a_view_on_it() -> None:
+    """A body some view still holds is not resized under it, even within its allocation: the
+    error is bytearray's own, and nothing is appended."""
+    data = frames([1, 2], [50, 50])
+    body = bytearray(b"x" * 1000)
+    del body[600:]  # room left in its allocation: an append would fit without growing
+    assert body.__alloc__() > 700
+    with memoryview(body), pytest.raises(BufferError):
+        segment.gather_run(
+            data, 0, body, bytearray(), want=10, max_bytes=1000, strict=False, reserve=500
+        )
+    assert body == b"x" * 600
 
 
 @settings(max_examples=100, deadline=None)

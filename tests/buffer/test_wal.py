@@ -178,7 +178,7 @@ async def test_reader_batches_are_consecutive_and_linked(running: Running) -> No
     prev = genesis(buf.stream_id)
     for batch in batches:
         assert batch.size == sum(map(len, batch.records))  # counted by the reader as it reads
-        assert batch.body == b"".join(record + b"\n" for record in batch.records)
+        assert batch.ndjson == b"".join(record + b"\n" for record in batch.records)
         assert batch.count == len(batch.records) == batch.last_seq - batch.first_seq + 1
         assert batch.prev_h == prev
         for raw, h in zip(batch.records, batch.hashes, strict=True):
@@ -199,7 +199,7 @@ async def test_reader_crosses_segments_and_split_halves_link(tmp_path: Path) -> 
     assert (left.first_seq, left.last_seq, right.first_seq, right.last_seq) == (1, 150, 151, 300)
     assert right.prev_h == left.last_h == batch.hashes[149]
     assert left.records + right.records == batch.records
-    assert left.body + right.body == batch.body  # NDJSON as it ships: a newline after each
+    assert bytes(left.ndjson) + right.ndjson == batch.ndjson  # a newline after each record
     assert (left.count, right.count, left.size + right.size) == (150, 150, batch.size)
     assert left.hash_blob + right.hash_blob == batch.hash_blob == b"".join(batch.hashes)
     await run.close()

@@ -17,7 +17,7 @@ import zstandard
 from aiohttp import web
 
 from agent.buffer import segment
-from agent.buffer.reader import Batch, BufferReader
+from agent.buffer.reader import HEAD_ROOM, Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
 from agent.collector.verify import StreamReport, verify_stream
@@ -609,6 +609,42 @@ async def test_zstd_body_is_one_sized_frame_of_the_plain_body(
     assert plain.endswith(b"\n")
     assert zstandard.frame_content_size(body) == len(plain)
     assert zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False) == plain
+
+
+@pytest.mark.parametrize("host_bytes", [10, HEAD_ROOM])
+async def test_a_read_batch_encodes_to_its_header_line_and_records(
+    rig: Rig, tls_files: TlsFiles, host_bytes: int
+) -> None:
+    """A batch as the reader makes it (its header is written into the room before its
+    records, unless it is too long for it): every codec, and the same batch encoded again,
+    decode to exactly the header line and the records; the records are left as they were."""
+    await rig.commit(300)
+    reader = BufferReader(rig.buffer, "central")
+    batch = await reader.next_batch(1000, 1 << 20, linger=0)
+    reader.close()
+    assert batch is not None
+    assert batch.head_room == HEAD_ROOM
+    records = bytes(batch.ndjson)
+    decode: dict[str, Callable[[bytes], bytes]] = {
+        "zstd": zstandard.ZstdDecompressor().decompress,
+        "gzip": gzip.decompress,
+        "none": bytes,
+    }
+    plains = set()
+    for compression, decoded in decode.items():
+        sink = rig.sink("https://127.0.0.1:9", tls_files, compression=compression)
+        sink.host = {"name": "h" * host_bytes}
+        for _ in range(2):
+            body, encoding = sink._encode(batch)
+            assert encoding == ("identity" if compression == "none" else compression)
+            plain = decoded(body)
+            line, rest = plain.split(b"\n", 1)
+            assert orjson.loads(line)["host"] == sink.host
+            assert (orjson.loads(line)["first_seq"], rest) == (1, records)
+            plains.add(plain)
+    assert len(plains) == 1
+    assert batch.ndjson == records
+    assert batch.size == len(records) - 300
 
 
 @pytest.mark.parametrize(("compression", "fast", "small"), [("zstd", -7, 19), ("gzip", 1, 9)])
