@@ -1192,13 +1192,12 @@ done:
     return out;
 }
 
-PyDoc_STRVAR(verify_wire_doc,
-             "verify_wire(prev, lines, first_seq, loads, dumps, option, errors)\n--\n\n"
-             "See agent.collector.batch.verify_wire_py: the same checks, the same result.");
+PyDoc_STRVAR(verify_body_doc,
+             "verify_body(prev, data, begin, count, first_seq, loads, dumps, option, errors)\n--\n\n"
+             "The count lines of data[begin:] checked as agent.collector.batch.verify_wire_py "
+             "checks them, in place: (ends, gap seqs, sealed), ends the offset in data where "
+             "each line ends as native 8-byte ints; None where verify_wire_py answers None.");
 
-/* 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`: then
- * `prev` becomes its digest, *h_out its h (new ref) and *type_out its "type" or NULL (new ref).
- * 0 if it is not; -1 with an exception set on errors other than `errors` (orjson's). */
 /* --- the collector's check of a wire line without parsing it into objects ---------------------
  *
  * A wire line is canonical(record)[:-1] + ',"h":"<hex>"}'. verify_line must know that its bytes
@@ -1476,49 +1475,53 @@ static int canonical_record(const char *body, Py_ssize_t n, long long seq, PyObj
     return 1;
 }
 
-static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
-                       PyObject *dumps, PyObject *option, PyObject *errors, PyObject **h_out,
+#define WIRE_TAIL (H_OPEN_LEN + 2 * DIGEST + 2)
+
+/* verify_line's way for the common line, in place: text[:len] checked by canonical_record and
+ * hashed as it is. 1 if it is the wire form of the next record (prev becomes its digest, and
+ * *type_out its "type" or NULL, a new ref); 0 if it is surely not (its h does not verify);
+ * 2 if unsure (the general way decides); -1 with an exception set. */
+static int verify_text(const char *text, Py_ssize_t len, unsigned char *prev, long long seq,
                        PyObject **type_out) {
     static const char hexdigits[] = "0123456789abcdef";
-    const Py_ssize_t tail = H_OPEN_LEN + 2 * DIGEST + 2;
-    {
-        /* The common line, checked in place (canonical_record); any doubt takes the way below. */
-        const char *text = PyBytes_AS_STRING(line);
-        Py_ssize_t len = PyBytes_GET_SIZE(line), body = len - tail;
-        PyObject *type = NULL;
-        int sure = len >= tail && memcmp(text + body, H_OPEN, H_OPEN_LEN) == 0 &&
-                           text[len - 2] == '"' && text[len - 1] == '}'
-                       ? canonical_record(text, body, seq, &type)
-                       : 0;
-        if (sure < 0) {
-            return -1;
+    Py_ssize_t body = len - WIRE_TAIL;
+    PyObject *type = NULL;
+    int sure = len >= WIRE_TAIL && memcmp(text + body, H_OPEN, H_OPEN_LEN) == 0 &&
+                       text[len - 2] == '"' && text[len - 1] == '}'
+                   ? canonical_record(text, body, seq, &type)
+                   : 0;
+    if (sure <= 0) {
+        return sure < 0 ? -1 : 2;
+    }
+    unsigned char digest[DIGEST];
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, prev, DIGEST);
+    SHA256_Update(&sha, text, (size_t)body);
+    SHA256_Update(&sha, "}", 1);
+    SHA256_Final(digest, &sha);
+    memcpy(prev, digest, DIGEST);
+    const char *hex = text + body + H_OPEN_LEN;
+    for (int i = 0; i < DIGEST; i++) {
+        if (hex[2 * i] != hexdigits[digest[i] >> 4] || hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
+            Py_XDECREF(type);
+            return 0;
         }
-        if (sure) {
-            unsigned char digest[DIGEST];
-            SHA256_CTX sha;
-            SHA256_Init(&sha);
-            SHA256_Update(&sha, prev, DIGEST);
-            SHA256_Update(&sha, text, (size_t)body);
-            SHA256_Update(&sha, "}", 1);
-            SHA256_Final(digest, &sha);
-            memcpy(prev, digest, DIGEST);
-            const char *hex = text + body + H_OPEN_LEN;
-            for (int i = 0; i < DIGEST; i++) {
-                if (hex[2 * i] != hexdigits[digest[i] >> 4] ||
-                    hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
-                    Py_XDECREF(type);
-                    return 0;
-                }
-            }
-            PyObject *h = PyUnicode_FromStringAndSize(hex, 2 * DIGEST);
-            if (h == NULL) {
-                Py_XDECREF(type);
-                return -1;
-            }
-            *h_out = h;
-            *type_out = type;
-            return 1;
-        }
+    }
+    *type_out = type;
+    return 1;
+}
+
+/* 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`: then
+ * `prev` becomes its digest and *type_out its "type" or NULL (new ref). 0 if it is not; -1 with
+ * an exception set on errors other than `errors` (orjson's). */
+static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
+                       PyObject *dumps, PyObject *option, PyObject *errors, PyObject **type_out) {
+    static const char hexdigits[] = "0123456789abcdef";
+    const Py_ssize_t tail = WIRE_TAIL;
+    int fast = verify_text(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), prev, seq, type_out);
+    if (fast != 2) {
+        return fast;
     }
     PyObject *record = PyObject_Vectorcall(loads, &line, 1, NULL);
     PyObject *h = NULL, *got = NULL, *canonical = NULL;
@@ -1597,8 +1600,6 @@ static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObj
     }
     Py_XINCREF(type);
     *type_out = type;
-    *h_out = h;
-    h = NULL;
     ok = 1;
     goto done;
 error:
@@ -1615,63 +1616,74 @@ done:
     return ok;
 }
 
-static PyObject *verify_wire(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "verify_wire takes 7 arguments");
+static PyObject *verify_body(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "verify_body takes 9 arguments");
         return NULL;
     }
-    PyObject *prev_obj = args[0], *lines = args[1];
-    long long seq = PyLong_AsLongLong(args[2]);
-    PyObject *loads = args[3], *dumps = args[4], *option = args[5], *errors = args[6];
-    if (seq == -1 && PyErr_Occurred()) {
+    PyObject *prev_obj = args[0], *data_obj = args[1];
+    Py_ssize_t begin = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
+    long long seq = PyLong_AsLongLong(args[4]);
+    PyObject *loads = args[5], *dumps = args[6], *option = args[7], *errors = args[8];
+    if (PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyBytes_Check(prev_obj) || PyBytes_GET_SIZE(prev_obj) != DIGEST || !PyList_Check(lines)) {
-        PyErr_SetString(PyExc_TypeError, "verify_wire takes 32 bytes of prev and a list of lines");
+    if (!PyBytes_Check(prev_obj) || PyBytes_GET_SIZE(prev_obj) != DIGEST ||
+        !PyBytes_CheckExact(data_obj) || begin < 0 || count < 0 || count > PY_SSIZE_T_MAX / 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "verify_body takes 32 bytes of prev, a body (bytes) and where its lines "
+                        "begin and how many there are");
         return NULL;
     }
+    const char *data = PyBytes_AS_STRING(data_obj);
+    Py_ssize_t size = PyBytes_GET_SIZE(data_obj), pos = begin;
     unsigned char prev[DIGEST];
     memcpy(prev, PyBytes_AS_STRING(prev_obj), DIGEST);
-    PyObject *hashes = PyList_New(0), *gaps = PyList_New(0), *last_type = NULL;
-    if (hashes == NULL || gaps == NULL) {
+    PyObject *ends = PyBytes_FromStringAndSize(NULL, count * 8), *gaps = PyList_New(0);
+    PyObject *last_type = NULL;
+    if (ends == NULL || gaps == NULL) {
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
+    for (Py_ssize_t i = 0; i < count; i++) {
         if (i > 0) {
             if (seq == LLONG_MAX) {
                 goto not_wire; /* seq 2**63 and on: left to the general path */
             }
             seq++;
         }
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
-            goto fail;
+        if (pos >= size) {
+            goto not_wire; /* fewer lines than counted: the caller's count decides */
         }
-        PyObject *h = NULL, *type = NULL;
-        Py_INCREF(line); /* loads and dumps may run Python code that takes it out of `lines` */
-        int ok = verify_line(line, prev, seq, loads, dumps, option, errors, &h, &type);
-        Py_DECREF(line);
+        const char *newline = memchr(data + pos, '\n', (size_t)(size - pos));
+        Py_ssize_t end = newline != NULL ? newline - data : size;
+        PyObject *type = NULL;
+        int ok = verify_text(data + pos, end - pos, prev, seq, &type);
+        if (ok == 2) { /* unsure in place: parsed and encoded again, as a bytes of its own */
+            PyObject *line = PyBytes_FromStringAndSize(data + pos, end - pos);
+            if (line == NULL) {
+                goto fail;
+            }
+            ok = verify_line(line, prev, seq, loads, dumps, option, errors, &type);
+            Py_DECREF(line);
+        }
         if (ok < 0) {
             goto fail;
         }
         if (ok == 0) {
             goto not_wire;
         }
-        int is_gap = 0;
-        if (type != NULL) {
-            is_gap = PyObject_RichCompareBool(type, str_gap, Py_EQ);
-        }
+        int is_gap = type != NULL ? PyObject_RichCompareBool(type, str_gap, Py_EQ) : 0;
         PyObject *seq_obj = is_gap == 1 ? PyLong_FromLongLong(seq) : NULL;
-        int bad = is_gap < 0 || PyList_Append(hashes, h) < 0 ||
-                  (is_gap == 1 && (seq_obj == NULL || PyList_Append(gaps, seq_obj) < 0));
+        int bad = is_gap < 0 || (is_gap == 1 && (seq_obj == NULL || PyList_Append(gaps, seq_obj) < 0));
         Py_XDECREF(seq_obj);
-        Py_DECREF(h);
         Py_XDECREF(last_type);
         last_type = type;
         if (bad) {
             goto fail;
         }
+        long long at = (long long)end;
+        memcpy(PyBytes_AS_STRING(ends) + 8 * i, &at, sizeof at);
+        pos = end + 1;
     }
     int sealed = 0;
     if (last_type != NULL) {
@@ -1681,14 +1693,14 @@ static PyObject *verify_wire(PyObject *Py_UNUSED(module), PyObject *const *args,
         }
     }
     Py_XDECREF(last_type);
-    return Py_BuildValue("(NNO)", hashes, gaps, sealed ? Py_True : Py_False);
+    return Py_BuildValue("(NNO)", ends, gaps, sealed ? Py_True : Py_False);
 not_wire:
-    Py_DECREF(hashes);
+    Py_DECREF(ends);
     Py_DECREF(gaps);
     Py_XDECREF(last_type);
     Py_RETURN_NONE;
 fail:
-    Py_XDECREF(hashes);
+    Py_XDECREF(ends);
     Py_XDECREF(gaps);
     Py_XDECREF(last_type);
     return NULL;
@@ -1699,7 +1711,7 @@ static PyMethodDef methods[] = {
     {"crc32", py_crc32, METH_O, crc32_doc},
     {"parse_run", (PyCFunction)(void (*)(void))parse_run, METH_FASTCALL, parse_run_doc},
     {"gather_run", (PyCFunction)(void (*)(void))gather_run, METH_FASTCALL, gather_run_doc},
-    {"verify_wire", (PyCFunction)(void (*)(void))verify_wire, METH_FASTCALL, verify_wire_doc},
+    {"verify_body", (PyCFunction)(void (*)(void))verify_body, METH_FASTCALL, verify_body_doc},
     {NULL, NULL, 0, NULL},
 };
 

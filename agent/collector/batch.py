@@ -13,7 +13,7 @@ Invariants:
 * A truncated compressed body cannot slip through: it loses records or tears the last one, which
   fails the record count or the chain (python-zstandard does not report a truncated frame).
 * The fast paths (one-shot zstd for a single frame that declares its size, and
-  :func:`_verify_wire` for records in exactly the agent's wire form) only ever accept what the
+  :func:`_verify_body` for records in exactly the agent's wire form) only ever accept what the
   general path accepts, with the same result; anything else is left to the general path, so
   every refusal and its message is the general path's.
 """
@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import msgspec
 import orjson
 import zstandard
 
+from agent.collector.lines import BodyLines, count_lines
 from agent.compiled import MODULE
 from agent.record import verifiable_h
 
@@ -91,24 +92,40 @@ class BatchHeader:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A parsed, self-consistent batch: ``lines[i]`` is seq ``first_seq + i`` as received."""
+    """A parsed, self-consistent batch: ``lines[i]`` is seq ``first_seq + i`` as received (the
+    collector's: :class:`BodyLines`, views of ``data``)."""
 
     header: BatchHeader
-    lines: list[bytes]
-    hashes: list[str]  # each record's ``h`` as sent
+    lines: Sequence[bytes]
+    hashes: Sequence[str]  # each record's ``h`` as sent
     sealed: bool  # the last record is a seal
     gap_seqs: tuple[int, ...]  # seqs of the batch's ``gap`` records (accounted loss)
     fault: str | None  # the first record whose ``h`` does not verify, if any
-    data: bytes = b""  # the decompressed body the lines were split from
-    records_at: int = 0  # where ``lines[0]`` starts in ``data``
+    data: bytes = b""  # the decompressed body the lines are in
 
-    def stored_form(self, start: int) -> memoryview | None:
-        """``lines[start:]`` as stored (each line and a newline) without copying them: a view
-        into ``data``, or None if ``data`` does not end that way (no final newline)."""
-        if not self.data.endswith(b"\n") or not 0 <= start < len(self.lines):
-            return None
-        begin = self.records_at + sum(map(len, islice(self.lines, start))) + start
-        return memoryview(self.data)[begin:]
+
+class WireHashes(Sequence[str]):
+    """The ``h`` of lines that are all in the agent's wire form, where each line ends with it:
+    read from a line only when asked for (a batch needs one or two of them)."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: Sequence[bytes]) -> None:
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[at] for at in range(*index.indices(len(self)))]
+        return self._lines[index][len(_H_MEMBER) - _WIRE_TAIL : -2].decode("ascii")
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -207,52 +224,56 @@ def parse_header(data: bytes) -> tuple[BatchHeader, int]:
 
 
 def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
-    """Split the records after the header and check them against it.
+    """Take the records after the header and check them against it.
 
     Structure is required at once (400): one JSON object per line, consecutive seqs matching the
     header, a string ``h``. Whether each ``h`` verifies is only noted in
     ``Batch.fault``, so that :func:`first_new_index` answers 409 to a batch that does not link
     before judging its content.
     """
-    lines = _split_lines(data, offset)
-    if lines and not lines[-1]:
-        lines.pop()  # the body's final newline
     count = header.last_seq - header.first_seq + 1
-    if len(lines) != count:
-        raise rejected(400, f"header announces {count} records, body holds {len(lines)}")
-    verified = _verify_wire(header, lines)
+    held = count_lines(data, offset)
+    if held != count:
+        raise rejected(400, f"header announces {count} records, body holds {held}")
+    verified = _verify_body(header, data, offset, count)
     if verified is not None:
-        hashes, gap_seqs, sealed = verified
-        return Batch(header, lines, hashes, sealed, tuple(gap_seqs), None, data, offset)
-    return _parse_each(header, lines, data, offset)
-
-
-def _split_lines(data: bytes, offset: int) -> list[bytes]:
-    """``data[offset:].split(b"\\n")``, without copying ``data[offset:]`` first when ``offset``
-    starts a line (it follows the header line)."""
-    if offset == 0:
-        return data.split(b"\n")
-    if offset <= len(data) and data[offset - 1] == ord("\n"):
-        lines = data.split(b"\n")
-        del lines[: data.count(b"\n", 0, offset)]
-        return lines
-    return data[offset:].split(b"\n")
+        lines, gap_seqs, sealed = verified
+        return Batch(header, lines, WireHashes(lines), sealed, tuple(gap_seqs), None, data)
+    return _parse_each(header, BodyLines.split(data, offset), data)
 
 
 Verified = tuple[list[str], list[int], bool]
 _ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
 
 
-def _verify_wire(header: BatchHeader, lines: list[bytes]) -> Verified | None:
-    """``verify_wire_py``, compiled where built (``agent/compiled.py``; the same result)."""
+def _verify_body(
+    header: BatchHeader, data: bytes, offset: int, count: int
+) -> tuple[BodyLines, list[int], bool] | None:
+    """The ``count`` lines of ``data[offset:]`` if every one is in the agent's wire form and
+    verifies (``verify_wire_py``), with the seqs of the gap records among them and whether the
+    last is a seal; None if not. Compiled where built (``agent/compiled.py``): checked where
+    the lines are, with no object per line."""
     first = header.first_seq
-    if MODULE is None or first + len(lines) >= 1 << 62:
-        return verify_wire_py(header, lines)
+    if MODULE is None or first + count >= 1 << 62:
+        lines = BodyLines.split(data, offset)
+        found = verify_wire_py(header, list(lines))
+        return None if found is None else (lines, found[1], found[2])
     prev = bytes.fromhex(header.prev_h)
-    found: Verified | None = MODULE.verify_wire(
-        prev, lines, first, orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, _ORJSON_ERRORS
+    checked: tuple[bytes, list[int], bool] | None = MODULE.verify_body(
+        prev,
+        data,
+        offset,
+        count,
+        first,
+        orjson.loads,
+        orjson.dumps,
+        orjson.OPT_SORT_KEYS,
+        _ORJSON_ERRORS,
     )
-    return found
+    if checked is None:
+        return None
+    ends, gap_seqs, sealed = checked
+    return BodyLines(data, offset, memoryview(ends).cast("q")), gap_seqs, sealed
 
 
 def verify_wire_py(header: BatchHeader, lines: list[bytes]) -> Verified | None:
@@ -301,7 +322,7 @@ def verify_wire_py(header: BatchHeader, lines: list[bytes]) -> Verified | None:
     return hashes, gap_seqs, record is not None and record.get("type") == "seal"
 
 
-def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes, offset: int) -> Batch:
+def _parse_each(header: BatchHeader, lines: BodyLines, data: bytes) -> Batch:
     """The general path: every record parsed and checked on its own, structure first."""
     prev = bytes.fromhex(header.prev_h)
     hashes: list[str] = []
@@ -322,7 +343,7 @@ def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes, offset: in
                 prev = digest
         hashes.append(record["h"])
     sealed = record.get("type") == "seal"
-    return Batch(header, lines, hashes, sealed, tuple(gap_seqs), fault, data, offset)
+    return Batch(header, lines, hashes, sealed, tuple(gap_seqs), fault, data)
 
 
 def _record(line: bytes, seq: int) -> dict[str, Any]:

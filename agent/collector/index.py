@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from agent.collector.lines import BodyLines
 from agent.statefile import write_all, write_atomic
 
 INDEX_FILE = "index.bin"
@@ -39,9 +40,12 @@ Entry = tuple[int, int]  # (seq, byte offset of its line)
 
 def entries_for(first_seq: int, start: int, lines: Sequence[bytes], every: int) -> list[Entry]:
     """The entries for ``lines`` (seqs ``first_seq``…) written at byte ``start`` of the data."""
+    seqs = range(first_seq + (1 - first_seq) % every, first_seq + len(lines), every)
+    if isinstance(lines, BodyLines):  # where each line starts is known
+        return [(seq, start + lines.offset(seq - first_seq)) for seq in seqs]
     entries = []
     offset, done = start, 0  # ``offset`` is where line ``done`` starts
-    for seq in range(first_seq + (1 - first_seq) % every, first_seq + len(lines), every):
+    for seq in seqs:
         at = seq - first_seq
         offset += sum(map(len, lines[done:at])) + at - done  # summed in C, not line by line
         done = at

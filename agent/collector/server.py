@@ -60,7 +60,6 @@ from agent.collector.batch import (
 from agent.collector.ratelimit import TokenBucket
 from agent.collector.storage import (
     FileStreamStore,
-    JoinedLines,
     Skip,
     StreamHead,
     StreamStore,
@@ -290,12 +289,10 @@ class Collector:
             skip = None
             if header.first_seq > held_seq + 1:  # a declared gap (first_new_index allowed it)
                 skip = Skip(held_seq + 1, header.first_seq - 1, header.prev_h)
-            lines = batch.lines[start:]
-            stored = batch.stored_form(start)
             new = await self.store.append(
                 stream,
                 header.host,
-                lines if stored is None else JoinedLines(lines, stored),
+                batch.lines[start:],
                 last_seq=header.last_seq,
                 head=batch.hashes[-1],
                 state=stream_state(sealed=batch.sealed, gaps=held_gaps + gaps + (skip is not None)),

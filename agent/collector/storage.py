@@ -11,8 +11,8 @@ append also adds entries to the stream's seq index (``index.py``: derived data, 
 open), which lets :meth:`FileStreamStore.read_records` seek to a seq range.
 
 Callers verify records before appending; the store trusts them and only checks that ``last_seq``
-adds up. A caller that already holds the lines contiguously, as stored, passes them as
-:class:`JoinedLines` and the store writes that buffer instead of joining a copy. All file I/O
+adds up. Lines given as :class:`~agent.collector.lines.BodyLines` (the collector's: views of
+the request body) are written as the body holds them, not joined from copies. All file I/O
 runs in worker threads. The store's own event-loop task state (the head cache and one lock per
 stream) is owned by whichever task calls it; an append, once started, finishes even if its
 caller is cancelled, so the cache always matches the disk.
@@ -24,7 +24,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -33,6 +33,7 @@ import msgspec
 import orjson
 
 from agent.collector import index
+from agent.collector.lines import BodyLines
 from agent.errors import StateError
 from agent.record import genesis, now_rfc3339, verifiable_h
 from agent.statefile import fsync_dir, write_all, write_atomic
@@ -87,24 +88,6 @@ def stream_state(*, sealed: bool, gaps: int) -> StreamState:
 def parse_ts(value: str) -> float:
     """Seconds since the epoch of an RFC 3339 UTC timestamp as written by ``now_rfc3339``."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-class JoinedLines(tuple[bytes, ...]):
-    """Record lines together with their stored form, ``b"".join(line + b"\\n" for line in
-    lines)``, which the caller already holds as one buffer (the collector: a view into the
-    request body the lines were split from). The store writes ``stored`` as it is instead of
-    joining a copy of the lines. Its length and final newline are checked here; that its bytes
-    are those lines is the caller's promise.
-    """
-
-    stored: bytes | memoryview
-
-    def __new__(cls, lines: Iterable[bytes], stored: bytes | memoryview) -> JoinedLines:
-        self = super().__new__(cls, lines)
-        if len(stored) != sum(map(len, self)) + len(self) or stored[-1:] != b"\n":
-            raise ValueError("stored form does not match the lines")
-        self.stored = stored
-        return self
 
 
 class StreamStore(Protocol):
@@ -180,7 +163,7 @@ class FileStreamStore:
         work = self._append(
             stream_id,
             dict(host),
-            lines if isinstance(lines, JoinedLines) else list(lines),
+            lines if isinstance(lines, BodyLines) else list(lines),
             last_seq=last_seq,
             head=head,
             state=state,
@@ -278,7 +261,8 @@ class FileStreamStore:
                 gaps += 1
             if not lines or last_seq != first - 1 + len(lines):
                 raise ValueError(f"{len(lines)} lines from seq {first} do not end at {last_seq}")
-            data = lines.stored if isinstance(lines, JoinedLines) else b"\n".join([*lines, b""])
+            stored = lines.stored if isinstance(lines, BodyLines) else None
+            data = stored if stored is not None else b"\n".join([*lines, b""])
             new = StreamHead(
                 stream=stream_id,
                 host=host,

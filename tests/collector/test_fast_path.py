@@ -34,7 +34,8 @@ from agent.collector.batch import (
     rejected,
 )
 from agent.collector.index import entries_for
-from agent.collector.storage import FileStreamStore, JoinedLines
+from agent.collector.lines import BodyLines, count_lines
+from agent.collector.storage import FileStreamStore
 from agent.record import Record, expected_h, genesis, link, verifiable_h
 from tests.collector.chains import Chain, make_chain, new_stream_id, tampered
 from tests.collector.harness import Running, list_streams, post, stored
@@ -98,7 +99,8 @@ def outcome(parse: Any, data: bytes) -> tuple[Any, ...]:
         return ("refused", exc.status, exc.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the reference raises, so must we
         return ("raised", type(exc))
-    return ("batch", batch.lines, batch.hashes, batch.sealed, batch.gap_seqs, batch.fault)
+    lines, hashes = list(batch.lines), list(batch.hashes)
+    return ("batch", lines, hashes, batch.sealed, batch.gap_seqs, batch.fault)
 
 
 def assert_same_as_reference(data: bytes) -> None:
@@ -153,8 +155,8 @@ def test_fast_path_result_for_an_honest_batch() -> None:
     batch = parse_records(header, data, offset)
 
     assert batch.fault is None
-    assert batch.lines == chain.lines
-    assert batch.hashes == [chain.head(seq) for seq in range(1, 13)]
+    assert list(batch.lines) == chain.lines
+    assert list(batch.hashes) == [chain.head(seq) for seq in range(1, 13)]
     assert (batch.sealed, batch.gap_seqs) == (True, (4,))
 
 
@@ -207,7 +209,7 @@ def test_tampered_middle_record_is_the_fault() -> None:
     header, offset = parse_header(data)
     batch = parse_records(header, data, offset)
     assert batch.fault == "record 5: h does not verify"
-    assert batch.hashes[5:] == [chain.head(seq) for seq in range(6, 10)]
+    assert list(batch.hashes[5:]) == [chain.head(seq) for seq in range(6, 10)]
 
 
 def test_structure_after_a_tampered_record_is_still_checked_first() -> None:
@@ -346,27 +348,52 @@ def test_any_batch_is_judged_as_before(records: list[Record], data: st.DataObjec
     assert_fast_only_for_wire_form(chain, lines)
 
 
+def fast(header: BatchHeader, lines: list[bytes]) -> batch_module.Verified | None:
+    """What the fast path makes of ``lines`` as a body holds them: the lines' hashes, its gap
+    seqs and whether it is sealed, as ``verify_wire_py`` answers."""
+    data = b"".join(line + b"\n" for line in lines)
+    found = batch_module._verify_body(header, data, 0, len(lines))
+    if found is None:
+        return None
+    body_lines, gap_seqs, sealed = found
+    assert list(body_lines) == lines
+    return list(batch_module.WireHashes(body_lines)), gap_seqs, sealed
+
+
 def assert_compiled_as_python(header: BatchHeader, lines: list[bytes]) -> None:
-    """The compiled wire check (agent/_speedups.c, where built) answers as ``verify_wire_py``."""
-    if SPEEDUPS is None:
+    """The compiled check of a body (agent/_speedups.c, where built) answers as
+    ``verify_wire_py`` answers for its lines, with or without the body's final newline; the
+    offsets where it says they end are theirs."""
+    if SPEEDUPS is None or any(b"\n" in line for line in lines):
         return
-    compiled = SPEEDUPS.verify_wire(
-        bytes.fromhex(header.prev_h),
-        lines,
-        header.first_seq,
-        orjson.loads,
-        orjson.dumps,
-        orjson.OPT_SORT_KEYS,
-        (orjson.JSONDecodeError, orjson.JSONEncodeError),
-    )
-    assert compiled == batch_module.verify_wire_py(header, lines)
+    expected = batch_module.verify_wire_py(header, lines)
+    joined = b"\n".join(lines)
+    for data, begin in ((joined + b"\n", 0), (b"head\n" + joined, 5)):
+        compiled = SPEEDUPS.verify_body(
+            bytes.fromhex(header.prev_h),
+            data,
+            begin,
+            len(lines),
+            header.first_seq,
+            orjson.loads,
+            orjson.dumps,
+            orjson.OPT_SORT_KEYS,
+            _ORJSON_ERRORS,
+        )
+        if expected is None:
+            assert compiled is None
+            continue
+        ends, gap_seqs, sealed = compiled
+        body_lines = BodyLines(data, begin, memoryview(ends).cast("q"))
+        assert list(body_lines) == lines
+        assert (list(batch_module.WireHashes(body_lines)), gap_seqs, sealed) == expected
 
 
 def assert_fast_only_for_wire_form(chain: Chain, lines: list[bytes]) -> None:
     """The fast path takes a batch only if every line is what the agent would have written."""
     header, _ = parse_header(chain.batch(1, len(lines), lines=lines))
     assert_compiled_as_python(header, lines)
-    if batch_module._verify_wire(header, lines) is None:
+    if fast(header, lines) is None:
         assert any(line != chain.line(seq) for seq, line in enumerate(lines, start=1))
         return
     prev = genesis(chain.stream)
@@ -380,11 +407,11 @@ def assert_fast_only_for_wire_form(chain: Chain, lines: list[bytes]) -> None:
 def test_fast_path_takes_wire_form_and_nothing_else() -> None:
     chain = make_chain(3)
     header, _ = parse_header(chain.batch(1, 3))
-    assert batch_module._verify_wire(header, chain.lines) is not None
+    assert fast(header, chain.lines) is not None
     assert_compiled_as_python(header, chain.lines)
     for name, line in _variants(chain, 2).items():
         lines = [chain.line(1), line, chain.line(3)]
-        assert batch_module._verify_wire(header, lines) is None, name
+        assert fast(header, lines) is None, name
         assert_compiled_as_python(header, lines)
 
 
@@ -400,7 +427,7 @@ def test_compiled_wire_check_answers_as_python_for_seals_gaps_and_seqs() -> None
     chain = chain_of(records)
     header, _ = parse_header(chain.batch(1, 5))
     hashes = [chain.head(seq) for seq in range(1, 6)]
-    assert batch_module._verify_wire(header, chain.lines) == (hashes, [2, 3], True)
+    assert fast(header, chain.lines) == (hashes, [2, 3], True)
     assert_compiled_as_python(header, chain.lines)
     for cut in range(5):  # every prefix, and a batch that starts later in the chain
         header, _ = parse_header(chain.batch(1, cut + 1))
@@ -409,10 +436,49 @@ def test_compiled_wire_check_answers_as_python_for_seals_gaps_and_seqs() -> None
         assert_compiled_as_python(header, chain.lines[cut:])
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\n")), st.integers(0, 45))
-def test_lines_split_as_before(data: bytes, offset: int) -> None:
-    assert batch_module._split_lines(data, offset) == data[offset:].split(b"\n")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\n")),
+    st.integers(0, 45),
+    st.data(),
+)
+def test_body_lines_are_the_lines_split_finds(
+    data: bytes, offset: int, draw: st.DataObject
+) -> None:
+    """Lines as the body holds them are those ``split`` cuts, without the empty one after a
+    final newline: counted, found, indexed, sliced and stored (with its newline) alike."""
+    expected = data[offset:].split(b"\n")
+    if expected and not expected[-1]:
+        expected.pop()
+    lines = BodyLines.split(data, offset)
+    assert count_lines(data, offset) == len(lines) == len(expected)
+    assert list(lines) == expected
+    assert [lines[at] for at in range(-len(lines), len(lines))] == expected + expected
+    lo = draw.draw(st.integers(-3, len(expected) + 3), label="lo")
+    hi = draw.draw(st.integers(-3, len(expected) + 3), label="hi")
+    part = lines[lo:hi]
+    assert list(part) == expected[lo:hi]
+    assert [part.offset(at) for at in range(len(part) + 1)] == [
+        sum(len(line) + 1 for line in expected[lo:hi][:at]) for at in range(len(part) + 1)
+    ]
+    taken = list(range(len(expected)))[lo:hi]
+    if not taken or (taken[-1] == len(expected) - 1 and not data.endswith(b"\n")):
+        assert part.stored is None  # none, or the last has no newline to store
+    else:
+        assert bytes(part.stored or b"") == b"".join(line + b"\n" for line in expected[lo:hi])
+    with pytest.raises(IndexError):
+        lines[len(expected)]
+
+
+def test_body_lines_refuse_steps_and_offsets_out_of_range() -> None:
+    lines = BodyLines.split(b"a\nbc\n", 0)
+    with pytest.raises(ValueError, match="step"):
+        lines[::2]
+    with pytest.raises(IndexError):
+        lines.offset(3)
+    assert lines.offset(2) == 5
+    assert BodyLines.split(b"a\nbc", 0).stored is None  # the last line has no newline
+    assert bytes(BodyLines.split(b"a\nbc", 0)[:1].stored or b"") == b"a\n"
 
 
 def test_stored_form_is_the_lines_as_stored() -> None:
@@ -422,7 +488,9 @@ def test_stored_form_is_the_lines_as_stored() -> None:
     batch = parse_records(header, data, offset)
 
     for start in range(5):
-        view = batch.stored_form(start)
+        lines = batch.lines[start:]
+        assert isinstance(lines, BodyLines)
+        view = lines.stored
         assert view is not None
         assert bytes(view) == b"".join(line + b"\n" for line in chain.lines[start:])
 
@@ -432,7 +500,9 @@ def test_stored_form_needs_the_final_newline() -> None:
     data = chain.batch(1, 3)[:-1]
     header, offset = parse_header(data)
 
-    assert parse_records(header, data, offset).stored_form(0) is None
+    lines = parse_records(header, data, offset).lines
+    assert isinstance(lines, BodyLines)
+    assert lines.stored is None
 
 
 # --- zstd -------------------------------------------------------------------------------------
@@ -531,22 +601,13 @@ def test_index_entries_as_a_line_walk_finds_them(
     assert entries_for(first_seq, start, lines, every) == walked
 
 
-def test_joined_lines_must_match_their_stored_form() -> None:
-    lines = [b"a", b"bc"]
-
-    assert list(JoinedLines(lines, b"a\nbc\n")) == lines
-    for wrong in (b"a\nbc", b"a\nbcd\n", b"a\nb\n", b""):
-        with pytest.raises(ValueError, match="stored form"):
-            JoinedLines(lines, wrong)
-
-
-async def test_joined_lines_are_stored_like_lines(tmp_path: Path) -> None:
+async def test_body_lines_are_stored_like_lines(tmp_path: Path) -> None:
     chain = make_chain(2100)
     plain, joined = FileStreamStore(tmp_path / "plain", 1000), FileStreamStore(tmp_path / "j", 1000)
     for first, last in [(1, 1), (2, 1500), (1501, 2100)]:
         lines = chain.lines[first - 1 : last]
         body = b"".join(line + b"\n" for line in lines)
-        for store, given_lines in [(plain, lines), (joined, JoinedLines(lines, memoryview(body)))]:
+        for store, given_lines in [(plain, lines), (joined, BodyLines.split(body, 0))]:
             await store.append(
                 chain.stream,
                 {"name": "web-1"},
@@ -611,27 +672,21 @@ _ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
 
 
 @pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
-def test_compiled_wire_check_holds_the_line_it_checks() -> None:
-    """``loads`` may run Python code that drops the list's hold on the line being checked (here
-    the only one): it is still checked (the compiled loop read a freed one)."""
-    chain = chain_of([{"msg": "x", "took": 1.5}])  # a float: parsed (not checked in place)
-    header, _ = parse_header(chain.batch(1, 1))
+def test_compiled_body_check_parses_only_the_lines_it_is_unsure_of() -> None:
+    """A line it cannot judge in place (a float) is parsed and encoded again as a bytes of its
+    own, and only that one; the answer is the reference's."""
+    chain = chain_of([{"msg": "x"}, {"msg": "y", "took": 1.5}, {"msg": "z"}])
+    header, _ = parse_header(chain.batch(1, 3))
     expected = batch_module.verify_wire_py(header, chain.lines)
     assert expected is not None
-    lines = [bytes(bytearray(chain.lines[0]))]  # a copy only the list holds
     calls = []
 
-    def clearing(line: bytes) -> Any:
-        lines.clear()
+    def counting(line: bytes) -> Any:
         calls.append(line)
         return orjson.loads(line)
 
-    got = SPEEDUPS.verify_wire(
-        bytes.fromhex(header.prev_h), lines, 1, clearing, orjson.dumps, orjson.OPT_SORT_KEYS,
-        _ORJSON_ERRORS,
-    )  # fmt: skip
-    assert got == expected
-    assert calls
+    assert compiled_check(header, chain.lines, counting) == expected
+    assert calls == [chain.lines[1]]
 
 
 @pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
@@ -671,10 +726,17 @@ PLAIN_RECORDS = st.dictionaries(  # "type" apart: a record's type is a str, draw
 
 
 def compiled_check(header: BatchHeader, lines: list[bytes], loads: Any = orjson.loads) -> Any:
-    return SPEEDUPS.verify_wire(
-        bytes.fromhex(header.prev_h), lines, header.first_seq, loads, orjson.dumps,
+    """The compiled check of ``lines`` as a body, answered as ``verify_wire_py`` answers."""
+    data = b"".join(line + b"\n" for line in lines)
+    found = SPEEDUPS.verify_body(
+        bytes.fromhex(header.prev_h), data, 0, len(lines), header.first_seq, loads, orjson.dumps,
         orjson.OPT_SORT_KEYS, _ORJSON_ERRORS,
     )  # fmt: skip
+    if found is None:
+        return None
+    ends, gap_seqs, sealed = found
+    hashes = batch_module.WireHashes(BodyLines(data, 0, memoryview(ends).cast("q")))
+    return list(hashes), gap_seqs, sealed
 
 
 def never(line: bytes) -> Any:
