@@ -1194,9 +1194,10 @@ done:
 
 PyDoc_STRVAR(verify_body_doc,
              "verify_body(prev, data, begin, count, first_seq, loads, dumps, option, errors)\n--\n\n"
-             "The count lines of data[begin:] checked as agent.collector.batch.verify_wire_py "
-             "checks them, in place: (ends, gap seqs, sealed), ends the offset in data where "
-             "each line ends as native 8-byte ints; None where verify_wire_py answers None.");
+             "The lines of data[begin:] checked as agent.collector.batch.verify_wire_py checks "
+             "them, in place: (ends, gap seqs, sealed), ends the offset in data where each line "
+             "ends as native 8-byte ints; None where verify_wire_py answers None, or if "
+             "data[begin:] does not hold count lines (as lines.BodyLines.split finds them).");
 
 /* --- the collector's check of a wire line without parsing it into objects ---------------------
  *
@@ -1652,7 +1653,7 @@ static PyObject *verify_body(PyObject *Py_UNUSED(module), PyObject *const *args,
             seq++;
         }
         if (pos >= size) {
-            goto not_wire; /* fewer lines than counted: the caller's count decides */
+            goto not_wire; /* fewer lines than counted: the caller counts them */
         }
         const char *newline = memchr(data + pos, '\n', (size_t)(size - pos));
         Py_ssize_t end = newline != NULL ? newline - data : size;
@@ -1684,6 +1685,9 @@ static PyObject *verify_body(PyObject *Py_UNUSED(module), PyObject *const *args,
         long long at = (long long)end;
         memcpy(PyBytes_AS_STRING(ends) + 8 * i, &at, sizeof at);
         pos = end + 1;
+    }
+    if (pos < size) {
+        goto not_wire; /* more lines than counted: the caller counts them */
     }
     int sealed = 0;
     if (last_type != NULL) {

@@ -30,7 +30,7 @@ import msgspec
 import orjson
 import zstandard
 
-from agent.collector.lines import BodyLines, count_lines
+from agent.collector.lines import BodyLines
 from agent.compiled import MODULE
 from agent.record import verifiable_h
 
@@ -232,14 +232,14 @@ def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
     before judging its content.
     """
     count = header.last_seq - header.first_seq + 1
-    held = count_lines(data, offset)
-    if held != count:
-        raise rejected(400, f"header announces {count} records, body holds {held}")
     verified = _verify_body(header, data, offset, count)
-    if verified is not None:
+    if verified is not None:  # it holds ``count`` lines, each in wire form
         lines, gap_seqs, sealed = verified
         return Batch(header, lines, WireHashes(lines), sealed, tuple(gap_seqs), None, data)
-    return _parse_each(header, BodyLines.split(data, offset), data)
+    lines = BodyLines.split(data, offset)
+    if len(lines) != count:
+        raise rejected(400, f"header announces {count} records, body holds {len(lines)}")
+    return _parse_each(header, lines, data)
 
 
 Verified = tuple[list[str], list[int], bool]
@@ -249,13 +249,16 @@ _ORJSON_ERRORS = (orjson.JSONDecodeError, orjson.JSONEncodeError)
 def _verify_body(
     header: BatchHeader, data: bytes, offset: int, count: int
 ) -> tuple[BodyLines, list[int], bool] | None:
-    """The ``count`` lines of ``data[offset:]`` if every one is in the agent's wire form and
-    verifies (``verify_wire_py``), with the seqs of the gap records among them and whether the
-    last is a seal; None if not. Compiled where built (``agent/compiled.py``): checked where
-    the lines are, with no object per line."""
+    """The lines of ``data[offset:]`` if there are ``count`` and every one is in the agent's
+    wire form and verifies (``verify_wire_py``), with the seqs of the gap records among them
+    and whether the last is a seal; None if not. Compiled where built (``agent/compiled.py``):
+    checked where the lines are, with no object per line (and not counted first: a count of
+    the body's newlines alone was ~9 % of the collector's CPU)."""
     first = header.first_seq
     if MODULE is None or first + count >= 1 << 62:
         lines = BodyLines.split(data, offset)
+        if len(lines) != count:
+            return None
         found = verify_wire_py(header, list(lines))
         return None if found is None else (lines, found[1], found[2])
     prev = bytes.fromhex(header.prev_h)

@@ -13,14 +13,6 @@ from collections.abc import Iterator, Sequence
 from typing import overload
 
 
-def count_lines(data: bytes, begin: int) -> int:
-    """How many lines ``data[begin:].split(b"\\n")`` gives without the empty one after a final
-    newline (the body's records)."""
-    if begin >= len(data):
-        return 0
-    return data.count(b"\n", begin) + (data[-1] != ord("\n"))
-
-
 class BodyLines(Sequence[bytes]):
     """Lines ``lo..hi`` of ``data``: line ``i`` ends at ``ends[i]`` (its newline, or the end of
     ``data`` for a last line without one) and starts after the newline of the line before it
@@ -37,8 +29,9 @@ class BodyLines(Sequence[bytes]):
 
     @classmethod
     def split(cls, data: bytes, begin: int) -> BodyLines:
-        """The lines :func:`count_lines` counts, found one newline at a time (the ways without
-        the compiled check: it finds them as it verifies)."""
+        """The lines of ``data[begin:]`` as ``split(b"\\n")`` cuts them, without the empty one
+        after a final newline, found one newline at a time (the ways without the compiled
+        check: it finds them as it verifies)."""
         ends: list[int] = []
         at, size = begin, len(data)
         while at < size:
