@@ -332,8 +332,14 @@ static int offset_digits(PyObject *offset, char *small, size_t small_len, const 
         if (value == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (!overflow) {
-            *len = snprintf(small, small_len, "%lld", value);
+        if (!overflow && small_len >= 21) {
+            unsigned long long magnitude = (unsigned long long)value;
+            Py_ssize_t n = 0;
+            if (value < 0) {
+                small[n++] = '-';
+                magnitude = 0ULL - magnitude;
+            }
+            *len = n + put_digits(small + n, magnitude);
             *digits = small;
             return 0;
         }
@@ -1454,7 +1460,13 @@ static int canonical_record(const char *body, Py_ssize_t n, long long seq, PyObj
     }
     /* seq: the digits of `seq` exactly (a canonical int is written one way) */
     char digits[24];
-    int len = snprintf(digits, sizeof digits, "%lld", seq);
+    int len = 0;
+    unsigned long long magnitude = (unsigned long long)seq;
+    if (seq < 0) {
+        digits[len++] = '-';
+        magnitude = 0ULL - magnitude;
+    }
+    len += put_digits(digits + len, magnitude); /* snprintf was ~1.5 % of the collector's CPU */
     if ((size_t)(s.end - seq_at) < (size_t)len || memcmp(seq_at, digits, (size_t)len) != 0 ||
         (seq_at + len < s.end && seq_at[len] != ',')) {
         return 0;

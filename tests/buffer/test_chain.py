@@ -466,6 +466,19 @@ def test_out_must_be_a_bytearray_not_a_subclass(link: Link | None, out: bytearra
 # --- checkpoint prefixes: made once per run of records sharing source, key and path objects ----
 
 
+@needs_compiled
+@pytest.mark.parametrize("offset", [-(2**63), -(2**63) + 1, -10, -1, 0, 9, 10, 2**63 - 1])
+def test_offsets_at_the_ends_of_a_long_long_are_written_as_str_writes_them(offset: int) -> None:
+    """The compiled loop writes the digits of an offset that fits a long long itself."""
+    assert COMPILED is not None
+    items = [Pending({"msg": "x"}, Checkpoint("app", "1:2:aa", offset, "/var/log/a.log"))]
+    assert run(COMPILED, items) == run(link_py, items)
+    (_, data, *_), _ = run(COMPILED, items)
+    frame = segment.parse_frame(data, 0)
+    assert frame is not None
+    assert frame.checkpoint.endswith(b'"o":' + str(offset).encode() + b"}")
+
+
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
 def test_checkpoints_of_interleaved_files_get_their_own_prefix(link: Link | None) -> None:
     """Records of two files, in runs and alternating (the compiled loop keeps the last prefix,

@@ -709,6 +709,24 @@ def test_compiled_wire_check_does_not_wrap_seq_past_2_63() -> None:
     assert_compiled_as_python(header, lines)
 
 
+@pytest.mark.skipif(SPEEDUPS is None, reason="agent._speedups not built")
+@pytest.mark.parametrize("first", [-(10**18) + 1, -3, 1, 9, 99, 10**17 - 1, 10**18 - 4])
+def test_compiled_wire_check_reads_seqs_of_any_sign_and_length(first: int) -> None:
+    """The seq digits the compiled check expects are the ones orjson writes, negative (not a
+    seq the header allows, but the check answers alike) or not, across a change of sign or of
+    length, up to the 18 digits it reads in place: read there, never parsed."""
+    prev = genesis("s")
+    lines = []
+    digest = prev
+    for seq in range(first, first + 4):
+        digest, wire = link(digest, {"msg": "x", "seq": seq})
+        lines.append(wire)
+    header = BatchHeader("s", {"name": "h"}, "h", first, first + 3, prev.hex())
+    expected = batch_module.verify_wire_py(header, lines)
+    assert expected is not None
+    assert compiled_check(header, lines, never) == expected
+
+
 # --- the compiled check of a line in place (canonical_record in agent/_speedups.c) ---------------
 
 # Records of the shape the agent ships: ASCII keys and text (with control characters, quotes
