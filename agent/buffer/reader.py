@@ -139,6 +139,9 @@ class BufferReader:
         self._fd = -1
         self._offset = 0
         self._buf = bytearray()  # the window's bytes: reader thread only (in_thread: one at a time)
+        # The segment's bytes from _held_at held in _buf (_held of them): the frames a batch did
+        # not take are read from there by the next one, not read from the file again.
+        self._held_at = self._held = 0
         self._declared: tuple[int, int] | None = None  # a gap to declare with the next batch
         self._record_bytes = 0.0  # the mean record size of the last batch read (0: none yet)
 
@@ -334,8 +337,33 @@ class BufferReader:
         strict: bool,
     ) -> segment.Gathered:
         """``gather_run`` over the frames from ``_offset`` (up to ``limit``, the committed end):
-        a window of ``_WINDOW`` bytes, or more when one frame is bigger than that."""
+        those still held from the last read, if they hold a complete frame (a batch ends inside
+        a window: on raw lines, the window's rest was a quarter of what the reader read), else
+        a window of ``_WINDOW`` bytes read from there, or more when one frame is bigger."""
+
+        def gather(data: memoryview) -> segment.Gathered:
+            return segment.gather_run(
+                data,
+                self.position,
+                body,
+                hashes,
+                want=want,
+                max_bytes=room,
+                strict=strict,
+                # What the batch may still take: no more than the committed frames (each
+                # record and its newline is shorter than its frame), and about its room (the
+                # last record may overshoot it; a newline each).
+                reserve=min(limit - self._offset, room + want + _OVERSHOOT),
+            )
+
+        skip = self._offset - self._held_at
+        if 0 <= skip < self._held:  # the segment's bytes do not change once committed
+            with memoryview(self._buf) as view:
+                run = gather(view[skip : self._held])
+            if run.taken or run.skipped_end or run.first_seq:
+                return run
         window = _WINDOW
+        self._held = 0
         try:
             while True:
                 length = max(min(limit - self._offset, window), 0)
@@ -343,19 +371,8 @@ class BufferReader:
                     self._buf = bytearray(length)
                 with memoryview(self._buf) as view:
                     got = os.preadv(self._fd, [view[:length]], self._offset) if length else 0
-                    run = segment.gather_run(
-                        view[:got],
-                        self.position,
-                        body,
-                        hashes,
-                        want=want,
-                        max_bytes=room,
-                        strict=strict,
-                        # What the batch may still take: no more than the committed frames
-                        # (each record and its newline is shorter than its frame), and about
-                        # its room (the last record may overshoot it; a newline each).
-                        reserve=min(limit - self._offset, room + want + _OVERSHOOT),
-                    )
+                    self._held_at, self._held = self._offset, got
+                    run = gather(view[:got])
                     if run.skipped_end or run.first_seq or got < window:
                         return run
                     frame = segment.HEADER.unpack_from(view)[0] + segment.HEADER.size
@@ -363,6 +380,7 @@ class BufferReader:
         finally:
             if len(self._buf) > _KEEP_WINDOW:
                 self._buf = bytearray()
+                self._held = 0
 
     def _locate(self) -> tuple[SegmentInfo | None, int]:
         """The segment holding the first record after ``position`` (opened) and its committed
@@ -403,6 +421,7 @@ class BufferReader:
         self._fd = -1
         self._segment = None
         self._offset = 0
+        self._held = 0  # another segment's bytes come next
 
     def close(self) -> None:
         self._close()

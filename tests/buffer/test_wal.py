@@ -187,6 +187,38 @@ async def test_reader_batches_are_consecutive_and_linked(running: Running) -> No
         assert batch.last_h == prev
 
 
+def bytes_read() -> int:
+    """What this process has read from files and sockets so far (the kernel's count)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
+
+
+async def test_reader_reads_each_frame_from_the_file_once(running: Running) -> None:
+    """Batches that end inside a read window: the next batch starts from the frames the last
+    read holds, not from a read of them again (a batch of 30 KB from a window that holds them all
+    read the rest again each time). The batches are the same as ever, with every record once."""
+    await running.commit(pending(3000))
+    reader = BufferReader(running.buffer, "a")
+    before = bytes_read()
+    batches = []
+    for more in (1000, 0):  # records committed after a read: after what it holds
+        while reader.position < running.buffer.last_seq:
+            batch = await reader.next_batch(10_000, 30_000, linger=0)
+            assert batch is not None
+            batches.append(batch)
+            if len(batches) == 3 and more:
+                await running.commit(pending(more, 3000))
+    read = bytes_read() - before
+    reader.close()
+    size = sum(info.size for info in running.buffer.segments)
+    assert len(batches) > 10
+    assert [b.first_seq for b in batches] == [1] + [b.last_seq + 1 for b in batches[:-1]]
+    assert [r for b in batches for r in b.records] == [
+        frame.record for frame in stored(running.buffer.directory.parent)
+    ]
+    assert size <= read < 1.5 * size
+
+
 async def test_reader_crosses_segments_and_split_halves_link(tmp_path: Path) -> None:
     run = await start(tmp_path, BufferConfig(segment_bytes=4096))
     await run.commit(pending(300))
