@@ -1170,6 +1170,9 @@ static PyObject *gather_run(PyObject *Py_UNUSED(module), PyObject *const *args, 
         /* One resize each, to the exact size: growing a record at a time reallocated (and
          * copied) the body a hundred times over. */
         Py_ssize_t at = PyByteArray_GET_SIZE(body), hat = PyByteArray_GET_SIZE(hashes);
+        if (reserve > PY_SSIZE_T_MAX - 1 - at) {
+            reserve = PY_SSIZE_T_MAX - 1 - at; /* a hint: never a size past what can be asked */
+        }
         if (grow_body(body, at + need, at + (reserve > need ? reserve : need)) < 0) {
             goto done;
         }

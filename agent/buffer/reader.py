@@ -34,6 +34,7 @@ _KEEP_WINDOW = 4 * _WINDOW
 # fields is a few hundred bytes; a longer one is joined to the records instead.
 HEAD_ROOM = 1024
 _OVERSHOOT = 64 * 1024  # bytes a batch's body is sized beyond its room (the record ending it)
+_MAX_RESERVE = 8 * _WINDOW  # the most a batch's body is sized for ahead of its records
 
 
 class _DroppedError(Exception):
@@ -68,7 +69,9 @@ class Batch:
     last_seq: int
     prev_h: bytes
     last_h: bytes
-    body: bytes | bytearray  # the reader's bytearray, unchanged once the batch is made
+    # The reader's bytearray: its records do not change once the batch is made; the sink writes
+    # its header line into the head room before them (the same bytes each time).
+    body: bytes | bytearray
     hash_blob: bytes
     # Seqs (first, last) this buffer dropped or lost just before first_seq: the sink declares
     # them to the collector so it can accept a batch that does not link to what it holds.
@@ -142,6 +145,7 @@ class BufferReader:
         # The segment's bytes from _held_at held in _buf (_held of them): the frames a batch did
         # not take are read from there by the next one, not read from the file again.
         self._held_at = self._held = 0
+        self.preadv = os.preadv  # reads of the segment (tests inject errors here)
         self._declared: tuple[int, int] | None = None  # a gap to declare with the next batch
         self._record_bytes = 0.0  # the mean record size of the last batch read (0: none yet)
 
@@ -313,7 +317,8 @@ class BufferReader:
             self.position = got.last_seq
             self.position_h = last_h = cast(bytes, got.last_h)
             self._offset += got.end
-        # The body is not copied into a bytes: nothing changes it once it is the batch's.
+        # The body is not copied into a bytes: nothing changes its records once they are the
+        # batch's (the sink writes only into its head room).
         return Batch(
             first,
             self.position,
@@ -352,8 +357,8 @@ class BufferReader:
                 strict=strict,
                 # What the batch may still take: no more than the committed frames (each
                 # record and its newline is shorter than its frame), and about its room (the
-                # last record may overshoot it; a newline each).
-                reserve=min(limit - self._offset, room + want + _OVERSHOOT),
+                # last record may overshoot it; a newline each); a huge batch grows again.
+                reserve=min(limit - self._offset, room + want + _OVERSHOOT, _MAX_RESERVE),
             )
 
         skip = self._offset - self._held_at
@@ -363,14 +368,14 @@ class BufferReader:
             if run.taken or run.skipped_end or run.first_seq:
                 return run
         window = _WINDOW
-        self._held = 0
         try:
             while True:
+                self._held = 0  # until the read into _buf (which may be replaced) is done
                 length = max(min(limit - self._offset, window), 0)
                 if len(self._buf) < length:
                     self._buf = bytearray(length)
                 with memoryview(self._buf) as view:
-                    got = os.preadv(self._fd, [view[:length]], self._offset) if length else 0
+                    got = self.preadv(self._fd, [view[:length]], self._offset) if length else 0
                     self._held_at, self._held = self._offset, got
                     run = gather(view[:got])
                     if run.skipped_end or run.first_seq or got < window:

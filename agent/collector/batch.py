@@ -255,6 +255,8 @@ def _verify_body(
     checked where the lines are, with no object per line (and not counted first: a count of
     the body's newlines alone was ~9 % of the collector's CPU)."""
     first = header.first_seq
+    if count - 1 > len(data) - offset:
+        return None  # more lines than the body has bytes to end them: the header's count is off
     if MODULE is None or first + count >= 1 << 62:
         lines = BodyLines.split(data, offset)
         if len(lines) != count:

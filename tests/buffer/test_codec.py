@@ -189,6 +189,23 @@ def test_gather_run_grows_the_body_once_for_what_it_reserves() -> None:
 
 
 @pytest.mark.skipif(MODULE is None, reason="the compiled reader is not built")
+def test_gather_run_appends_to_a_body_whose_start_was_cut() -> None:
+    """A bytearray whose first bytes were deleted keeps them allocated before its start, so
+    its allocation is not all room: such a body is reallocated the ordinary way (an append
+    within its old allocation wrote past its end), and holds what it held and the records."""
+    data = frames([1, 2], [50, 50])
+    body = bytearray(b"xy" * 500)
+    del body[:400]  # bytearray moves its start instead of the bytes
+    assert body.__alloc__() == 1001
+    got = segment.gather_run(
+        data, 0, body, bytearray(), want=10, max_bytes=1000, strict=False, reserve=200
+    )
+    assert got.taken == 2
+    assert body == b"xy" * 300 + b"r" * 50 + b"\n" + b"r" * 50 + b"\n"
+    assert body.__alloc__() != 1001
+
+
+@pytest.mark.skipif(MODULE is None, reason="the compiled reader is not built")
 def test_gather_run_refuses_a_body_with_a_view_on_it() -> None:
     """A body some view still holds is not resized under it, even within its allocation: the
     error is bytearray's own, and nothing is appended."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -217,6 +219,35 @@ async def test_reader_reads_each_frame_from_the_file_once(running: Running) -> N
         frame.record for frame in stored(running.buffer.directory.parent)
     ]
     assert size <= read < 1.5 * size
+
+
+async def test_a_failed_read_leaves_no_window_to_take_frames_from(running: Running) -> None:
+    """A frame bigger than the read window: the reader reads the window, finds no complete
+    frame and reads again into a bigger one. When that read fails (EIO), the bytes it held
+    are gone with the old window: the next batch reads the file again, and the frame comes
+    whole (it was taken from the new, zeroed window: a corrupt frame of length 0)."""
+    await running.commit(pending(1) + pending(1, 1, size=1_500_000))
+    reader = BufferReader(running.buffer, "a")
+    first = await reader.next_batch(1, 1 << 30, linger=0)
+    assert first is not None
+    assert first.count == 1
+    calls = []
+
+    def failing(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        calls.append(offset)
+        if len(calls) == 2:  # the read into the grown window
+            raise OSError(errno.EIO, "injected")
+        return os.preadv(fd, buffers, offset, flags)
+
+    reader.preadv = failing
+    with pytest.raises(OSError, match="injected"):
+        await reader.next_batch(10, 1 << 30, linger=0)
+    reader.preadv = os.preadv
+    big = await reader.next_batch(10, 1 << 30, linger=0)
+    reader.close()
+    assert big is not None
+    assert (big.first_seq, big.count) == (2, 1)
+    assert orjson.loads(big.records[0])["msg"] == "line 1" + "x" * 1_500_000
 
 
 async def test_reader_crosses_segments_and_split_halves_link(tmp_path: Path) -> None:

@@ -147,6 +147,29 @@ def test_wire_form_batches_parse_as_before(chain: Chain) -> None:
         assert_same_as_reference(chain.batch(first, last))
 
 
+@pytest.mark.parametrize("last", [3, 4, 10**8, 10**12, 2**62, 2**63 - 1])
+def test_a_count_the_body_cannot_hold_is_refused_as_before(last: int) -> None:
+    """A header announcing more records than the body holds (one more, or far more than it
+    has bytes for) is refused as the general path refuses it (400, its count), before any
+    allocation for that many: one for 10**12 records raised MemoryError, a 500."""
+    chain = make_chain(2)
+    data = chain.batch(1, last, lines=chain.lines[:2])
+    assert outcome(parse_records, data) == (
+        "refused",
+        400,
+        {"error": f"header announces {last} records, body holds 2"},
+    )
+    assert_same_as_reference(data)
+
+
+async def test_a_count_the_body_cannot_hold_is_answered_400(collector: Running) -> None:
+    chain = make_chain(2)
+
+    reply = await post(collector, chain.batch(1, 10**12, lines=chain.lines[:2]))
+
+    assert reply == (400, {"error": "header announces 1000000000000 records, body holds 2"})
+
+
 def test_fast_path_result_for_an_honest_batch() -> None:
     chain = make_chain(12, gap_at=4, seal=True)
     data = chain.batch(1, 12)
