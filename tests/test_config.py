@@ -65,6 +65,8 @@ def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
     [
         ("", 256 * 1024),  # raw lines: a record is a few times its line in memory
         ('parser = { format = "access" }', 64 * 1024),  # parsed: ~20 times
+        ('parser = { format = "auth" }', 128 * 1024),  # encoded from C, as raw lines are
+        ('parser = { format = "syslog" }', 128 * 1024),
         ('parser = { format = "access" }\nread_chunk_bytes = 1000', 1000),
         ("read_chunk_bytes = 4096", 4096),
     ],
