@@ -25,7 +25,7 @@ MiB = 1024 * 1024
 # read_chunk_bytes unset: the most a source reads at once, by its parser. A record held as a
 # Python object is ~20 times its line in memory; raw lines, and the syslog and auth parsers'
 # lines, go to the buffer as runs framed in C, a few times their size.
-RAW_CHUNK_BYTES = 256 * 1024  # no parser
+RAW_CHUNK_BYTES = 512 * 1024  # no parser
 ENCODED_CHUNK_BYTES = 128 * 1024  # syslog, auth
 PARSED_CHUNK_BYTES = 64 * 1024  # the other parsers
 ENV_PREFIX = "TAILSEAL_"

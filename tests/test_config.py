@@ -63,7 +63,7 @@ def test_valid_config_loads_into_typed_sections(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "chunk"),
     [
-        ("", 256 * 1024),  # raw lines: a record is a few times its line in memory
+        ("", 512 * 1024),  # raw lines: a record is a few times its line in memory
         ('parser = { format = "access" }', 64 * 1024),  # parsed: ~20 times
         ('parser = { format = "auth" }', 128 * 1024),  # encoded from C, as raw lines are
         ('parser = { format = "syslog" }', 128 * 1024),
