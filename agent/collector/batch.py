@@ -30,7 +30,7 @@ import msgspec
 import orjson
 import zstandard
 
-from agent.collector.lines import BodyLines
+from agent.collector.lines import BodyLines, count_lines
 from agent.compiled import MODULE
 from agent.record import verifiable_h
 
@@ -236,10 +236,13 @@ def parse_records(header: BatchHeader, data: bytes, offset: int) -> Batch:
     if verified is not None:  # it holds ``count`` lines, each in wire form
         lines, gap_seqs, sealed = verified
         return Batch(header, lines, WireHashes(lines), sealed, tuple(gap_seqs), None, data)
-    lines = BodyLines.split(data, offset)
-    if len(lines) != count:
-        raise rejected(400, f"header announces {count} records, body holds {len(lines)}")
-    return _parse_each(header, lines, data)
+    held = count_lines(data, offset)
+    if held != count:
+        raise rejected(400, f"header announces {count} records, body holds {held}")
+    split = data[offset:].split(b"\n")
+    if split and not split[-1]:
+        split.pop()  # the body's final newline
+    return _parse_each(header, split, data)
 
 
 Verified = tuple[list[str], list[int], bool]
@@ -258,9 +261,9 @@ def _verify_body(
     if count - 1 > len(data) - offset:
         return None  # more lines than the body has bytes to end them: the header's count is off
     if MODULE is None or first + count >= 1 << 62:
-        lines = BodyLines.split(data, offset)
-        if len(lines) != count:
+        if count_lines(data, offset) != count:
             return None
+        lines = BodyLines.split(data, offset)
         found = verify_wire_py(header, list(lines))
         return None if found is None else (lines, found[1], found[2])
     prev = bytes.fromhex(header.prev_h)
@@ -327,7 +330,7 @@ def verify_wire_py(header: BatchHeader, lines: list[bytes]) -> Verified | None:
     return hashes, gap_seqs, record is not None and record.get("type") == "seal"
 
 
-def _parse_each(header: BatchHeader, lines: BodyLines, data: bytes) -> Batch:
+def _parse_each(header: BatchHeader, lines: list[bytes], data: bytes) -> Batch:
     """The general path: every record parsed and checked on its own, structure first."""
     prev = bytes.fromhex(header.prev_h)
     hashes: list[str] = []

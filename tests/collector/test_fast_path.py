@@ -34,7 +34,7 @@ from agent.collector.batch import (
     rejected,
 )
 from agent.collector.index import entries_for
-from agent.collector.lines import BodyLines
+from agent.collector.lines import BodyLines, count_lines
 from agent.collector.storage import FileStreamStore
 from agent.record import Record, expected_h, genesis, link, verifiable_h
 from tests.collector.chains import Chain, make_chain, new_stream_id, tampered
@@ -479,7 +479,7 @@ def test_body_lines_are_the_lines_split_finds(
     if expected and not expected[-1]:
         expected.pop()
     lines = BodyLines.split(data, offset)
-    assert len(lines) == len(expected)
+    assert count_lines(data, offset) == len(lines) == len(expected)
     assert list(lines) == expected
     assert [lines[at] for at in range(-len(lines), len(lines))] == expected + expected
     lo = draw.draw(st.integers(-3, len(expected) + 3), label="lo")
