@@ -34,6 +34,7 @@
 #define BODY_HEAD (8 + 32 + 2) /* u64 seq, h, u16 cp_len */
 #define H_OPEN ",\"h\":\""
 #define H_OPEN_LEN 6
+static const char HEX_DIGITS[] = "0123456789abcdef";
 #define MAX_CP 0xFFFF
 
 static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
@@ -424,15 +425,14 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
         memcpy(at + prefix_len, digits, (size_t)digits_len);
         at[prefix_len + digits_len] = '}';
     }
-    static const char hexdigits[] = "0123456789abcdef";
     unsigned char *wire = body + BODY_HEAD + cp_len;
     memcpy(wire, canonical, (size_t)(n - 1));
     wire += n - 1;
     memcpy(wire, H_OPEN, H_OPEN_LEN);
     wire += H_OPEN_LEN;
     for (int i = 0; i < DIGEST; i++) {
-        *wire++ = (unsigned char)hexdigits[digest[i] >> 4];
-        *wire++ = (unsigned char)hexdigits[digest[i] & 15];
+        *wire++ = (unsigned char)HEX_DIGITS[digest[i] >> 4];
+        *wire++ = (unsigned char)HEX_DIGITS[digest[i] & 15];
     }
     wire[0] = '"';
     wire[1] = '}';
@@ -670,7 +670,6 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
         if (escaped == line_len) {
             p = put_bytes(p, line, line_len);
         } else {
-            static const char hexdigits[] = "0123456789abcdef";
             for (Py_ssize_t k = 0; k < line_len; k++) {
                 unsigned char c = (unsigned char)line[k];
                 char e = escapes[c];
@@ -678,8 +677,8 @@ static int link_run(Linker *L, PyObject *run, int one, Py_ssize_t *at, int *comp
                     *p++ = (char)c;
                 } else if (e == 'u') {
                     memcpy(p, "\\u00", 4);
-                    p[4] = hexdigits[c >> 4];
-                    p[5] = hexdigits[c & 15];
+                    p[4] = HEX_DIGITS[c >> 4];
+                    p[5] = HEX_DIGITS[c & 15];
                     p += 6;
                 } else {
                     p[0] = '\\';
@@ -1210,7 +1209,7 @@ PyDoc_STRVAR(verify_body_doc,
 
 /* --- the collector's check of a wire line without parsing it into objects ---------------------
  *
- * A wire line is canonical(record)[:-1] + ',"h":"<hex>"}'. verify_line must know that its bytes
+ * A wire line is canonical(record)[:-1] + ',"h":"<hex>"}'. verify_text must know that its bytes
  * up to that tail, closed by "}", are exactly orjson's canonical encoding (sorted keys) of the
  * record the line holds: only then does hashing those bytes equal hashing canonical(record).
  * The general way parses the line (loads) and encodes it again (dumps). canonical_object()
@@ -1493,13 +1492,22 @@ static int canonical_record(const char *body, Py_ssize_t n, long long seq, PyObj
 
 #define WIRE_TAIL (H_OPEN_LEN + 2 * DIGEST + 2)
 
-/* verify_line's way for the common line, in place: text[:len] checked by canonical_record and
+/* 1 if hex (2 * DIGEST characters) is digest in lowercase hex, as a wire h is written. */
+static int is_hex_of(const unsigned char *hex, const unsigned char *digest) {
+    for (int i = 0; i < DIGEST; i++) {
+        if (hex[2 * i] != HEX_DIGITS[digest[i] >> 4] || hex[2 * i + 1] != HEX_DIGITS[digest[i] & 15]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* verify_body's way for the common line, in place: text[:len] checked by canonical_record and
  * hashed as it is. 1 if it is the wire form of the next record (prev becomes its digest, and
  * *type_out its "type" or NULL, a new ref); 0 if it is surely not (its h does not verify);
  * 2 if unsure (the general way decides); -1 with an exception set. */
 static int verify_text(const char *text, Py_ssize_t len, unsigned char *prev, long long seq,
                        PyObject **type_out) {
-    static const char hexdigits[] = "0123456789abcdef";
     Py_ssize_t body = len - WIRE_TAIL;
     PyObject *type = NULL;
     int sure = len >= WIRE_TAIL && memcmp(text + body, H_OPEN, H_OPEN_LEN) == 0 &&
@@ -1517,28 +1525,22 @@ static int verify_text(const char *text, Py_ssize_t len, unsigned char *prev, lo
     SHA256_Update(&sha, "}", 1);
     SHA256_Final(digest, &sha);
     memcpy(prev, digest, DIGEST);
-    const char *hex = text + body + H_OPEN_LEN;
-    for (int i = 0; i < DIGEST; i++) {
-        if (hex[2 * i] != hexdigits[digest[i] >> 4] || hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
-            Py_XDECREF(type);
-            return 0;
-        }
+    if (!is_hex_of((const unsigned char *)text + body + H_OPEN_LEN, digest)) {
+        Py_XDECREF(type);
+        return 0;
     }
     *type_out = type;
     return 1;
 }
 
-/* 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`: then
- * `prev` becomes its digest and *type_out its "type" or NULL (new ref). 0 if it is not; -1 with
- * an exception set on errors other than `errors` (orjson's). */
-static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
-                       PyObject *dumps, PyObject *option, PyObject *errors, PyObject **type_out) {
-    static const char hexdigits[] = "0123456789abcdef";
+/* The general way, for a line verify_text is unsure of: parsed (loads) and encoded again
+ * (dumps). 1 if `line` (bytes) is the wire form of the next record after `prev` with seq `seq`:
+ * then `prev` becomes its digest and *type_out its "type" or NULL (new ref). 0 if it is not; -1
+ * with an exception set on errors other than `errors` (orjson's). */
+static int verify_parsed(PyObject *line, unsigned char *prev, long long seq, PyObject *loads,
+                         PyObject *dumps, PyObject *option, PyObject *errors,
+                         PyObject **type_out) {
     const Py_ssize_t tail = WIRE_TAIL;
-    int fast = verify_text(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), prev, seq, type_out);
-    if (fast != 2) {
-        return fast;
-    }
     PyObject *record = PyObject_Vectorcall(loads, &line, 1, NULL);
     PyObject *h = NULL, *got = NULL, *canonical = NULL;
     int ok = 0;
@@ -1601,11 +1603,8 @@ static int verify_line(PyObject *line, unsigned char *prev, long long seq, PyObj
     if (PyUnicode_GET_LENGTH(h) != 2 * DIGEST || PyUnicode_KIND(h) != PyUnicode_1BYTE_KIND) {
         goto done;
     }
-    const Py_UCS1 *hex = PyUnicode_1BYTE_DATA(h);
-    for (int i = 0; i < DIGEST; i++) {
-        if (hex[2 * i] != hexdigits[digest[i] >> 4] || hex[2 * i + 1] != hexdigits[digest[i] & 15]) {
-            goto done;
-        }
+    if (!is_hex_of(PyUnicode_1BYTE_DATA(h), digest)) {
+        goto done;
     }
     if (memcmp(text + body, H_OPEN, H_OPEN_LEN) != 0) {
         goto done;
@@ -1679,7 +1678,7 @@ static PyObject *verify_body(PyObject *Py_UNUSED(module), PyObject *const *args,
             if (line == NULL) {
                 goto fail;
             }
-            ok = verify_line(line, prev, seq, loads, dumps, option, errors, &type);
+            ok = verify_parsed(line, prev, seq, loads, dumps, option, errors, &type);
             Py_DECREF(line);
         }
         if (ok < 0) {
