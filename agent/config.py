@@ -144,6 +144,8 @@ class TailsealSinkConfig(_Section, frozen=True, tag="tailseal", tag_field="type"
     # was mapped fresh, a page fault per 4 KiB (bench/ raw lines: 2.85-3.01 CPU-s/M, peak RSS
     # 74-78 MB; at 1.5 MiB 2.59-2.74 and 71.5-74.4 MB; at 1.75 MiB RSS reached 81 MB).
     max_batch_bytes: int = 3 * MiB // 2
+    # How long a record may wait, from its commit, for a batch to fill (Kafka's linger.ms):
+    # a trickle ships in fewer requests; a backlog's last records, older than this, at once.
     linger: float = 0.05
     # Batches in flight at once (answers are still taken in order): the collector stores one
     # while the next is on its way, read and checked. Two while shipping as records come (each

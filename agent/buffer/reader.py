@@ -159,8 +159,9 @@ class BufferReader:
     ) -> Batch | None:
         """The next batch; waits for records. None once the buffer is closed and all read.
 
-        With ``linger`` > 0 a small batch waits that long for more records (unless draining),
-        trading a little latency for fewer, larger requests.
+        With ``linger`` > 0 a small batch waits for more records (unless draining), trading a
+        little latency for fewer, larger requests: until its first record was committed
+        ``linger`` ago. A backlog's last records, committed long before, are not held back.
         """
         changed = self.buffer.changed
         gap: tuple[int, int] | None = None
@@ -173,7 +174,9 @@ class BufferReader:
                     return None
             full = self._full(max_records, max_bytes)
             if linger > 0 and self._available() < full and not self.buffer.closed:
-                await self._linger(full, linger, drain)
+                wait = self._linger_left(linger)
+                if wait > 0:
+                    await self._linger(full, wait, drain)
             gap = _joined(gap, self._skip_dropped())
             batch = await in_thread(self._read, max_records, max_bytes)
             if batch.count:
@@ -191,6 +194,13 @@ class BufferReader:
         if self._record_bytes <= 0:
             return max_records
         return max(1, min(max_records, math.ceil(max_bytes / self._record_bytes)))
+
+    def _linger_left(self, linger: float) -> float:
+        """How much longer the next record may wait for a fuller batch."""
+        committed = self.buffer.committed_at(self.position + 1)
+        if committed is None:
+            return linger
+        return min(linger, committed + linger - self.buffer.clock())
 
     async def _linger(self, max_records: int, linger: float, drain: asyncio.Event | None) -> None:
         """Wait up to ``linger`` for ``max_records`` records (a full batch); drain mode

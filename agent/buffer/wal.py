@@ -11,11 +11,13 @@ head and the checkpoint map are shared with reader and ack paths under
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -34,10 +36,14 @@ from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun, recor
 from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
-_SOURCE_KEY = itemgetter(0, 1)  # a Checkpoint's (source, key): the checkpoint map's key
+_SOURCE_KEY = itemgetter(0, 1)
+_FIRST = itemgetter(0)  # a Checkpoint's (source, key): the checkpoint map's key
 # The frames buffer kept from commit to commit (chain.link's ``out``) is dropped after a commit
 # that grew it past this: one huge commit must not pin its size for the agent's life.
 _KEEP_FRAMES_BUFFER = 4 * 1024 * 1024
+# Commits whose time is kept for ``committed_at`` (lingering sinks ask it): older ones are taken
+# to be older than any linger. At a few hundred commits a second under load, seconds of them.
+_COMMIT_TIMES = 4096
 
 
 class SegmentIO:
@@ -101,6 +107,10 @@ class Buffer:
         self._seal_reason = ""
         self._emitted = self._taken = self._committed = 0  # batches, for barrier()
         self._drop_gaps: list[Record] = []  # drop gap records not yet dropped themselves
+        # (last seq, clock) of recent commits, oldest first, under ``lock``; what every sink
+        # acked is taken off. ``clock`` is a seam for tests.
+        self.clock: Callable[[], float] = time.monotonic
+        self._commit_times: deque[tuple[int, float]] = deque(maxlen=_COMMIT_TIMES)
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -401,6 +411,7 @@ class Buffer:
             self.stats.records += count
             self.stats.bytes += len(data)
             self.last_seq, self.last_h = last_seq, last_h
+            self._commit_times.append((last_seq, self.clock()))
             # In commit order: the last checkpoint per (source, key) wins.
             self.checkpoints.update(zip(map(_SOURCE_KEY, cps), cps, strict=True))
 
@@ -462,6 +473,9 @@ class Buffer:
                 self.cursors[sink] = (seq, h)
                 floor = min(s for s, _ in self.cursors.values())
                 done = [s for s in self.segments[:-1] if s.last_seq <= floor]
+                times = self._commit_times
+                while times and times[0][0] <= floor:
+                    times.popleft()
             if done:
                 self._delete(done)
 
@@ -509,6 +523,15 @@ class Buffer:
         """Held while segments are deleted (their files unlinked, then taken off ``segments``):
         a reader takes it to never meet a deletion half done."""
         return self._delete_lock
+
+    def committed_at(self, seq: int) -> float | None:
+        """When (``clock``) the commit holding ``seq`` was made, or a later one's time where
+        that commit is no longer remembered: never earlier. None when no commit at or after it
+        is remembered (not committed yet, or acked by every sink since and read again)."""
+        with self.lock:
+            times = self._commit_times
+            index = bisect.bisect_left(times, seq, key=_FIRST)
+            return times[index][1] if index < len(times) else None
 
     def queued(self) -> int:
         """Batches waiting for the writer (``queue_batches`` when backpressure holds sources)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from agent.errors import StateError
 from agent.record import expected_h, genesis
 from agent.sources import Checkpoint
 from tests.buffer.harness import SINKS, Running, assert_chain, pending, start, stored
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -296,6 +298,64 @@ async def test_a_batch_full_by_bytes_does_not_linger_for_more_records(running: R
     assert batch is not None
     assert batch.first_seq == first.last_seq + 1
     assert batch.size >= 4096
+
+
+class FakeClock:
+    """The buffer's clock, set by the test; counts the reads made on the test's loop (the
+    reader's: the writer reads it in a worker thread)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.loop_reads = 0
+        self._loop_thread = threading.get_ident()
+
+    def __call__(self) -> float:
+        self.loop_reads += threading.get_ident() == self._loop_thread
+        return self.now
+
+
+async def test_records_committed_a_linger_ago_ship_without_waiting(running: Running) -> None:
+    """``linger`` bounds how long a record waits for a fuller batch, from its commit: the last
+    records of a backlog, committed longer ago, ship at once. (They waited a whole linger once
+    the reader reached them: with this one of an hour, the test would time out.)"""
+    clock = running.buffer.clock = FakeClock()
+    await running.commit(pending(3))
+    clock.now += 3601
+    reader = BufferReader(running.buffer, "a")
+    batch = await asyncio.wait_for(reader.next_batch(100, 1 << 20, linger=3600), timeout=60)
+    reader.close()
+    assert batch is not None
+    assert (batch.first_seq, batch.count) == (1, 3)
+
+
+async def test_records_just_committed_wait_for_a_fuller_batch(running: Running) -> None:
+    clock = running.buffer.clock = FakeClock()
+    await running.commit(pending(3))
+    clock.now += 3599  # a second of the linger is left: more records come meanwhile
+    reader = BufferReader(running.buffer, "a")
+    task = asyncio.create_task(reader.next_batch(100, 1 << 20, linger=3600))
+    await eventually(lambda: clock.loop_reads > 0, timeout=30, what="the reader to linger")
+    await running.commit(pending(97, start=3))
+    batch = await asyncio.wait_for(task, timeout=60)
+    reader.close()
+    assert batch is not None
+    assert (batch.first_seq, batch.count) == (1, 100)
+
+
+async def test_commit_times_are_never_earlier_than_the_commit(running: Running) -> None:
+    """What a lingering reader asks: the time of the commit holding a seq; once every sink
+    acked it, a later commit's time (a later time only shortens no wait)."""
+    clock = running.buffer.clock = FakeClock()
+    for at in (1.0, 2.0, 3.0):
+        clock.now = at
+        await running.commit(pending(10))
+    buffer = running.buffer
+    assert [buffer.committed_at(seq) for seq in (1, 10, 11, 20, 21, 30)] == [1, 1, 2, 2, 3, 3]
+    assert buffer.committed_at(31) is None
+    await running.ack_all(15)
+    assert [buffer.committed_at(seq) for seq in (1, 15, 16, 21)] == [2, 2, 2, 3]
+    await running.ack_all(30)
+    assert buffer.committed_at(30) is None
 
 
 async def test_reader_returns_none_once_closed_and_read(tmp_path: Path) -> None:
