@@ -7,6 +7,9 @@
  *   frame = u32 body_len | u32 crc32(body) | body                         (little endian)
  *   body  = u64 seq | 32-byte h | u16 cp_len | checkpoint | wire
  *
+ * cp_len's top bit (CP_COMPACT) marks a checkpoint written as its offset's digits alone: its
+ * source, key and path are those of the checkpoint framed before it by the same call.
+ *
  * Records are encoded by orjson (the `dumps` passed in). What moves here is everything after it:
  * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the hex digest, the wire form, the
  * checkpoint bytes, crc32 (zlib's, as the zlib module computes it) and the frame, written into one buffer
@@ -35,7 +38,8 @@
 #define H_OPEN ",\"h\":\""
 #define H_OPEN_LEN 6
 static const char HEX_DIGITS[] = "0123456789abcdef";
-#define MAX_CP 0xFFFF
+#define CP_COMPACT 0x8000 /* cp_len's flag: the checkpoint is its offset's digits */
+#define MAX_CP 0x7FFF     /* the longest checkpoint: cp_len without the flag */
 
 static PyObject *str_record, *str_checkpoint, *str_seq, *str_h, *str_type, *str_gap, *str_seal;
 static PyObject *str_begin, *str_end, *str_offset, *str_data, *str_head, *str_tail, *str_source,
@@ -368,6 +372,7 @@ typedef struct {
     unsigned long long seq;
     long long room, used, limit;
     PyObject *cp_prefix;
+    PyObject *written; /* the prefix of the last checkpoint framed (a reference), or NULL */
     int segment_full;
 } Linker;
 
@@ -384,10 +389,16 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
     SHA256_Update(&sha, canonical, (size_t)n);
     SHA256_Final(digest, &sha);
     Py_ssize_t cp_len = 0;
+    /* The same source, key and path as the checkpoint framed before: its digits are enough. */
+    int compact = prefix != NULL && L->written != NULL &&
+                  (prefix == L->written ||
+                   (PyBytes_GET_SIZE(prefix) == PyBytes_GET_SIZE(L->written) &&
+                    memcmp(PyBytes_AS_STRING(prefix), PyBytes_AS_STRING(L->written),
+                           (size_t)PyBytes_GET_SIZE(prefix)) == 0));
     if (prefix != NULL) {
-        cp_len = PyBytes_GET_SIZE(prefix) + digits_len + 1;
+        cp_len = compact ? digits_len : PyBytes_GET_SIZE(prefix) + digits_len + 1;
         if (cp_len > MAX_CP) {
-            PyErr_SetString(PyExc_ValueError, "checkpoint longer than 65535 bytes");
+            PyErr_SetString(PyExc_ValueError, "checkpoint longer than 32767 bytes");
             return -1;
         }
     }
@@ -417,8 +428,10 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
     unsigned char *body = frame + HEAD;
     put_u64(body, (uint64_t)L->seq + 1);
     memcpy(body + 8, digest, DIGEST);
-    put_u16(body + 40, (uint16_t)cp_len);
-    if (cp_len) {
+    put_u16(body + 40, (uint16_t)(compact ? cp_len | CP_COMPACT : cp_len));
+    if (compact) {
+        memcpy(body + BODY_HEAD, digits, (size_t)digits_len);
+    } else if (cp_len) {
         unsigned char *at = body + BODY_HEAD;
         Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
         memcpy(at, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
@@ -442,6 +455,9 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
     memcpy(L->prev, digest, DIGEST);
     L->seq += 1;
     L->count += 1;
+    if (prefix != NULL && prefix != L->written) {
+        Py_XSETREF(L->written, Py_NewRef(prefix));
+    }
     return 1;
 }
 
@@ -828,7 +844,8 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
              *encoded_type = args[14];
     Linker L = {.out = {.array = args[12], .held = 0, .len = 0},
                 .cache = {NULL, NULL, NULL, NULL},
-                .cp_prefix = args[10]};
+                .cp_prefix = args[10],
+                .written = NULL};
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     if (start == -1 && PyErr_Occurred()) {
         return NULL;
@@ -921,6 +938,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
 done:
     out_release(&L.out);
     prefix_cache_clear(&L.cache);
+    Py_XDECREF(L.written);
     Py_XDECREF(L.cps);
     return result;
 }
@@ -984,7 +1002,7 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
         }
         const unsigned char *body = data + start;
         uint64_t seq = get_u64(body);
-        Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
+        Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
         if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
             corrupt(error, pos, "checkpoint overruns frame");
             goto fail;
@@ -1050,7 +1068,7 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
     }
     const unsigned char *body = data + start;
     *seq = get_u64(body);
-    Py_ssize_t cp_len = (Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8;
+    Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
     if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
         corrupt(error, pos, "checkpoint overruns frame");
         return -1;

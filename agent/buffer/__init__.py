@@ -12,7 +12,9 @@ On-disk layout (``state_dir/buffer/``, mode 0700, files 0600)::
 Frame format (``segment.py``): ``u32 len | u32 crc32 | u64 seq | h[32] | u16 cp_len | cp | record``.
 The checkpoint (``cp``) is the source position the record advances, committed in the same frame
 (DESIGN.md contract 2): there is no window between "record durable" and "position saved", so a
-crash can never re-read a line that already has a seq.
+crash can never re-read a line that already has a seq. A checkpoint with the source, key and
+path of the one before it in the same commit is written compact, as its offset's digits
+(``cp_len``'s top bit; agents before this format read it as corruption).
 
 Write rules: a single writer task assigns ``seq`` and the chain hash ``h`` and group-commits
 (``fsync = "batch"``: one write + fsync per commit of up to ``max_commit_records``; ``"always"``:

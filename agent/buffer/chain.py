@@ -34,7 +34,10 @@ from the frames (``segment.parse_run``). ``dumps``/``option`` are orjson's; a re
 ``TypeError``) is replaced by ``on_error(record, exc)``, which returns the canonical encoding to
 chain instead. ``cp_prefix(source, key, path)`` gives a checkpoint's JSON up to its offset; it
 must be a pure function: the compiled loop asks again only when those objects change (a chunk's
-records share them).
+records share them). A checkpoint whose prefix is that of the one framed before it in the same
+call is written compact, as its offset's digits (``segment.COMPACT``): a call's frames go to one
+segment and are written together, so the whole one a compact checkpoint stands on is always
+before it in the file.
 
 A run's lines are encoded by the compiled loop without making their records: ``run.head`` +
 offset + ``},"msg":`` + the line as a JSON string + ``,"seq":`` + seq + ``run.tail``, which is
@@ -56,7 +59,7 @@ from binascii import hexlify
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from agent.buffer.segment import BODY_HEAD, HEADER
+from agent.buffer.segment import BODY_HEAD, COMPACT, HEADER, MAX_CHECKPOINT
 from agent.compiled import MODULE
 from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun
 
@@ -106,6 +109,7 @@ class _Frames:
         self.count = 0
         self.cps: list[Checkpoint] = []
         self.size = 0
+        self.written: bytes | None = None  # the prefix of the last checkpoint framed
 
     def add(self, record: dict[str, Any], cp: Checkpoint | None) -> bool:
         """Frame ``record`` as the next seq; False (nothing made) if it does not fit the
@@ -122,16 +126,24 @@ class _Frames:
         seq = self.seq + 1
         digest = hashlib.sha256(self.prev + canonical).digest()
         wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
-        cp_bytes = (
-            b""
-            if cp is None
-            else self.cp_prefix(cp.source, cp.key, cp.path) + str(cp.offset).encode() + b"}"
-        )
-        body = BODY_HEAD.pack(seq, digest, len(cp_bytes)) + cp_bytes + wire
+        prefix, cp_bytes, cp_len = b"", b"", 0
+        if cp is not None:
+            prefix = self.cp_prefix(cp.source, cp.key, cp.path)
+            if prefix == self.written:  # the checkpoint before had the same: its digits do
+                cp_bytes = str(cp.offset).encode()
+                cp_len = len(cp_bytes) | COMPACT
+            else:
+                cp_bytes = prefix + str(cp.offset).encode() + b"}"
+                cp_len = len(cp_bytes)
+            if len(cp_bytes) > MAX_CHECKPOINT:
+                raise ValueError(f"checkpoint longer than {MAX_CHECKPOINT} bytes")
+        body = BODY_HEAD.pack(seq, digest, cp_len) + cp_bytes + wire
         frame = HEADER.pack(len(body), zlib.crc32(body)) + body
         in_segment = self.used + self.size
         if in_segment > 0 and in_segment + len(frame) > self.limit:
             return False
+        if prefix:
+            self.written = prefix
         self.seq, self.prev = seq, digest
         self.frames.append(frame)
         self.count += 1

@@ -3,11 +3,18 @@
 A segment is a file ``<first_seq:020d>.seg`` holding consecutive frames::
 
     frame  = u32 body_len | u32 crc32(body) | body            (little endian)
-    body   = u64 seq | 32-byte h | u16 cp_len | checkpoint (cp_len bytes, JSON or empty) | record
+    body   = u64 seq | 32-byte h | u16 cp_len | checkpoint (cp_len & 0x7FFF bytes) | record
 
 ``record`` is the record's wire form (canonical JSON with ``h`` appended), so a sink ships it
 without re-encoding. ``h`` is repeated in the frame so readers know the chain head without
-parsing JSON. The checkpoint is the source position the record advances (contract 2).
+parsing JSON. The checkpoint is the source position the record advances (contract 2): JSON,
+``{"s":source,"k":key,"p":path,"o":offset}``, or, when ``cp_len`` has its top bit set
+(``COMPACT``), the offset's digits alone, the rest being that of the checkpoint before it in the
+segment. The writer compacts those that follow one with the same source, key and path in the
+same commit (of a chunk's lines, the first checkpoint is written whole and the others compact:
+~100 bytes less per frame, a sixth of a raw line's). A compact checkpoint with none whole
+before it in its segment is corruption. (Agents before this format read a compact checkpoint
+as corruption: an agent must not be downgraded over a buffer that still holds records.)
 
 Everything here is synchronous and stateless beyond the file handles passed in; the buffer's
 writer thread and reader threads call it.
@@ -33,15 +40,18 @@ DIGEST_SIZE = 32  # a record's h
 HEADER = struct.Struct("<II")
 BODY_HEAD = struct.Struct("<Q32sH")
 SUFFIX = ".seg"
+COMPACT = 0x8000  # cp_len's flag: the checkpoint is its offset's digits
+MAX_CHECKPOINT = COMPACT - 1  # the longest checkpoint (cp_len without the flag)
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a frame claiming more than this is corrupt, not big
 
 
 class Frame(NamedTuple):  # one per record read: a named tuple is the cheapest to make
     seq: int
     h: bytes
-    checkpoint: bytes
+    checkpoint: bytes  # as stored: JSON, or an offset's digits where ``compact`` (``scan``: JSON)
     record: bytes
     end: int  # file offset just after this frame
+    compact: bool = False
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:
@@ -59,8 +69,12 @@ def decode_checkpoint(raw: bytes) -> Checkpoint:
     return Checkpoint(cp["s"], cp["k"], cp["o"], cp.get("p", ""))
 
 
-def encode(seq: int, h: bytes, checkpoint: bytes, record: bytes) -> bytes:
-    body = BODY_HEAD.pack(seq, h, len(checkpoint)) + checkpoint + record
+def encode(seq: int, h: bytes, checkpoint: bytes, record: bytes, compact: bool = False) -> bytes:
+    """A frame; ``compact``: ``checkpoint`` is an offset's digits (see the module docstring)."""
+    if len(checkpoint) > MAX_CHECKPOINT:
+        raise ValueError(f"checkpoint longer than {MAX_CHECKPOINT} bytes")
+    cp_len = len(checkpoint) | (COMPACT if compact else 0)
+    body = BODY_HEAD.pack(seq, h, cp_len) + checkpoint + record
     return HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -118,10 +132,11 @@ def parse_frame(data: bytes | memoryview, offset: int, base: int = 0) -> Frame |
     if zlib.crc32(body) != crc:
         raise CorruptFrameError(offset, "checksum mismatch")
     seq, h, cp_len = BODY_HEAD.unpack_from(body, 0)
-    cp_end = BODY_HEAD.size + cp_len
+    cp_end = BODY_HEAD.size + (cp_len & MAX_CHECKPOINT)
     if cp_end > length:
         raise CorruptFrameError(offset, "checkpoint overruns frame")
-    return Frame(seq, h, bytes(body[BODY_HEAD.size : cp_end]), bytes(body[cp_end:]), base + end)
+    checkpoint = bytes(body[BODY_HEAD.size : cp_end])
+    return Frame(seq, h, checkpoint, bytes(body[cp_end:]), base + end, cp_len >= COMPACT)
 
 
 class Run(NamedTuple):
@@ -170,6 +185,7 @@ def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
         if crc32(view[start:end]) != crc:
             raise CorruptFrameError(pos, "checksum mismatch")
         seq, h, cp_len = unpack_body(view, start)
+        cp_len &= MAX_CHECKPOINT
         if body_head + cp_len > length:
             raise CorruptFrameError(pos, "checkpoint overruns frame")
         seqs.append(seq)
@@ -301,6 +317,7 @@ def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, in
         if zlib.crc32(view[start:end]) != crc:
             raise CorruptFrameError(pos, "checksum mismatch")
         seq, h, cp_len = BODY_HEAD.unpack_from(view, start)
+        cp_len &= MAX_CHECKPOINT
         if body_head + cp_len > length:
             raise CorruptFrameError(pos, "checkpoint overruns frame")
         yield seq, h, bytes(view[start + body_head + cp_len : end]), end
@@ -308,13 +325,17 @@ def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, in
 
 
 def scan(path: Path) -> ScanResult:
-    """Read every frame of a segment, stopping at the first torn or corrupt one."""
+    """Read every frame of a segment, stopping at the first torn or corrupt one. Compact
+    checkpoints are given whole, as JSON."""
     data = path.read_bytes()
     frames: list[Frame] = []
     offset = 0
+    prefix = b""  # of the last checkpoint: its JSON up to its offset
     while offset < len(data):
         try:
             frame = parse_frame(data, offset)
+            if frame is not None and (frame.checkpoint or frame.compact):
+                frame, prefix = _whole(frame, prefix, offset)
         except CorruptFrameError as exc:
             # A bad checksum on the very last frame is a torn write (pages of one write landed
             # partly); anywhere else it is corruption of committed data.
@@ -327,6 +348,22 @@ def scan(path: Path) -> ScanResult:
         frames.append(frame)
         offset = frame.end
     return ScanResult(frames, offset, False, None)
+
+
+def _whole(frame: Frame, prefix: bytes, offset: int) -> tuple[Frame, bytes]:
+    """``frame`` with its checkpoint whole, and the prefix of that checkpoint (for the compact
+    ones after it), given ``prefix``, the last one's. Raises CorruptFrameError."""
+    checkpoint = frame.checkpoint
+    if not frame.compact:
+        at = checkpoint.rfind(b'"o":')  # JSON escapes a quote inside a string: the key's
+        if at < 0:
+            raise CorruptFrameError(offset, "checkpoint without an offset")
+        return frame, checkpoint[: at + 4]
+    if not prefix:
+        raise CorruptFrameError(offset, "compact checkpoint with none whole before it")
+    if not checkpoint.removeprefix(b"-").isdigit():
+        raise CorruptFrameError(offset, "compact checkpoint is not an offset")
+    return frame._replace(checkpoint=prefix + checkpoint + b"}", compact=False), prefix
 
 
 def iter_frames(fd: int, offset: int, limit: int, chunk: int = 1 << 20) -> Iterator[Frame]:

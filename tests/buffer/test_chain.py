@@ -9,6 +9,7 @@ import copy
 import struct
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -143,26 +144,39 @@ def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
              segment.checkpoint_prefix, stand_in, memoryview(bytearray(8)), PlainRun, EncodedRun)  # type: ignore[arg-type]  # fmt: skip
 
 
-def test_the_reference_matches_the_record_and_frame_formats() -> None:
-    """``link_py`` inlines ``record.link`` and ``segment.encode``: it must give their bytes."""
+def test_the_reference_matches_the_record_and_frame_formats(tmp_path: Path) -> None:
+    """``link_py`` inlines ``record.link`` and ``segment.encode``: it must give their bytes. A
+    checkpoint with the source, key and path of the one framed before it is compact (its
+    offset's digits); a segment's scan gives every checkpoint whole."""
+    paths = ["/var/log/x", "/var/log/x", "/var/log/x", "/var/log/y", "/var/log/x"]
     items = [
-        Pending({"msg": f"line {i}", "ts": "t"}, Checkpoint("src", "key", 10 * i, "/var/log/x"))
-        for i in range(5)
+        Pending({"msg": f"line {i}", "ts": "t"}, Checkpoint("src", "key", 10 * i, path))
+        for i, path in enumerate(paths)
     ] + [Pending({"type": "seal"}, None)]
     (end, data, count, head, cps, full), _ = run(link_py, items, seq=41)
     assert (end, count, full) == (6, 6, False)
     assert cps == [item.checkpoint for item in items[:5]]
     prev, frames = PREV, b""
-    for seq, item in enumerate(items, 42):
+    compact = [False, True, True, False, False, False]
+    for seq, item, short in zip(range(42, 48), items, compact, strict=True):
         expected = dict(item.record, seq=seq)
         digest, wire = chain_record.link(prev, expected)
         cp = b"" if item.checkpoint is None else segment.encode_checkpoint(item.checkpoint)
-        frames += segment.encode(seq, digest, cp, wire)
+        if short:
+            assert item.checkpoint is not None
+            cp = str(item.checkpoint.offset).encode()
+        frames += segment.encode(seq, digest, cp, wire, compact=short)
         prev = digest
     assert data == frames
     assert head == prev
     parsed = segment.parse_run(data, 100)
     assert parsed.seqs == list(range(42, 48))
+    path = tmp_path / segment.segment_name(42)
+    path.write_bytes(data)
+    scanned = segment.scan(path)
+    assert scanned.corrupt is None
+    assert [segment.decode_checkpoint(f.checkpoint) for f in scanned.frames[:5]] == cps
+    assert scanned.frames[5].checkpoint == b""
 
 
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
@@ -191,11 +205,15 @@ def test_link_is_the_compiled_one_where_it_is_loaded() -> None:
 
 
 def frames_of(seqs: list[int]) -> bytes:
-    """Frames for ``seqs`` as the writer makes them, checkpoints on every other one."""
+    """Frames for ``seqs`` as the writer makes them, checkpoints on every other one, every
+    other of those compact (the readers skip a checkpoint either way)."""
     data = b""
     for seq in seqs:
         cp = b"" if seq % 2 else segment.encode_checkpoint(Checkpoint("s", "k", seq, "/p"))
-        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b'{"msg":"%d"}' % seq)
+        compact = seq % 4 == 2
+        if compact:
+            cp = str(seq).encode()
+        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b'{"msg":"%d"}' % seq, compact)
     return data
 
 
@@ -480,7 +498,9 @@ def test_offsets_at_the_ends_of_a_long_long_are_written_as_str_writes_them(offse
 
 
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
-def test_checkpoints_of_interleaved_files_get_their_own_prefix(link: Link | None) -> None:
+def test_checkpoints_of_interleaved_files_get_their_own_prefix(
+    link: Link | None, tmp_path: Path
+) -> None:
     """Records of two files, in runs and alternating (the compiled loop keeps the last prefix,
     by the identity of source, key and path): each frame has its own file's checkpoint, and
     offsets past a long long are written as str() writes them."""
@@ -496,13 +516,21 @@ def test_checkpoints_of_interleaved_files_get_their_own_prefix(link: Link | None
     (_, data, *_), _ = run(link, items)
     (_, expected, *_), _ = run(link_py, items)
     assert data == expected
-    at, got = 0, []
+    path = tmp_path / segment.segment_name(1)
+    path.write_bytes(data)
+    frames = segment.scan(path).frames
+    got = [segment.decode_checkpoint(f.checkpoint) if f.checkpoint else None for f in frames]
+    assert got == [item.checkpoint for item in items]
+    # Whole where the file changes (and first), compact after the same file's, a frame with
+    # none between or not.
+    at, compact = 0, []
     while at < len(data):
         frame = segment.parse_frame(data, at)
         assert frame is not None
-        got.append(segment.decode_checkpoint(frame.checkpoint) if frame.checkpoint else None)
+        compact.append(frame.compact)
         at = frame.end
-    assert got == [item.checkpoint for item in items]
+    # a  a  a  b  a  b  b  a  -  a  b  b  a
+    assert compact == [bool(int(c)) for c in "0110001001010"]
 
 
 @needs_compiled

@@ -102,6 +102,47 @@ async def test_flipped_byte_in_committed_frame_is_quarantined_as_gap(tmp_path: P
     assert_chain(stored(tmp_path), run.buffer.stream_id)
 
 
+WHOLE_CP = segment.encode_checkpoint(Checkpoint("s", "1:2", 10, "/var/log/x"))
+
+
+@pytest.mark.parametrize(
+    ("frames", "lost_from", "offset"),
+    [
+        # A compact checkpoint takes source, key and path from the whole one before it...
+        ([(WHOLE_CP, False), (b"20", True), (b"30", True), (WHOLE_CP, False)], 0, 10),
+        ([(WHOLE_CP, False), (b"20", True), (b"", False), (b"40", True)], 0, 40),
+        # ...and is corruption without one, or when it is no offset.
+        ([(WHOLE_CP, False), (b"20", True), (b"3x", True), (WHOLE_CP, False)], 3, 20),
+        ([(WHOLE_CP, False), (b"", True), (WHOLE_CP, False)], 2, 10),
+        ([(b"10", True), (WHOLE_CP, False)], 1, None),
+        # A whole one without an offset is corruption too.
+        ([(WHOLE_CP, False), (b'{"s":"s","k":"1:2"}', False), (WHOLE_CP, False)], 2, 10),
+    ],
+)
+def test_compact_checkpoints_are_read_from_the_whole_one_before_them(
+    tmp_path: Path, frames: list[tuple[bytes, bool]], lost_from: int, offset: int | None
+) -> None:
+    directory = tmp_path / "buffer"
+    directory.mkdir()
+    path = directory / segment.segment_name(1)
+    path.write_bytes(
+        b"".join(
+            segment.encode(seq, bytes(32), cp, b'{"seq":%d}' % seq, compact)
+            for seq, (cp, compact) in enumerate(frames, 1)
+        )
+    )
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.recovery.lost_from_seq == lost_from
+        assert buffer.recovery.quarantined == ([path.name + ".bad"] if lost_from else [])
+        assert buffer.last_seq == (lost_from - 1 if lost_from else len(frames))
+        held = buffer.checkpoints_for("s")
+        want = {} if offset is None else {"1:2": Checkpoint("s", "1:2", offset, "/var/log/x")}
+        assert held == want
+    finally:
+        buffer.stop()
+
+
 async def test_segments_are_deleted_only_when_every_sink_acked(tmp_path: Path) -> None:
     config = BufferConfig(segment_bytes=4096)
     run = await start(tmp_path, config)
