@@ -13,8 +13,9 @@ Frame format (``segment.py``): ``u32 len | u32 crc32 | u64 seq | h[32] | u16 cp_
 The checkpoint (``cp``) is the source position the record advances, committed in the same frame
 (DESIGN.md contract 2): there is no window between "record durable" and "position saved", so a
 crash can never re-read a line that already has a seq. A checkpoint with the source, key and
-path of the one before it in the same commit is written compact, as its offset's digits
-(``cp_len``'s top bit; agents before this format read it as corruption).
+path of the one before it in the same write is written compact, as its offset's digits
+(``cp_len``'s top bit; agents before this format misread it: no downgrade over a buffer that
+holds records).
 
 Write rules: a single writer task assigns ``seq`` and the chain hash ``h`` and group-commits
 (``fsync = "batch"``: one write + fsync per commit of up to ``max_commit_records``; ``"always"``:

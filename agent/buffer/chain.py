@@ -142,7 +142,7 @@ class _Frames:
         in_segment = self.used + self.size
         if in_segment > 0 and in_segment + len(frame) > self.limit:
             return False
-        if prefix:
+        if cp is not None:
             self.written = prefix
         self.seq, self.prev = seq, digest
         self.frames.append(frame)

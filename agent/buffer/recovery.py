@@ -60,13 +60,10 @@ def recover(directory: Path, stream_id: str) -> Recovered:
             truncate(path, result.valid_end)
         mtime = path.stat().st_mtime
         info = SegmentInfo(first, path, first - 1, state.last_h, result.valid_end, mtime)
-        for frame in result.frames:
-            info.last_seq, info.last_h = frame.seq, frame.h
-            if frame.checkpoint:
-                cp = segment.decode_checkpoint(frame.checkpoint)
-                state.checkpoints[(cp.source, cp.key)] = cp
         if result.frames:
+            info.last_seq, info.last_h = result.frames[-1].seq, result.frames[-1].h
             state.last_seq, state.last_h = info.last_seq, info.last_h
+        state.checkpoints.update(result.checkpoints)
         state.segments.append(info)
         if problem:
             _quarantine(

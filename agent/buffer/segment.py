@@ -10,11 +10,13 @@ without re-encoding. ``h`` is repeated in the frame so readers know the chain he
 parsing JSON. The checkpoint is the source position the record advances (contract 2): JSON,
 ``{"s":source,"k":key,"p":path,"o":offset}``, or, when ``cp_len`` has its top bit set
 (``COMPACT``), the offset's digits alone, the rest being that of the checkpoint before it in the
-segment. The writer compacts those that follow one with the same source, key and path in the
-same commit (of a chunk's lines, the first checkpoint is written whole and the others compact:
-~100 bytes less per frame, a sixth of a raw line's). A compact checkpoint with none whole
-before it in its segment is corruption. (Agents before this format read a compact checkpoint
-as corruption: an agent must not be downgraded over a buffer that still holds records.)
+segment. The writer compacts those that follow one with the same source, key and path among the
+frames of one write (a commit's, in one segment: of a chunk's lines, the first checkpoint is
+written whole and the others compact, ~100 bytes less per frame, a sixth of a raw line's). A
+compact checkpoint with none whole before it in its segment, or a checkpoint that does not
+read, is corruption. Agents before this format do not know the flag: they would take a
+compact checkpoint for corruption, or, in a frame over 32 KiB, misread the frame; an agent must
+not be downgraded over a buffer that still holds records.
 
 Everything here is synchronous and stateless beyond the file handles passed in; the buffer's
 writer thread and reader threads call it.
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -114,9 +117,11 @@ class ScanResult:
     valid_end: int  # offset after the last good frame
     torn: bool  # bytes after valid_end are an incomplete final frame
     corrupt: CorruptFrameError | None
+    # The last checkpoint of each (source, key) in the good frames.
+    checkpoints: dict[tuple[str, str], Checkpoint] = field(default_factory=dict)
 
 
-def parse_frame(data: bytes | memoryview, offset: int, base: int = 0) -> Frame | None:
+def parse_frame(data: bytes | bytearray | memoryview, offset: int, base: int = 0) -> Frame | None:
     """Decode the frame at ``offset``; None if ``data`` ends inside it. Raises CorruptFrameError.
     ``base``: the file offset of ``data[0]``, added to the frame's ``end``."""
     if len(data) - offset < HEADER.size:
@@ -325,45 +330,70 @@ def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, in
 
 
 def scan(path: Path) -> ScanResult:
-    """Read every frame of a segment, stopping at the first torn or corrupt one. Compact
-    checkpoints are given whole, as JSON."""
+    """Read every frame of a segment, stopping at the first torn or corrupt one. Checkpoints
+    are given whole (JSON), compact ones too, and decoded into ``checkpoints``."""
     data = path.read_bytes()
-    frames: list[Frame] = []
+    result = ScanResult([], 0, False, None)
+    frames, checkpoints = result.frames, result.checkpoints
     offset = 0
-    prefix = b""  # of the last checkpoint: its JSON up to its offset
+    last: Checkpoint | None = None  # the checkpoint before, and its JSON up to its offset
+    prefix = b""
     while offset < len(data):
         try:
             frame = parse_frame(data, offset)
-            if frame is not None and (frame.checkpoint or frame.compact):
-                frame, prefix = _whole(frame, prefix, offset)
         except CorruptFrameError as exc:
             # A bad checksum on the very last frame is a torn write (pages of one write landed
             # partly); anywhere else it is corruption of committed data.
             length = HEADER.unpack_from(data, offset)[0]
             if offset + HEADER.size + length >= len(data):
-                return ScanResult(frames, offset, True, None)
-            return ScanResult(frames, offset, False, exc)
+                result.torn = True
+            else:
+                result.corrupt = exc
+            break
         if frame is None:
-            return ScanResult(frames, offset, True, None)
+            result.torn = True
+            break
+        if frame.checkpoint or frame.compact:
+            # Its checksum held: a checkpoint that does not read is corruption, even last.
+            try:
+                frame, last, prefix = _whole(frame, last, prefix)
+            except ValueError as exc:
+                result.corrupt = CorruptFrameError(offset, str(exc))
+                break
+            checkpoints[last.source, last.key] = last
         frames.append(frame)
         offset = frame.end
-    return ScanResult(frames, offset, False, None)
+    result.valid_end = offset
+    return result
 
 
-def _whole(frame: Frame, prefix: bytes, offset: int) -> tuple[Frame, bytes]:
-    """``frame`` with its checkpoint whole, and the prefix of that checkpoint (for the compact
-    ones after it), given ``prefix``, the last one's. Raises CorruptFrameError."""
-    checkpoint = frame.checkpoint
+_OFFSET = re.compile(rb"-?(?:0|[1-9][0-9]{0,19})")
+
+
+def _whole(frame: Frame, last: Checkpoint | None, prefix: bytes) -> tuple[Frame, Checkpoint, bytes]:
+    """``frame`` with its checkpoint whole, that checkpoint, and its JSON up to its offset,
+    given those of the checkpoint before it in the segment (for a compact one). Raises
+    ValueError saying what is wrong."""
+    raw = frame.checkpoint
     if not frame.compact:
-        at = checkpoint.rfind(b'"o":')  # JSON escapes a quote inside a string: the key's
-        if at < 0:
-            raise CorruptFrameError(offset, "checkpoint without an offset")
-        return frame, checkpoint[: at + 4]
-    if not prefix:
-        raise CorruptFrameError(offset, "compact checkpoint with none whole before it")
-    if not checkpoint.removeprefix(b"-").isdigit():
-        raise CorruptFrameError(offset, "compact checkpoint is not an offset")
-    return frame._replace(checkpoint=prefix + checkpoint + b"}", compact=False), prefix
+        at = raw.rfind(b'"o":')  # JSON escapes a quote inside a string: this is the key
+        try:
+            cp = decode_checkpoint(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"checkpoint does not read: {exc}") from None
+        if not (
+            at >= 0
+            and type(cp.offset) is int
+            and all(type(text) is str for text in (cp.source, cp.key, cp.path))
+        ):
+            raise ValueError("checkpoint does not read: a field of the wrong type")
+        return frame, cp, raw[: at + 4]
+    if last is None:
+        raise ValueError("compact checkpoint with none whole before it")
+    if _OFFSET.fullmatch(raw) is None or not -(2**63) <= int(raw) < 2**64:
+        raise ValueError("compact checkpoint is not an offset")  # (the range JSON reads as int)
+    whole = frame._replace(checkpoint=prefix + raw + b"}", compact=False)
+    return whole, last._replace(offset=int(raw)), prefix
 
 
 def iter_frames(fd: int, offset: int, limit: int, chunk: int = 1 << 20) -> Iterator[Frame]:

@@ -117,6 +117,29 @@ WHOLE_CP = segment.encode_checkpoint(Checkpoint("s", "1:2", 10, "/var/log/x"))
         ([(b"10", True), (WHOLE_CP, False)], 1, None),
         # A whole one without an offset is corruption too.
         ([(WHOLE_CP, False), (b'{"s":"s","k":"1:2"}', False), (WHOLE_CP, False)], 2, 10),
+        # Checkpoints that do not read (hostile or damaged bytes whose frame checksum holds):
+        # corruption, quarantined; not an error that stops the agent.
+        *(
+            ([(WHOLE_CP, False), (bad, compact), (WHOLE_CP, False)], 2, 10)
+            for bad, compact in [
+                (b"007", True),
+                (b"-", True),
+                (b"9" * 32_767, True),
+                (b"1" * 21, True),
+                (b"18446744073709551616", True),  # past what JSON reads as an int
+                (b'{"s":"s","k":"1:2","p":"/x","o":1', False),
+                (b'{"s":"\xff","k":"1:2","p":"/x","o":1}', False),
+                (b'{"k":"1:2","p":"/x","o":1}', False),
+                (b'["s","1:2","/x","o":1]', False),
+                (b'{"s":"s","k":"1:2","p":"/x","o":"1"}', False),
+                (b'{"s":"s","k":"1:2","p":"/x","o":true}', False),
+                (b'{"s":"s","k":"1:2","p":"/x","o":1.5}', False),
+                (b'{"s":"s","k":2,"p":"/x","o":1}', False),
+            ]
+        ),
+        # ...also in the last frame: its checksum held, so it is no torn write to cut off.
+        ([(WHOLE_CP, False), (b"", True)], 2, 10),
+        ([(WHOLE_CP, False), (b'{"o":1}', False)], 2, 10),
     ],
 )
 def test_compact_checkpoints_are_read_from_the_whole_one_before_them(

@@ -431,10 +431,14 @@ def _tamper(state: Path, seqs: set[int]) -> None:
     for _, path in segment.list_segments(state / "buffer"):
         data = bytearray(path.read_bytes())
         start = 0
-        for frame in segment.scan(path).frames:
+        for scanned in segment.scan(path).frames:
+            frame = segment.parse_frame(data, start)  # its checkpoint as stored (maybe compact)
+            assert frame is not None
+            assert frame.end == scanned.end
             if frame.seq in seqs:
                 record = frame.record.replace(b'"line ', b'"LINE ', 1)
-                encoded = segment.encode(frame.seq, frame.h, frame.checkpoint, record)
+                cp, compact = frame.checkpoint, frame.compact
+                encoded = segment.encode(frame.seq, frame.h, cp, record, compact)
                 assert len(encoded) == frame.end - start
                 data[start : frame.end] = encoded
             start = frame.end
