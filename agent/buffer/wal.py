@@ -36,15 +36,15 @@ from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun, recor
 from agent.statefile import fsync_dir, make_private_dir, write_all, write_json
 
 log = logging.getLogger(__name__)
-_SOURCE_KEY = itemgetter(0, 1)
-_FIRST = itemgetter(0)  # a Checkpoint's (source, key): the checkpoint map's key
+_SOURCE_KEY = itemgetter(0, 1)  # a Checkpoint's (source, key): the checkpoint map's key
+_FIRST = itemgetter(0)  # a commit time's last seq: what committed_at looks it up by
 # The frames buffer kept from commit to commit (chain.link's ``out``) is dropped after a commit
 # that grew it past this: one huge commit must not pin its size for the agent's life.
 _KEEP_FRAMES_BUFFER = 4 * 1024 * 1024
 # Commits whose time is kept for ``committed_at`` (lingering sinks ask it), ~110 bytes each:
 # at a few hundred commits a second under load, seconds of them, far more than a linger. A
 # reader further behind is told the oldest one's time, later than its own: at worst it waits a
-# linger it need not have (as before linger counted from commits), never more.
+# whole linger it need not have, never more.
 _COMMIT_TIMES = 1024
 
 
