@@ -5,14 +5,16 @@
  * file follows it line by line. The frame format is agent/buffer/segment.py's:
  *
  *   frame = u32 body_len | u32 crc32(body) | body                         (little endian)
- *   body  = u64 seq | 32-byte h | u16 cp_len | checkpoint | wire
+ *   body  = u64 seq | 32-byte h | u16 cp_len | checkpoint | record
  *
+ * The seq word's top bit (BARE) marks a record stored as its canonical JSON alone: its wire form
+ * (canonical with ,"h":"<hex>" before its closing brace) is made by the readers from the h in
+ * the frame's head. The writer writes only bare frames; the readers read both.
  * cp_len's top bit (CP_COMPACT) marks a checkpoint written as its offset's digits alone: its
  * source, key and path are those of the checkpoint framed before it by the same call.
  *
  * Records are encoded by orjson (the `dumps` passed in). What moves here is everything after it:
- * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the hex digest, the wire form, the
- * checkpoint bytes, crc32 (zlib's, as the zlib module computes it) and the frame, written into one buffer
+ * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the checkpoint bytes, crc32 (zlib's, as the zlib module computes it) and the frame, written into one buffer
  * for the whole run. The lines of a PlainRun (a raw source's chunk, agent/sources/__init__.py)
  * have no record: their canonical JSON is the run's head + offset + the line as a JSON string +
  * seq + the run's tail, which is orjson's bytes for the record run.records() makes (ASCII lines:
@@ -37,6 +39,9 @@
 #define BODY_HEAD (8 + 32 + 2) /* u64 seq, h, u16 cp_len */
 #define H_OPEN ",\"h\":\""
 #define H_OPEN_LEN 6
+#define BARE (1ULL << 63)                   /* the seq word's flag: the record is stored bare */
+#define DRESSING (H_OPEN_LEN + 2 * DIGEST + 1) /* what a bare record's wire form adds */
+#define MAX_SEQ (BARE - 1)                     /* the last seq the seq word holds */
 static const char HEX_DIGITS[] = "0123456789abcdef";
 #define CP_COMPACT 0x8000 /* cp_len's flag: the checkpoint is its offset's digits */
 #define MAX_CP 0x7FFF     /* the longest checkpoint: cp_len without the flag */
@@ -376,9 +381,9 @@ typedef struct {
     int segment_full;
 } Linker;
 
-/* Frame one record, canonical[0:n] (a JSON object), as seq + 1 after prev, its checkpoint being
- * prefix + digits + "}" (none when prefix is NULL): the record goes into the frame in its wire
- * form (canonical with ,"h":"<hex>" before its closing brace), and no Python object is made.
+/* Frame one record, canonical[0:n] (a JSON object, never {}), as seq + 1 after prev, its
+ * checkpoint being prefix + digits + "}" (none when prefix is NULL): the record goes into the
+ * frame bare, as canonical, and no Python object is made.
  * 1: framed; 0: it does not fit the segment (segment_full is set, nothing made); -1: an error. */
 static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject *prefix,
                         const char *digits, Py_ssize_t digits_len) {
@@ -402,8 +407,7 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
             return -1;
         }
     }
-    Py_ssize_t wire_len = n - 1 + H_OPEN_LEN + 2 * DIGEST + 2;
-    Py_ssize_t body_len = BODY_HEAD + cp_len + wire_len;
+    Py_ssize_t body_len = BODY_HEAD + cp_len + n;
     Py_ssize_t frame_len = HEAD + body_len;
     if ((uint64_t)body_len > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "frame body longer than 4 GiB");
@@ -426,7 +430,7 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
     }
     unsigned char *frame = (unsigned char *)L->out.view.buf + L->out.len;
     unsigned char *body = frame + HEAD;
-    put_u64(body, (uint64_t)L->seq + 1);
+    put_u64(body, ((uint64_t)L->seq + 1) | BARE);
     memcpy(body + 8, digest, DIGEST);
     put_u16(body + 40, (uint16_t)(compact ? cp_len | CP_COMPACT : cp_len));
     if (compact) {
@@ -438,17 +442,7 @@ static int frame_record(Linker *L, const char *canonical, Py_ssize_t n, PyObject
         memcpy(at + prefix_len, digits, (size_t)digits_len);
         at[prefix_len + digits_len] = '}';
     }
-    unsigned char *wire = body + BODY_HEAD + cp_len;
-    memcpy(wire, canonical, (size_t)(n - 1));
-    wire += n - 1;
-    memcpy(wire, H_OPEN, H_OPEN_LEN);
-    wire += H_OPEN_LEN;
-    for (int i = 0; i < DIGEST; i++) {
-        *wire++ = (unsigned char)HEX_DIGITS[digest[i] >> 4];
-        *wire++ = (unsigned char)HEX_DIGITS[digest[i] & 15];
-    }
-    wire[0] = '"';
-    wire[1] = '}';
+    memcpy(body + BODY_HEAD + cp_len, canonical, (size_t)n);
     put_u32(frame, (uint32_t)body_len);
     put_u32(frame + 4, frame_crc(body, (size_t)body_len));
     L->out.len += frame_len;
@@ -507,13 +501,13 @@ done:
 }
 
 /* Whether a run's next record may be framed: 1 yes, 0 no room is left (stop), -1 its seq would
- * pass the frames' u64 (an error). */
+ * pass what the seq word holds, 2**63 - 1 (an error). */
 static int next_fits(Linker *L) {
     if (L->room - L->out.len <= 0) {
         return 0;
     }
-    if (L->seq == ULLONG_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+    if (L->seq >= MAX_SEQ) {
+        PyErr_SetString(PyExc_OverflowError, "seq past 2**63 - 1");
         return -1;
     }
     return 1;
@@ -912,8 +906,8 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
             made = link_encoded(&L, item, one, &at, &complete);
         } else if (L.room - L.out.len <= 0) {
             made = 0;
-        } else if (L.seq == ULLONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "seq past the frames' u64");
+        } else if (L.seq >= MAX_SEQ) {
+            PyErr_SetString(PyExc_OverflowError, "seq past 2**63 - 1");
             made = -1;
         } else {
             made = link_pending(&L, item, dumps, option, on_error);
@@ -950,6 +944,26 @@ static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason) {
         Py_DECREF(exc);
     }
     return -1;
+}
+
+/* Whether a bare record stored[0:n] can be dressed: a JSON object other than {}. */
+static int bare_ok(const unsigned char *stored, Py_ssize_t n) {
+    return n >= 3 && stored[n - 1] == '}';
+}
+
+/* A bare record's wire form into out (n + DRESSING bytes): stored without its closing brace,
+ * then ,"h":"<hex of h>"}. */
+static void dress(char *out, const unsigned char *stored, Py_ssize_t n, const unsigned char *h) {
+    memcpy(out, stored, (size_t)(n - 1));
+    out += n - 1;
+    memcpy(out, H_OPEN, H_OPEN_LEN);
+    out += H_OPEN_LEN;
+    for (int i = 0; i < DIGEST; i++) {
+        *out++ = HEX_DIGITS[h[i] >> 4];
+        *out++ = HEX_DIGITS[h[i] & 15];
+    }
+    out[0] = '"';
+    out[1] = '}';
 }
 
 PyDoc_STRVAR(parse_run_doc,
@@ -1001,16 +1015,26 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
             goto fail;
         }
         const unsigned char *body = data + start;
-        uint64_t seq = get_u64(body);
+        uint64_t word = get_u64(body);
         Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
         if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
             corrupt(error, pos, "checkpoint overruns frame");
             goto fail;
         }
-        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq);
+        const unsigned char *stored = body + BODY_HEAD + cp_len;
+        Py_ssize_t n = (Py_ssize_t)length - BODY_HEAD - cp_len;
+        int bare = (word & BARE) != 0;
+        if (bare && !bare_ok(stored, n)) {
+            corrupt(error, pos, "bare record is not a JSON object");
+            goto fail;
+        }
+        PyObject *seq_obj = PyLong_FromUnsignedLongLong(word & ~BARE);
         PyObject *h = PyBytes_FromStringAndSize((const char *)body + 8, DIGEST);
-        PyObject *record = PyBytes_FromStringAndSize((const char *)body + BODY_HEAD + cp_len,
-                                                     (Py_ssize_t)length - BODY_HEAD - cp_len);
+        PyObject *record = PyBytes_FromStringAndSize(bare ? NULL : (const char *)stored,
+                                                     bare ? n + DRESSING : n);
+        if (bare && record != NULL) {
+            dress(PyBytes_AS_STRING(record), stored, n, body + 8);
+        }
         PyObject *end_obj = PyLong_FromSsize_t(end);
         int bad = !seq_obj || !h || !record || !end_obj || PyList_Append(seqs, seq_obj) < 0 ||
                   PyList_Append(hashes, h) < 0 || PyList_Append(records, record) < 0 ||
@@ -1042,11 +1066,11 @@ PyDoc_STRVAR(gather_run_doc,
              "\n--\n\n"
              "See agent.buffer.segment.gather_run_py: the same loop, the same results.");
 
-/* One frame at pos of data[:size]: 1 (its seq, h, record span and end set), 0 if incomplete,
- * -1 with CorruptFrameError set (as parse_run checks it). */
+/* One frame at pos of data[:size]: 1 (its seq, h, record span and end set, and whether the
+ * record is bare), 0 if incomplete, -1 with CorruptFrameError set (as parse_run checks it). */
 static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos,
                       long long max_frame, PyObject *error, int verify, uint64_t *seq,
-                      const unsigned char **h, Py_ssize_t *record, Py_ssize_t *end) {
+                      const unsigned char **h, Py_ssize_t *record, Py_ssize_t *end, int *bare) {
     if (pos + HEAD > size) {
         return 0;
     }
@@ -1067,20 +1091,26 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
         return -1;
     }
     const unsigned char *body = data + start;
-    *seq = get_u64(body);
+    uint64_t word = get_u64(body);
     Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
     if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
         corrupt(error, pos, "checkpoint overruns frame");
         return -1;
     }
+    *bare = (word & BARE) != 0;
+    if (*bare && !bare_ok(body + BODY_HEAD + cp_len, (Py_ssize_t)length - BODY_HEAD - cp_len)) {
+        corrupt(error, pos, "bare record is not a JSON object");
+        return -1;
+    }
+    *seq = word & ~BARE;
     *h = body + 8;
     *record = start + BODY_HEAD + cp_len;
     return 1;
 }
 
 /* gather_run's loop over data[:size]: pass 1 (out NULL) finds the frames to take and sums
- * their bytes in *need (records and newlines) and *count; pass 2 copies them to out and their h
- * to hashes. Both meet the same frames: pass 2 skips the checksums pass 1 checked.
+ * their bytes in *need (records in their wire form, and newlines) and *count; pass 2 copies them
+ * to out (dressing the bare ones) and their h to hashes. Both meet the same frames: pass 2 skips the checksums pass 1 checked.
  * Returns 0, or -1 with CorruptFrameError set. */
 static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long long position,
                        Py_ssize_t want, Py_ssize_t max_bytes, int strict, long long max_frame,
@@ -1091,11 +1121,11 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
     Py_ssize_t pos = 0, record = 0, end = 0, taken = 0, bytes = 0;
     uint64_t seq = 0, prev = 0;
     const unsigned char *h = NULL;
-    int got;
+    int got, bare = 0;
     *skipped_end = 0;
     *first_seq = *last_seq = 0;
     *last_h = NULL;
-    while ((got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end)) == 1 &&
+    while ((got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end, &bare)) == 1 &&
            seq <= position) {
         pos = *skipped_end = end;
     }
@@ -1106,9 +1136,13 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
         }
     }
     while (got == 1 && taken < want && bytes < max_bytes && (taken == 0 || seq == prev + 1)) {
-        Py_ssize_t n = end - record;
+        Py_ssize_t stored = end - record, n = bare ? stored + DRESSING : stored;
         if (out != NULL) {
-            memcpy(out, data + record, (size_t)n);
+            if (bare) {
+                dress(out, data + record, stored, h);
+            } else {
+                memcpy(out, data + record, (size_t)n);
+            }
             out[n] = '\n';
             out += n + 1;
             memcpy(hashes + DIGEST * taken, h, DIGEST);
@@ -1121,7 +1155,7 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
         if (taken >= want || bytes >= max_bytes) {
             break; /* the next frame is not looked at */
         }
-        got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end);
+        got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end, &bare);
     }
     if (got < 0) {
         return -1;

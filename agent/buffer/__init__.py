@@ -14,8 +14,9 @@ The checkpoint (``cp``) is the source position the record advances, committed in
 (DESIGN.md contract 2): there is no window between "record durable" and "position saved", so a
 crash can never re-read a line that already has a seq. A checkpoint with the source, key and
 path of the one before it in the same write is written compact, as its offset's digits
-(``cp_len``'s top bit; agents before this format misread it: no downgrade over a buffer that
-holds records).
+(``cp_len``'s top bit). The record is stored bare, its canonical JSON without ``h`` (the seq
+word's top bit), and read back in its wire form with the ``h`` of the frame's head. Agents
+before these formats misread both: no downgrade over a buffer that holds records.
 
 Write rules: a single writer task assigns ``seq`` and the chain hash ``h`` and group-commits
 (``fsync = "batch"``: one write + fsync per commit of up to ``max_commit_records``; ``"always"``:

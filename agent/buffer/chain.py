@@ -1,10 +1,11 @@
-"""The buffer writer's per-record loop: seq, canonical encoding, chain hash, wire form, frame.
+"""The buffer writer's per-record loop: seq, canonical encoding, chain hash, frame.
 
 ``link`` runs once per commit (or per segment of it) and sets the writer's cost per line. It is
 compiled (``compiled.py``) where the package was built with a C compiler and the OpenSSL and
 zlib headers (``tailseal version`` says whether it runs); ``link_py`` is the same loop in
 Python: the reference the tests hold the compiled one to, byte for byte, and the fallback where
-it was not built. Both produce exactly ``segment.encode``'s frames and ``record.link``'s wire forms.
+it was not built. Both produce exactly ``segment.encode``'s bare frames: a record's canonical
+JSON, which readers give back in ``record.link``'s wire form.
 
 ``link(items, start, seq, prev, room, used, limit, one, dumps, option, cp_prefix, on_error,
 out, run_type, encoded_type)`` walks ``items[start:]`` (``Pending``; ``run_type``: a
@@ -55,11 +56,10 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from binascii import hexlify
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from agent.buffer.segment import BODY_HEAD, COMPACT, HEADER, MAX_CHECKPOINT
+from agent.buffer.segment import BARE, BODY_HEAD, COMPACT, HEADER, MAX_CHECKPOINT, SEQ
 from agent.compiled import MODULE
 from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun
 
@@ -124,8 +124,9 @@ class _Frames:
     def frame(self, canonical: bytes, cp: Checkpoint | None) -> bool:
         """Frame ``canonical`` (a record's canonical JSON, its seq the next) as ``add``."""
         seq = self.seq + 1
+        if seq > SEQ:  # the seq word's top bit is BARE's
+            raise OverflowError("seq past 2**63 - 1")
         digest = hashlib.sha256(self.prev + canonical).digest()
-        wire = canonical[:-1] + b',"h":"' + hexlify(digest) + b'"}'
         prefix, cp_bytes, cp_len = b"", b"", 0
         if cp is not None:
             prefix = self.cp_prefix(cp.source, cp.key, cp.path)
@@ -137,7 +138,7 @@ class _Frames:
                 cp_len = len(cp_bytes)
             if len(cp_bytes) > MAX_CHECKPOINT:
                 raise ValueError(f"checkpoint longer than {MAX_CHECKPOINT} bytes")
-        body = BODY_HEAD.pack(seq, digest, cp_len) + cp_bytes + wire
+        body = BODY_HEAD.pack(seq | BARE, digest, cp_len) + cp_bytes + canonical  # no h: bare
         frame = HEADER.pack(len(body), zlib.crc32(body)) + body
         in_segment = self.used + self.size
         if in_segment > 0 and in_segment + len(frame) > self.limit:

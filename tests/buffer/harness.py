@@ -36,10 +36,11 @@ class Running:
         self.task = task
 
     async def commit(self, items: list[Pending]) -> None:
-        target = self.buffer.last_seq + len(items)
+        """Emit ``items`` and return once the writer has committed all of them: not once
+        ``last_seq`` has grown by their count, which the gap records of segments dropped on the
+        way (``drop_oldest``) reach while some of ``items`` are still being written."""
         await self.buffer.emit(items)
-        async with self.buffer.changed:
-            await self.buffer.changed.wait_for(lambda: self.buffer.last_seq >= target)
+        await self.buffer.barrier()
 
     async def close(self, reason: str = "test") -> None:
         await self.buffer.close(reason)

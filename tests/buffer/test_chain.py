@@ -21,7 +21,7 @@ from agent import record as chain_record
 from agent.buffer import chain, segment
 from agent.buffer.chain import Link, link_py
 from agent.compiled import MODULE
-from agent.sources import Checkpoint, EncodedRun, Pending, PlainRun
+from agent.sources import Checkpoint, EncodedRun, Item, Pending, PlainRun
 
 try:  # the module itself, even where TAILSEAL_PURE_PYTHON keeps the agent from using it
     from agent import _speedups as SPEEDUPS  # type: ignore[attr-defined]  # noqa: N812
@@ -145,9 +145,10 @@ def test_errors_propagate_and_nothing_is_half_made(link: Link | None) -> None:
 
 
 def test_the_reference_matches_the_record_and_frame_formats(tmp_path: Path) -> None:
-    """``link_py`` inlines ``record.link`` and ``segment.encode``: it must give their bytes. A
-    checkpoint with the source, key and path of the one framed before it is compact (its
-    offset's digits); a segment's scan gives every checkpoint whole."""
+    """``link_py`` inlines ``record.link`` and ``segment.encode``: it must give their bytes,
+    bare frames (the canonical JSON, without ``h``), whose records every reader gives back as
+    ``record.link``'s wire forms. A checkpoint with the source, key and path of the one framed
+    before it is compact (its offset's digits); a segment's scan gives every checkpoint whole."""
     paths = ["/var/log/x", "/var/log/x", "/var/log/x", "/var/log/y", "/var/log/x"]
     items = [
         Pending({"msg": f"line {i}", "ts": "t"}, Checkpoint("src", "key", 10 * i, path))
@@ -156,7 +157,7 @@ def test_the_reference_matches_the_record_and_frame_formats(tmp_path: Path) -> N
     (end, data, count, head, cps, full), _ = run(link_py, items, seq=41)
     assert (end, count, full) == (6, 6, False)
     assert cps == [item.checkpoint for item in items[:5]]
-    prev, frames = PREV, b""
+    prev, frames, wires = PREV, b"", []
     compact = [False, True, True, False, False, False]
     for seq, item, short in zip(range(42, 48), items, compact, strict=True):
         expected = dict(item.record, seq=seq)
@@ -165,16 +166,23 @@ def test_the_reference_matches_the_record_and_frame_formats(tmp_path: Path) -> N
         if short:
             assert item.checkpoint is not None
             cp = str(item.checkpoint.offset).encode()
-        frames += segment.encode(seq, digest, cp, wire, compact=short)
+        canonical = chain_record.canonical(expected)
+        frames += segment.encode(seq, digest, cp, canonical, compact=short, bare=True)
         prev = digest
+        wires.append(wire)
     assert data == frames
     assert head == prev
     parsed = segment.parse_run(data, 100)
     assert parsed.seqs == list(range(42, 48))
+    assert parsed.records == segment.parse_run_py(data, 100).records == wires
+    body, hashes = bytearray(), bytearray()
+    segment.gather_run(data, 0, body, hashes, want=100, max_bytes=1 << 20, strict=False)
+    assert bytes(body) == b"".join(wire + b"\n" for wire in wires)
     path = tmp_path / segment.segment_name(42)
     path.write_bytes(data)
     scanned = segment.scan(path)
     assert scanned.corrupt is None
+    assert [frame.record for frame in scanned.frames] == wires
     assert [segment.decode_checkpoint(f.checkpoint) for f in scanned.frames[:5]] == cps
     assert scanned.frames[5].checkpoint == b""
 
@@ -205,16 +213,24 @@ def test_link_is_the_compiled_one_where_it_is_loaded() -> None:
 
 
 def frames_of(seqs: list[int]) -> bytes:
-    """Frames for ``seqs`` as the writer makes them, checkpoints on every other one, every
-    other of those compact (the readers skip a checkpoint either way)."""
+    """Frames for ``seqs``, checkpoints on every other one, every other of those compact (the
+    readers skip a checkpoint either way); every third bare, as the writer makes them (the
+    record without its h), the others as older writers did (the wire form)."""
     data = b""
     for seq in seqs:
         cp = b"" if seq % 2 else segment.encode_checkpoint(Checkpoint("s", "k", seq, "/p"))
         compact = seq % 4 == 2
         if compact:
             cp = str(seq).encode()
-        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b'{"msg":"%d"}' % seq, compact)
+        h, bare = bytes([seq % 256]) * 32, seq % 3 == 0
+        record = b'{"msg":"%d"}' % seq if bare else wire_of(seq)
+        data += segment.encode(seq, h, cp, record, compact=compact, bare=bare)
     return data
+
+
+def wire_of(seq: int) -> bytes:
+    """The record of ``frames_of``'s frame ``seq`` as readers give it (bare or not)."""
+    return b'{"msg":"%d","h":"%s"}' % (seq, bytes([seq % 256]).hex().encode() * 32)
 
 
 def parsed(data: bytes, limit: int, compiled: bool) -> object:
@@ -234,7 +250,7 @@ def parsed(data: bytes, limit: int, compiled: bool) -> object:
 @needs_compiled
 @settings(max_examples=400, deadline=None)
 @given(
-    seqs=st.lists(st.integers(0, 2**64 - 1), max_size=8),
+    seqs=st.lists(st.integers(0, 2**63 - 1), max_size=8),
     cut=st.integers(0, 2000),
     flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)), max_size=3),
     limit=st.integers(0, 10),
@@ -266,7 +282,7 @@ def test_parse_run_reads_a_view_of_the_readers_window_and_copies_the_records(
     assert isinstance(run_, segment.Run)
     assert all(type(record) is bytes for record in run_.records)
     window[:] = b"\xff" * len(window)  # the next read overwrites the window
-    assert run_.records == [b'{"msg":"5"}', b'{"msg":"6"}', b'{"msg":"7"}']
+    assert run_.records == [wire_of(5), wire_of(6), wire_of(7)]
 
 
 @pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_compiled), False])
@@ -275,7 +291,7 @@ def test_parse_run_reads_what_the_writer_wrote(compiled: bool) -> None:
     run_ = parsed(data + data[:20], 10, compiled)  # a torn fourth frame is left for later
     assert isinstance(run_, segment.Run)
     assert run_.seqs == [5, 6, 7]
-    assert run_.records == [b'{"msg":"5"}', b'{"msg":"6"}', b'{"msg":"7"}']
+    assert run_.records == [wire_of(5), wire_of(6), wire_of(7)]
     assert run_.hashes == [bytes([5]) * 32, bytes([6]) * 32, bytes([7]) * 32]
     assert run_.ends[-1] == len(data)
     head = segment.HEADER.pack(10**9, 0)  # a length no frame may have
@@ -381,15 +397,34 @@ def test_a_negative_start_is_refused(link: Link | None) -> None:
 
 
 @needs_compiled
-@pytest.mark.parametrize("seq", [2**63 - 1, 2**63, 2**64 - 3])
-def test_seqs_fill_the_frames_u64_as_in_the_reference(seq: int) -> None:
-    """The compiled loop held seq in a signed 64-bit int: seq 2**63 was written as -2**63."""
+def test_seqs_up_to_2_63_minus_1_are_framed_as_in_the_reference() -> None:
+    """The seq word holds seqs up to 2**63 - 1 (the protocol's signed 64-bit range); its top
+    bit is ``segment.BARE``."""
     assert COMPILED is not None
+    seq = 2**63 - 3
     items = [Pending({"msg": "x"}, None), Pending({"msg": "y"}, None)]
     compiled = run(COMPILED, items, seq=seq)
     assert compiled == run(link_py, items, seq=seq)
     assert compiled[0][2] == 2
-    assert segment.parse_run(compiled[0][1], 10).seqs == [seq + 1, seq + 2]
+    assert segment.parse_run(compiled[0][1], 10).seqs == [2**63 - 2, 2**63 - 1]
+
+
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+@pytest.mark.parametrize("seq", [2**63 - 2, 2**63 - 1, 2**63, 2**64 - 3])
+@pytest.mark.parametrize("kind", ["pending", "run"])
+def test_a_seq_past_2_63_minus_1_makes_no_frame(link: Link | None, seq: int, kind: str) -> None:
+    """Seq 2**63 would set the seq word's flag (``segment.BARE``): the call raises, whatever
+    it framed before, rather than write a frame whose seq reads back as another."""
+    assert link is not None
+    items: list[Item] = [Pending({"msg": "x"}, None), Pending({"msg": "y"}, None)]
+    if kind == "run":
+        data = b"x\ny\n"
+        items = [PlainRun(data, 0, len(data), 0, "t", "s", "k", "/p")]
+    with pytest.raises(OverflowError, match="2\\*\\*63 - 1"):
+        link(
+            items, 0, seq, PREV, 1 << 62, 0, 1 << 62, False, orjson.dumps, SORT,
+            segment.checkpoint_prefix, stand_in, bytearray(), PlainRun, EncodedRun,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
@@ -402,7 +437,7 @@ def test_a_negative_seq_makes_no_frame(link: Link | None) -> None:
 
 @needs_compiled
 @pytest.mark.parametrize(
-    ("used", "limit"), [(2**63 - 1, 2**63 - 1), (2**63 - 100, 2**63 - 1), (10, -(2**63))]
+    ("used", "limit"), [(2**63 - 1, 2**63 - 1), (2**63 - 60, 2**63 - 1), (10, -(2**63))]
 )
 def test_the_segment_limit_check_does_not_overflow(used: int, limit: int) -> None:
     """used + made + frame past 2**63 is past any limit (the compiled sum wrapped negative)."""

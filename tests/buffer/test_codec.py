@@ -18,11 +18,14 @@ from agent.sources import Checkpoint
 
 
 def frames(seqs: list[int], sizes: list[int]) -> bytes:
-    """Frames for ``seqs``, records of ``sizes`` bytes, checkpoints on every other one."""
+    """Frames for ``seqs``, records of ``sizes`` bytes, checkpoints on every other one; every
+    third bare (``{`` + the record + ``}`` stored, the wire form 71 bytes longer when read)."""
     data = b""
     for seq, size in zip(seqs, sizes, strict=False):
         cp = b"" if seq % 2 else segment.encode_checkpoint(Checkpoint("s", "k", seq, "/p"))
-        data += segment.encode(seq, bytes([seq % 256]) * 32, cp, b"r" * size)
+        h, bare = bytes([seq % 256]) * 32, seq % 3 == 0
+        record = b"{" + b"r" * size + b"}" if bare else b"r" * size
+        data += segment.encode(seq, h, cp, record, bare=bare)
     return data
 
 

@@ -151,7 +151,7 @@ async def test_encoded_runs_commit_across_segments_as_their_records(
     config = BufferConfig(segment_bytes=4096, fsync=fsync)  # type: ignore[arg-type]
     run = await start(tmp_path, config)
     buf = run.buffer
-    first = [{"msg": f"line {i}" + "x" * 50, "src": SOURCE} for i in range(40)]
+    first = [{"msg": f"line {i}" + "x" * 120, "src": SOURCE} for i in range(40)]
     last = [{"msg": f"line {i}", "src": SOURCE} for i in range(40, 43)]
     await buf.emit(
         [

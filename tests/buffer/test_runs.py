@@ -237,12 +237,12 @@ async def test_runs_commit_across_segments_as_records(tmp_path: Path, fsync: str
     config = BufferConfig(segment_bytes=4096, fsync=fsync)  # type: ignore[arg-type]
     run = await start(tmp_path, config)
     buf = run.buffer
-    await buf.emit([run_of(0, 40, size=50), Pending({"msg": "between"}, None), run_of(40, 3)])
+    await buf.emit([run_of(0, 40, size=120), Pending({"msg": "between"}, None), run_of(40, 3)])
     await eventually(lambda: buf.last_seq == 44, timeout=10, what="the commit")
     await run.close()
     frames = stored(tmp_path)
     msgs = [orjson.loads(f.record)["msg"] for f in frames[:44]]
-    assert msgs == [f"line {i}{'x' * 50}" for i in range(40)] + ["between"] + [
+    assert msgs == [f"line {i}{'x' * 120}" for i in range(40)] + ["between"] + [
         f"line {i}" for i in range(40, 43)
     ]
     assert len(segment.list_segments(tmp_path / "buffer")) > 3

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import threading
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +152,7 @@ def test_compact_checkpoints_are_read_from_the_whole_one_before_them(
     path = directory / segment.segment_name(1)
     path.write_bytes(
         b"".join(
-            segment.encode(seq, bytes(32), cp, b'{"seq":%d}' % seq, compact)
+            segment.encode(seq, bytes(32), cp, b'{"seq":%d}' % seq, compact=compact)
             for seq, (cp, compact) in enumerate(frames, 1)
         )
     )
@@ -164,6 +166,73 @@ def test_compact_checkpoints_are_read_from_the_whole_one_before_them(
         assert held == want
     finally:
         buffer.stop()
+
+
+def _bare(seq: int, record: bytes) -> bytes:
+    return segment.encode(seq, bytes([seq]) * 32, b"", record, bare=True)
+
+
+def _overrun(seq: int) -> bytes:
+    """A frame whose checkpoint length passes its body, its checksum right."""
+    body = segment.BODY_HEAD.pack(seq, bytes(32), 500) + b'{"seq":%d}' % seq
+    return segment.HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        *(_bare(2, record) for record in [b"", b"}", b"{}", b"x}", b'{"seq":2', b'{"seq":2}\n']),
+        _overrun(2),
+    ],
+)
+def test_a_frame_that_does_not_read_is_corruption_even_last(
+    tmp_path: Path, bad: bytes, last: bool
+) -> None:
+    """A bare frame's record must be a JSON object other than ``{}`` to take its h back
+    (``segment.dress``), and a checkpoint must lie within its frame. A frame whose checksum
+    holds yet does not read is what was written (damaged or hostile state): recovery
+    quarantines from it and declares the loss, also when it is the last frame, which is no
+    torn write to cut off (its seq would be reused, with no gap). Every reader refuses it."""
+    directory = tmp_path / "buffer"
+    directory.mkdir()
+    path = directory / segment.segment_name(1)
+    good = _bare(1, b'{"seq":1}')
+    path.write_bytes(good + bad + (b"" if last else _bare(3, b'{"seq":3}')))
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.recovery.lost_from_seq == 2
+        assert buffer.recovery.quarantined == [path.name + ".bad"]
+        assert buffer.last_seq == 1
+    finally:
+        buffer.stop()
+    reason = "checkpoint overruns frame" if bad == _overrun(2) else "bare record is not"
+    data = good + bad
+    copy = tmp_path / "frames"
+    copy.write_bytes(data)
+
+    def iterated() -> None:
+        fd = os.open(copy, os.O_RDONLY)
+        try:
+            list(segment.iter_frames(fd, 0, len(data)))
+        finally:
+            os.close(fd)
+
+    readers: list[Callable[[], object]] = [
+        lambda: segment.parse_run(data, 10),
+        lambda: segment.parse_run_py(data, 10),
+        *(
+            functools.partial(
+                gather, data, 0, bytearray(), bytearray(), want=9, max_bytes=1 << 20, strict=False
+            )
+            for gather in (segment.gather_run, segment.gather_run_py)
+        ),
+        iterated,
+    ]
+    for read in readers:
+        with pytest.raises(segment.CorruptFrameError, match=reason) as caught:
+            read()
+        assert caught.value.offset == len(good)
 
 
 async def test_segments_are_deleted_only_when_every_sink_acked(tmp_path: Path) -> None:

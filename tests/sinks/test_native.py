@@ -436,9 +436,11 @@ def _tamper(state: Path, seqs: set[int]) -> None:
             assert frame is not None
             assert frame.end == scanned.end
             if frame.seq in seqs:
-                record = frame.record.replace(b'"line ', b'"LINE ', 1)
+                # The frame is bare (the writer's): its record without the h the read put in.
+                canonical = frame.record[: -segment.DRESSING - 1] + b"}"
+                record = canonical.replace(b'"line ', b'"LINE ', 1)
                 cp, compact = frame.checkpoint, frame.compact
-                encoded = segment.encode(frame.seq, frame.h, cp, record, compact)
+                encoded = segment.encode(frame.seq, frame.h, cp, record, compact=compact, bare=True)
                 assert len(encoded) == frame.end - start
                 data[start : frame.end] = encoded
             start = frame.end
