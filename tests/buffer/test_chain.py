@@ -427,6 +427,17 @@ def test_a_seq_past_2_63_minus_1_makes_no_frame(link: Link | None, seq: int, kin
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("seq", [-1, 2**63, 2**64 - 1])
+def test_encode_refuses_a_seq_the_seq_word_cannot_hold(seq: int) -> None:
+    """Seqs 2**63 and up would read back as bare frames of another seq."""
+    with pytest.raises(OverflowError, match="outside"):
+        segment.encode(seq, bytes(32), b"", b'{"a":1}')
+    top = segment.encode(2**63 - 1, bytes(32), b"", b'{"a":1}')
+    assert segment.parse_run(top, 1) == segment.Run(
+        [2**63 - 1], [bytes(32)], [b'{"a":1}'], [len(top)]
+    )
+
+
 @pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
 def test_a_negative_seq_makes_no_frame(link: Link | None) -> None:
     """A frame holds seq as a u64: the compiled loop wrote -4 as 2**64 - 4."""
