@@ -7,8 +7,10 @@
 Per scenario (input generated here, realistic shapes): end-to-end lines/s from the input file
 appearing beside a running agent until the collector holds every line, agent CPU-seconds per
 million lines over that span (its start-up CPU is reported apart), agent peak RSS,
-collector CPU-seconds, and the same input through a plain read-and-split loop so the figure can
-be compared across machines as a ratio. Once per run: p50/p99 latency from a line written to
+collector CPU-seconds, the bytes each wrote to disk per line (file pages dirtied, as the kernel
+counts them for the storage layer: the agent's buffer, the collector's store), and the same
+input through a plain read-and-split loop so the figure can be compared across machines as a
+ratio. Once per run: p50/p99 latency from a line written to
 the collector holding it at a fixed rate, idle CPU and RSS after --idle-seconds with no input,
 and the drain rate of a backlog after SIGTERM. Prints a table and writes JSON. The agent runs
 with its defaults, but for ``--cpu-affinity`` (its ``cpu_affinity`` setting) and the settings
@@ -170,6 +172,20 @@ def cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def disk_writes(pid: int) -> int | None:
+    """Bytes the process has sent to the storage layer (``write_bytes`` of /proc/PID/io: each
+    file page it dirtied, so a page appended to by two commits counts twice); None where the
+    kernel does not count them."""
+    try:
+        return int(psutil.Process(pid).io_counters().write_bytes)
+    except (AttributeError, psutil.AccessDenied):
+        return None
+
+
+def per_line(after: int | None, before: int | None, lines: int) -> int | None:
+    return None if after is None or before is None else round((after - before) / lines)
+
+
 # Settings of the measured agent other than its defaults (--cpu-affinity), as environment
 # overrides; set once by main() before any run.
 AGENT_ENV: dict[str, str] = {}
@@ -262,12 +278,15 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         startup_cpu = cpu(agent.proc.pid)
         agent_sys0 = float(psutil.Process(agent.proc.pid).cpu_times().system)
         collector_cpu0 = cpu(collector.proc.pid)
+        agent_disk0, collector_disk0 = disk_writes(agent.proc.pid), disk_writes(collector.proc.pid)
         staged.rename(log)
         started = log.stat().st_ctime_ns  # the rename's time, on the clock of wait_held's
         elapsed = (wait_held(collector, agent, lines) - started) / 1e9
         agent_cpu = cpu(agent.proc.pid) - startup_cpu
         agent_sys = float(psutil.Process(agent.proc.pid).cpu_times().system) - agent_sys0
         collector_cpu = cpu(collector.proc.pid) - collector_cpu0
+        agent_disk = per_line(disk_writes(agent.proc.pid), agent_disk0, lines)
+        collector_disk = per_line(disk_writes(collector.proc.pid), collector_disk0, lines)
         sampler.halt.set()
         assert agent.terminate(timeout=120) == 0
     rate = lines / elapsed
@@ -282,6 +301,8 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         "agent_startup_cpu_s": round(startup_cpu, 2),  # before the input appeared: not counted
         "agent_peak_rss_mb": round(sampler.peak / 2**20, 1),
         "collector_cpu_s": round(collector_cpu, 2),
+        "agent_disk_bytes_per_line": agent_disk,  # its buffer's frames (and state files)
+        "collector_disk_bytes_per_line": collector_disk,
         "baseline_lines_per_s": round(base),
         "ratio_to_baseline": round(rate / base, 4),
     }
@@ -464,9 +485,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    columns = ("scenario", "lines/s", "cpu-s/M", "rss MB", "coll cpu", "ratio")
+    columns = ("scenario", "lines/s", "cpu-s/M", "rss MB", "coll cpu", "disk B/ln", "ratio")
     print("\n" + " ".join(f"{c:>10}" for c in columns))
-    keys = ("lines_per_s", "agent_cpu_s_per_million", "agent_peak_rss_mb", "collector_cpu_s")
+    keys = ["lines_per_s", "agent_cpu_s_per_million", "agent_peak_rss_mb", "collector_cpu_s"]
+    keys.append("agent_disk_bytes_per_line")
     for row in results["throughput"]:
         cells = [row["scenario"], *(row[k] for k in keys), row["ratio_to_baseline"]]
         print(" ".join(f"{c:>10}" for c in cells))

@@ -46,6 +46,10 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     assert row["agent_cpu_s_per_million"] > 0
     assert row["agent_peak_rss_mb"] > 10
     assert row["baseline_lines_per_s"] > row["lines_per_s"]
+    # Each record's frame went to the buffer (fsync = "always": a page per record, at least
+    # its bytes), and each line to the collector's store.
+    assert row["agent_disk_bytes_per_line"] > 100
+    assert row["collector_disk_bytes_per_line"] > 100
     runs = row["runs"]  # the row holds medians of the runs (the peak RSS: the largest)
     assert len(runs) == 2
     assert row["lines_per_s"] == (runs[0]["lines_per_s"] + runs[1]["lines_per_s"]) / 2
