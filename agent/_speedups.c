@@ -1,4 +1,4 @@
-/* The buffer writer's per-record loop in C: chain hash, wire form and frame of each record.
+/* The buffer writer's per-record loop in C: chain hash and frame of each record.
  *
  * agent/buffer/chain.py holds the same loop in Python: it is the reference (tests hold the two
  * equal, byte for byte) and the fallback where this module was not built. Read it first; this
@@ -14,8 +14,9 @@
  * source, key and path are those of the checkpoint framed before it by the same call.
  *
  * Records are encoded by orjson (the `dumps` passed in). What moves here is everything after it:
- * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the checkpoint bytes, crc32 (zlib's, as the zlib module computes it) and the frame, written into one buffer
- * for the whole run. The lines of a PlainRun (a raw source's chunk, agent/sources/__init__.py)
+ * SHA-256 over prev || canonical (OpenSSL, as hashlib uses), the checkpoint bytes, crc32
+ * (zlib's, as the zlib module computes it) and the frame, written into one buffer for the whole
+ * run. The lines of a PlainRun (a raw source's chunk, agent/sources/__init__.py)
  * have no record: their canonical JSON is the run's head + offset + the line as a JSON string +
  * seq + the run's tail, which is orjson's bytes for the record run.records() makes (ASCII lines:
  * orjson escapes '"', '\\' and the control characters, with \b \t \n \f \r or \u00xx).
@@ -265,10 +266,12 @@ static PyObject *encode(PyObject *record, PyObject *dumps, PyObject *option, PyO
     if (canonical == NULL) {
         return NULL;
     }
-    if (!PyBytes_Check(canonical) || PyBytes_GET_SIZE(canonical) < 2 ||
+    /* The frame is bare: readers put h in before the closing brace (bare_ok, dress). */
+    if (!PyBytes_Check(canonical) || PyBytes_GET_SIZE(canonical) < 3 ||
+        PyBytes_AS_STRING(canonical)[0] != '{' ||
         PyBytes_AS_STRING(canonical)[PyBytes_GET_SIZE(canonical) - 1] != '}') {
         Py_DECREF(canonical);
-        PyErr_SetString(PyExc_ValueError, "canonical encoding is not a JSON object");
+        PyErr_SetString(PyExc_ValueError, "canonical encoding is not a JSON object other than {}");
         return NULL;
     }
     return canonical;
@@ -937,8 +940,10 @@ done:
     return result;
 }
 
-static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason) {
-    PyObject *exc = PyObject_CallFunction(error, "ns", offset, reason);
+/* CorruptFrameError(offset, reason, intact) set; intact: the frame's checksum held. */
+static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason, int intact) {
+    PyObject *exc =
+        PyObject_CallFunction(error, "nsO", offset, reason, intact ? Py_True : Py_False);
     if (exc != NULL) {
         PyErr_SetObject(error, exc);
         Py_DECREF(exc);
@@ -946,7 +951,8 @@ static int corrupt(PyObject *error, Py_ssize_t offset, const char *reason) {
     return -1;
 }
 
-/* Whether a bare record stored[0:n] can be dressed: a JSON object other than {}. */
+/* Whether a bare record stored[0:n] can be dressed: at least 3 bytes, the last a closing brace
+ * (what the writer frames is a JSON object other than {}; this is all dress needs). */
 static int bare_ok(const unsigned char *stored, Py_ssize_t n) {
     return n >= 3 && stored[n - 1] == '}';
 }
@@ -1003,7 +1009,7 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
         if (length < BODY_HEAD || (long long)length > max_frame) {
             char reason[64];
             snprintf(reason, sizeof reason, "impossible length %u", length);
-            corrupt(error, pos, reason);
+            corrupt(error, pos, reason, 0);
             goto fail;
         }
         Py_ssize_t start = pos + HEAD, end = start + (Py_ssize_t)length;
@@ -1011,21 +1017,21 @@ static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, P
             break;
         }
         if (frame_crc(data + start, length) != crc) {
-            corrupt(error, pos, "checksum mismatch");
+            corrupt(error, pos, "checksum mismatch", 0);
             goto fail;
         }
         const unsigned char *body = data + start;
         uint64_t word = get_u64(body);
         Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
         if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
-            corrupt(error, pos, "checkpoint overruns frame");
+            corrupt(error, pos, "checkpoint overruns frame", 1);
             goto fail;
         }
         const unsigned char *stored = body + BODY_HEAD + cp_len;
         Py_ssize_t n = (Py_ssize_t)length - BODY_HEAD - cp_len;
         int bare = (word & BARE) != 0;
         if (bare && !bare_ok(stored, n)) {
-            corrupt(error, pos, "bare record is not a JSON object");
+            corrupt(error, pos, "bare record is not a JSON object", 1);
             goto fail;
         }
         PyObject *seq_obj = PyLong_FromUnsignedLongLong(word & ~BARE);
@@ -1078,7 +1084,7 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
     if (length < BODY_HEAD || (long long)length > max_frame) {
         char reason[64];
         snprintf(reason, sizeof reason, "impossible length %u", length);
-        corrupt(error, pos, reason);
+        corrupt(error, pos, reason, 0);
         return -1;
     }
     Py_ssize_t start = pos + HEAD;
@@ -1087,19 +1093,19 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
         return 0;
     }
     if (verify && frame_crc(data + start, length) != crc) {
-        corrupt(error, pos, "checksum mismatch");
+        corrupt(error, pos, "checksum mismatch", 0);
         return -1;
     }
     const unsigned char *body = data + start;
     uint64_t word = get_u64(body);
     Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
     if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
-        corrupt(error, pos, "checkpoint overruns frame");
+        corrupt(error, pos, "checkpoint overruns frame", 1);
         return -1;
     }
     *bare = (word & BARE) != 0;
     if (*bare && !bare_ok(body + BODY_HEAD + cp_len, (Py_ssize_t)length - BODY_HEAD - cp_len)) {
-        corrupt(error, pos, "bare record is not a JSON object");
+        corrupt(error, pos, "bare record is not a JSON object", 1);
         return -1;
     }
     *seq = word & ~BARE;
@@ -1110,7 +1116,8 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
 
 /* gather_run's loop over data[:size]: pass 1 (out NULL) finds the frames to take and sums
  * their bytes in *need (records in their wire form, and newlines) and *count; pass 2 copies them
- * to out (dressing the bare ones) and their h to hashes. Both meet the same frames: pass 2 skips the checksums pass 1 checked.
+ * to out (dressing the bare ones) and their h to hashes. Both meet the same frames: pass 2
+ * skips the checksums pass 1 checked.
  * Returns 0, or -1 with CorruptFrameError set. */
 static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long long position,
                        Py_ssize_t want, Py_ssize_t max_bytes, int strict, long long max_frame,
@@ -1125,7 +1132,8 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
     *skipped_end = 0;
     *first_seq = *last_seq = 0;
     *last_h = NULL;
-    while ((got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end, &bare)) == 1 &&
+    while ((got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record,
+                             &end, &bare)) == 1 &&
            seq <= position) {
         pos = *skipped_end = end;
     }
@@ -1155,7 +1163,8 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
         if (taken >= want || bytes >= max_bytes) {
             break; /* the next frame is not looked at */
         }
-        got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end, &bare);
+        got = next_frame(data, size, pos, max_frame, error, out == NULL, &seq, &h, &record, &end,
+                         &bare);
     }
     if (got < 0) {
         return -1;

@@ -29,11 +29,13 @@ is not the active segment; ``checkpoints.json`` is made durable first, so no sou
 ever lost with its frames.
 
 Recovery rules (``Buffer.open``): a torn final frame of the last segment (short, or a checksum
-failure that reaches end of file) is truncated. A complete frame with a bad checksum, or a torn
-frame in an earlier segment, is corruption: the rest of the log from there is moved aside as
-``.bad`` files and a ``gap`` record accounts for it. A missing or unreadable cursor falls back to
-the oldest record still held (re-send, never skip). A cursor ahead of the log (records lost here
-that the collector already holds) moves the chain on to it, so no seq is ever reused.
+failure that reaches end of file) is truncated. A complete frame with a bad checksum, a frame
+whose checksum holds but that does not read (its checkpoint or bare record), even the last one,
+or a torn frame in an earlier segment, is corruption: the rest of the log from there is moved
+aside as ``.bad`` files and a ``gap`` record accounts for it. A missing or unreadable cursor
+falls back to the oldest record still held (re-send, never skip). A cursor ahead of the log
+(records lost here that the collector already holds) moves the chain on to it, so no seq is ever
+reused.
 
 Sinks read committed records back from the segment files (``reader.py``); the writer keeps no
 copy of them in memory.

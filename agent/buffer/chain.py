@@ -119,6 +119,9 @@ class _Frames:
             canonical = self.dumps(record, option=self.option)  # never b"{}": it holds "seq"
         except TypeError as exc:  # orjson.JSONEncodeError: must not stop the writer
             canonical = self.on_error(record, exc)
+        if len(canonical) < 3 or canonical[0] != 0x7B or canonical[-1] != 0x7D:  # "{", "}"
+            # The frame is bare: readers put h in before the closing brace (segment.dress).
+            raise ValueError("canonical encoding is not a JSON object other than {}")
         return self.frame(canonical, cp)
 
     def frame(self, canonical: bytes, cp: Checkpoint | None) -> bool:

@@ -365,10 +365,13 @@ class BufferReader:
                 want=want,
                 max_bytes=room,
                 strict=strict,
-                # What the batch may still take: no more than the committed frames (each
-                # record and its newline is shorter than its frame), and about its room (the
-                # last record may overshoot it; a newline each); a huge batch grows again.
-                reserve=min(limit - self._offset, room + want + _OVERSHOOT, _MAX_RESERVE),
+                # What the batch may still take: no more than the committed frames give (a
+                # bare record's wire form and newline are at most 22 bytes longer than its
+                # frame, of 53 at least: under 1.5 times), and about its room (the last record
+                # may overshoot it; a newline each); a huge batch grows again.
+                reserve=min(
+                    (limit - self._offset) * 3 // 2, room + want + _OVERSHOOT, _MAX_RESERVE
+                ),
             )
 
         skip = self._offset - self._held_at

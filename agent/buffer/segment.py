@@ -19,9 +19,9 @@ frames of one write (a commit's, in one segment: of a chunk's lines, the first c
 written whole and the others compact, ~100 bytes less per frame). A compact checkpoint with none
 whole before it in its segment, a checkpoint that does not read, or a bare record that is not a
 JSON object (``{}`` or shorter, or not ending in ``}``) is corruption. Agents before these
-formats do not know the flags: they would take a compact checkpoint or a bare frame's seq for
-corruption, or, in a frame over 32 KiB, misread the frame; an agent must not be downgraded over
-a buffer that still holds records.
+formats do not know the flags: they would take a compact checkpoint for corruption, misread a
+frame over 32 KiB, or carry a bare frame's seq on as 2**63 + seq and ship its record without
+``h``; an agent must not be downgraded over a buffer that still holds records.
 
 Everything here is synchronous and stateless beyond the file handles passed in; the buffer's
 writer thread and reader threads call it.
@@ -225,7 +225,7 @@ def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
         seq, h, cp_len = unpack_body(view, start)
         cp_len &= MAX_CHECKPOINT
         if body_head + cp_len > length:
-            raise CorruptFrameError(pos, "checkpoint overruns frame")
+            raise CorruptFrameError(pos, "checkpoint overruns frame", intact=True)
         stored = view[start + body_head + cp_len : end]
         seqs.append(seq & SEQ)
         hashes.append(h)
@@ -358,7 +358,7 @@ def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, in
         seq, h, cp_len = BODY_HEAD.unpack_from(view, start)
         cp_len &= MAX_CHECKPOINT
         if body_head + cp_len > length:
-            raise CorruptFrameError(pos, "checkpoint overruns frame")
+            raise CorruptFrameError(pos, "checkpoint overruns frame", intact=True)
         stored = view[start + body_head + cp_len : end]
         yield seq & SEQ, h, dress(stored, h, pos) if seq & BARE else bytes(stored), end
         pos = end

@@ -427,6 +427,21 @@ def test_a_seq_past_2_63_minus_1_makes_no_frame(link: Link | None, seq: int, kin
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("link", [pytest.param(COMPILED, marks=needs_compiled), link_py])
+@pytest.mark.parametrize("made", [b"{}", b"x}", b"}", b'{"a":1', b""])
+def test_a_stand_in_no_reader_could_dress_is_refused(link: Link | None, made: bytes) -> None:
+    """A frame is bare: its readers put h in before the record's closing brace. So what
+    ``on_error`` gives for a record orjson refuses must be a JSON object other than ``{}``:
+    both loops raise rather than write a frame every reader would take for corruption."""
+    assert link is not None
+    with pytest.raises(ValueError, match="not a JSON object other than"):
+        link(
+            [Pending({"msg": "x", "bad": object()}, None)], 0, 0, PREV, 1 << 62, 0, 1 << 62,
+            False, orjson.dumps, SORT, segment.checkpoint_prefix, lambda *_: made, bytearray(),
+            PlainRun, EncodedRun,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("seq", [-1, 2**63, 2**64 - 1])
 def test_encode_refuses_a_seq_the_seq_word_cannot_hold(seq: int) -> None:
     """Seqs 2**63 and up would read back as bare frames of another seq."""

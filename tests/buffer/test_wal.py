@@ -232,7 +232,54 @@ def test_a_frame_that_does_not_read_is_corruption_even_last(
     for read in readers:
         with pytest.raises(segment.CorruptFrameError, match=reason) as caught:
             read()
-        assert caught.value.offset == len(good)
+        assert (caught.value.offset, caught.value.intact) == (len(good), True)
+
+
+async def test_frames_written_before_bare_records_read_on_and_bare_ones_follow(
+    tmp_path: Path,
+) -> None:
+    """A buffer an older agent wrote (each record stored in its wire form, the seq word
+    unflagged) opens as it did; the writer appends bare frames after them, in the same
+    segment, and one chain runs through both, read back alike by scan and a sink's reader."""
+    run = await start(tmp_path)
+    await run.commit(pending(5))
+    await run.close()
+    (_, path), *_ = segment.list_segments(tmp_path / "buffer")
+    older = b""  # the same frames as an older agent made them
+    scanned = segment.scan(path)
+    assert scanned.corrupt is None
+    assert not scanned.torn
+    data, start_at = path.read_bytes(), 0
+    for _ in scanned.frames[:-1]:  # the last is the close's seal: cut, as if never written
+        frame = segment.parse_frame(data, start_at)
+        assert frame is not None
+        cp, compact = frame.checkpoint, frame.compact
+        older += segment.encode(frame.seq, frame.h, cp, frame.record, compact=compact)
+        start_at = frame.end
+    path.write_bytes(older)
+    run = await start(tmp_path)
+    await run.commit(pending(5, start=5))
+    reader = BufferReader(run.buffer, "a")
+    batch = await reader.next_batch(100, 1 << 20, linger=0)
+    reader.close()
+    await run.close()
+    frames = stored(tmp_path)
+    assert_chain(frames, run.buffer.stream_id)
+    records = [orjson.loads(f.record) for f in frames]
+    lines = [r["msg"] for r in records if "type" not in r]  # not the seal, nor a notice
+    assert lines == [f"line {i}" for i in range(10)]
+    assert [r["msg"] for r in records[:5]] == lines[:5]
+    words = []
+    data, start_at = path.read_bytes(), 0
+    while start_at < len(data):
+        words.append(segment.BODY_HEAD.unpack_from(data, start_at + segment.HEADER.size)[0])
+        start_at += segment.HEADER.size + segment.HEADER.unpack_from(data, start_at)[0]
+    assert [w & segment.BARE for w in words[:5]] == [0] * 5
+    assert all(w & segment.BARE for w in words[5:])
+    assert batch is not None
+    assert bytes(batch.body[batch.head_room :]) == b"".join(
+        f.record + b"\n" for f in frames[: batch.last_seq]
+    )
 
 
 async def test_segments_are_deleted_only_when_every_sink_acked(tmp_path: Path) -> None:
