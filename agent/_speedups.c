@@ -1181,8 +1181,15 @@ static int gather_pass(const unsigned char *data, Py_ssize_t size, unsigned long
  * reader appends a batch window by window, and growing to each window's exact end made realloc
  * copy the batch's records once or twice more (~2.6 % of the agent's CPU on raw lines). Within
  * the allocation, the size is set as PyByteArray_Resize's own quick path sets it: that function
- * reallocates down to the exact size when the size is below half the allocation. */
+ * reallocates down to the exact size when the size is below half the allocation.
+ * That reads the bytearray's fields, whose layout and meaning were checked for CPython 3.11 to
+ * 3.14 only: 3.15 keeps the bytes in a bytes object of its own (ob_bytes_object, gh-139871).
+ * Elsewhere the public call does it all, correct and a little slower. */
 static int grow_body(PyObject *body, Py_ssize_t size, Py_ssize_t capacity) {
+#if PY_VERSION_HEX >= 0x030F0000 || defined(Py_GIL_DISABLED)
+    (void)capacity;
+    return PyByteArray_Resize(body, size);
+#else
     PyByteArrayObject *array = (PyByteArrayObject *)body;
     if (array->ob_exports > 0 || array->ob_start != array->ob_bytes ||
         size < PyByteArray_GET_SIZE(body)) {
@@ -1194,6 +1201,7 @@ static int grow_body(PyObject *body, Py_ssize_t size, Py_ssize_t capacity) {
     Py_SET_SIZE(body, size);
     array->ob_start[size] = '\0';
     return 0;
+#endif
 }
 
 static PyObject *gather_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
