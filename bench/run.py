@@ -10,18 +10,21 @@ million lines over that span (its start-up CPU is reported apart), agent peak RS
 collector CPU-seconds, the bytes each wrote to disk per line (file pages dirtied, as the kernel
 counts them for the storage layer: the agent's buffer, the collector's store), and the same
 input through a plain read-and-split loop so the figure can be compared across machines as a
-ratio. Once per run: p50/p99 latency from a line written to
-the collector holding it at a fixed rate, idle CPU and RSS after --idle-seconds with no input,
-and the drain rate of a backlog after SIGTERM. Prints a table and writes JSON. The agent runs
-with its defaults, but for ``--cpu-affinity`` (its ``cpu_affinity`` setting) and the settings
-given to ``--sink``, ``--source`` and ``--buffer`` (TOML lines, e.g. ``'read_chunk_bytes =
-262144'``; repeatable), which the JSON records. An agent that exits ends the run with its log.
+ratio; after each run, a write probe (CPU-seconds per GB written into a new file), the
+machine's price of the writes that ratio does not see. Once per run: p50/p99 latency from a
+line written to the collector holding it at a fixed rate, idle CPU and RSS after
+--idle-seconds with no input, and the drain rate of a backlog after SIGTERM. Prints a table
+and writes JSON. The agent runs with its defaults, but for ``--cpu-affinity`` (its
+``cpu_affinity`` setting) and the settings given to ``--sink``, ``--source`` and ``--buffer``
+(TOML lines, e.g. ``'read_chunk_bytes = 262144'``; repeatable), which the JSON records. An
+agent that exits ends the run with its log.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import signal
@@ -148,6 +151,29 @@ def baseline(path: Path) -> float:
             tail = parts.pop()
             count += len(parts)
     return count / (time.perf_counter() - started)
+
+
+WRITE_PROBE_BYTES = 256 * 2**20
+
+
+def write_probe(path: Path) -> float:
+    """CPU-seconds per GB of a plain write loop into a new file (256 KiB writes, an fsync per
+    4 MiB, as the buffer's group commits): the machine's cost of writing into pages it has not
+    used lately. The read-and-split baseline does not show it, and on a VM whose host takes
+    its guest's free memory back it can be most of the agent's kernel time (a freshly booted
+    one here: ~2.3; the same VM warm: ~0.5). Made after a run, so it perturbs none."""
+    block = bytes(range(256)) * 1024
+    started = time.thread_time()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for written in range(len(block), WRITE_PROBE_BYTES + 1, len(block)):
+            os.write(fd, block)
+            if written % (4 * 2**20) == 0:
+                os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return (time.thread_time() - started) / (WRITE_PROBE_BYTES / 1e9)
 
 
 class Sampler(threading.Thread):
@@ -289,6 +315,7 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         collector_disk = per_line(disk_writes(collector.proc.pid), collector_disk0, lines)
         sampler.halt.set()
         assert agent.terminate(timeout=120) == 0
+    probe = write_probe(root / "write.probe")
     rate = lines / elapsed
     return {
         "scenario": scenario,
@@ -305,6 +332,7 @@ def throughput(scenario: str, lines: int, root: Path) -> dict[str, Any]:
         "collector_disk_bytes_per_line": collector_disk,
         "baseline_lines_per_s": round(base),
         "ratio_to_baseline": round(rate / base, 4),
+        "write_probe_cpu_s_per_gb": round(probe, 2),
     }
 
 
@@ -485,13 +513,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    columns = ("scenario", "lines/s", "cpu-s/M", "rss MB", "coll cpu", "disk B/ln", "ratio")
+    columns = {
+        "scenario": "scenario",
+        "lines/s": "lines_per_s",
+        "cpu-s/M": "agent_cpu_s_per_million",
+        "rss MB": "agent_peak_rss_mb",
+        "coll cpu": "collector_cpu_s",
+        "disk B/ln": "agent_disk_bytes_per_line",
+        "ratio": "ratio_to_baseline",
+        "probe s/GB": "write_probe_cpu_s_per_gb",
+    }
     print("\n" + " ".join(f"{c:>10}" for c in columns))
-    keys = ["lines_per_s", "agent_cpu_s_per_million", "agent_peak_rss_mb", "collector_cpu_s"]
-    keys.append("agent_disk_bytes_per_line")
     for row in results["throughput"]:
-        cells = [row["scenario"], *(row[k] for k in keys), row["ratio_to_baseline"]]
-        print(" ".join(f"{c:>10}" for c in cells))
+        print(" ".join(f"{row[key]!s:>10}" for key in columns.values()))
     if "latency" in results:
         lat = results["latency"]
         print(f"latency at {lat['rate']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")

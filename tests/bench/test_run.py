@@ -50,6 +50,8 @@ def test_bench_run_reports_every_figure_for_a_small_input(tmp_path: Path) -> Non
     # its bytes), and each line to the collector's store.
     assert row["agent_disk_bytes_per_line"] > 100
     assert row["collector_disk_bytes_per_line"] > 100
+    assert row["write_probe_cpu_s_per_gb"] > 0
+    assert "probe s/GB" in proc.stdout
     runs = row["runs"]  # the row holds medians of the runs (the peak RSS: the largest)
     assert len(runs) == 2
     assert row["lines_per_s"] == (runs[0]["lines_per_s"] + runs[1]["lines_per_s"]) / 2
