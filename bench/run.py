@@ -160,8 +160,8 @@ def write_probe(path: Path) -> float:
     """CPU-seconds per GB of a plain write loop into a new file (256 KiB writes, an fsync per
     4 MiB, as the buffer's group commits): the machine's cost of writing into pages it has not
     used lately. The read-and-split baseline does not show it, and on a VM whose host takes
-    its guest's free memory back it can be most of the agent's kernel time (a freshly booted
-    one here: ~2.3; the same VM warm: ~0.5). Made after a run, so it perturbs none."""
+    its guest's free memory back it can be most of the agent's kernel time (this VM warm: ~0.4;
+    freshly booted, a like loop took ~2.3). Made after a run, so it perturbs none."""
     block = bytes(range(256)) * 1024
     started = time.thread_time()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
