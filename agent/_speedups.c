@@ -972,106 +972,6 @@ static void dress(char *out, const unsigned char *stored, Py_ssize_t n, const un
     out[1] = '}';
 }
 
-PyDoc_STRVAR(parse_run_doc,
-             "parse_run(data, limit_records, max_frame, error)\n--\n\n"
-             "See agent.buffer.segment.parse_run_py: the same loop, the same results, as a tuple "
-             "(seqs, hashes, records, ends).");
-
-static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "parse_run takes 4 arguments");
-        return NULL;
-    }
-    PyObject *data_obj = args[0], *error = args[3];
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    if (limit == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    long long max_frame = PyLong_AsLongLong(args[2]);
-    if (max_frame == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    /* Any contiguous buffer (the reader's window is a view of a bytearray it keeps). Held
-     * exported until we return: code run by an allocation (a finalizer) cannot resize it. */
-    Py_buffer view;
-    if (PyObject_GetBuffer(data_obj, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    const unsigned char *data = (const unsigned char *)view.buf;
-    Py_ssize_t size = view.len, pos = 0, count = 0;
-    PyObject *seqs = PyList_New(0), *hashes = PyList_New(0), *records = PyList_New(0);
-    PyObject *ends = PyList_New(0);
-    if (!seqs || !hashes || !records || !ends) {
-        goto fail;
-    }
-    while (pos + HEAD <= size && count < limit) {
-        uint32_t length = get_u32(data + pos), crc = get_u32(data + pos + 4);
-        if (length < BODY_HEAD || (long long)length > max_frame) {
-            char reason[64];
-            snprintf(reason, sizeof reason, "impossible length %u", length);
-            corrupt(error, pos, reason, 0);
-            goto fail;
-        }
-        Py_ssize_t start = pos + HEAD, end = start + (Py_ssize_t)length;
-        if (end > size) {
-            break;
-        }
-        if (frame_crc(data + start, length) != crc) {
-            corrupt(error, pos, "checksum mismatch", 0);
-            goto fail;
-        }
-        const unsigned char *body = data + start;
-        uint64_t word = get_u64(body);
-        Py_ssize_t cp_len = ((Py_ssize_t)body[40] | (Py_ssize_t)body[41] << 8) & MAX_CP;
-        if (BODY_HEAD + cp_len > (Py_ssize_t)length) {
-            corrupt(error, pos, "checkpoint overruns frame", 1);
-            goto fail;
-        }
-        const unsigned char *stored = body + BODY_HEAD + cp_len;
-        Py_ssize_t n = (Py_ssize_t)length - BODY_HEAD - cp_len;
-        int bare = (word & BARE) != 0;
-        if (bare && !bare_ok(stored, n)) {
-            corrupt(error, pos, "bare record is not a JSON object", 1);
-            goto fail;
-        }
-        PyObject *seq_obj = PyLong_FromUnsignedLongLong(word & ~BARE);
-        PyObject *h = PyBytes_FromStringAndSize((const char *)body + 8, DIGEST);
-        PyObject *record = PyBytes_FromStringAndSize(bare ? NULL : (const char *)stored,
-                                                     bare ? n + DRESSING : n);
-        if (bare && record != NULL) {
-            dress(PyBytes_AS_STRING(record), stored, n, body + 8);
-        }
-        PyObject *end_obj = PyLong_FromSsize_t(end);
-        int bad = !seq_obj || !h || !record || !end_obj || PyList_Append(seqs, seq_obj) < 0 ||
-                  PyList_Append(hashes, h) < 0 || PyList_Append(records, record) < 0 ||
-                  PyList_Append(ends, end_obj) < 0;
-        Py_XDECREF(seq_obj);
-        Py_XDECREF(h);
-        Py_XDECREF(record);
-        Py_XDECREF(end_obj);
-        if (bad) {
-            goto fail;
-        }
-        pos = end;
-        count++;
-    }
-    PyBuffer_Release(&view);
-    return Py_BuildValue("(NNNN)", seqs, hashes, records, ends);
-fail:
-    PyBuffer_Release(&view);
-    Py_XDECREF(seqs);
-    Py_XDECREF(hashes);
-    Py_XDECREF(records);
-    Py_XDECREF(ends);
-    return NULL;
-}
-
-PyDoc_STRVAR(gather_run_doc,
-             "gather_run(data, position, want, max_bytes, strict, body, hashes, max_frame, error, "
-             "reserve)"
-             "\n--\n\n"
-             "See agent.buffer.segment.gather_run_py: the same loop, the same results.");
-
 /* One frame at pos of data[:size]: 1 (its seq, h, record span and end set, and whether the
  * record is bare), 0 if incomplete, -1 with CorruptFrameError set (as parse_run checks it). */
 static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos,
@@ -1113,6 +1013,91 @@ static int next_frame(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos
     *record = start + BODY_HEAD + cp_len;
     return 1;
 }
+
+PyDoc_STRVAR(parse_run_doc,
+             "parse_run(data, limit_records, max_frame, error)\n--\n\n"
+             "See agent.buffer.segment.parse_run_py: the same loop, the same results, as a tuple "
+             "(seqs, hashes, records, ends).");
+
+static PyObject *parse_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_run takes 4 arguments");
+        return NULL;
+    }
+    PyObject *data_obj = args[0], *error = args[3];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long max_frame = PyLong_AsLongLong(args[2]);
+    if (max_frame == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* Any contiguous buffer (the reader's window is a view of a bytearray it keeps). Held
+     * exported until we return: code run by an allocation (a finalizer) cannot resize it. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(data_obj, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    Py_ssize_t size = view.len, pos = 0, count = 0;
+    PyObject *seqs = PyList_New(0), *hashes = PyList_New(0), *records = PyList_New(0);
+    PyObject *ends = PyList_New(0);
+    if (!seqs || !hashes || !records || !ends) {
+        goto fail;
+    }
+    while (count < limit) {
+        uint64_t seq;
+        const unsigned char *h;
+        Py_ssize_t record, end;
+        int bare, got = next_frame(data, size, pos, max_frame, error, 1, &seq, &h, &record, &end,
+                                   &bare);
+        if (got < 0) {
+            goto fail;
+        }
+        if (got == 0) {
+            break;
+        }
+        const unsigned char *stored = data + record;
+        Py_ssize_t n = end - record;
+        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq);
+        PyObject *h_obj = PyBytes_FromStringAndSize((const char *)h, DIGEST);
+        PyObject *record_obj = PyBytes_FromStringAndSize(bare ? NULL : (const char *)stored,
+                                                         bare ? n + DRESSING : n);
+        if (bare && record_obj != NULL) {
+            dress(PyBytes_AS_STRING(record_obj), stored, n, h);
+        }
+        PyObject *end_obj = PyLong_FromSsize_t(end);
+        int bad = !seq_obj || !h_obj || !record_obj || !end_obj ||
+                  PyList_Append(seqs, seq_obj) < 0 || PyList_Append(hashes, h_obj) < 0 ||
+                  PyList_Append(records, record_obj) < 0 || PyList_Append(ends, end_obj) < 0;
+        Py_XDECREF(seq_obj);
+        Py_XDECREF(h_obj);
+        Py_XDECREF(record_obj);
+        Py_XDECREF(end_obj);
+        if (bad) {
+            goto fail;
+        }
+        pos = end;
+        count++;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NNNN)", seqs, hashes, records, ends);
+fail:
+    PyBuffer_Release(&view);
+    Py_XDECREF(seqs);
+    Py_XDECREF(hashes);
+    Py_XDECREF(records);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
+PyDoc_STRVAR(gather_run_doc,
+             "gather_run(data, position, want, max_bytes, strict, body, hashes, max_frame, error, "
+             "reserve)"
+             "\n--\n\n"
+             "See agent.buffer.segment.gather_run_py: the same loop, the same results.");
+
 
 /* gather_run's loop over data[:size]: pass 1 (out NULL) finds the frames to take and sums
  * their bytes in *need (records in their wire form, and newlines) and *count; pass 2 copies them

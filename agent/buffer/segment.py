@@ -30,6 +30,7 @@ writer thread and reader threads call it.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import struct
@@ -198,41 +199,15 @@ def parse_run(data: bytes | memoryview, limit_records: int) -> Run:
 
 
 def parse_run_py(data: bytes | memoryview, limit_records: int) -> Run:
-    """``parse_run`` in Python."""
-    seqs: list[int] = []
-    hashes: list[bytes] = []
-    records: list[bytes] = []
-    ends: list[int] = []
-    # Its bytes, whatever the view's format and shape (len() counts items or rows), as the
-    # compiled loop takes the buffer; it refuses a non-contiguous one with the same error.
-    view = memoryview(data)
-    if not view.c_contiguous:
-        raise BufferError("memoryview: underlying buffer is not C-contiguous")
-    view = view.cast("B")
-    unpack_head, unpack_body = HEADER.unpack_from, BODY_HEAD.unpack_from
-    head, body_head, crc32 = HEADER.size, BODY_HEAD.size, zlib.crc32
-    size, pos = len(view), 0
-    while pos + head <= size and len(seqs) < limit_records:
-        length, crc = unpack_head(view, pos)
-        if length < body_head or length > MAX_FRAME_BYTES:
-            raise CorruptFrameError(pos, f"impossible length {length}")
-        start = pos + head
-        end = start + length
-        if end > size:
-            break
-        if crc32(view[start:end]) != crc:
-            raise CorruptFrameError(pos, "checksum mismatch")
-        seq, h, cp_len = unpack_body(view, start)
-        cp_len &= MAX_CHECKPOINT
-        if body_head + cp_len > length:
-            raise CorruptFrameError(pos, "checkpoint overruns frame", intact=True)
-        stored = view[start + body_head + cp_len : end]
-        seqs.append(seq & SEQ)
+    """``parse_run`` in Python: the first ``limit_records`` frames ``_frames_py`` walks (the one
+    after them is not looked at)."""
+    run = seqs, hashes, records, ends = Run([], [], [], [])
+    for seq, h, record, end in itertools.islice(_frames_py(data), max(limit_records, 0)):
+        seqs.append(seq)
         hashes.append(h)
-        records.append(dress(stored, h, pos) if seq & BARE else bytes(stored))
+        records.append(record)
         ends.append(end)
-        pos = end
-    return Run(seqs, hashes, records, ends)
+    return run
 
 
 class Gathered(NamedTuple):
@@ -337,12 +312,17 @@ def gather_run_py(
 
 
 def _frames_py(data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes, int]]:
-    """(seq, h, record, end) of each complete frame of ``data``, checked as ``parse_run_py``
-    checks them, one at a time."""
+    """(seq, h, record in its wire form, end) of each complete frame of ``data``, checked one
+    at a time: the readers' walk, as the compiled ``next_frame``. ``data``'s bytes, whatever
+    the view's format and shape (len() counts items or rows), as the compiled loops take the
+    buffer; a non-contiguous one is refused with their error, at the call."""
     view = memoryview(data)
     if not view.c_contiguous:
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
-    view = view.cast("B")
+    return _walk(view.cast("B"))
+
+
+def _walk(view: memoryview) -> Iterator[tuple[int, bytes, bytes, int]]:
     head, body_head = HEADER.size, BODY_HEAD.size
     size, pos = len(view), 0
     while pos + head <= size:
