@@ -503,8 +503,8 @@ done:
     return made;
 }
 
-/* Whether a run's next record may be framed: 1 yes, 0 no room is left (stop), -1 its seq would
- * pass what the seq word holds, 2**63 - 1 (an error). */
+/* Whether the next record (a Pending, or a run's next) may be framed: 1 yes, 0 no room is left
+ * (stop), -1 its seq would pass what the seq word holds, 2**63 - 1 (an error). */
 static int next_fits(Linker *L) {
     if (L->room - L->out.len <= 0) {
         return 0;
@@ -907,12 +907,7 @@ static PyObject *chain_link(PyObject *Py_UNUSED(module), PyObject *const *args, 
             made = link_run(&L, item, one, &at, &complete);
         } else if (Py_IS_TYPE(item, (PyTypeObject *)encoded_type)) {
             made = link_encoded(&L, item, one, &at, &complete);
-        } else if (L.room - L.out.len <= 0) {
-            made = 0;
-        } else if (L.seq >= MAX_SEQ) {
-            PyErr_SetString(PyExc_OverflowError, "seq past 2**63 - 1");
-            made = -1;
-        } else {
+        } else if ((made = next_fits(&L)) == 1) {
             made = link_pending(&L, item, dumps, option, on_error);
             complete = made == 1;
             if (made == 1 && one) {
