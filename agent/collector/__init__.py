@@ -23,8 +23,10 @@ Stream ids match ``[A-Za-z0-9-]{1,64}``, so a stream directory can never escape 
 Durability: an append writes and fsyncs ``records.ndjson``, then replaces ``head.json`` atomically
 (tmp, fsync, rename, fsync dir); the 200 ``{"acked", "head"}`` is sent only after both. A crash
 can therefore leave records past ``head.bytes`` but never a head past its records. On first access
-of a stream, complete lines past ``head.bytes`` that continue the chain are adopted (they were
-fsynced, maybe acked); a torn or unverifiable tail is moved to a quarantine file and truncated.
+of a stream, complete lines past ``head.bytes`` that continue the chain are adopted (written,
+maybe fsynced and acked; maybe not, if the process died before the fsync or it failed): the data
+file is fsynced before the new head covers them, so nothing is acked that is not durable. A torn
+or unverifiable tail is moved to a quarantine file and truncated.
 
 Dedupe and linking, per stream, in this order: a malformed batch (bad header, bad JSON, seqs
 not consecutive) gets 400. A batch that does not link gets 409 ``{"expected": last_seq + 1}``:

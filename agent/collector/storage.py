@@ -4,11 +4,12 @@
 ``records.ndjson`` (the record lines exactly as received, append-only) and ``head.json`` (the
 chain head and how many bytes of ``records.ndjson`` it covers). An append fsyncs the data, then
 replaces ``head.json`` atomically, so after a crash the data file may run past its head but never
-the reverse. Opening a stream repairs that: complete lines that continue the chain are adopted,
-anything else (a torn last line, unverifiable bytes) is moved to a ``quarantine-<offset>.bin``
-file and cut off. Fsynced records are never lost and unverified bytes are never served. Each
-append also adds entries to the stream's seq index (``index.py``: derived data, repaired on
-open), which lets :meth:`FileStreamStore.read_records` seek to a seq range.
+the reverse. Opening a stream repairs that: complete lines that continue the chain are adopted
+(the data file is fsynced before the head covers them: they may never have been), anything else
+(a torn last line, unverifiable bytes) is moved to a ``quarantine-<offset>.bin`` file and cut
+off. Fsynced records are never lost and unverified bytes are never served. Each append also adds
+entries to the stream's seq index (``index.py``: derived data, repaired on open), which lets
+:meth:`FileStreamStore.read_records` seek to a seq range.
 
 Callers verify records before appending; the store trusts them and only checks that ``last_seq``
 adds up. Lines given as :class:`~agent.collector.lines.BodyLines` (the collector's: views of
@@ -410,6 +411,10 @@ def _recover(directory: Path, stream_id: str) -> StreamHead | None:
     )
     if not adopted:
         return held
+    # Lines past the head need not be durable: the process may have died between an append's
+    # write and its fsync, or the fsync failed (503). The head may cover them, and a resend be
+    # acked as a repeat, only once they are.
+    _fsync_file(path)
     sealed = last is not None and last.get("type") == "seal"
     new = StreamHead(
         stream=stream_id,
@@ -450,6 +455,14 @@ def _adopt(
         adopted, used, prev, last = adopted + 1, end + 1, digest, record
         gaps += record.get("type") == "gap"
     return adopted, used, prev, last, gaps
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _seq_of(line: bytes) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 
@@ -368,3 +369,34 @@ async def test_plausible_but_wrong_index_entry_never_serves_wrong_records(tmp_pa
 
     assert await reopened.read_records(chain.stream, 9, 12) == chain.lines[8:12]
     assert await store.read_records(chain.stream, 9, 12) == chain.lines[8:12]
+
+
+async def test_adopted_lines_are_fsynced_before_the_head_covers_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lines past the head may be what a process that died between write and fsync left:
+    # in the page cache only. Once the head covers them a resend is acked as a repeat, so the
+    # data file must be durable first.
+    chain = make_chain(6)
+    await store_records(FileStreamStore(tmp_path), chain, 1, 3)
+    append_raw(tmp_path, chain, b"".join(line + b"\n" for line in chain.lines[3:6]))
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(f"/proc/self/fd/{fd}").readlink().name)
+        real_fsync(fd)
+
+    def replace(self: Path, target: str | os.PathLike[str]) -> Path:
+        synced.append(f"rename {self.name}")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+
+    head = await FileStreamStore(tmp_path).head(chain.stream)
+
+    assert head is not None
+    assert head.last_seq == 6
+    assert "records.ndjson" in synced
+    assert synced.index("records.ndjson") < synced.index("rename head.json.tmp")
