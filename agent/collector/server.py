@@ -319,7 +319,11 @@ class Collector:
         deadline = loop.time() + self.config.reorder_wait
         while True:
             held = await self.store.head(stream)
-            if held is not None and not token.allows(owner := str(held.host.get("name", ""))):
+            # A stream recovered without its head file has no known host (``{}``): the next
+            # batch that links gives it one, whichever token (allowed for that batch's host)
+            # sends it. Only a named owner restricts.
+            owner = str(held.host.get("name", "")) if held is not None else ""
+            if owner and not token.allows(owner):
                 raise rejected(403, f"token {token.name!r} may not send for host {owner!r}")
             remaining = deadline - loop.time()
             if (

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from tests.collector.chains import make_chain, tampered
 from tests.collector.harness import (
     WEB_TOKEN,
     Running,
     assert_still_serving,
+    client_context,
+    collector_config,
     list_streams,
     new_client,
     post,
+    started,
     stored,
 )
+from tests.support import TlsFiles
 
 
 async def test_valid_batch_is_stored_and_acked_with_its_head(collector: Running) -> None:
@@ -177,6 +182,28 @@ async def test_stream_listing_shows_only_hosts_the_token_may_send_for(collector:
     listing = await list_streams(collector, token=WEB_TOKEN)
 
     assert [entry["stream"] for entry in listing["streams"]] == [web.stream]
+
+
+async def test_a_stream_recovered_without_its_head_file_goes_on_with_its_own_token(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # A head file lost in a crash (or never written: ENOSPC on a stream's first append) leaves
+    # the stream's host unknown. The token restricted to web-* hosts that wrote it must still
+    # be able to go on, and the next batch names the host again.
+    chain = make_chain(4)
+    config = collector_config(tmp_path, tls_files)
+    async with started(config, client_context(tls_files)) as running:
+        assert (await post(running, chain.batch(1, 2), token=WEB_TOKEN))[0] == 200
+    (tmp_path / "collector" / "streams" / chain.stream / "head.json").unlink()
+
+    async with started(config, client_context(tls_files)) as running:
+        reply = await post(running, chain.batch(3, 4), token=WEB_TOKEN)
+        listing = await list_streams(running, token=WEB_TOKEN)
+
+    assert reply == (200, {"acked": 4, "head": chain.head(4)})
+    assert [(e["stream"], e["host"], e["last_seq"]) for e in listing["streams"]] == [
+        (chain.stream, {"name": "web-1"}, 4)
+    ]
 
 
 async def test_stream_listing_needs_a_token(collector: Running) -> None:
