@@ -36,7 +36,9 @@ from agent.record import verifiable_h
 
 ENCODINGS = frozenset({"zstd", "gzip", "identity"})
 CHUNK_BYTES = 256 * 1024
-STREAM_ID_PATTERN = "^[A-Za-z0-9-]{1,64}$"
+# msgspec patterns are searched with Python's re: ``$`` would also match before a final "\n".
+STREAM_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}\Z"
+H_PATTERN = r"^[0-9a-f]{64}\Z"
 
 # The wire form of a record is its canonical JSON with ``,"h":"<64 hex>"}`` in place of the
 # closing brace: ``_WIRE_TAIL`` bytes, starting with ``_H_MEMBER``.
@@ -75,7 +77,7 @@ class _Header(msgspec.Struct, frozen=True):
     host: dict[str, Any]
     first_seq: Annotated[int, msgspec.Meta(ge=1)]
     last_seq: Annotated[int, msgspec.Meta(ge=1)]
-    prev_h: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    prev_h: Annotated[str, msgspec.Meta(pattern=H_PATTERN)]
     gap: _DeclaredGap | None = None
 
 
@@ -209,6 +211,8 @@ def parse_header(data: bytes) -> tuple[BatchHeader, int]:
         raise rejected(400, f"bad batch header: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise rejected(400, f"batch header is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the decoder's recursion limit
+        raise rejected(400, "batch header is nested too deeply") from exc
     name = raw.host.get("name")
     if not isinstance(name, str) or not name:
         raise rejected(400, "bad batch header: host.name must be a non-empty string")

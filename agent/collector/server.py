@@ -360,7 +360,9 @@ class Collector:
     async def _wake_waiting(self) -> None:
         """Wake the batches waiting on any stream to decide again whether they may wait."""
         for stream in list(self._waiting):
-            turn = self._turns[stream]
+            turn = self._turns.get(stream)
+            if turn is None:  # its last request ended while an earlier stream's turn was awaited
+                continue
             async with turn:
                 turn.notify_all()
 
@@ -390,7 +392,10 @@ class Collector:
 
     def _authenticate(self, request: web.Request) -> _Token:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-        presented = secret.strip().encode()
+        try:
+            presented = secret.strip().encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+            raise _unauthorized("unknown token") from None
         if scheme.lower() != "bearer" or not presented:
             raise _unauthorized("missing bearer token")
         found = None

@@ -63,7 +63,7 @@ class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
     stream: str
     host: dict[str, Any]
     last_seq: int
-    head: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]  # hex h(last_seq)
+    head: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]  # hex h(last_seq)
     size: int = msgspec.field(name="bytes")  # length of records.ndjson covered by this head
     state: StreamState
     updated: str

@@ -52,6 +52,14 @@ def _bad_bodies() -> dict[str, bytes]:
         "last_seq below first_seq": chain.batch(3, 2, lines=chain.lines[2:3]),
         "count differs from header": chain.batch(1, 3, lines=chain.lines[:2]),
         "prev_h not hex": chain.batch(1, 3, prev_h="zz" * 32),
+        # msgspec searches patterns: "$" alone also matched before a final newline.
+        "stream id ending in a newline": body.replace(
+            chain.stream.encode(), chain.stream.encode() + b"\\n", 1
+        ),
+        "prev_h ending in a newline": chain.batch(1, 3, prev_h=chain.head(0) + "\n"),
+        "header nested past the decoder's limit": body.replace(
+            b'{"name":"web-1"}', b'{"name":"web-1","x":' + b"[" * 30000 + b"]" * 30000 + b"}", 1
+        ),
         "seqs not consecutive": chain.batch(1, 3, lines=[*chain.lines[:2], skipping.line(4)]),
         "record not JSON": chain.batch(1, 3, lines=[*chain.lines[:2], b'{"seq": 3, "ms']),
         "record not an object": chain.batch(1, 3, lines=[*chain.lines[:2], b"[3]"]),
@@ -86,6 +94,23 @@ async def test_missing_or_unknown_token_gets_401(collector: Running, token: str 
 
     assert status == 401
     assert "error" in reply
+    assert await stored(collector, chain) == []
+    await assert_still_serving(collector)
+
+
+@pytest.mark.parametrize("method", ["POST /v1/batches", "GET /v1/streams"])
+async def test_token_that_is_not_utf8_gets_401(collector: Running, method: str) -> None:
+    chain = make_chain(2)
+    body = chain.batch(1, 2) if method.startswith("POST") else b""
+    head = (
+        f"{method} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    ).encode() + b"Authorization: Bearer ops-\xff\xfe"
+
+    status, _, reply = await raw_request(collector, head, body)
+
+    assert status == 401
+    assert b"unknown token" in reply
     assert await stored(collector, chain) == []
     await assert_still_serving(collector)
 

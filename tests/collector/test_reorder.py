@@ -297,3 +297,19 @@ async def test_stopping_answers_waiting_batches_at_once(
             await eventually(ahead.done, timeout=10, what="the waiting batch answered")
             assert ahead.result() == (409, {"expected": 1})
         await stopping
+
+
+async def test_waking_skips_a_stream_whose_requests_ended_meanwhile(collector: Running) -> None:
+    # _wake_waiting walks a snapshot of the waiting streams and awaits each one's turn in
+    # order; a later stream's last request may end meanwhile and take its turn away. That
+    # interleaving cannot be driven from outside without sleeping, so the state it leaves is
+    # set up here: a stream in the snapshot whose turn is gone. It raised KeyError (out of
+    # stop(), before the store closed; out of the waker, leaving the others unwoken).
+    collector_server = server(collector)
+    chain = make_chain(3)
+    collector_server._waiting["gone"] = 1
+    try:
+        await collector_server._wake_waiting()
+    finally:
+        del collector_server._waiting["gone"]
+    assert await post(collector, chain.batch(1, 3)) == (200, {"acked": 3, "head": chain.head(3)})

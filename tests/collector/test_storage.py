@@ -200,6 +200,18 @@ async def test_corrupt_head_file_is_a_state_error(tmp_path: Path) -> None:
         await FileStreamStore(tmp_path).head(chain.stream)
 
 
+async def test_head_file_whose_head_ends_in_a_newline_is_a_state_error(tmp_path: Path) -> None:
+    chain = make_chain(1)
+    await store_records(FileStreamStore(tmp_path), chain, 1, 1)
+    path = tmp_path / "streams" / chain.stream / "head.json"
+    path.write_bytes(
+        path.read_bytes().replace(chain.head(1).encode(), chain.head(1).encode() + b"\\n")
+    )
+
+    with pytest.raises(StateError, match="unreadable head"):
+        await FileStreamStore(tmp_path).head(chain.stream)
+
+
 async def test_listing_skips_a_damaged_stream_and_shows_the_rest(tmp_path: Path) -> None:
     damaged, intact = make_chain(1), make_chain(2)
     first = FileStreamStore(tmp_path)
