@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 import zlib
 
 import pytest
@@ -107,3 +108,44 @@ def test_bad_h_is_judged_after_linking() -> None:
     assert (gap.value.status, gap.value.payload) == (409, {"expected": 2})
     assert bad.value.status == 400
     assert "record 6" in bad.value.payload["error"]
+
+
+def test_a_body_of_bare_newlines_is_refused_without_an_object_per_line() -> None:
+    # 4 MiB of "\n" compresses to a few KB; a header claiming that many records passed the
+    # count check, then held 8 bytes (compiled) or ~48 bytes (Python) per line.
+    lines = 4 * 1024 * 1024
+    data = make_chain(1).batch(1, lines, lines=[b""] * lines)
+    header, offset = parse_header(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchError) as refused:
+            parse_records(header, data, offset)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert refused.value.status == 400
+    assert refused.value.payload["error"].startswith("record 1: 0 bytes, shorter than any record")
+    assert peak < 1024 * 1024
+
+
+def test_a_record_too_short_to_verify_is_named_when_the_body_is_short() -> None:
+    chain = make_chain(4)
+    short = [b'{"seq":2}', b'{"seq":3}', b'{"seq":4}']
+
+    with pytest.raises(BatchError) as refused:
+        parsed(chain, 1, 4, lines=[chain.line(1), *short])
+
+    assert refused.value.status == 400
+    assert refused.value.payload["error"] == (
+        "record 2: 9 bytes, shorter than any record that verifies (80)"
+    )
+
+
+def test_a_short_body_with_the_wrong_count_is_refused_for_its_count() -> None:
+    chain = make_chain(3)
+
+    with pytest.raises(BatchError) as refused:
+        parsed(chain, 1, 3, lines=[b"{}", b"{}"])
+
+    assert refused.value.payload["error"] == "header announces 3 records, body holds 2"
