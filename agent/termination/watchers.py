@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -26,10 +26,25 @@ DMI = Path("/sys/class/dmi/id")
 EC2_TOKEN_TTL = 21600
 AZURE_API = "2020-07-01"
 GCP_WAIT = 60  # seconds a GCP wait-for-change request may be held open
+# A metadata answer is a few hundred bytes (Azure: a few KB with many events). More is not an
+# answer, and must not be read whole into an agent with a memory limit.
+MAX_ANSWER_BYTES = 64 * 1024
+EC2_ACTION_KEYS = ("action", "time", "raw")  # of spot/instance-action, and a non-JSON body
+AZURE_EVENT_KEYS = ("EventId", "EventType", "NotBefore", "Resources")
 
 
 class Unreachable(Exception):  # noqa: N818 (a state of the service, not a bug)
     """The metadata service did not answer (not there, or not now)."""
+
+
+class BadAnswer(Exception):  # noqa: N818 (a state of the service, not a bug)
+    """The metadata service answered something that is not an answer (too big, wrong shape)."""
+
+
+class Answer(NamedTuple):
+    status: int
+    body: str
+    etag: str
 
 
 class Watcher(Protocol):
@@ -50,8 +65,11 @@ class Ec2Watcher:
     async def check(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
         spot = await self._get(session, "/latest/meta-data/spot/instance-action")
         if spot is not None:
+            # Only the documented keys: the detail becomes the notice record's fields, where a
+            # key such as "event" or "msg" would overwrite (or collide with) the notice's own.
             action = _json(spot)
-            return {"platform": "ec2", "event": "spot-interruption", **action}
+            detail = {key: action[key] for key in EC2_ACTION_KEYS if key in action}
+            return {"platform": "ec2", "event": "spot-interruption"} | detail
         state = await self._get(session, "/latest/meta-data/autoscaling/target-lifecycle-state")
         if state is not None and state.strip() == "Terminated":
             return {"platform": "ec2", "event": "asg-lifecycle", "state": state.strip()}
@@ -60,7 +78,7 @@ class Ec2Watcher:
     async def _get(self, session: aiohttp.ClientSession, path: str) -> str | None:
         for _ in range(2):  # a 401 means the token expired early: get a new one, once
             headers = {"X-aws-ec2-metadata-token": await self._token_for(session)}
-            status, body = await _request(
+            status, body, _ = await _request(
                 session, "GET", self.endpoint + path, headers, self.timeout
             )
             if status == 401:
@@ -74,7 +92,7 @@ class Ec2Watcher:
             return self._token
         headers = {"X-aws-ec2-metadata-token-ttl-seconds": str(EC2_TOKEN_TTL)}
         url = self.endpoint + "/latest/api/token"
-        status, body = await _request(session, "PUT", url, headers, self.timeout)
+        status, body, _ = await _request(session, "PUT", url, headers, self.timeout)
         if status != 200:
             raise Unreachable(f"IMDSv2 token request answered {status}")
         self._token = body.strip()
@@ -100,15 +118,11 @@ class GcpWatcher:
                 "timeout_sec": str(GCP_WAIT),
             }
             timeout = aiohttp.ClientTimeout(total=GCP_WAIT + self.timeout)
-        try:
-            async with session.get(
-                self.url, params=params, headers={"Metadata-Flavor": "Google"}, timeout=timeout
-            ) as resp:
-                body = await resp.text()
-                self._etag = resp.headers.get("ETag", self._etag)
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Unreachable(repr(exc)) from exc
+        headers = {"Metadata-Flavor": "Google"}
+        status, body, etag = await _request(
+            session, "GET", self.url, headers, timeout, params=params
+        )
+        self._etag = etag or self._etag
         if status == 200 and body.strip().upper() == "TRUE":
             return {"platform": "gcp", "event": "preempted"}
         return None
@@ -120,18 +134,45 @@ class AzureWatcher:
     def __init__(self, endpoint: str, timeout: float) -> None:
         self.url = endpoint.rstrip("/") + f"/metadata/scheduledevents?api-version={AZURE_API}"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._name: str | None = None  # this VM's, once asked
 
     async def check(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
-        status, body = await _request(session, "GET", self.url, {"Metadata": "true"}, self.timeout)
+        headers = {"Metadata": "true"}
+        status, body, _ = await _request(session, "GET", self.url, headers, self.timeout)
         if status != 200:
             return None
-        for event in _json(body).get("Events", []):
-            if isinstance(event, dict) and event.get("EventType") in ("Preempt", "Terminate"):
-                keep = ("EventId", "EventType", "NotBefore", "Resources")
-                return {"platform": "azure", "event": event["EventType"].lower()} | {
-                    k: event[k] for k in keep if k in event
-                }
+        events = _json(body).get("Events", [])
+        if not isinstance(events, list):
+            raise BadAnswer(f"scheduled events: Events is not a list: {body[:200]!r}")
+        for event in events:
+            if not isinstance(event, dict):
+                continue
+            if event.get("EventType") not in ("Preempt", "Terminate"):
+                continue
+            # Events of every VM of an availability set or scale-set placement group reach each
+            # of them: one that names its resources and not this VM is another VM's.
+            resources = event.get("Resources")
+            if isinstance(resources, list) and resources:
+                name = await self._vm_name(session)
+                if name and name not in resources:
+                    continue
+            return {"platform": "azure", "event": event["EventType"].lower()} | {
+                k: event[k] for k in AZURE_EVENT_KEYS if k in event
+            }
         return None
+
+    async def _vm_name(self, session: aiohttp.ClientSession) -> str:
+        """This VM's name as Scheduled Events name it (``compute.name``); "" if unknown, and
+        then every event counts: a missed notice costs more than a needless drain."""
+        if self._name is None:
+            base = self.url.split("/metadata/", 1)[0]
+            url = f"{base}/metadata/instance?api-version={AZURE_API}"
+            headers = {"Metadata": "true"}
+            status, body, _ = await _request(session, "GET", url, headers, self.timeout)
+            compute = _json(body).get("compute") if status == 200 else None
+            name = compute.get("name") if isinstance(compute, dict) else None
+            self._name = name if isinstance(name, str) else ""
+        return self._name
 
 
 async def _request(
@@ -140,10 +181,21 @@ async def _request(
     url: str,
     headers: dict[str, str],
     limit: aiohttp.ClientTimeout,
-) -> tuple[int, str]:
+    *,
+    params: dict[str, str] | None = None,
+) -> Answer:
+    """One request to the metadata service, its answer read up to ``MAX_ANSWER_BYTES``.
+    Redirects are not followed: the service never sends one, and following it would hand the
+    IMDSv2 token to, and take a notice from, whatever it points at."""
     try:
-        async with session.request(method, url, headers=headers, timeout=limit) as resp:
-            return resp.status, await resp.text()
+        async with session.request(
+            method, url, headers=headers, params=params, timeout=limit, allow_redirects=False
+        ) as resp:
+            data = await resp.content.read(MAX_ANSWER_BYTES + 1)
+            if len(data) > MAX_ANSWER_BYTES:
+                raise BadAnswer(f"{method} {url}: answer over {MAX_ANSWER_BYTES} bytes")
+            body = data.decode("utf-8", errors="replace")
+            return Answer(resp.status, body, resp.headers.get("ETag", ""))
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise Unreachable(repr(exc)) from exc
 
@@ -203,7 +255,9 @@ def build(config: TerminationConfig, dmi: Path = DMI) -> list[Watcher]:
 
 
 async def watch(watcher: Watcher, interval: float, on_notice: OnNotice) -> None:
-    """Poll until the first notice (reported once) or until the service proves absent."""
+    """Poll until the first notice (reported once) or until the service proves absent. Whatever
+    else goes wrong in a poll (an answer that is not one, a bug) is logged and the next poll
+    tried: the watchers run beside the pipeline, and must never end it."""
     async with aiohttp.ClientSession() as session:
         first = True
         while True:
@@ -214,6 +268,12 @@ async def watch(watcher: Watcher, interval: float, on_notice: OnNotice) -> None:
                     log.info("no %s metadata service (%s): watcher off", watcher.kind, exc)
                     return
                 log.warning("%s metadata service did not answer: %s", watcher.kind, exc)
+                notice = None
+            except BadAnswer as exc:
+                log.warning("%s metadata service: %s", watcher.kind, exc)
+                notice = None
+            except Exception:
+                log.exception("%s termination watcher failed a poll", watcher.kind)
                 notice = None
             first = False
             if notice is not None:

@@ -53,6 +53,8 @@ class MetadataState:
         }
         self.changed = threading.Condition()
         self.requests: list[str] = []
+        # path -> (status, body, headers): answered as is, before any rule (hostile answers)
+        self.raw: dict[str, tuple[int, bytes, dict[str, str]]] = {}
 
     def preempt(self) -> None:
         with self.changed:
@@ -65,6 +67,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def _raw(self, path: str) -> bool:
+        found = self.server.state.raw.get(path)
+        if found is None:
+            return False
+        status, data, headers = found
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return True
 
     def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
         data = body.encode()
@@ -91,6 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         url = urlsplit(self.path)
         state.requests.append(f"GET {url.path}")
+        if self._raw(url.path):
+            return
         if url.path.startswith("/latest/"):
             self._ec2(state, url.path)
         elif url.path == "/computeMetadata/v1/instance/preempted":
