@@ -80,8 +80,10 @@ class Lifecycle:
     """Where the agent is in its life, and the events that move it on.
 
     ``stop``: a shutdown was requested (``reason`` goes into the seal). ``drain``: ship without
-    lingering (set by a stop, or early by a termination notice). ``force``: a second signal;
-    the CLI exits at once, which is state-safe because everything acknowledged is on disk.
+    lingering (set by a stop, or early by a termination notice). ``force``: a second signal
+    (not a signal after a drain request: a host shutting down during ``tailseal drain`` sends
+    its first); the CLI exits at once, which is state-safe because everything acknowledged is
+    on disk.
     ``started``: sources run (readiness). ``finished``: the run is over, ``exit_code`` is final.
     ``reload``: re-read the config file (SIGHUP).
     """
@@ -96,6 +98,7 @@ class Lifecycle:
     phase: Phase = "starting"
     stop_requested_at: float = 0.0  # loop.time() of the request: the drain deadline counts from it
     exit_code: int | None = None
+    signalled: bool = False  # a SIGTERM/SIGINT came: the next one forces
 
     def request(self, reason: str) -> None:
         """Ask for a clean stop (idempotent: the first reason wins)."""
@@ -106,10 +109,12 @@ class Lifecycle:
             self.stop.set()
 
     def signal(self, name: str) -> None:
-        """A signal handler: the first signal stops cleanly, a second one forces."""
-        if self.stop.is_set():
+        """A signal handler: the first signal stops cleanly (or goes on with a stop already
+        requested, e.g. by ``POST /drain``), a second one forces."""
+        if self.signalled:
             self.force.set()
         else:
+            self.signalled = True
             self.request(name)
 
 
