@@ -22,6 +22,7 @@ from agent.control import socket_path
 from agent.errors import ConfigError
 
 BAR_WIDTH = 30
+SILENCE = 30.0  # seconds without a progress line (the agent sends 4 a second) before giving up
 
 
 def control_socket(config_path: str, socket: str) -> Path:
@@ -47,7 +48,7 @@ def _socket_from_config(config_path: Path) -> Path:
 
 async def _drain(path: Path, limit: float | None) -> int:
     connector = aiohttp.UnixConnector(path=str(path))
-    client_timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
+    client_timeout = aiohttp.ClientTimeout(total=None, sock_read=SILENCE)
     last: dict[str, Any] = {}
     progress = Progress()
     try:
@@ -59,10 +60,28 @@ async def _drain(path: Path, limit: float | None) -> int:
             if resp.status != 200:
                 print(f"tailseal drain: agent answered {resp.status}", file=sys.stderr)
                 return 1
-            async for line in resp.content:
-                if line.strip():
-                    last = orjson.loads(line)
-                    progress.show(last)
+            try:
+                async for line in resp.content:
+                    if line.strip():
+                        last = orjson.loads(line)
+                        progress.show(last)
+            except aiohttp.ServerTimeoutError:
+                progress.done()
+                print(
+                    f"tailseal drain: no word from the agent for {SILENCE:g}s; giving up "
+                    f"({_last_seen(last)})",
+                    file=sys.stderr,
+                )
+                return 1
+            except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+                # Killed (SIGKILL, a second signal's forced exit) with the answer half sent.
+                progress.done()
+                print(
+                    f"tailseal drain: the agent went away during the drain ({exc}); "
+                    f"{_last_seen(last)}",
+                    file=sys.stderr,
+                )
+                return 1
     except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
         print(f"tailseal drain: no agent answers on {path}: {exc}", file=sys.stderr)
         return 1
@@ -76,6 +95,15 @@ async def _drain(path: Path, limit: float | None) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _last_seen(status: dict[str, Any]) -> str:
+    if not status:
+        return "no progress was reported"
+    return (
+        f"last seen in phase {status.get('phase')!r} with {status.get('backlog')} records "
+        "unshipped (kept on disk)"
+    )
 
 
 class Progress:

@@ -198,6 +198,46 @@ def test_drain_command_drains_a_running_agent_and_reports_progress(
     assert collector.streams()[0]["state"] == "sealed"
 
 
+@pytest.mark.slow
+def test_drain_command_reports_an_agent_killed_mid_drain_without_a_traceback(
+    tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
+) -> None:
+    agent = make_agent(
+        tmp_path,
+        collector,
+        logs,
+        endpoint=f"https://127.0.0.1:{hung.port}",
+        tables="[shutdown]\ntimeout = 60",
+    )
+    write_lines(logs / "app.log", lines(0, 100))
+    agent.start()
+    eventually_sync(
+        lambda: (agent.status_or_none() or {}).get("last_seq", 0) >= 100,
+        timeout=60,
+        what="lines committed",
+    )
+    config = agent.root / "agent.toml"
+    drain = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "drain", "-c", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    eventually_sync(
+        lambda: (agent.status_or_none() or {}).get("phase") == "draining",
+        timeout=30,
+        what="the drain to start",
+    )
+    assert agent.proc is not None
+    agent.proc.kill()  # SIGKILL (or a second signal's forced exit) mid-answer
+    agent.proc.wait(timeout=30)
+    _, stderr = drain.communicate(timeout=60)
+
+    assert drain.returncode == 1
+    assert "the agent went away during the drain" in stderr, stderr
+    assert "records unshipped (kept on disk)" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_drain_command_without_an_agent_fails_clearly(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "drain", "--socket", str(tmp_path / "none.sock")],
