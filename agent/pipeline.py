@@ -289,12 +289,26 @@ class Agent:
                     life.reload.clear()
                     await self._reload(life)
             # Final sweep of every source (with held-back auditd events), then seal and drain.
-            await asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
+            # The deadline holds for the sweep too: with the buffer full ("block") and no acks
+            # coming, a source waits in emit for room that only close() would make. Cut off,
+            # a source's unswept lines stay in its files, from its last committed checkpoint.
+            sweep = asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
+            swept = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sweep, timeout=max(0.0, self._remaining(life)))
+                swept = True
+            if not swept:
+                log.error(
+                    "shutdown.timeout of %gs passed during the final sweep (buffer blocked: %s);"
+                    " unswept lines stay in their files",
+                    self.config.shutdown.timeout,
+                    buffer.blocked,
+                )
             life.phase = "draining"
             log.info("shutdown (%s): sources swept, draining", life.reason)
             await buffer.close(life.reason or "stopped")
             await writer
-            remaining = self.config.shutdown.timeout - (time.monotonic() - life.stop_requested_at)
+            remaining = self._remaining(life)
             tasks = [run.task for run in self._sink_runs.values()]
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining))
             for task in pending:
@@ -329,15 +343,22 @@ class Agent:
         self.sources[name] = source
         self.transforms[name] = transformed
 
+    def _remaining(self, life: Lifecycle) -> float:
+        """Seconds left of ``shutdown.timeout``, counted from the stop request."""
+        return self.config.shutdown.timeout - (time.monotonic() - life.stop_requested_at)
+
     async def _stop_source(self, name: str) -> None:
-        """Stop a source after its final sweep; its records are queued for the buffer."""
+        """Stop a source after its final sweep; its records are queued for the buffer.
+        Cancelled (the shutdown deadline), it cancels the source's task where it waits."""
         run = self._source_runs.pop(name)
         run.stop.set()
-        await run.task
-        if run.flusher is not None:
-            await run.flusher
-        await run.transformed.flush(final=True)  # held-back auditd events ship too
-        self.sources.pop(name, None)
+        try:
+            await run.task
+            if run.flusher is not None:
+                await run.flusher
+            await run.transformed.flush(final=True)  # held-back auditd events ship too
+        finally:
+            self.sources.pop(name, None)
 
     def _start_sink(self, name: str, config: SinkConfig, life: Lifecycle) -> None:
         buffer, group = self._running()

@@ -135,6 +135,49 @@ def test_hung_collector_exit_within_timeout_and_next_start_ships_the_rest(
     verify_stream(collector)
 
 
+def test_sigterm_with_the_buffer_full_exits_at_the_deadline_and_loses_nothing(
+    tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
+) -> None:
+    # when_full = "block" with no acks: the file source waits in emit for room, the final
+    # sweep with it. The deadline used to start only after the sweep, so the agent hung
+    # until killed: no seal, and `tailseal drain` (preStop) waiting with it.
+    root = tmp_path / "agent"
+    root.mkdir()
+    agent = AgentProcess(
+        root,
+        collector,
+        sources={"app": [str(logs / "*.log")]},
+        endpoint=f"https://127.0.0.1:{hung.port}",
+        source_options="read_chunk_bytes = 4096",
+        tables="[buffer]\nsegment_bytes = 4096\nmax_bytes = 8192\n[shutdown]\ntimeout = 2",
+    )
+    expected = [f"line {i:06d} " + "x" * 90 for i in range(3000)]
+    write_lines(logs / "app.log", expected)
+    agent.start()
+    try:
+        eventually_sync(
+            lambda: ((agent.status_or_none() or {}).get("buffer") or {}).get("blocked") is True,
+            timeout=60,
+            what="the buffer full and blocking",
+        )
+
+        code = agent.terminate(timeout=30)
+
+        assert code == 75, agent.log_tail()  # by itself, not drained: records kept on disk
+        assert "passed during the final sweep" in agent.log_tail()
+        # Nothing lost: the next start, collector reachable, ships every line once, and seals.
+        agent.endpoint = ""
+        agent.start()
+        eventually_sync(
+            lambda: collector.held() >= len(expected) + 1, timeout=120, what="the rest shipped"
+        )
+        assert agent.terminate() == 0, agent.log_tail()
+    finally:
+        agent.cleanup()
+    assert_exactly_once(collector.records(), expected)
+    verify_stream(collector)
+
+
 @pytest.mark.slow
 def test_second_sigterm_forces_an_immediate_exit(
     tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
@@ -222,15 +265,21 @@ def test_drain_command_reports_an_agent_killed_mid_drain_without_a_traceback(
         stderr=subprocess.PIPE,
         text=True,
     )
-    eventually_sync(
-        lambda: (agent.status_or_none() or {}).get("phase") == "draining",
-        timeout=30,
-        what="the drain to start",
-    )
-    assert agent.proc is not None
-    agent.proc.kill()  # SIGKILL (or a second signal's forced exit) mid-answer
-    agent.proc.wait(timeout=30)
-    _, stderr = drain.communicate(timeout=60)
+    try:
+        eventually_sync(
+            lambda: (agent.status_or_none() or {}).get("phase") == "draining",
+            timeout=30,
+            what="the drain to start",
+        )
+        assert agent.proc is not None
+        agent.proc.kill()  # SIGKILL (or a second signal's forced exit) mid-answer
+        agent.proc.wait(timeout=30)
+        _, stderr = drain.communicate(timeout=60)
+    finally:
+        agent.cleanup()
+        if drain.poll() is None:
+            drain.kill()
+            drain.wait(timeout=30)
 
     assert drain.returncode == 1
     assert "the agent went away during the drain" in stderr, stderr
