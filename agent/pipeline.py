@@ -239,6 +239,11 @@ class Agent:
             return
         record = special.notice(kind, f"termination notice: {kind}", **detail)
         self.notices.append(record)
+        if self.buffer.closing:
+            # The drain has begun (an ASG hook's `tailseal drain`, then the lifecycle state
+            # turning Terminated): the stream ends with the seal already written.
+            log.warning("termination notice %s came after the seal: in /status only", kind)
+            return
         await self.buffer.emit([Pending(record, None)])
 
     async def _heartbeat(self, buffer: Buffer, stop: asyncio.Event) -> None:

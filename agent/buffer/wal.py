@@ -214,6 +214,12 @@ class Buffer:
             if done:
                 self._delete(done)
 
+    @property
+    def closing(self) -> bool:
+        """close() was called: the seal is (about to be) written, and nothing emitted now is
+        committed."""
+        return self._closing
+
     async def close(self, seal_reason: str) -> None:
         """Ask the writer to commit what is queued, append the seal and stop."""
         self._seal_reason = seal_reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,54 @@ def test_spot_notice_is_shipped_and_switches_on_drain_mode(
     notice = next(r for r in records if r.get("type") == "notice")
     assert notice["notice"]["action"] == "terminate"
     assert records[-1]["type"] == "seal"
+
+
+@pytest.mark.slow
+def test_a_notice_during_the_drain_is_reported_not_silently_dropped(
+    tmp_path: Path, collector: CollectorProcess
+) -> None:
+    # The ASG sequence: the lifecycle hook drains the agent, then the lifecycle state turns
+    # Terminated. The seal is written when the drain begins, and nothing follows a seal: the
+    # notice was emitted behind the writer's stop and vanished without a word.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "app.log", ["before the drain"])
+    root = tmp_path / "agent"
+    root.mkdir()
+    hole = socket.create_server(("127.0.0.1", 0))  # a collector that never answers
+    with MetadataServer() as metadata, hole:
+        agent = AgentProcess(
+            root,
+            collector,
+            sources={"app": [str(logs / "*.log")]},
+            endpoint=f"https://127.0.0.1:{hole.getsockname()[1]}",
+            tables=(
+                f'[termination]\nec2 = "on"\ngcp = "off"\nazure = "off"\n'
+                f'poll_interval = 0.1\nec2_endpoint = "{metadata.url}"\n'
+                "[shutdown]\ntimeout = 60\n"
+            ),
+        )
+        agent.start()
+        try:
+            eventually_sync(
+                lambda: (agent.status_or_none() or {}).get("last_seq", 0) >= 1,
+                timeout=30,
+                what="the line committed",
+            )
+            assert agent.proc is not None
+            agent.proc.send_signal(signal.SIGTERM)
+            eventually_sync(
+                lambda: (agent.status_or_none() or {}).get("phase") == "draining",
+                timeout=30,
+                what="the drain",
+            )
+            metadata.state.lifecycle = "Terminated"
+            eventually_sync(
+                lambda: "came after the seal: in /status only" in agent.log_tail(),
+                timeout=30,
+                what="the late notice reported",
+            )
+            assert agent.status()["notices"][0]["event"] == "asg-lifecycle"
+            assert agent.terminate(timeout=30) == 75  # the second signal
+        finally:
+            agent.cleanup()
