@@ -9,6 +9,12 @@ one for each seq ``1, 1 + EVERY, 1 + 2 * EVERY, …`` that is stored; ``offset``
 seq's line starts. Entry k therefore always describes seq ``1 + k * EVERY``: the file is an
 array, not a log, and its valid prefix is easy to recognize.
 
+A stream with a declared gap (``skips.ndjson``: seqs the agent no longer had) holds fewer lines
+than seqs; entries, counted by lines, are then off after it. A reader checks the seq of the line
+an entry points at and scans from the start when it is not the one claimed
+(:meth:`~agent.collector.storage.FileStreamStore.read_records`), and picks lines by their own
+seq: slower for such streams, never wrong.
+
 Crash safety: entries are appended after the records they describe are fsynced and before the
 head moves, without an fsync of their own. :func:`load` keeps the longest valid prefix (right
 seq for its position, increasing offsets, inside the bytes the head covers), checks that its

@@ -208,10 +208,13 @@ class FileStreamStore:
             path = self.stream_dir(stream_id) / RECORDS_FILE
             lines = await asyncio.to_thread(_read_lines, path, offset, held.size)
             if offset and _seq_of(lines[0]) != start_seq:
-                # A plausible but wrong index entry: never serve the wrong records.
+                # A plausible but wrong index entry (or one a declared gap shifted: the index
+                # counts lines, see index.py): never serve the wrong records.
                 log.warning("index entry is wrong", extra={"fields": {"stream": stream_id}})
-                start_seq, lines = 1, await asyncio.to_thread(_read_lines, path, 0, held.size)
-            return lines[first_seq - start_seq : last - start_seq + 1]
+                lines = await asyncio.to_thread(_read_lines, path, 0, held.size)
+            # Picked by their own seq, not by position: a declared gap (skips.ndjson) leaves
+            # seqs out, so the n-th line after an entry is not always its seq + n.
+            return await asyncio.to_thread(_in_range, lines, first_seq, last)
 
     async def close(self) -> None:
         await asyncio.gather(*self._appends, return_exceptions=True)
@@ -455,6 +458,19 @@ def _adopt(
         adopted, used, prev, last = adopted + 1, end + 1, digest, record
         gaps += record.get("type") == "gap"
     return adopted, used, prev, last, gaps
+
+
+def _in_range(lines: list[bytes], first_seq: int, last_seq: int) -> list[bytes]:
+    """The lines whose seq is in ``first_seq..last_seq`` (stored seqs only increase)."""
+    found = []
+    for line in lines:
+        seq = _seq_of(line)
+        if type(seq) is not int or seq < first_seq:
+            continue
+        if seq > last_seq:
+            break
+        found.append(line)
+    return found
 
 
 def _fsync_file(path: Path) -> None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.collector.index import ENTRY
-from agent.collector.storage import FileStreamStore, StreamHead
+from agent.collector.storage import FileStreamStore, Skip, StreamHead
 from agent.errors import StateError
 from tests.collector.chains import Chain, make_chain, tampered
 
@@ -412,3 +412,33 @@ async def test_adopted_lines_are_fsynced_before_the_head_covers_them(
     assert head.last_seq == 6
     assert "records.ndjson" in synced
     assert synced.index("records.ndjson") < synced.index("rename head.json.tmp")
+
+
+@pytest.mark.parametrize(
+    ("first", "last"), [(1, 3), (11, 12), (14, 15), (17, 20), (2, 18), (4, 10)]
+)
+async def test_a_seq_range_after_a_declared_gap_is_read_by_seq(
+    tmp_path: Path, first: int, last: int
+) -> None:
+    # Seqs 4..10 were declared lost: the stored lines are 1..3 then 11..20. The index counts
+    # lines, so after the gap its entries and a positional slice were off by seven.
+    chain = make_chain(20)
+    store = FileStreamStore(tmp_path, index_every=4)
+    await store_records(store, chain, 1, 3)
+    await store.append(
+        chain.stream,
+        HOST,
+        chain.lines[10:20],
+        last_seq=20,
+        head=chain.head(20),
+        state="live",
+        skip=Skip(4, 10, chain.head(10)),
+    )
+    wanted = [line for line in chain.lines if first <= orjson.loads(line)["seq"] <= last]
+    wanted = [line for line in wanted if not 4 <= orjson.loads(line)["seq"] <= 10]
+
+    assert await store.read_records(chain.stream, first, last) == wanted
+    assert (
+        await FileStreamStore(tmp_path, index_every=4).read_records(chain.stream, first, last)
+        == wanted
+    )
