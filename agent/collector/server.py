@@ -280,8 +280,8 @@ class Collector:
             held = await self._held_for(turn, batch, token)
             if held is None:
                 held_seq, held_head, held_gaps = 0, genesis(stream).hex(), 0
-            else:
-                held_seq, held_head, held_gaps = held.last_seq, held.head, held.gaps
+            else:  # for the state, a gap declared in a header is a loss as a gap record is
+                held_seq, held_head, held_gaps = held.last_seq, held.head, held.gaps + held.skips
             start = first_new_index(batch, held_seq, held_head)
             if start == len(batch.lines):
                 return held_seq, held_head  # a repeat: idempotent
@@ -386,6 +386,7 @@ class Collector:
             "head": head.head,
             "state": state,
             "gaps": head.gaps,
+            "skips": head.skips,
             "client": head.client,
             "updated": head.updated,
         }

@@ -68,6 +68,8 @@ class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
     state: StreamState
     updated: str
     gaps: int = 0  # gap records held (accounted loss)
+    # Gaps declared in batch headers (skips.ndjson). Before this field, ``gaps`` counted them.
+    skips: int = 0
     client: dict[str, Any] | None = None  # mTLS client certificate {cn, san} of the last append
 
 
@@ -261,8 +263,7 @@ class FileStreamStore:
             if skip is not None:
                 if skip.from_seq != first or skip.to_seq < skip.from_seq:
                     raise ValueError(f"skip {skip} does not start after seq {held_seq}")
-                first = skip.to_seq + 1
-                gaps += 1
+                first = skip.to_seq + 1  # ``gaps`` counts the gap record accounting for it
             if not lines or last_seq != first - 1 + len(lines):
                 raise ValueError(f"{len(lines)} lines from seq {first} do not end at {last_seq}")
             stored = lines.stored if isinstance(lines, BodyLines) else None
@@ -276,6 +277,7 @@ class FileStreamStore:
                 state=state,
                 updated=now_rfc3339(),
                 gaps=(held.gaps if held else 0) + gaps,
+                skips=(held.skips if held else 0) + (skip is not None),
                 client=client if client is not None else (held.client if held else None),
             )
             directory = self.stream_dir(stream_id)
@@ -425,9 +427,10 @@ def _recover(directory: Path, stream_id: str) -> StreamHead | None:
         last_seq=last_seq + adopted,
         head=prev.hex(),
         size=base_size + used,
-        state=stream_state(sealed=sealed, gaps=(held.gaps if held else 0) + gaps),
+        state=stream_state(sealed=sealed, gaps=(held.gaps + held.skips if held else 0) + gaps),
         updated=now_rfc3339(),
         gaps=(held.gaps if held else 0) + gaps,
+        skips=held.skips if held else 0,
         client=held.client if held else None,
     )
     _write_head(directory, new)

@@ -8,7 +8,7 @@ import orjson
 
 from agent.collector.verify import verify_stream
 from tests.collector.chains import Chain, make_chain
-from tests.collector.harness import Running, assert_still_serving, post, stored
+from tests.collector.harness import Running, assert_still_serving, list_streams, post, stored
 
 
 def declared(chain: Chain, first: int, last: int, gap_from: int, gap_to: int) -> bytes:
@@ -88,3 +88,30 @@ async def test_declared_gap_does_not_excuse_a_forged_record(collector: Running) 
 
     assert status == 400
     assert await stored(collector, chain) == chain.lines[:5]
+
+
+async def test_a_declared_gap_counts_as_a_skip_and_its_gap_record_as_one_gap(
+    collector: Running,
+) -> None:
+    # One loss: the header declares 4..8, the gap record at seq 11 accounts for it.
+    chain = make_chain(12, gap_at=11, gap_range=(4, 8))
+    await post(collector, chain.batch(1, 3))
+    await post(collector, declared(chain, 9, 12, 4, 8))
+
+    (view,) = (await list_streams(collector))["streams"]
+
+    assert (view["state"], view["gaps"], view["skips"]) == ("gap", 1, 1)
+
+
+async def test_a_declared_gap_keeps_the_stream_in_gap_state_after_later_batches(
+    collector: Running, tmp_path: Path
+) -> None:
+    # Declared, but no gap record says so: still a loss, whatever batch comes next.
+    chain = make_chain(20)
+    await post(collector, chain.batch(1, 5))
+    await post(collector, declared(chain, 13, 15, 6, 12))
+    await post(collector, chain.batch(16, 20))
+
+    (view,) = (await list_streams(collector))["streams"]
+
+    assert (view["state"], view["gaps"], view["skips"]) == ("gap", 0, 1)

@@ -66,6 +66,7 @@ async def test_append_stores_lines_as_received_and_writes_the_head(tmp_path: Pat
         "state": "live",
         "updated": head.updated,
         "gaps": 0,
+        "skips": 0,
         "client": None,
     }
     assert await store.read_records(chain.stream) == chain.lines
