@@ -60,6 +60,28 @@ def make_agent(
     return AgentProcess(root, collector, sources=sources, endpoint=endpoint, tables=tables)
 
 
+def started_against_a_hung_collector(
+    tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
+) -> AgentProcess:
+    """An agent whose collector never answers (a 60 s shutdown budget), started with 100
+    lines committed: a drain that goes on until something ends it."""
+    agent = make_agent(
+        tmp_path,
+        collector,
+        logs,
+        endpoint=f"https://127.0.0.1:{hung.port}",
+        tables="[shutdown]\ntimeout = 60",
+    )
+    write_lines(logs / "app.log", lines(0, 100))
+    agent.start()
+    eventually_sync(
+        lambda: (agent.status_or_none() or {}).get("last_seq", 0) >= 100,
+        timeout=60,
+        what="lines committed",
+    )
+    return agent
+
+
 @pytest.fixture
 def hung() -> Iterator[SilentServer]:
     server = SilentServer()
@@ -182,20 +204,7 @@ def test_sigterm_with_the_buffer_full_exits_at_the_deadline_and_loses_nothing(
 def test_second_sigterm_forces_an_immediate_exit(
     tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
 ) -> None:
-    agent = make_agent(
-        tmp_path,
-        collector,
-        logs,
-        endpoint=f"https://127.0.0.1:{hung.port}",
-        tables="[shutdown]\ntimeout = 60",
-    )
-    write_lines(logs / "app.log", lines(0, 100))
-    agent.start()
-    eventually_sync(
-        lambda: (agent.status_or_none() or {}).get("last_seq", 0) >= 100,
-        timeout=60,
-        what="lines committed",
-    )
+    agent = started_against_a_hung_collector(tmp_path, collector, logs, hung)
     assert agent.proc is not None
     agent.proc.send_signal(signal.SIGTERM)
     eventually_sync(
@@ -245,20 +254,7 @@ def test_drain_command_drains_a_running_agent_and_reports_progress(
 def test_drain_command_reports_an_agent_killed_mid_drain_without_a_traceback(
     tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
 ) -> None:
-    agent = make_agent(
-        tmp_path,
-        collector,
-        logs,
-        endpoint=f"https://127.0.0.1:{hung.port}",
-        tables="[shutdown]\ntimeout = 60",
-    )
-    write_lines(logs / "app.log", lines(0, 100))
-    agent.start()
-    eventually_sync(
-        lambda: (agent.status_or_none() or {}).get("last_seq", 0) >= 100,
-        timeout=60,
-        what="lines committed",
-    )
+    agent = started_against_a_hung_collector(tmp_path, collector, logs, hung)
     config = agent.root / "agent.toml"
     drain = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "drain", "-c", str(config)],

@@ -13,27 +13,41 @@ from tests.support import eventually_sync
 from tests.termination.metadata import MetadataServer
 
 
-@pytest.mark.slow
-def test_spot_notice_is_shipped_and_switches_on_drain_mode(
-    tmp_path: Path, collector: CollectorProcess
-) -> None:
+def watching_ec2(
+    tmp_path: Path,
+    collector: CollectorProcess,
+    metadata: MetadataServer,
+    *,
+    extra: str = "",
+    endpoint: str = "",
+    tables: str = "",
+) -> AgentProcess:
+    """An agent (not started) tailing one line, its EC2 watcher polling ``metadata``."""
     logs = tmp_path / "logs"
     logs.mkdir()
     write_lines(logs / "app.log", ["before the notice"])
     root = tmp_path / "agent"
     root.mkdir()
+    return AgentProcess(
+        root,
+        collector,
+        sources={"app": [str(logs / "*.log")]},
+        extra=extra,
+        endpoint=endpoint,
+        tables=(
+            f'[termination]\nec2 = "on"\ngcp = "off"\nazure = "off"\n'
+            f'poll_interval = 0.1\nec2_endpoint = "{metadata.url}"\n{tables}'
+        ),
+    )
+
+
+@pytest.mark.slow
+def test_spot_notice_is_shipped_and_switches_on_drain_mode(
+    tmp_path: Path, collector: CollectorProcess
+) -> None:
     with MetadataServer() as metadata:
-        agent = AgentProcess(
-            root,
-            collector,
-            sources={"app": [str(logs / "*.log")]},
-            # A long linger: only drain mode makes a single record ship at once.
-            extra="linger = 30\n",
-            tables=(
-                f'[termination]\nec2 = "on"\ngcp = "off"\nazure = "off"\n'
-                f'poll_interval = 0.1\nec2_endpoint = "{metadata.url}"\n'
-            ),
-        )
+        # A long linger: only drain mode makes a single record ship at once.
+        agent = watching_ec2(tmp_path, collector, metadata, extra="linger = 30\n")
         agent.start()
         try:
             eventually_sync(
@@ -67,23 +81,14 @@ def test_a_notice_during_the_drain_is_reported_not_silently_dropped(
     # The ASG sequence: the lifecycle hook drains the agent, then the lifecycle state turns
     # Terminated. The seal is written when the drain begins, and nothing follows a seal: the
     # notice was emitted behind the writer's stop and vanished without a word.
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    write_lines(logs / "app.log", ["before the drain"])
-    root = tmp_path / "agent"
-    root.mkdir()
     hole = socket.create_server(("127.0.0.1", 0))  # a collector that never answers
     with MetadataServer() as metadata, hole:
-        agent = AgentProcess(
-            root,
+        agent = watching_ec2(
+            tmp_path,
             collector,
-            sources={"app": [str(logs / "*.log")]},
+            metadata,
             endpoint=f"https://127.0.0.1:{hole.getsockname()[1]}",
-            tables=(
-                f'[termination]\nec2 = "on"\ngcp = "off"\nazure = "off"\n'
-                f'poll_interval = 0.1\nec2_endpoint = "{metadata.url}"\n'
-                "[shutdown]\ntimeout = 60\n"
-            ),
+            tables="[shutdown]\ntimeout = 60\n",
         )
         agent.start()
         try:
