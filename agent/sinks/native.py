@@ -47,6 +47,9 @@ DRAIN_RETRY = 0.25  # longest pause between attempts while draining
 ENCODINGS = {"zstd": "zstd", "gzip": "gzip", "none": "identity"}
 # A collector's 400 that names the record it refuses (docs/protocol.md, checks 9 and 11).
 _RECORD_ERROR = re.compile(r"record (\d+): ")
+# A collector's answer is a line of JSON; more is not one (a proxy's page, a hostile peer), and
+# must not be read whole into an agent with a memory limit.
+MAX_REPLY_BYTES = 64 * 1024
 
 
 class NativeSink:
@@ -71,6 +74,7 @@ class NativeSink:
         # by reason: network, busy, auth, rejected, unacked, too_large
         self.retries: dict[str, int] = {}
         self.relinks = 0  # 409s: the collector held another position in the chain
+        self._relink_streak = 0  # 409s since the collector last took a batch
         self.overtaken = 0  # 409s to a batch sent behind others (perhaps too early): asked again
         self.quarantined = 0  # records the collector refused for good, kept on disk
         self._gap_records: set[asyncio.Task[None]] = set()  # quarantine gaps on their way in
@@ -182,10 +186,21 @@ class NativeSink:
             await self._quarantine(reader, refused)
             return
         self.relinks += 1
+        self._relink_streak += 1
         if refused.expected == refused.batch.first_seq:
             await self._forked(reader, refused.batch)
-        else:
-            await self._relink(reader, refused.expected)
+            return
+        if self._relink_streak > 1:
+            # 409 after 409 with nothing taken between: a collector that will not take what it
+            # asks for (an older one refusing declared gaps, a broken proxy) is asked again
+            # with backoff, not in a hot loop.
+            self.last_error = (
+                f"collector answered 409 {self._relink_streak} times in a row "
+                f"(expects seq {refused.expected})"
+            )
+            log.error("sink %s: %s", self.name, self.last_error)
+            await self._pause(self.backoff.next())
+        await self._relink(reader, refused.expected)
 
     async def _resend(self, session: aiohttp.ClientSession, batch: Batch) -> _Delivered:
         return await self._deliver(session, await self._encoded(batch))
@@ -237,6 +252,7 @@ class NativeSink:
                 pending[:0] = [await self._encoded(part) for part in parts]
                 continue
             self.backoff.reset()
+            self._relink_streak = 0
             # Not the batch itself: its records need not stay in memory while the cursor is saved.
             acked.append(_Acked(batch.last_seq, batch.last_h, batch.count, batch.size, started))
         return _Delivered(acked, None)
@@ -323,9 +339,10 @@ class NativeSink:
             log.error("sink %s: %s", self.name, self.last_error)
             await self._pause(self.backoff.next())
             return
+        # Not acked here: the collector's word that it holds up to ``expected - 1`` is no
+        # proof that it holds these records (the reference collector says so inside a batch
+        # only when its hashes differ: a fork). The next batch links to them, or is refused.
         log.warning("sink %s: collector expects seq %d; continuing from there", self.name, expected)
-        if expected - 1 > self.buffer.cursors[self.name][0]:
-            await self.buffer.ack(self.name, expected - 1, reader.position_h)
 
     async def _post(self, session: aiohttp.ClientSession, encoded: _Encoded) -> int:
         """Send a batch until the collector takes it; returns the acked seq."""
@@ -349,7 +366,9 @@ class NativeSink:
         }
         try:
             async with session.post(self.url, data=body, headers=headers) as resp:
-                payload = await resp.read()
+                payload = await resp.content.read(MAX_REPLY_BYTES + 1)
+                if len(payload) > MAX_REPLY_BYTES:  # read no further: not a collector's answer
+                    payload = b""
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -362,14 +381,32 @@ class NativeSink:
         reply = _json(payload)
         if status == 200:
             acked = reply.get("acked")
-            if isinstance(acked, int) and acked >= batch.last_seq:
-                return acked
-            raise RetryableError(
-                f"collector answered 200 without acking seq {batch.last_seq}: {reply}",
-                reason="unacked",
-            )
-        if status == 409 and isinstance(reply.get("expected"), int):
-            raise _RelinkError(reply["expected"])
+            if type(acked) is not int or acked < batch.last_seq:
+                raise RetryableError(
+                    f"collector answered 200 without acking seq {batch.last_seq}: {reply}",
+                    reason="unacked",
+                )
+            head = reply.get("head")
+            if acked == batch.last_seq and isinstance(head, str) and head != batch.last_h.hex():
+                # It holds this seq with another hash (a fork: a state directory restored
+                # from an image): acking would release records it does not hold.
+                raise RetryableError(
+                    f"chain fork: collector's record {acked} of stream {self.buffer.stream_id} "
+                    f"has head {str(head)[:64]!r}, this buffer's {batch.last_h.hex()}",
+                    reason="fork",
+                )
+            return acked
+        expected = reply.get("expected")
+        if status == 409 and type(expected) is int:
+            if not 1 <= expected <= batch.last_seq:
+                # A collector asks for a seq of this batch or one before it; beyond, it would
+                # hold records it was never sent, and skipping to there would lose them.
+                raise RetryableError(
+                    f"collector answered 409 expecting seq {expected} for seqs "
+                    f"{batch.first_seq}-{batch.last_seq}",
+                    reason="rejected",
+                )
+            raise _RelinkError(expected)
         if status == 413:
             reason = str(reply.get("error") or "request body too large")
             if batch.count == 1 and _json(batch.records[0]).get("type") == "gap":

@@ -22,6 +22,7 @@ from agent.buffer.wal import Buffer
 from agent.collector.server import Collector
 from agent.collector.verify import StreamReport, verify_stream
 from agent.config import BufferConfig, CollectorConfig, TailsealSinkConfig, TlsConfig, TokenConfig
+from agent.sinks import native
 from agent.sinks.native import NativeSink
 from agent.sources import Pending
 from tests.support import TlsFiles, eventually
@@ -672,3 +673,141 @@ async def test_compression_level_is_applied(
     assert len(bodies[fast]) > len(bodies[small])
     decode = zstandard.ZstdDecompressor().decompress if compression == "zstd" else gzip.decompress
     assert decode(bodies[fast]) == decode(bodies[small]) == plain
+
+
+def _header(body: bytes) -> dict[str, Any]:
+    header: dict[str, Any] = orjson.loads(body.split(b"\n", 1)[0])
+    return header
+
+
+def _ok(body: bytes) -> web.Response:
+    """The answer of a collector that took ``body``: acked its last seq, with its last h."""
+    last = orjson.loads(body.rstrip(b"\n").rsplit(b"\n", 1)[1])
+    return web.json_response({"acked": _header(body)["last_seq"], "head": last["h"]})
+
+
+@pytest.mark.parametrize("expected", [0, -3, 11, 150], ids=["zero", "negative", "next", "far"])
+async def test_a_409_expecting_a_seq_outside_the_batch_is_retried_not_believed(
+    rig: Rig, tls_files: TlsFiles, expected: int
+) -> None:
+    # 1..10 sent: a collector asks for a seq of the batch or one before it. "Expecting 150"
+    # had the sink ack 149 and the buffer delete records 11..107 never sent; "expecting 0"
+    # made a gap header from seq 0 that every collector refuses, for good.
+    answers: list[dict[str, Any]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        answers.append(_header(await request.read()))
+        return web.json_response({"expected": expected}, status=409)
+
+    async with answering(answer) as port:
+        await rig.commit(200)
+        sink = rig.sink(
+            f"http://127.0.0.1:{port}",
+            tls_files,
+            compression="none",
+            max_batch_records=10,
+            concurrency=1,
+        )
+        await run_until(sink, lambda: len(answers) >= 3, "three answers")
+    assert sink.retries["rejected"] >= 2
+    assert await rig.acked() == 0
+    assert rig.buffer.base_seq == 0
+    assert [(h["first_seq"], h["last_seq"], h.get("gap")) for h in answers[:3]] == [
+        (1, 10, None)
+    ] * 3
+
+
+async def test_409_after_409_is_asked_again_with_backoff_and_reported(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # A collector that takes 1..100, then answers every batch "expected 1" (an older one that
+    # refuses declared gaps, a broken proxy). With most of 1..100 deleted here once acked, the sink
+    # declared a gap from 1, was refused, and declared it again: a hot loop, unreported.
+    config = BufferConfig(segment_bytes=4096)
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", config, ["central"])
+    small = Rig(buffer, asyncio.create_task(buffer.run()))
+    answers: list[dict[str, Any]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.read()
+        answers.append(_header(body))
+        if len(answers) <= 2:  # the first ack's segments are deleted by the second's answer
+            return _ok(body)
+        return web.json_response({"expected": 1}, status=409)
+
+    try:
+        async with answering(answer) as port:
+            await small.commit(200)
+            sink = small.sink(
+                f"http://127.0.0.1:{port}",
+                tls_files,
+                compression="none",
+                max_batch_records=50,
+                concurrency=1,
+            )
+            await run_until(sink, lambda: len(answers) >= 7, "seven answers")
+    finally:
+        await buffer.close("test")
+        await small.writer
+        await asyncio.to_thread(buffer.stop)
+    assert buffer.base_seq > 0  # acked, whole segments of them deleted
+    assert all(h.get("gap") for h in answers[3:])  # the gap from 1, declared again and again
+    assert "collector answered 409" in sink.last_error
+    assert "times in a row" in sink.last_error
+
+
+async def test_a_409_inside_the_batch_acks_nothing_until_a_batch_links(
+    rig: Rig, tls_files: TlsFiles
+) -> None:
+    # The reference collector answers "expected k" inside a batch only when its record k - 1
+    # differs (a fork); acking up to k - 1 on its word released exactly the differing records.
+    answers: list[tuple[int, int]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        header = _header(await request.read())
+        answers.append((header["first_seq"], header["last_seq"]))
+        return web.json_response({"expected": 6}, status=409)
+
+    async with answering(answer) as port:
+        await rig.commit(10)
+        sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
+        await run_until(sink, lambda: "chain fork" in sink.last_error, "the fork reported")
+    assert answers[:2] == [(1, 10), (6, 10)]  # resent from 6, which does not link: a fork
+    assert await rig.acked() == 0
+
+
+async def test_a_200_with_another_head_for_the_last_seq_is_a_fork_not_an_ack(
+    rig: Rig, tls_files: TlsFiles
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        header = _header(await request.read())
+        return web.json_response({"acked": header["last_seq"], "head": "ab" * 32})
+
+    async with answering(answer) as port:
+        await rig.commit(5)
+        sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
+        await run_until(sink, lambda: sink.retries.get("fork", 0) >= 2, "two refusals")
+    assert "chain fork" in sink.last_error
+    assert await rig.acked() == 0
+
+
+async def test_an_answer_over_the_reply_limit_is_not_read_and_not_believed(
+    rig: Rig, tls_files: TlsFiles
+) -> None:
+    # A valid ack padded with JSON whitespace past the limit: read whole, it was believed (and
+    # a 400 MB answer cost the agent ~1 GB of memory).
+    answers: list[int] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        ok = _ok(await request.read())
+        answers.append(len(answers))
+        assert isinstance(ok.body, bytes)
+        padded = ok.body + b" " * native.MAX_REPLY_BYTES
+        return web.Response(body=padded, content_type="application/json")
+
+    async with answering(answer) as port:
+        await rig.commit(3)
+        sink = rig.sink(f"http://127.0.0.1:{port}", tls_files, compression="none")
+        await run_until(sink, lambda: len(answers) >= 3, "three answers")
+    assert sink.retries["unacked"] >= 2
+    assert await rig.acked() == 0
