@@ -277,7 +277,18 @@ class NativeSink:
         after it (the next batch declares the gap, so it links without the record)."""
         batch = refused.batch
         seq = batch.first_seq
-        path = await in_thread(self._keep, refused)
+        path = await in_thread(self._try_keep, refused)
+        if isinstance(path, OSError):
+            # Not kept, so not skipped: held and asked again (the collector refuses it again)
+            # until it can be kept. Raised, it ended the agent, and every restart alike.
+            self.last_error = (
+                f"collector refused record {seq} for good ({refused.status}: {refused.error}); "
+                f"cannot keep it in quarantine ({path}): holding it and retrying"
+            )
+            log.error("sink %s: %s", self.name, self.last_error)
+            reader.seek(seq - 1, batch.prev_h)
+            await self._pause(self.backoff.next())
+            return
         self.quarantined += 1
         self.last_error = (
             f"collector refused record {seq} for good ({refused.status}: {refused.error}); "
@@ -291,6 +302,12 @@ class NativeSink:
         task = asyncio.create_task(self.buffer.emit([Pending(gap, None)]))
         self._gap_records.add(task)
         task.add_done_callback(self._gap_records.discard)
+
+    def _try_keep(self, refused: _Quarantine) -> Path | OSError:
+        try:
+            return self._keep(refused)
+        except OSError as exc:
+            return exc
 
     def _keep(self, refused: _Quarantine) -> Path:
         """Blocking: write the refused record to ``state_dir/quarantine/<sink>/<seq>.json``."""

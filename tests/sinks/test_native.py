@@ -811,3 +811,33 @@ async def test_an_answer_over_the_reply_limit_is_not_read_and_not_believed(
         await run_until(sink, lambda: len(answers) >= 3, "three answers")
     assert sink.retries["unacked"] >= 2
     assert await rig.acked() == 0
+
+
+async def test_a_refused_record_that_cannot_be_kept_is_held_not_skipped(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # state_dir/quarantine unwritable (here: a file where the directory goes): the error ended
+    # sink.run(), so the agent, and every restart alike. The record is held until it can be
+    # kept, then quarantined as usual and the rest ships.
+    buffer = await asyncio.to_thread(Buffer.open, tmp_path / "state", BufferConfig(), ["central"])
+    rig = Rig(buffer, asyncio.create_task(buffer.run()))
+    blocker = tmp_path / "state" / "quarantine"
+    blocker.write_text("not a directory")
+    collector, url = await start_collector(tmp_path, tls_files)
+    try:
+        await rig.commit(6)
+        await asyncio.to_thread(_tamper, tmp_path / "state", {4})
+        sink = rig.sink(url, tls_files, max_batch_records=10)
+        await run_until(sink, lambda: "cannot keep it" in sink.last_error, "the refusal held")
+        assert await rig.acked() == 3
+        assert sink.quarantined == 0
+        blocker.unlink()
+        await run_until(sink, lambda: buffer.cursors["central"][0] == 7, "the rest shipped")
+        assert sink.quarantined == 1
+    finally:
+        await collector.stop()
+        if not rig.writer.done():
+            await buffer.close("test")
+            await rig.writer
+        await asyncio.to_thread(buffer.stop)
+    assert [int(p.stem) for p in (blocker / "central").iterdir()] == [4]
