@@ -297,12 +297,27 @@ class Agent:
             # The deadline holds for the sweep too: with the buffer full ("block") and no acks
             # coming, a source waits in emit for room that only close() would make. Cut off,
             # a source's unswept lines stay in its files, from its last committed checkpoint.
+            runs = list(self._source_runs.values())
+            for run in runs:  # each ends its sweep, whether the deadline leaves it time or not
+                run.stop.set()
             sweep = asyncio.gather(*(self._stop_source(name) for name in list(self._source_runs)))
             swept = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sweep, timeout=max(0.0, self._remaining(life)))
                 swept = True
             if not swept:
+                # A deadline already passed cancels the sweep before some sources' stops begin:
+                # those are cut off here, or the task group would wait for them for ever.
+                for run in runs:
+                    for task in (run.task, run.flusher):
+                        if task is not None:
+                            task.cancel("shutdown.timeout passed during the final sweep")
+                await asyncio.gather(
+                    *(t for run in runs for t in (run.task, run.flusher) if t is not None),
+                    return_exceptions=True,
+                )
+                self._source_runs.clear()
+                self.sources.clear()
                 log.error(
                     "shutdown.timeout of %gs passed during the final sweep (buffer blocked: %s);"
                     " unswept lines stay in their files",

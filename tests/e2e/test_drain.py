@@ -200,6 +200,21 @@ def test_sigterm_with_the_buffer_full_exits_at_the_deadline_and_loses_nothing(
     verify_stream(collector)
 
 
+def test_a_deadline_already_passed_at_the_sweep_still_ends_the_run(
+    tmp_path: Path, collector: CollectorProcess, logs: Path
+) -> None:
+    # shutdown.timeout = 1e-9, gone by the sweep: its wait_for(timeout=0) cancelled the sweep
+    # before any source was told to stop, and the task group waited for them for ever.
+    agent = make_agent(tmp_path, collector, logs, tables="[shutdown]\ntimeout = 1e-9")
+    write_lines(logs / "app.log", lines(0, 50))
+    agent.start()
+    try:
+        eventually_sync(lambda: collector.held() >= 50, timeout=60, what="lines shipped")
+        assert agent.terminate(timeout=30) in (0, 75), agent.log_tail()
+    finally:
+        agent.cleanup()
+
+
 @pytest.mark.slow
 def test_second_sigterm_forces_an_immediate_exit(
     tmp_path: Path, collector: CollectorProcess, logs: Path, hung: SilentServer
