@@ -10,6 +10,7 @@ Each component receives only its own section. Nothing here holds mutable state.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import tomllib
@@ -23,6 +24,7 @@ from agent import affinity
 from agent.errors import ConfigError
 
 MiB = 1024 * 1024
+MAX_BUFFER_BYTES = 1 << 62  # beyond, the writer's room arithmetic leaves C's 64-bit integers
 # read_chunk_bytes unset: the most a source reads at once, by its parser. A record held as a
 # Python object is ~20 times its line in memory; raw lines, and the syslog and auth parsers'
 # lines, go to the buffer as runs framed in C, a few times their size.
@@ -361,6 +363,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path}: invalid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses per nested array or inline table
+        raise ConfigError("", f"{path}: nested too deeply") from exc
 
 
 def _prepare(
@@ -435,6 +439,10 @@ def _check_agent(config: AgentConfig) -> None:
         raise ConfigError("buffer.max_bytes", "must hold at least two segments (2 x segment_bytes)")
     _positive("buffer.fsync_interval", config.buffer.fsync_interval)
     _positive("buffer.retry_initial", config.buffer.retry_initial)
+    _positive("buffer.retry_max", config.buffer.retry_max)
+    _positive("buffer.queue_batches", config.buffer.queue_batches)
+    if config.buffer.max_bytes > MAX_BUFFER_BYTES:
+        raise ConfigError("buffer.max_bytes", f"must be at most {MAX_BUFFER_BYTES} (2**62)")
     _positive("buffer.max_commit_records", config.buffer.max_commit_records)
     _positive("shutdown.timeout", config.shutdown.timeout)
     _check_control(config)
@@ -458,6 +466,11 @@ def _check_sink(path: str, sink: TailsealSinkConfig) -> None:
         if not 1 <= value <= MAX_CONCURRENCY:
             raise ConfigError(f"{path}.{key}", f"must be 1..{MAX_CONCURRENCY}, got {value}")
     _positive(f"{path}.backoff_initial", sink.backoff_initial)
+    _positive(f"{path}.backoff_max", sink.backoff_max)
+    if sink.backoff_max < sink.backoff_initial:
+        raise ConfigError(f"{path}.backoff_max", "must not be below backoff_initial")
+    _positive(f"{path}.request_timeout", sink.request_timeout)
+    _non_negative(f"{path}.linger", sink.linger)
 
 
 def _check_compression_level(path: str, sink: TailsealSinkConfig) -> None:
@@ -489,8 +502,8 @@ def _check_file_source(path: str, src: FileSourceConfig) -> None:
         raise ConfigError(f"{path}.max_open_files", "must be at least 1")
     _positive(f"{path}.close_idle_after", src.close_idle_after)
     _positive(f"{path}.multiline_timeout", src.multiline_timeout)
-    if src.rotate_wait < 0:
-        raise ConfigError(f"{path}.rotate_wait", f"must not be negative, got {src.rotate_wait}")
+    _non_negative(f"{path}.rotate_wait", src.rotate_wait)
+    _non_negative(f"{path}.partial_line_timeout", src.partial_line_timeout)
     try:
         re.compile(src.multiline_start)
     except re.error as exc:
@@ -532,7 +545,8 @@ def _check_control(config: AgentConfig) -> None:
     _positive("termination.timeout", config.termination.timeout)
     if config.control.listen:
         host, _, port = config.control.listen.rpartition(":")
-        if host not in ("127.0.0.1", "::1", "[::1]", "localhost") or not port.isdigit():
+        loopback = host in ("127.0.0.1", "::1", "[::1]", "localhost")
+        if not loopback or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ConfigError("control.listen", "must be a loopback host:port, e.g. 127.0.0.1:7879")
 
 
@@ -541,9 +555,14 @@ def _check_heartbeat(value: float) -> None:
         raise ConfigError("heartbeat", f"must be 0 (never) or at least 0.1 seconds, got {value}")
 
 
+def _non_negative(path: str, value: float) -> None:
+    if not 0 <= value < math.inf:  # NaN fails every comparison
+        raise ConfigError(path, f"must be 0 or a positive number, got {value}")
+
+
 def _positive(path: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(path, f"must be positive, got {value}")
+    if not value > 0 or value == math.inf:  # NaN is neither > 0 nor <= 0
+        raise ConfigError(path, f"must be a positive number, got {value}")
 
 
 def parse_collector_config(

@@ -140,6 +140,34 @@ LEVEL = "sinks.central.compression_level"
             ("[sinks.central]", "[sinks.central]\ndrain_concurrency = 0"),
             "sinks.central.drain_concurrency",
         ),
+        # NaN is neither > 0 nor <= 0: it passed every positivity check, then crashed the loop
+        # (call_later) or made a deadline of nothing that hung the shutdown.
+        (('state_dir = "/var/lib/tailseal"', "heartbeat = nan"), "heartbeat"),
+        (("[sinks.central]", "[sinks.central]\nbackoff_max = nan"), "sinks.central.backoff_max"),
+        (("[sinks.central]", "[sinks.central]\nlinger = inf"), "sinks.central.linger"),
+        (
+            ('paths = ["/var/log/auth.log"]', 'paths = ["/x"]\npoll_interval = nan'),
+            "sources.auth.poll_interval",
+        ),
+        (("[sinks.central]", "[shutdown]\ntimeout = nan\n[sinks.central]"), "shutdown.timeout"),
+        (
+            ("[sinks.central]", "[buffer]\nqueue_batches = 0\n[sinks.central]"),
+            "buffer.queue_batches",
+        ),
+        (("[sinks.central]", "[buffer]\nretry_max = -1.0\n[sinks.central]"), "buffer.retry_max"),
+        (
+            ("[sinks.central]", "[buffer]\nmax_bytes = 1180591620717411303424\n[sinks.central]"),
+            "buffer.max_bytes",
+        ),
+        (("[sinks.central]", "[sinks.central]\nbackoff_max = 0.0"), "sinks.central.backoff_max"),
+        (
+            ("[sinks.central]", "[sinks.central]\nrequest_timeout = -1.0"),
+            "sinks.central.request_timeout",
+        ),
+        (
+            ('state_dir = "/var/lib/tailseal"', '[control]\nlisten = "127.0.0.1:99999"'),
+            "control.listen",
+        ),
     ],
 )
 def test_invalid_values_name_their_field(
@@ -174,6 +202,9 @@ def test_hostile_toml_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
     for text in ["[sources\n", "\x00\x01garbage", "sources = 5", "[sources.a]\ntype = 1"]:
         with pytest.raises(ConfigError):
             load_agent_config(write(tmp_path, text), environ={})
+    deep = "x = " + "[" * 5000 + "]" * 5000  # past tomllib's recursion: RecursionError
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_agent_config(write(tmp_path, deep), environ={})
     path = tmp_path / "binary.toml"
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ConfigError, match="not valid UTF-8"):
