@@ -102,10 +102,11 @@ class NativeSink:
         refusal is believed; any other refusal cancels the batches after it and repositions the
         reader.
         """
+        context = await self._tls()
         reader = BufferReader(self.buffer, self.name)
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout)
         limit = max(4, self.config.concurrency, self.config.drain_concurrency)
-        connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=limit)
+        connector = aiohttp.TCPConnector(ssl=context, limit=limit)
         flights: deque[_Flight] = deque()
         ahead: asyncio.Task[_Encoded | None] | None = None
         try:
@@ -145,6 +146,20 @@ class NativeSink:
             reader.close()
             for task in list(self._gap_records):  # the writer has ended: they cannot land
                 task.cancel()
+
+    async def _tls(self) -> ssl.SSLContext | bool:
+        """The TLS context, once it can be made. A CA file missing or unreadable (a config
+        reload, a secret not mounted yet) is reported and tried again with backoff: raised,
+        it ended the agent, a reload's included, before any seal."""
+        while True:
+            try:
+                return self._ssl_context()
+            except (OSError, ssl.SSLError) as exc:
+                self.last_error = f"cannot set up TLS with ca_file {self.config.ca_file!r}: {exc}"
+            self.retries["tls"] = self.retries.get("tls", 0) + 1
+            delay = self.backoff.next()
+            log.error("sink %s: %s; retrying in %.1fs", self.name, self.last_error, delay)
+            await self._pause(delay)
 
     def _concurrency(self) -> int:
         """Batches that may be in flight now: more while draining (no time to lose)."""
@@ -509,6 +524,8 @@ class NativeSink:
             return Path(self.config.token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             problem = exc.strerror
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
         log.error(
             "sink %s: cannot read token file %s: %s", self.name, self.config.token_file, problem
         )

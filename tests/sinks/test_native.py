@@ -841,3 +841,57 @@ async def test_a_refused_record_that_cannot_be_kept_is_held_not_skipped(
             await rig.writer
         await asyncio.to_thread(buffer.stop)
     assert [int(p.stem) for p in (blocker / "central").iterdir()] == [4]
+
+
+async def test_a_ca_file_not_there_yet_is_reported_and_tried_again(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    # A reload naming a CA file that is not there (or a secret mounted late): creating the TLS
+    # context raised out of sink.run() and ended the agent, before any seal.
+    collector, url = await start_collector(tmp_path, tls_files)
+    later = tmp_path / "mounted-later" / "ca.pem"
+    config = TailsealSinkConfig(
+        endpoint=url, ca_file=str(later), token=TOKEN, backoff_initial=0.01, backoff_max=0.05
+    )
+    sink = NativeSink("central", config, rig.buffer, {"name": "sink-host"}, rig.drain)
+    try:
+        await rig.commit(3)
+        task = asyncio.create_task(sink.run())
+        await eventually(lambda: sink.retries.get("tls", 0) >= 2, timeout=20, what="retries")
+        assert "cannot set up TLS with ca_file" in sink.last_error
+        assert not task.done()
+        later.parent.mkdir()
+        later.write_bytes(tls_files.ca_file.read_bytes())
+        await eventually(lambda: rig.buffer.cursors["central"][0] == 3, timeout=20, what="acked")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await collector.stop()
+
+
+async def test_a_token_file_that_is_not_text_is_reported_not_fatal(
+    rig: Rig, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    collector, url = await start_collector(tmp_path, tls_files)
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe not text")
+    config = TailsealSinkConfig(
+        endpoint=url,
+        ca_file=str(tls_files.ca_file),
+        token_file=str(token_file),
+        backoff_initial=0.01,
+        backoff_max=0.05,
+    )
+    try:
+        sink = NativeSink("central", config, rig.buffer, {"name": "sink-host"}, rig.drain)
+        await rig.commit(2)
+        task = asyncio.create_task(sink.run())
+        await eventually(lambda: sink.retries.get("auth", 0) >= 1, timeout=20, what="a 401")
+        token_file.write_text(TOKEN + "\n")  # re-read after the 401
+        await eventually(lambda: rig.buffer.cursors["central"][0] == 2, timeout=20, what="acked")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await collector.stop()
