@@ -88,15 +88,31 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code = _dispatch(args)
-    except ConfigError as exc:
-        print(f"tailseal: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
     except TailsealError as exc:
-        print(f"tailseal: {exc}", file=sys.stderr)
-        return 1
+        return _report(exc)
+    except BaseExceptionGroup as group:
+        # The agent runs in task groups: a state file refused at start (StateError) comes out
+        # wrapped. Ours alone are reported as ours; anything else is a bug, with its traceback.
+        ours, rest = group.split(TailsealError)
+        if ours is None or rest is not None:
+            raise
+        return _report(_first(ours))
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _report(exc: TailsealError) -> int:
+    if isinstance(exc, ConfigError):
+        print(f"tailseal: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(f"tailseal: {exc}", file=sys.stderr)
+    return 1
+
+
+def _first(group: BaseExceptionGroup[TailsealError]) -> TailsealError:
+    inner = group.exceptions[0]
+    return _first(inner) if isinstance(inner, BaseExceptionGroup) else inner
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -1,0 +1,54 @@
+"""The command line's own errors: one line naming the problem, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_agent(tmp_path: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{state}"\n'
+        f'[control]\nsocket = "{tmp_path / "control.sock"}"\n'
+        f'[sources.app]\ntype = "file"\npaths = ["{logs}/*.log"]\n'
+        '[sinks.central]\ntype = "tailseal"\nendpoint = "https://127.0.0.1:1"\n'
+        '[termination]\nec2 = "off"\ngcp = "off"\nazure = "off"\n'
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"stream_id": 5}', "stream.json"),
+        (b"{", "stream.json"),
+    ],
+    ids=["wrong type", "torn"],
+)
+def test_a_state_file_refused_at_start_is_one_line_not_a_traceback(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    # The agent runs in task groups: its StateError came out wrapped in an ExceptionGroup,
+    # printed as pages of traceback with the message buried in them.
+    state = tmp_path / "state"
+    (state / "buffer").mkdir(parents=True)
+    (state / "buffer" / "stream.json").write_bytes(content)
+
+    result = run_agent(tmp_path, state)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert says in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("tailseal: ")
