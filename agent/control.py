@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 
 import orjson
@@ -24,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.config import AgentConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StateError
 from agent.metrics import registry_for
 from agent.pipeline import Agent, Lifecycle
 
@@ -55,6 +56,7 @@ class ControlServer:
         self._runner: web.AppRunner | None = None
         self._drains = 0
         self._idle = asyncio.Event()
+        self._bound = False  # the unix socket is ours to remove
         self._idle.set()
 
     async def start(self) -> None:
@@ -71,8 +73,16 @@ class ControlServer:
             if len(str(self.path).encode()) > MAX_UNIX_PATH:
                 raise ConfigError("control.socket", f"path longer than {MAX_UNIX_PATH} bytes")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.unlink(missing_ok=True)  # a stale socket of a dead agent (we hold the lock)
+            # Started before the buffer's lock is taken: a socket an agent still answers on is
+            # that agent's (a second one on the same config would take it over, then delete
+            # it on its way out); one nobody answers on is a dead agent's.
+            if await asyncio.to_thread(_answered, self.path):
+                raise StateError(
+                    f"control socket {self.path} is in use by another running tailseal agent"
+                )
+            self.path.unlink(missing_ok=True)
             await web.UnixSite(self._runner, str(self.path)).start()
+            self._bound = True
             self.path.chmod(0o660)
         if self.config.control.listen:
             host, _, port = self.config.control.listen.rpartition(":")
@@ -84,7 +94,7 @@ class ControlServer:
             await asyncio.wait_for(self._idle.wait(), 5.0)
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.path is not None:
+        if self.path is not None and self._bound:  # never another agent's
             self.path.unlink(missing_ok=True)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
@@ -151,3 +161,14 @@ class ControlServer:
         status = self.agent.status(self.life)
         keep = ("phase", "reason", "backlog", "last_seq", "exit_code", "sinks")
         return orjson.dumps({k: status[k] for k in keep}) + b"\n"
+
+
+def _answered(path: Path) -> bool:
+    """Whether something accepts connections on the unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:  # none there, refused (stale), not a socket
+            return False
+    return True

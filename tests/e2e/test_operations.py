@@ -201,3 +201,34 @@ def test_status_command_names_each_source_and_sink_with_a_backlog(
         out,
         re.MULTILINE,
     ), out
+
+
+def test_a_second_agent_on_the_same_config_leaves_the_first_ones_control_socket(
+    tmp_path: Path, collector: CollectorProcess
+) -> None:
+    # The control socket is set up before the buffer's lock is taken: the second agent
+    # replaced the socket, then deleted it on its way out; `tailseal drain` (a preStop hook)
+    # and `tailseal reload` no longer reached the running agent.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "app.log", lines(0, 10))
+    root = tmp_path / "agent"
+    root.mkdir()
+    agent = AgentProcess(root, collector, sources={"app": [str(logs / "*.log")]})
+    agent.start()
+    try:
+        eventually_sync(lambda: agent.status_or_none() is not None, timeout=30, what="agent up")
+        second = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run", "-c", str(root / "agent.toml")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "in use by another running tailseal agent" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        assert agent.status()["phase"] == "running"  # its socket is still there, and its own
+        assert agent.terminate() == 0, agent.log_tail()
+    finally:
+        agent.cleanup()
