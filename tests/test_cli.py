@@ -34,8 +34,11 @@ def run_agent(tmp_path: Path, state: Path) -> subprocess.CompletedProcess[str]:
     [
         (b'{"stream_id": 5}', "stream.json"),
         (b"{", "stream.json"),
+        # Not the protocol's: the collector refused every batch, for ever (400 on the header).
+        (b'{"stream_id": "bad_id/../x"}', "is not [A-Za-z0-9-]{1,64}"),
+        (b'{"stream_id": ""}', "is not [A-Za-z0-9-]{1,64}"),
     ],
-    ids=["wrong type", "torn"],
+    ids=["wrong type", "torn", "not the protocol's", "empty"],
 )
 def test_a_state_file_refused_at_start_is_one_line_not_a_traceback(
     tmp_path: Path, content: bytes, says: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,8 @@ log = logging.getLogger("agent.buffer.wal")
 STREAM = "stream.json"
 LOCK = "lock"
 CURSORS = "cursors"
+STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # the protocol's (collector/batch.py)
+MAX_SEQ = (1 << 63) - 1  # the protocol's signed 64-bit seqs
 
 
 def stream_id(directory: Path) -> str:
@@ -33,6 +36,10 @@ def stream_id(directory: Path) -> str:
     if not isinstance(stream, dict) or not isinstance(stream.get("stream_id"), str):
         raise StateError(f"{directory / STREAM}: no stream_id")
     value: str = stream["stream_id"]
+    if not STREAM_ID.fullmatch(value):  # what the protocol allows: every batch would be refused
+        raise StateError(
+            f"{directory / STREAM}: stream_id {value[:80]!r} is not [A-Za-z0-9-]{{1,64}}"
+        )
     return value
 
 
@@ -55,13 +62,16 @@ def load_cursor(directory: Path, sink: str, base_seq: int, base_h: bytes) -> tup
     except StateError:
         raw = None
     if isinstance(raw, dict):
+        acked = raw.get("acked")
         try:
-            seq, h = int(raw["acked"]), bytes.fromhex(raw["h"])
+            h = bytes.fromhex(raw["h"])
         except (KeyError, TypeError, ValueError):
             pass
         else:
-            if seq >= base_seq and len(h) == 32:
-                return seq, h
+            # An int (not a float orjson made of a huge one, not a bool), and a seq the
+            # protocol can carry: past it the writer could never go on.
+            if type(acked) is int and base_seq <= acked <= MAX_SEQ and len(h) == 32:
+                return acked, h
     if path.exists():
         log.warning("cursor %s unusable; re-sending from the oldest record held", path)
     return base_seq, base_h

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.buffer import segment
+from agent.buffer.directory import MAX_SEQ
 from agent.buffer.segment import SegmentInfo
 from agent.errors import StateError
 from agent.record import genesis
@@ -78,14 +79,28 @@ def _load_summary(directory: Path, state: Recovered) -> None:
     if summary is None:
         return
     try:
-        state.base_seq = int(summary["base_seq"])
-        state.base_h = bytes.fromhex(summary["base_h"])
+        state.base_seq = _seq(summary["base_seq"])
+        state.base_h = _digest(summary["base_h"])
         state.last_seq, state.last_h = state.base_seq, state.base_h
         for raw in summary["checkpoints"]:
             cp = Checkpoint(raw["source"], raw["key"], int(raw["offset"]), raw["path"])
             state.checkpoints[(cp.source, cp.key)] = cp
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"{directory / SUMMARY} is malformed: {exc!r}") from exc
+
+
+def _seq(value: object) -> int:
+    seq: int = int(value)  # type: ignore[call-overload]  # TypeError/ValueError: malformed
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {seq} is outside 0..2**63-1")
+    return seq
+
+
+def _digest(value: object) -> bytes:
+    digest = bytes.fromhex(value)  # type: ignore[arg-type]  # TypeError/ValueError: malformed
+    if len(digest) != segment.DIGEST_SIZE:
+        raise ValueError(f"a chain hash of {len(digest)} bytes")
+    return digest
 
 
 def _quarantine(

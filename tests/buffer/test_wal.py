@@ -322,6 +322,49 @@ async def test_missing_cursor_file_resends_from_oldest_record_held(tmp_path: Pat
         buffer.stop()
 
 
+@pytest.mark.parametrize(
+    "acked",
+    ["9223372036854775808", "100000000000000000000000000000", "2.5", "true", '"3"'],
+    ids=["past the protocol", "a float orjson made", "a fraction", "a bool", "a string"],
+)
+async def test_a_cursor_whose_seq_is_not_one_resends_from_the_oldest(
+    tmp_path: Path, acked: str
+) -> None:
+    # 2**63 was taken: the chain jumped there and the writer died on its first record
+    # (OverflowError), on every start.
+    run = await start(tmp_path)
+    await run.commit(pending(3))
+    h = stored(tmp_path)[1].h
+    await run.close()
+    cursor = tmp_path / "buffer" / "cursors" / "a.json"
+    cursor.write_text(f'{{"acked": {acked}, "h": "{h.hex()}"}}')
+    buffer = Buffer.open(tmp_path, BufferConfig(), SINKS)
+    try:
+        assert buffer.cursors["a"] == (0, genesis(buffer.stream_id))
+        assert buffer.last_seq == 4  # 3 records and the seal: the chain goes on from there
+    finally:
+        buffer.stop()
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        {"base_seq": 2**63, "base_h": "00" * 32, "checkpoints": []},
+        {"base_seq": -1, "base_h": "00" * 32, "checkpoints": []},
+        {"base_seq": 3, "base_h": "00", "checkpoints": []},
+    ],
+    ids=["seq past the protocol", "negative seq", "short chain hash"],
+)
+async def test_a_checkpoint_summary_out_of_range_is_a_state_error(
+    tmp_path: Path, summary: dict[str, object]
+) -> None:
+    run = await start(tmp_path)
+    await run.close()
+    (tmp_path / "buffer" / "checkpoints.json").write_bytes(orjson.dumps(summary))
+    with pytest.raises(StateError, match=r"checkpoints\.json is malformed"):
+        Buffer.open(tmp_path, BufferConfig(), SINKS)
+
+
 async def test_stale_tmp_state_file_is_ignored(tmp_path: Path) -> None:
     run = await start(tmp_path)
     await run.commit(pending(3))
