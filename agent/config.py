@@ -326,11 +326,11 @@ def _apply_overrides(
 ) -> None:
     """Apply ``TAILSEAL_A__B__C=value`` overrides; the value is parsed as TOML if it can be.
 
-    Only variables naming a top-level config key are overrides: others with the prefix
-    (``TAILSEAL_CONFIG``, ``TAILSEAL_K8S_NODE_NAME``, a test's settings) are not config."""
-    top = {f.lower() for f in AgentConfig.__struct_fields__} | set(
-        CollectorConfig.__struct_fields__
-    )
+    Only variables naming a top-level key of this config (``kind``: the agent's or the
+    collector's) are overrides: others with the prefix (``TAILSEAL_CONFIG``,
+    ``TAILSEAL_K8S_NODE_NAME``, the other program's keys in an environment both share, a
+    test's settings) are not this config's."""
+    top = {f.lower() for f in kind.__struct_fields__}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue

@@ -282,6 +282,20 @@ def test_prefixed_variables_that_name_no_config_key_are_not_overrides(tmp_path: 
     assert config.shutdown.timeout == 12.5
 
 
+def test_an_environment_shared_by_agent_and_collector_overrides_each_its_own(
+    tmp_path: Path,
+) -> None:
+    # host is a collector key, state_dir an agent one: each broke the other program's config
+    # ("host: unknown key"), without naming the variable.
+    environ = {"TAILSEAL_HOST": "192.0.2.10", "TAILSEAL_STATE_DIR": "/srv/tailseal"}
+    agent = load_agent_config(write(tmp_path, VALID), environ=environ)
+    collector_file = tmp_path / "collector.toml"
+    collector_file.write_text('[[tokens]]\nname = "a"\ntoken = "s"\n')
+    collector = load_collector_config(collector_file, environ=environ)
+    assert agent.state_dir == "/srv/tailseal"
+    assert collector.host == "192.0.2.10"
+
+
 def test_conf_d_drop_ins_merge_over_the_main_file_in_name_order(tmp_path: Path) -> None:
     path = write(tmp_path, VALID)
     (tmp_path / "conf.d").mkdir()
