@@ -83,10 +83,22 @@ def _load_summary(directory: Path, state: Recovered) -> None:
         state.base_h = _digest(summary["base_h"])
         state.last_seq, state.last_h = state.base_seq, state.base_h
         for raw in summary["checkpoints"]:
-            cp = Checkpoint(raw["source"], raw["key"], int(raw["offset"]), raw["path"])
+            cp = _checkpoint(raw)
             state.checkpoints[(cp.source, cp.key)] = cp
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"{directory / SUMMARY} is malformed: {exc!r}") from exc
+
+
+def _checkpoint(raw: dict[str, object]) -> Checkpoint:
+    """A summarized source position, as the writer wrote it: strings and a byte offset (a key
+    of null crashed the file source; an offset of -7 stalled its file, one of 1.5 shipped from
+    mid-line)."""
+    source, key, path, offset = raw["source"], raw["key"], raw["path"], raw["offset"]
+    if not (isinstance(source, str) and isinstance(key, str) and isinstance(path, str)):
+        raise TypeError(f"checkpoint {raw!r}: source, key and path must be strings")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"checkpoint {raw!r}: offset must be a whole number of bytes")
+    return Checkpoint(source, key, offset, path)
 
 
 def _seq(value: object) -> int:

@@ -346,14 +346,28 @@ async def test_a_cursor_whose_seq_is_not_one_resends_from_the_oldest(
         buffer.stop()
 
 
+CP = {"source": "app", "key": "1:2:ab", "offset": 10, "path": "/var/log/app.log"}
+
+
 @pytest.mark.parametrize(
     "summary",
     [
         {"base_seq": 2**63, "base_h": "00" * 32, "checkpoints": []},
         {"base_seq": -1, "base_h": "00" * 32, "checkpoints": []},
         {"base_seq": 3, "base_h": "00", "checkpoints": []},
+        *(
+            {"base_seq": 3, "base_h": "00" * 32, "checkpoints": [{**CP, field: value}]}
+            for field, value in (("key", None), ("offset", -7), ("offset", 1.5))
+        ),
     ],
-    ids=["seq past the protocol", "negative seq", "short chain hash"],
+    ids=[
+        "seq past the protocol",
+        "negative seq",
+        "short chain hash",
+        "key null",
+        "offset negative",
+        "offset a fraction",
+    ],
 )
 async def test_a_checkpoint_summary_out_of_range_is_a_state_error(
     tmp_path: Path, summary: dict[str, object]
