@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import gzip
 import logging
 import re
@@ -626,9 +628,18 @@ def _json(payload: bytes) -> dict[str, Any]:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds, or an HTTP-date (RFC 9110
+    10.2.3; a proxy may send one); None if it is neither."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": a time in UTC without a stated zone
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return max(0.0, seconds)  # NaN too: max keeps 0.0, and the backoff its jitter

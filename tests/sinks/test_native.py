@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -871,3 +873,27 @@ async def test_a_ca_file_not_there_yet_is_reported_and_tried_again(
             await task
     finally:
         await collector.stop()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("-5", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: no wait of its own
+        ("in a while", None),
+        (None, None),
+    ],
+)
+def test_retry_after_takes_seconds_or_an_http_date(
+    header: str | None, seconds: float | None
+) -> None:
+    assert native._retry_after(header) == seconds
+
+
+def test_retry_after_as_a_date_ahead_is_the_seconds_until_it() -> None:
+    # A proxy may send an HTTP-date (RFC 9110 10.2.3); it was ignored, the backoff used instead.
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=120)
+    got = native._retry_after(email.utils.format_datetime(when, usegmt=True))
+    assert got is not None
+    assert 110 <= got <= 120
