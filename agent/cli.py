@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="demo-state", help="where the demo keeps its files")
     demo.add_argument(
         "--lines",
-        type=int,
+        type=_count,
         default=0,
         help="write this many demo lines, then stop (0: run until Ctrl-C)",
     )
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     drain.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
     drain.add_argument("--socket", default="", help="control socket (default: from the config)")
     drain.add_argument(
-        "--timeout", type=float, default=0, help="give up after this many seconds (0: never)"
+        "--timeout", type=_seconds, default=0, help="give up after this many seconds (0: never)"
     )
     reload_cmd = sub.add_parser("reload", help="make the running agent re-read its config")
     reload_cmd.add_argument("-c", "--config", default=env_config, help="the agent's config (TOML)")
@@ -82,6 +83,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the raw status document")
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A --timeout: a finite number of seconds, 0 or more (nan gave up at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a count (0 or more): {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

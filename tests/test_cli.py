@@ -55,3 +55,27 @@ def test_a_state_file_refused_at_start_is_one_line_not_a_traceback(
     assert "Traceback" not in result.stderr, result.stderr
     assert says in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("tailseal: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["drain", "--socket", "/nonexistent.sock", "--timeout", "nan"],
+        ["drain", "--socket", "/nonexistent.sock", "--timeout", "-1"],
+        ["drain", "--socket", "/nonexistent.sock", "--timeout", "inf"],
+        ["demo", "--lines", "-5"],
+    ],
+    ids=["timeout nan", "timeout negative", "timeout inf", "lines negative"],
+)
+def test_a_bad_number_on_the_command_line_is_a_usage_error(args: list[str]) -> None:
+    # `tailseal drain --timeout nan` gave up at once ("still draining after nans").
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2  # argparse's usage error
+    assert "(0 or more)" in result.stderr
+    assert "Traceback" not in result.stderr
