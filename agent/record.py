@@ -14,6 +14,7 @@ This module is pure (no I/O, no shared state) so that agent, collector and verif
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,10 @@ GENESIS_PREFIX = b"tailseal/v1\n"
 DIGEST_BYTES = 32
 
 Record = dict[str, Any]
+
+
+# A stream id as the protocol allows it (and a safe directory name at the collector).
+STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 def genesis(stream_id: str) -> bytes:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import uuid
 from pathlib import Path
 
+from agent.buffer.segment import SEQ
 from agent.errors import StateError
-from agent.record import now_rfc3339
+from agent.record import STREAM_ID, now_rfc3339
 from agent.sources import Checkpoint
 from agent.statefile import read_json, write_json
 
@@ -23,8 +23,6 @@ log = logging.getLogger("agent.buffer.wal")
 STREAM = "stream.json"
 LOCK = "lock"
 CURSORS = "cursors"
-STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # the protocol's (collector/batch.py)
-MAX_SEQ = (1 << 63) - 1  # the protocol's signed 64-bit seqs
 
 
 def stream_id(directory: Path) -> str:
@@ -70,7 +68,7 @@ def load_cursor(directory: Path, sink: str, base_seq: int, base_h: bytes) -> tup
         else:
             # An int (not a float orjson made of a huge one, not a bool), and a seq the
             # protocol can carry: past it the writer could never go on.
-            if type(acked) is int and base_seq <= acked <= MAX_SEQ and len(h) == 32:
+            if type(acked) is int and base_seq <= acked <= SEQ and len(h) == 32:
                 return acked, h
     if path.exists():
         log.warning("cursor %s unusable; re-sending from the oldest record held", path)

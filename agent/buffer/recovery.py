@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.buffer import segment
-from agent.buffer.directory import MAX_SEQ
 from agent.buffer.segment import SegmentInfo
 from agent.errors import StateError
 from agent.record import genesis
@@ -103,7 +102,7 @@ def _checkpoint(raw: dict[str, object]) -> Checkpoint:
 
 def _seq(value: object) -> int:
     seq: int = int(value)  # type: ignore[call-overload]  # TypeError/ValueError: malformed
-    if not 0 <= seq <= MAX_SEQ:
+    if not 0 <= seq <= segment.SEQ:
         raise ValueError(f"seq {seq} is outside 0..2**63-1")
     return seq
 

@@ -32,7 +32,7 @@ import zstandard
 
 from agent.collector.lines import BodyLines, count_lines
 from agent.compiled import MODULE
-from agent.record import verifiable_h
+from agent.record import STREAM_ID, verifiable_h
 
 ENCODINGS = frozenset({"zstd", "gzip", "identity"})
 # The shortest line that can hold a record that verifies: {"h":"<64 hex>","seq":1}. A body
@@ -40,7 +40,7 @@ ENCODINGS = frozenset({"zstd", "gzip", "identity"})
 MIN_RECORD_BYTES = 80
 CHUNK_BYTES = 256 * 1024
 # msgspec patterns are searched with Python's re: ``$`` would also match before a final "\n".
-STREAM_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}\Z"
+STREAM_ID_PATTERN = rf"^{STREAM_ID.pattern}\Z"
 H_PATTERN = r"^[0-9a-f]{64}\Z"
 
 # The wire form of a record is its canonical JSON with ``,"h":"<64 hex>"}`` in place of the

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -36,14 +35,13 @@ import orjson
 from agent.collector import index
 from agent.collector.lines import BodyLines
 from agent.errors import StateError
-from agent.record import genesis, now_rfc3339, verifiable_h
+from agent.record import STREAM_ID, genesis, now_rfc3339, verifiable_h
 from agent.statefile import fsync_dir, write_all, write_atomic
 
 # Stored: ``sealed`` (the last record is a seal), else ``gap`` (the stream holds a gap record),
 # else ``live``. ``silent`` is never stored: the server derives it at listing time.
 StreamState = Literal["live", "sealed", "gap", "silent"]
 
-STREAM_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 RECORDS_FILE = "records.ndjson"
 HEAD_FILE = "head.json"
 SKIPS_FILE = "skips.ndjson"  # gaps the agent declared: where the chain restarts, and from what
