@@ -57,9 +57,9 @@ def read_json(path: Path) -> Any | None:
     so the old content is the committed one. Unparseable content raises ``StateError``.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    if tmp.exists():
-        tmp.unlink()
     try:
+        if tmp.exists():
+            tmp.unlink()
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
@@ -72,7 +72,11 @@ def read_json(path: Path) -> Any | None:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700; tighten it if it already exists."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+    """Create ``path`` (and parents) with mode 0700; tighten it if it already exists. A file in
+    its place, or no permission, is a StateError naming it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise StateError(f"cannot make state directory {path}: {exc.strerror or exc}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,30 @@ def test_a_bad_number_on_the_command_line_is_a_usage_error(args: list[str]) -> N
     assert result.returncode == 2  # argparse's usage error
     assert "(0 or more)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda buffer: (buffer / "cursors").write_text("a file"), "cursors"),
+        (lambda buffer: (buffer / "lock").mkdir(), "lock"),
+        (lambda buffer: (buffer / "stream.json.tmp").mkdir(), "stream.json"),
+    ],
+    ids=["cursors a file", "lock a directory", "stream.json.tmp a directory"],
+)
+def test_a_wrong_kind_of_file_in_the_state_dir_is_one_line(
+    tmp_path: Path, make: Callable[[Path], object], says: str
+) -> None:
+    # These raised the OS's own error (FileExistsError, IsADirectoryError): a traceback
+    # without the state file's name in a sentence.
+    buffer = tmp_path / "state" / "buffer"
+    buffer.mkdir(parents=True)
+    make(buffer)
+
+    result = run_agent(tmp_path, tmp_path / "state")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("tailseal: ")
+    assert says in last

@@ -43,7 +43,10 @@ def stream_id(directory: Path) -> str:
 
 def lock(directory: Path) -> int:
     """flock the directory for this process; a second agent on it gets a clear error."""
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {directory / LOCK}: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

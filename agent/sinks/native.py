@@ -34,7 +34,7 @@ from agent.buffer import special
 from agent.buffer.reader import Batch, BufferReader
 from agent.buffer.wal import Buffer
 from agent.config import TailsealSinkConfig
-from agent.errors import RetryableError
+from agent.errors import RetryableError, StateError
 from agent.record import now_rfc3339
 from agent.retry import Backoff
 from agent.sources import Pending
@@ -295,7 +295,7 @@ class NativeSink:
         batch = refused.batch
         seq = batch.first_seq
         path = await in_thread(self._try_keep, refused)
-        if isinstance(path, OSError):
+        if not isinstance(path, Path):
             # Not kept, so not skipped: held and asked again (the collector refuses it again)
             # until it can be kept. Raised, it ended the agent, and every restart alike.
             self.last_error = (
@@ -320,10 +320,10 @@ class NativeSink:
         self._gap_records.add(task)
         task.add_done_callback(self._gap_records.discard)
 
-    def _try_keep(self, refused: _Quarantine) -> Path | OSError:
+    def _try_keep(self, refused: _Quarantine) -> Path | OSError | StateError:
         try:
             return self._keep(refused)
-        except OSError as exc:
+        except (OSError, StateError) as exc:  # StateError: its directory cannot be made
             return exc
 
     def _keep(self, refused: _Quarantine) -> Path:
