@@ -65,22 +65,16 @@ async def _drain(path: Path, limit: float | None) -> int:
                     if line.strip():
                         last = orjson.loads(line)
                         progress.show(last)
-            except aiohttp.ServerTimeoutError:
-                progress.done()
-                print(
-                    f"tailseal drain: no word from the agent for {SILENCE:g}s; giving up "
-                    f"({_last_seen(last)})",
-                    file=sys.stderr,
-                )
-                return 1
             except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-                # Killed (SIGKILL, a second signal's forced exit) with the answer half sent.
+                # Silent for SILENCE seconds, or killed (SIGKILL, a second signal's forced exit)
+                # with the answer half sent.
                 progress.done()
-                print(
-                    f"tailseal drain: the agent went away during the drain ({exc}); "
-                    f"{_last_seen(last)}",
-                    file=sys.stderr,
+                why = (
+                    f"no word from the agent for {SILENCE:g}s; giving up"
+                    if isinstance(exc, aiohttp.ServerTimeoutError)
+                    else f"the agent went away during the drain ({exc})"
                 )
+                print(f"tailseal drain: {why}; {_last_seen(last)}", file=sys.stderr)
                 return 1
     except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
         print(f"tailseal drain: no agent answers on {path}: {exc}", file=sys.stderr)

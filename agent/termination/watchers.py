@@ -132,7 +132,8 @@ class AzureWatcher:
     kind = "azure"
 
     def __init__(self, endpoint: str, timeout: float) -> None:
-        self.url = endpoint.rstrip("/") + f"/metadata/scheduledevents?api-version={AZURE_API}"
+        self.endpoint = endpoint.rstrip("/")
+        self.url = f"{self.endpoint}/metadata/scheduledevents?api-version={AZURE_API}"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._name: str | None = None  # this VM's, once asked
 
@@ -165,8 +166,7 @@ class AzureWatcher:
         """This VM's name as Scheduled Events name it (``compute.name``); "" if unknown, and
         then every event counts: a missed notice costs more than a needless drain."""
         if self._name is None:
-            base = self.url.split("/metadata/", 1)[0]
-            url = f"{base}/metadata/instance?api-version={AZURE_API}"
+            url = f"{self.endpoint}/metadata/instance?api-version={AZURE_API}"
             headers = {"Metadata": "true"}
             status, body, _ = await _request(session, "GET", url, headers, self.timeout)
             compute = _json(body).get("compute") if status == 200 else None
